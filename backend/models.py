@@ -1,0 +1,109 @@
+"""ResNet-18 with the CIFAR stem, a width parameter and an optional projection head.
+
+Inputs are float images N x 3 x H x W in [0, 1]; there is no normalisation layer (the RSupCon
+source uses none), so every attack and saliency method works directly in pixel space.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ARCHITECTURES = ("resnet18",)
+WIDTHS = (16, 32, 64)  # base channels; 64 is the paper's network
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18, CIFAR stem (3x3 conv, stride 1, no max-pool), global average pooling.
+
+    features(x): (N, 8*width) encoder output; logits(x) = forward(x): (N, num_classes);
+    project(x): (N, proj_dim) L2-normalised projection-head output (only if built with head=True).
+    `layer4` is the last residual stage (the Grad-CAM layer).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128):
+        super().__init__()
+        if width not in WIDTHS:
+            raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        self.width, self.num_classes = width, num_classes
+        self.feature_dim = 8 * width
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        planes, layers, in_planes = [width, 2 * width, 4 * width, 8 * width], [], width
+        for i, p in enumerate(planes):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(in_planes, p, stride), BasicBlock(p, p, 1)))
+            in_planes = p
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self.head = None
+        if head:
+            f = self.feature_dim
+            self.head = nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True), nn.Linear(f, proj_dim))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) in [0, 1] -> (N, 8*width) pooled encoder features."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # (N, C)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) in [0, 1] -> (N, num_classes) unnormalised scores."""
+        return self.fc(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) -> (N, proj_dim) unit-norm contrastive embedding (needs head=True)."""
+        if self.head is None:
+            raise RuntimeError("this model was built without a projection head")
+        return F.normalize(self.head(self.features(x)), dim=1)
+
+
+def build_model(arch: str = "resnet18", width: int = 32, num_classes: int = 10, head: bool = False) -> ResNet18:
+    """Build an untrained model by name. Raises ValueError for an unknown architecture or width."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return ResNet18(num_classes=num_classes, width=width, head=head)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put a model in eval mode with every parameter frozen, for sharing between users/threads.
+
+    Attacks and saliency then take gradients with respect to inputs only, and nothing can
+    switch the shared model back to train mode by accident (train() is disabled).
+    """
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.train = _train_disabled.__get__(model)  # type: ignore[method-assign]
+    return model
+
+
+def _train_disabled(self, mode: bool = True):
+    if mode:
+        raise RuntimeError("this model is frozen for serving; build a fresh one to train")
+    return self
