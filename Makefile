@@ -1,0 +1,24 @@
+# The two quickstart commands are `make app` and `make test`; each installs what it needs first.
+PY ?= python3
+PIP = $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: install install-dev app server test bench
+
+install:
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -r requirements-nodeps.txt
+
+install-dev: install
+	$(PIP) -r requirements-dev.txt
+
+app: install
+	$(PY) -m streamlit run app/main.py
+
+server: install
+	$(PY) -m backend.server
+
+test: install-dev
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/interactive.py
