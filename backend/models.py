@@ -26,11 +26,14 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        # ReLUs are modules (one per call site, not in place) so that hook-based saliency such as
+        # Guided Backprop can find and override them; they add no state_dict keys.
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
@@ -51,6 +54,7 @@ class ResNet18(nn.Module):
         self.feature_dim = 8 * width
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()  # a module, not F.relu: see BasicBlock
         planes, layers, in_planes = [width, 2 * width, 4 * width, 8 * width], [], width
         for i, p in enumerate(planes):
             stride = 1 if i == 0 else 2
@@ -65,7 +69,7 @@ class ResNet18(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) in [0, 1] -> (N, 8*width) pooled encoder features."""
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # (N, C)
 
