@@ -1,0 +1,69 @@
+"""Shared test helpers: tiny random-init checkpoints written into a temporary checkpoints folder.
+
+Import these from tests (``from tests.helpers import write_tiny_checkpoint, tiny_checkpoint_root``);
+conftest.py stays owned by the project. Everything here is seeded, so two calls with the same
+arguments write byte-identical weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.checkpoints import new_card, save_checkpoint
+from backend.models import build_model
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# (model id, method, seed): one per ordering bucket so sort order is observable (rsupcon first).
+TINY_MODELS = (("tiny-ce", "ce", 3), ("tiny-pgd", "pgd_at", 2), ("tiny-rsupcon", "rsupcon", 1))
+
+
+def write_tiny_checkpoint(root: str | Path, model_id: str, method: str = "ce", width: int = 16,
+                          seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a seeded random-init ResNet-18 (10 classes) as a checkpoint `<root>/<model_id>`.
+
+    The batch-norm running statistics are moved away from their (0, 1) defaults with a few
+    train-mode forward passes on seeded noise, so the untrained model's logits vary with the input
+    (a pure-init ResNet gives near-constant outputs, which would make attack tests vacuous).
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_model("resnet18", width=width, num_classes=10)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32, generator=g))
+    model.eval()
+    card = new_card(model_id, method, "resnet18", width, CIFAR10_CLASSES,
+                    display_name=f"Tiny {method} (random init)", data_variant="none",
+                    train_config={"init": "random", "seed": seed}, metrics={},
+                    training={"time_s": 0.0, "hardware": "none", "epochs": 0}, status="test")
+    return save_checkpoint(model, card, Path(root) / model_id, dtype=dtype)
+
+
+def write_tiny_models(root: str | Path, models=TINY_MODELS, width: int = 16) -> list[str]:
+    """Write every (id, method, seed) in `models` under root; returns the ids in that order."""
+    for model_id, method, seed in models:
+        write_tiny_checkpoint(root, model_id, method, width=width, seed=seed)
+    return [m[0] for m in models]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_root(tmp_path_factory) -> Path:
+    """A session-wide checkpoints folder with three tiny width-16 models (see TINY_MODELS).
+
+    Tests must not add or remove models here; use `fresh_checkpoint_root` for that.
+    """
+    root = tmp_path_factory.mktemp("checkpoints")
+    write_tiny_models(root)
+    return root
+
+
+@pytest.fixture
+def fresh_checkpoint_root(tmp_path) -> Path:
+    """A per-test checkpoints folder with the three tiny models, free to modify."""
+    root = tmp_path / "checkpoints"
+    write_tiny_models(root)
+    return root
