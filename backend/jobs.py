@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("rsupcon", "pgd_at", "trades", "supcon", "fgsm_rs", "ce")
-PRESETS = ("short", "smoke")
+PRESETS = ("smoke", "short", "full")  # backend.train.config.PRESETS
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 LIMITS = {"widths": [16, 32, 64], "epochs": [1, 50], "subset": [64, 50000], "attack_steps": [1, 20],
           "batch_size": [8, 1024], "name_chars": 64, "methods": list(METHODS), "presets": list(PRESETS)}
@@ -54,14 +54,15 @@ _LIVE_MANAGERS: set[str] = set()  # owner tokens of managers open in this proces
 
 @dataclass(frozen=True)
 class JobConfig:
-    """A validated training-job configuration (see LIMITS)."""
+    """A validated training-job configuration (see LIMITS). None means "the preset's value"
+    (backend.train.config.PRESETS: smoke = seconds, short = minutes on a 2-core CPU, full = GPU)."""
     method: str
-    width: int = 32
-    subset: int = 5000  # training images
-    epochs: int = 5
-    attack_steps: int = 10  # PGD steps used to craft training examples
-    batch_size: int = 128
     preset: str = "short"
+    width: int | None = None        # ResNet-18 base channels
+    subset: int | None = None       # training images
+    epochs: int | None = None
+    attack_steps: int | None = None  # PGD steps used to craft training examples
+    batch_size: int | None = None
     name: str | None = None
     seed: int = 0
 
@@ -75,10 +76,10 @@ class JobConfig:
             raise ValueError(f"unknown job config keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         if "method" not in d:
             raise ValueError(f"job config needs 'method' (one of {', '.join(METHODS)})")
-        kw = dict(d)
+        kw = {k: v for k, v in d.items() if v is not None or k in ("name",)}
         for key in ("width", "subset", "epochs", "attack_steps", "batch_size", "seed"):
-            if key in kw:
-                v = kw[key]
+            v = kw.get(key)
+            if v is not None:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
                     raise ValueError(f"job config {key} must be an integer, got {v!r}")
                 kw[key] = int(v)
@@ -89,15 +90,17 @@ class JobConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.width not in LIMITS["widths"]:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        if self.width is not None and self.width not in LIMITS["widths"]:
             raise ValueError(f"width must be one of {LIMITS['widths']}, got {self.width!r}")
         for key in ("epochs", "subset", "attack_steps", "batch_size"):
             lo, hi = LIMITS[key]
             v = getattr(self, key)
-            if not lo <= v <= hi:
+            if v is not None and not lo <= v <= hi:
                 raise ValueError(f"{key} must be in {lo}..{hi}, got {v!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be in 0..2**31-1, got {self.seed!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()
                                       or len(self.name) > LIMITS["name_chars"] or not self.name.isprintable()):
             raise ValueError(f"job name must be 1-{LIMITS['name_chars']} printable characters, got {self.name!r}")
@@ -183,7 +186,8 @@ class JobManager:
         """Validate `config` (see JobConfig), queue the job and start it when the device is free."""
         cfg = JobConfig.from_dict(config)
         job_id = uuid.uuid4().hex[:12]
-        name = cfg.name or f"{cfg.method} w{cfg.width} {cfg.epochs}ep {cfg.subset} img"
+        name = cfg.name or " ".join([cfg.method, cfg.preset] + [f"{k}={v}" for k, v in (
+            ("width", cfg.width), ("epochs", cfg.epochs), ("subset", cfg.subset)) if v is not None])
         self.job_dir(job_id).mkdir(parents=True)
         with self._db(write=True) as db:
             db.execute("INSERT INTO jobs (job_id, name, method, config, device, state, created) "
@@ -260,12 +264,13 @@ class JobManager:
     # ---- process handling ----------------------------------------------------------------------
     def _command(self, job_id: str, cfg: dict, resume: bool) -> list[str]:
         d = self.job_dir(job_id)
-        cmd = [self.python, "-m", "backend.train", "--method", cfg["method"], "--width", str(cfg["width"]),
-               "--epochs", str(cfg["epochs"]), "--subset", str(cfg["subset"]),
-               "--attack-steps", str(cfg["attack_steps"]), "--batch-size", str(cfg["batch_size"]),
-               "--preset", cfg["preset"], "--seed", str(cfg["seed"]), "--threads", str(self.threads),
+        cmd = [self.python, "-m", "backend.train", "--method", cfg["method"], "--preset", cfg["preset"],
+               "--seed", str(cfg["seed"]), "--threads", str(self.threads),
                "--out", str(self.root / self.model_id(job_id, cfg["method"])),
                "--events", str(d / "events.jsonl"), "--state-dir", str(d / "state")]
+        for key in ("width", "epochs", "subset", "attack_steps", "batch_size"):
+            if cfg.get(key) is not None:  # None: the preset decides
+                cmd += [f"--{key.replace('_', '-')}", str(cfg[key])]
         if self.data is not None:
             cmd += ["--data", str(self.data)]
         if resume:
