@@ -96,7 +96,8 @@ def test_deletion_insertion_endpoints_and_naive_loop(small_images, baseline):
         inserted = torch.softmax(model(torch.where(mask, x, base_img)), 1)[range(5), t].numpy()
     assert np.allclose(r["deletion_curve"][:, 2], deleted, atol=1e-6)
     assert np.allclose(r["insertion_curve"][:, 2], inserted, atol=1e-6)
-    expected_auc = np.trapezoid(r["deletion_curve"].astype(np.float64), dx=1 / steps, axis=1)
+    c = r["deletion_curve"].astype(np.float64)
+    expected_auc = sum((c[:, i] + c[:, i + 1]) / 2 / steps for i in range(steps))
     assert np.allclose(r["deletion_auc"], expected_auc, atol=1e-6)
 
 
