@@ -128,9 +128,10 @@ class JobManager:
 
     def __init__(self, checkpoint_root: str | os.PathLike, data: str | None = None, device: str = "cpu",
                  max_running: int = 1, threads: int | None = None, grace_s: float = 5.0,
-                 python: str = sys.executable, env: dict | None = None, poll_s: float = 0.5):
+                 python: str = sys.executable, env: dict | None = None, poll_s: float = 0.5,
+                 jobs_dir: str | os.PathLike | None = None):
         self.root = Path(checkpoint_root)
-        self.jobs_dir = self.root / ".jobs"
+        self.jobs_dir = Path(jobs_dir) if jobs_dir is not None else self.root / ".jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.jobs_dir / "jobs.sqlite"
         self.data, self.device, self.max_running = data, str(device), int(max_running)

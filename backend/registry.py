@@ -6,6 +6,7 @@ arrays are read-only, and cached dicts are copied on the way out.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -280,6 +281,11 @@ def _count_files(root: Path | None, split: str) -> int:
         return sum(1 for d in folder.iterdir() if d.is_dir() for f in d.iterdir()
                    if f.suffix.lower() in data_mod.IMAGE_EXTENSIONS)
     return {"train": 50000, "test": 10000}[split]
+
+
+def _key(obj) -> str:
+    """A canonical string for dict-like parameters, for cache keys."""
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def _check_int(name: str, v, lo: int, hi: int) -> int:
