@@ -1,0 +1,14 @@
+"""Training: `python -m backend.train --method rsupcon ...` (see __main__.py), or in Python:
+
+    from backend.train import make_config, RunOptions, train
+    train(make_config("smoke", method="rsupcon", data="synthetic"), RunOptions(out=Path("checkpoints/x")))
+
+Imports only torch, torchvision (via backend.data), numpy, safetensors, tqdm and the standard library,
+so a bare GPU machine can train.
+"""
+from .config import CONTRASTIVE, METHODS, PRESETS, ROBUST, TrainConfig, make_config
+from .loop import RunOptions, lr_at, train
+from .methods import Cancelled
+
+__all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "make_config", "RunOptions",
+           "lr_at", "train", "Cancelled"]

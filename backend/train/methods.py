@@ -1,0 +1,202 @@
+"""One training loss per batch for each method: ce, pgd_at, trades, supcon, rsupcon, fgsm_rs.
+
+Every method takes a batch of uint8 images (B, 3, 32, 32) on the training device and labels (B,),
+draws its views with backend.augment, crafts adversarial examples with backend.pgd.pgd, and returns
+the scalar loss of one train-mode forward pass (the caller does backward and the optimiser step).
+
+Attacks run with the network in eval mode (batch-norm running statistics, no statistics updates),
+for every method: RSupCon's source does so, TRADES' reference code does so for its KL attack, and
+using one rule for all baselines keeps them comparable. (Madry-style code often attacks in train
+mode; with eval mode the attack never pollutes the BN statistics with adversarial batches.)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..augment import view_b, view_s, view_t
+from ..losses import rsupcon_attack_loss, rsupcon_loss, supcon_loss
+from ..pgd import pgd
+from .config import TrainConfig
+
+
+class Cancelled(Exception):
+    """Raised inside training when a stop was requested (SIGTERM / SIGINT)."""
+
+
+class TrainNet(nn.Module):
+    """Wraps a ResNet18 so that one forward(x, out) call serves DDP and torch.compile.
+
+    out: "logits" (B, classes), "features" (B, f) or "proj" (B, 128) unit-norm in float32.
+    chunks > 1 runs the chunks of x through the network separately (separate batch-norm batches,
+    as TRADES' reference does for clean and adversarial inputs) inside one forward call.
+    """
+
+    def __init__(self, model: nn.Module, channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor, out: str = "logits", chunks: int = 1) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if chunks > 1:
+            return torch.cat([self._one(c, out) for c in x.chunk(chunks)])
+        return self._one(x, out)
+
+    def _one(self, x: torch.Tensor, out: str) -> torch.Tensor:
+        if out == "logits":
+            return self.model(x)
+        if out == "features":
+            return self.model.features(x)
+        if out == "proj":
+            # normalise in float32: under bf16 autocast unit vectors would carry ~3 digits, and
+            # the contrastive logits divide their dot products by 0.07
+            return F.normalize(self.model.head(self.model.features(x)).float(), dim=1)
+        raise ValueError(f"out must be logits, features or proj, got {out!r}")
+
+
+@dataclass
+class Nets:
+    train: Callable  # TrainNet, possibly wrapped in DDP and/or torch.compile: train-mode forwards
+    attack: Callable  # TrainNet, possibly compiled, never DDP: forwards for attacks and evaluation
+    core: TrainNet  # the module itself (mode switches, state dicts)
+
+
+@dataclass
+class StepContext:
+    cfg: TrainConfig
+    gen_aug: torch.Generator  # CPU generator for augmentation parameters
+    gen_dev: torch.Generator  # generator on the training device for attack random starts
+    autocast: Callable[[], ContextManager]
+    should_stop: Callable[[], bool]
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise Cancelled("stop requested")
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+def _ce_attack(nets: Nets, x, y, ctx: StepContext, step_size: float, steps: int) -> torch.Tensor:
+    def loss_fn(xa):
+        ctx.check()
+        with ctx.autocast():
+            logits = nets.attack(xa)
+        return F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
+
+    with eval_mode(nets.core):
+        return pgd(loss_fn, x, ctx.cfg.eps, step_size, steps, generator=ctx.gen_dev)
+
+
+def _ce_logits(nets: Nets, x, y, ctx) -> torch.Tensor:
+    with ctx.autocast():
+        logits = nets.train(x)
+    return F.cross_entropy(logits.float(), y)
+
+
+def loss_ce(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """Cross-entropy on view b."""
+    return _ce_logits(nets, view_b(x_u8, ctx.gen_aug), y, ctx)
+
+
+def loss_pgd_at(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """Madry et al.: cross-entropy on PGD-k examples of view b (random start)."""
+    cfg = ctx.cfg
+    x_adv = _ce_attack(nets, view_b(x_u8, ctx.gen_aug), y, ctx, cfg.step_size, cfg.attack_steps)
+    return _ce_logits(nets, x_adv, y, ctx)
+
+
+def loss_fgsm_rs(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """Wong et al. fast AT: one FGSM step of fgsm_step from a uniform random start in the eps-ball."""
+    x_adv = _ce_attack(nets, view_b(x_u8, ctx.gen_aug), y, ctx, ctx.cfg.fgsm_step, 1)
+    return _ce_logits(nets, x_adv, y, ctx)
+
+
+def _kl(logits_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    """Per-example KL(p_clean || softmax(logits_adv)), (B,); TRADES' reference direction."""
+    return (p_clean * (p_clean.clamp_min(1e-12).log() - logits_adv.float().log_softmax(1))).sum(1)
+
+
+def loss_trades(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """Zhang et al.: CE(f(x), y) + beta * KL(f(x) || f(x~)); the attack ascends the KL from
+    x + 0.001 N(0, 1) (TRADES' start), k steps."""
+    cfg = ctx.cfg
+    x = view_b(x_u8, ctx.gen_aug)
+    with eval_mode(nets.core):
+        with torch.no_grad(), ctx.autocast():
+            p_clean = nets.attack(x).float().softmax(1)
+
+        def loss_fn(xa):
+            ctx.check()
+            with ctx.autocast():
+                return _kl(nets.attack(xa), p_clean)
+
+        noise = torch.randn(x.shape, device=x.device, generator=ctx.gen_dev)
+        x_adv = pgd(loss_fn, x, cfg.eps, cfg.step_size, cfg.attack_steps, rand_init=False,
+                    x_init=x + 0.001 * noise)
+    with ctx.autocast():
+        logits = nets.train(torch.cat([x, x_adv]), chunks=2).float()  # (2B, classes)
+    clean, adv = logits.chunk(2)
+    return F.cross_entropy(clean, y) + cfg.trades_beta * _kl(adv, clean.softmax(1)).mean()
+
+
+def loss_supcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """Khosla et al. SupCon on two clean s views (A = C, E(a) = {a})."""
+    cfg = ctx.cfg
+    x = torch.cat([view_s(x_u8, ctx.gen_aug), view_s(x_u8, ctx.gen_aug)])  # (2B,3,H,W)
+    with ctx.autocast():
+        z = nets.train(x, "proj")  # (2B, d)
+    y2 = y.repeat(2)
+    eye = torch.eye(len(y2), dtype=torch.bool, device=z.device)
+    return supcon_loss(z, y2, z, y2, cfg.temperature, cfg.base_temperature, eye)
+
+
+def rsupcon_attack(nets: Nets, xt, xs, xb, y, ctx: StepContext) -> torch.Tensor:
+    """Adversarial t and s views, (2B,3,H,W) = [x~_t; x~_s], crafted by ascending the contrastive
+    loss of the adversarial anchors against the clean contrast set [z_t, z_s, z_b], each anchor's
+    own clean source excluded (RSUPCON.md, "The attack"). Eval mode; PGD-k with random start."""
+    cfg = ctx.cfg
+    b = len(y)
+    with eval_mode(nets.core):
+        with torch.no_grad(), ctx.autocast():
+            z_clean = nets.attack(torch.cat([xt, xs, xb]), "proj").view(3, b, -1)
+
+        def loss_fn(xa):
+            ctx.check()
+            with ctx.autocast():
+                z_adv = nets.attack(xa, "proj").view(2, b, -1)
+            return rsupcon_attack_loss(z_adv, z_clean, y, cfg.temperature, cfg.base_temperature)
+
+        return pgd(loss_fn, torch.cat([xt, xs]), cfg.eps, cfg.step_size, cfg.attack_steps,
+                   generator=ctx.gen_dev)
+
+
+def loss_rsupcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
+    """RSupCon: L_adv + L_cln from one train-mode forward on [x~_t, x~_s, x_b]."""
+    cfg = ctx.cfg
+    b = len(y)
+    xt, xs, xb = view_t(x_u8, ctx.gen_aug), view_s(x_u8, ctx.gen_aug), view_b(x_u8, ctx.gen_aug)
+    x_adv = rsupcon_attack(nets, xt, xs, xb, y, ctx)
+    with ctx.autocast():
+        z = nets.train(torch.cat([x_adv, xb]), "proj").view(3, b, -1)  # [t~, s~, b]
+    return rsupcon_loss(z[:2], z[2], y, cfg.temperature, cfg.base_temperature)
+
+
+LOSSES: dict[str, Callable] = {"ce": loss_ce, "pgd_at": loss_pgd_at, "trades": loss_trades,
+                               "supcon": loss_supcon, "rsupcon": loss_rsupcon, "fgsm_rs": loss_fgsm_rs}
+LABELS = {"ce": "CE", "pgd_at": "PGD-AT", "trades": "TRADES", "supcon": "SupCon", "rsupcon": "RSupCon",
+          "fgsm_rs": "FGSM-RS"}
