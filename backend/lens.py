@@ -34,20 +34,23 @@ def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 100, seed: int = 0,
                         size: int = 32, lr: float = 0.03, jitter: int = 2, blur_every: int = 4,
-                        decay: float = 1e-3) -> tuple[torch.Tensor, float]:
+                        decay: float = 1e-3, should_stop=None) -> tuple[torch.Tensor, float] | None:
     """Class activation maximisation from seeded grey noise: gradient ascent on the target logit.
 
     Regularisers (what keeps the picture from becoming adversarial noise): a random shift of up to
     `jitter` pixels each step (features must survive translation), a light 3x3 blur every
     `blur_every` steps (suppresses high frequencies) and an L2 pull toward mid-grey (`decay`).
     Steps are the gradient scaled to unit max-abs, times lr. Returns (image (1,3,size,size) in
-    [0,1], softmax probability of target_class for it). Deterministic in `seed`.
+    [0,1], softmax probability of target_class for it). Deterministic in `seed`. should_stop()
+    is polled every 10 steps; when it turns true the function returns None.
     """
     p = next(model.parameters())
     gen = torch.Generator().manual_seed(int(seed))
     x = (0.5 + 0.05 * torch.randn((1, 3, size, size), generator=gen)).clamp(0, 1).to(p.device)
     shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen).tolist()
     for i, (dy, dx) in enumerate(shifts):
+        if should_stop is not None and i % 10 == 0 and should_stop():
+            return None
         xj = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
         objective = model(xj)[0, target_class] - decay * (xj - 0.5).pow(2).sum()
         (g,) = torch.autograd.grad(objective, xj)

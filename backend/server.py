@@ -35,7 +35,8 @@ MULTIPART_OVERHEAD = 64 * 1024  # bytes a multipart envelope may add around the 
 
 
 class WireResponse(JSONResponse):
-    """JSON with numpy arrays encoded by to_wire; NaN allowed (a rank correlation of a constant map
+    """JSON with numpy arrays encoded by to_wire (routes return it directly, so FastAPI's own
+    encoder, which knows no numpy, is bypassed); NaN allowed (a rank correlation of a constant map
     is NaN, and the Python client reads it back as NaN, the same as in-process)."""
 
     def render(self, content: Any) -> bytes:
@@ -191,27 +192,27 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.get("/models")
     def list_models():
-        return svc.list_models()
+        return WireResponse(svc.list_models())
 
     @app.get("/models/{model_id}")
     def model_card(model_id: str):
-        return svc.model_card(model_id)
+        return WireResponse(svc.model_card(model_id))
 
     @app.get("/images/sources")
     def image_sources():
-        return svc.image_sources()
+        return WireResponse(svc.image_sources())
 
     @app.get("/classes")
     def classes():
-        return svc.classes()
+        return WireResponse(svc.classes())
 
     @app.get("/images")
     def list_images(source: str = "samples", class_name: str | None = None, offset: int = 0, limit: int = 48):
-        return svc.list_images(source, class_name, offset, limit)
+        return WireResponse(svc.list_images(source, class_name, offset, limit))
 
     @app.get("/random_image")
     def random_image(source: str = "samples", class_name: str | None = None, seed: int | None = None):
-        return svc.random_image(source, class_name, seed)
+        return WireResponse(svc.random_image(source, class_name, seed))
 
     @app.post("/images/upload")
     async def upload_image(request: Request):
@@ -220,43 +221,43 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.get("/images/{image_id}")
     def get_image(image_id: str):
-        return svc.get_image(image_id)
+        return WireResponse(svc.get_image(image_id))
 
     @app.post("/predict")
     def predict(b: PredictBody):
-        return svc.predict(b.image_id, b.model_ids, b.topk)
+        return WireResponse(svc.predict(b.image_id, b.model_ids, b.topk))
 
     @app.post("/attack")
     def attack(b: AttackBody):
-        return svc.attack(b.image_id, b.spec, b.model_ids, b.mode, b.source_model, b.saliency, b.target)
+        return WireResponse(svc.attack(b.image_id, b.spec, b.model_ids, b.mode, b.source_model, b.saliency, b.target))
 
     @app.post("/explain")
     def explain(b: ExplainBody):
-        return svc.explain(b.image_id, b.model_id, b.method, b.target, b.spec, b.params)
+        return WireResponse(svc.explain(b.image_id, b.model_id, b.method, b.target, b.spec, b.params))
 
     @app.post("/saliency_metrics")
     def saliency_metrics(b: MetricsBody):
-        return svc.saliency_metrics(b.image_id, b.model_id, b.method, b.spec)
+        return WireResponse(svc.saliency_metrics(b.image_id, b.model_id, b.method, b.spec))
 
     @app.post("/sanity_check")
     def sanity_check(b: SanityBody):
-        return svc.sanity_check(b.image_id, b.model_id, b.method)
+        return WireResponse(svc.sanity_check(b.image_id, b.model_id, b.method))
 
     @app.post("/embed")
     def embed(b: EmbedBody):
-        return svc.embed(b.model_id, b.n, b.spec, b.method, b.seed, b.source)
+        return WireResponse(svc.embed(b.model_id, b.n, b.spec, b.method, b.seed, b.source))
 
     @app.post("/robustness_curve")
     def robustness_curve(b: CurveBody):
-        return svc.robustness_curve(b.model_ids, b.method, b.eps_list, b.n, b.steps, b.source, b.seed)
+        return WireResponse(svc.robustness_curve(b.model_ids, b.method, b.eps_list, b.n, b.steps, b.source, b.seed))
 
     @app.post("/feature_lens")
     def feature_lens(b: LensBody):
-        return svc.feature_lens(b.image_id, b.target_class, b.model_ids, b.eps, b.steps)
+        return WireResponse(svc.feature_lens(b.image_id, b.target_class, b.model_ids, b.eps, b.steps))
 
     @app.post("/class_visualisation")
     def class_visualisation(b: VisBody):
-        return svc.class_visualisation(b.target_class, b.model_ids, b.steps, b.seed)
+        return WireResponse(svc.class_visualisation(b.target_class, b.model_ids, b.steps, b.seed))
 
     @app.post("/tasks")
     def start_task(b: TaskBody):
@@ -264,35 +265,35 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.get("/tasks/{task_id}")
     def task_status(task_id: str):
-        return svc.task_status(task_id)
+        return WireResponse(svc.task_status(task_id))
 
     @app.post("/tasks/{task_id}/cancel")
     def cancel_task(task_id: str):
-        return svc.cancel_task(task_id)
+        return WireResponse(svc.cancel_task(task_id))
 
     @app.post("/jobs")
     def start_job(b: JobBody):
-        return svc.start_job(b.config)
+        return WireResponse(svc.start_job(b.config))
 
     @app.get("/jobs")
     def list_jobs():
-        return svc.list_jobs()
+        return WireResponse(svc.list_jobs())
 
     @app.get("/jobs/{job_id}")
     def job_status(job_id: str):
-        return svc.job_status(job_id)
+        return WireResponse(svc.job_status(job_id))
 
     @app.get("/jobs/{job_id}/events")
     def job_events(job_id: str, since: int = 0):
-        return svc.job_events(job_id, since)
+        return WireResponse(svc.job_events(job_id, since))
 
     @app.post("/jobs/{job_id}/cancel")
     def cancel_job(job_id: str):
-        return svc.cancel_job(job_id)
+        return WireResponse(svc.cancel_job(job_id))
 
     @app.post("/jobs/{job_id}/resume")
     def resume_job(job_id: str):
-        return svc.resume_job(job_id)
+        return WireResponse(svc.resume_job(job_id))
 
     @app.get("/jobs/{job_id}/log")
     def job_log(job_id: str, tail: int = 100):
@@ -300,7 +301,7 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.get("/limits")
     def limits():
-        return svc.limits()
+        return WireResponse(svc.limits())
 
     return app
 

@@ -234,7 +234,10 @@ class BatchAnalyses:
             if hit is None:
                 model = self.models.model(mid)
                 with self.lock, torch.inference_mode(False), torch.enable_grad():
-                    img, prob = lens.class_visualisation(model, target_class, steps, seed)
+                    r = lens.class_visualisation(model, target_class, steps, seed, should_stop=should_stop)
+                if r is None:
+                    raise TaskCancelled("cancelled")
+                img, prob = r
                 pixels = np.ascontiguousarray(img.cpu()[0].numpy().transpose(1, 2, 0), dtype=np.float32)
                 hit = self._heavy.put(key, {"pixels": pixels, "target_prob": prob})
             out[mid] = hit
