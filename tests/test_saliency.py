@@ -146,3 +146,26 @@ def test_input_validation(tiny_model, tiny_batch):
         attribute(tiny_model, x[:, :1], y, "gradient")
     with pytest.raises(ValueError, match="exceed the image size"):
         attribute(tiny_model, x, y, "occlusion", SaliencyParams(occlusion_window=40))
+
+
+def test_concurrent_calls_do_not_interfere(tiny_model, tiny_batch):
+    # Hook-based methods run on a private twin, so a plain gradient computed at the same time on the
+    # shared model never passes through Guided Backprop's or Grad-CAM's hooks.
+    import threading
+
+    x, y = tiny_batch
+    x, y = x[:2], y[:2]
+    expected = {m: attribute(tiny_model, x, y, m) for m in ("gradient", "guided_backprop", "gradcam")}
+    wrong: list[str] = []
+
+    def run(method):
+        for _ in range(8):
+            if not torch.allclose(attribute(tiny_model, x, y, method), expected[method], atol=1e-6):
+                wrong.append(method)
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in ("gradient", "guided_backprop", "gradcam", "gradient")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [] and _hooks(tiny_model) == []
