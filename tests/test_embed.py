@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backend.embed import (REFERENCE_FILE, Embedder, EmbedderCache, ReferenceEmbedding, compute_reference,
-                           extract_features, knn_place, load_reference, place, save_reference, standardise)
+                           extract_features, knn_place, load_reference, place, save_reference, standardise,
+                           warm_up)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,12 @@ def test_umap_seeded_transform_and_clusters(clustered):
     # and inside its own cluster: the nearest fitted point belongs to the same cluster
     nearest = np.argmin(((ct[:, None] - c[None]) ** 2).sum(-1), axis=1)
     assert (ids[nearest] == ids[:40]).mean() >= 0.95
+
+
+def test_warm_up_compiles_and_reports_seconds():
+    # after the test above the JIT is warm; warm_up must still run a real fit + transform
+    dt = warm_up()
+    assert isinstance(dt, float) and dt > 0
 
 
 def test_embedder_validation(clustered):
