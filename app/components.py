@@ -1,0 +1,149 @@
+"""Reusable Streamlit pieces: probability bars, image panels, the image picker, the model picker.
+
+Images are drawn with `st.image` on nearest-neighbour upscaled arrays (see app.imaging); bars are
+small HTML blocks so their numbers are real text (readable, selectable, testable in a browser).
+"""
+from __future__ import annotations
+
+import html
+import random
+
+import streamlit as st
+
+from app import state
+from app.client import call, classes, get_image
+from app.imaging import DISPLAY_PX, THUMB_PX, class_colour, upscale
+
+SOURCE_LABELS = {"samples": "Sample images", "test": "CIFAR-10 test set", "train": "CIFAR-10 train set",
+                 "upload": "Upload an image"}
+BROWSE_PAGE = 12  # thumbnails per browser page
+
+
+def prob_bars(top: list[dict], true_label: int | None = None, target: int | None = None,
+              where=None) -> None:
+    """Top-k probability bars as HTML. top: [{"index","class_name","prob"}] best first. The true
+    class is marked with a check, the attack's target class with a bullseye."""
+    rows = []
+    for t in top:
+        idx, p = int(t["index"]), float(t["prob"])
+        mark = " &#10003;" if true_label is not None and idx == true_label else ""
+        mark += " &#9678;" if target is not None and idx == target else ""
+        rows.append(
+            f'<div style="display:flex;align-items:center;gap:6px;font-size:0.82rem;line-height:1.35">'
+            f'<span style="width:92px;white-space:nowrap;overflow:hidden">{html.escape(str(t["class_name"]))}'
+            f'{mark}</span><span style="flex:1;background:#e8ebf1;height:10px;border-radius:3px">'
+            f'<span style="display:block;height:10px;border-radius:3px;width:{max(p, 0.0) * 100:.1f}%;'
+            f'background:{class_colour(idx)}"></span></span>'
+            f'<span style="width:48px;text-align:right" class="rl-prob">{p * 100:.1f}%</span></div>')
+    (where or st).html(f'<div class="rl-bars">{"".join(rows)}</div>')
+
+
+def show_image(img, caption: str | None = None, px: int = DISPLAY_PX, where=None) -> None:
+    """One picture, nearest-neighbour upscaled to px x px."""
+    (where or st).image(upscale(img, px), caption=caption, width=px)
+
+
+def no_models_notice() -> None:
+    """What to do when no model is installed (the app still browses images)."""
+    st.warning("No models are installed yet. Train a short one on the Train page (a few minutes on a "
+               "CPU), or copy checkpoint folders (model.safetensors + card.json) into the checkpoints "
+               "folder ($ROBUSTLENS_CHECKPOINTS, default `checkpoints/`).", icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+
+
+def model_picker(cards: list[dict], name: str = "models", label: str = "Models", where=None,
+                 max_default: int | None = None) -> list[str]:
+    """Multiselect of model ids (default: every model, rsupcon first); returns the chosen ids."""
+    ids = [c["id"] for c in cards]
+    names = {c["id"]: f'{c.get("display_name") or c["id"]} ({c.get("method", "?")})' for c in cards}
+    default = ids[:max_default] if max_default else ids
+    chosen = state.widget((where or st).multiselect, label, name, default, options=ids,
+                          format_func=lambda m: names.get(m, m))
+    return [m for m in ids if m in (chosen or [])]  # keep the registry's order (rsupcon first)
+
+
+def _pick(image_id: str) -> None:
+    state.put("image", image_id)
+
+
+def _sources() -> list[str]:
+    src = call("image_sources", quiet=True) or {}
+    out = [s for s in ("samples", "test", "train") if (src.get(s) or {}).get("available")]
+    return out + ["upload"]
+
+
+def image_picker(where=None) -> dict | None:
+    """Choose an image (browse by class, random, the offline samples, or upload); returns the
+    chosen image dict (see Service.get_image) or None. The choice is the "image" param."""
+    box = where or st.sidebar
+    with box:
+        st.subheader("Image")
+        sources = _sources()
+        source = state.widget(st.radio, "Source", "src", sources[0], options=sources,
+                              format_func=lambda s: SOURCE_LABELS.get(s, s), horizontal=False)
+        if source == "upload":
+            _upload_box()
+        else:
+            _browse_box(source)
+        image_id = state.get("image", None)
+        img = get_image(image_id) if image_id else None
+        if image_id and img is None:
+            state.put("image", None)  # a stale id (e.g. an upload from another server run)
+        if img is None:
+            first = call("list_images", sources[0] if sources[0] != "upload" else "samples", None, 0, 1,
+                         quiet=True)
+            if first and first.get("items"):
+                img = get_image(first["items"][0]["image_id"])
+                if img is not None:
+                    state.put("image", img["image_id"])
+        if img is not None:
+            cap = f'{img["image_id"]}' + (f' - {img["class_name"]}' if img.get("class_name") else "")
+            show_image(img["pixels"], caption=cap)
+        else:
+            st.info("No image available: upload one, or provide CIFAR-10 (see the Model zoo page).")
+        return img
+
+
+def _browse_box(source: str) -> None:
+    names = classes()
+    cls = state.widget(st.selectbox, "Class", "cls", "any", options=["any"] + names)
+    class_name = None if cls == "any" else cls
+    if st.button("Random image", icon=":material/casino:", key="pick_random", width="stretch"):
+        img = call("random_image", source, class_name, random.randrange(2**31))
+        if img:
+            state.put("image", img["image_id"])
+    listing = call("list_images", source, class_name, 0, 1)
+    total = int(listing["total"]) if listing else 0
+    if total == 0:
+        st.caption("No images here.")
+        return
+    pages = max(1, -(-total // BROWSE_PAGE))
+    page = state.widget(st.number_input, f"Browse page (of {pages})", f"page_{source}_{cls}", 1,
+                        lo=1, hi=pages, min_value=1, max_value=pages, step=1)
+    listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE)
+    items = listing["items"] if listing else []
+    cols = st.columns(4)
+    for i, it in enumerate(items):
+        with cols[i % 4]:
+            im = get_image(it["image_id"], quiet=True)
+            if im is not None:
+                st.image(upscale(im["pixels"], THUMB_PX), width=THUMB_PX)
+            st.button(it["image_id"].split(":")[-1], key=f"pick_{it['image_id']}", on_click=_pick,
+                      args=(it["image_id"],), help=f'{it["image_id"]} ({it.get("class_name")})',
+                      width="stretch")
+    st.caption(f"{total} images; click a number to analyse that image.")
+
+
+def _upload_box() -> None:
+    up = st.file_uploader("Image file (any size; centre-cropped and resized to 32x32)",
+                          type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"], key="upload")
+    if up is None:
+        return
+    done = st.session_state.setdefault("_uploads", {})  # file id -> image id, per session
+    if up.file_id not in done:
+        img = call("upload_image", up.getvalue())
+        if img is None:
+            return
+        done[up.file_id] = img["image_id"]
+        state.put("image", img["image_id"])
+    st.caption("Uploads are kept in the server's memory for a while; the link holds their id.")

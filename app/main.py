@@ -1,0 +1,44 @@
+"""RobustLens: `streamlit run app/main.py`. Navigation over the pages in app/pages/.
+
+The backend runs in this process by default; set BACKEND_URL=http://host:port to use a server
+started with `python -m backend.server` instead.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` puts app/ (not the repo root) on sys.path; the app imports the
+# packages `app` and `backend` from the root.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app.client import get_client, explain_error  # noqa: E402
+
+st.set_page_config(page_title="RobustLens", page_icon=":material/shield:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+PAGES = [
+    st.Page("pages/attack_lab.py", title="Attack lab", icon=":material/bolt:", default=True),
+    st.Page("pages/saliency_studio.py", title="Saliency studio", icon=":material/visibility:"),
+    st.Page("pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
+    st.Page("pages/robustness.py", title="Robustness", icon=":material/monitoring:"),
+    st.Page("pages/feature_lens.py", title="Feature lens", icon=":material/center_focus_strong:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/zoo.py", title="Model zoo", icon=":material/inventory_2:"),
+]
+
+nav = st.navigation(PAGES)
+
+with st.sidebar:
+    try:
+        client = get_client()
+        where = "in this process" if client.transport == "inprocess" else f"at {client.base_url}"
+        st.caption(f"RobustLens - backend {where}")
+    except Exception as e:  # the page below still draws and shows the same problem where it matters
+        st.error(explain_error(e), icon=":material/error:")
+
+nav.run()

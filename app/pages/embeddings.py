@@ -1,0 +1,150 @@
+"""Embedding explorer: a 2-D map (UMAP or PCA) of each model's features, side by side, for the same N
+images; their adversarial twins are placed into the same map at the end of a segment, flips in red.
+Maps are computed as background tasks (progress bar, cancel). Clicking a point opens that image in
+the attack lab."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import charts, state, tasks
+from app.client import call, classes, get_image, models
+from app.components import model_picker, no_models_notice
+from app.imaging import THUMB_PX, upscale
+
+SLOT = "emb_queue"
+ATTACKS = {"none": "none (clean only)", "fgsm": "FGSM", "pgd": "PGD (L-inf)"}
+
+st.title("Embedding explorer")
+st.caption("Each model's penultimate-layer features squeezed into 2-D. Points are images coloured by their true "
+           "class; a grey segment leads to the image's adversarial twin (a cross; red when the prediction "
+           "flipped). Robust models keep twins close and inside their class cluster.")
+
+cards = models()
+names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+if not cards:
+    no_models_notice()
+    st.stop()
+class_names = classes()
+sources = call("image_sources", quiet=True) or {}
+src_opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
+max_n = {s: int((sources.get(s) or {}).get("count") or 20) for s in src_opts}
+
+ids = model_picker(cards)
+with st.form("emb_settings", border=True):
+    c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
+    source = state.widget(c1.radio, "Images", "emb_src", src_opts[0], options=src_opts, horizontal=True,
+                          format_func=lambda s: {"test": "test set", "samples": "offline samples",
+                                                 "train": "train set"}[s])
+    n_hi = min(2000, max(max_n.values()))
+    n = state.widget(c1.slider, "N images", "emb_n", min(500, n_hi), lo=5, hi=n_hi, min_value=5,
+                     max_value=n_hi, step=5, help="Class-balanced, seeded sample of the chosen images.")
+    attack = state.widget(c2.selectbox, "Attack", "emb_attack", "fgsm", options=list(ATTACKS),
+                          format_func=ATTACKS.get)
+    eps_k = state.widget(c2.slider, "eps (k/255)", "emb_eps", 8, lo=1, hi=32, min_value=1, max_value=32)
+    steps = state.widget(c3.number_input, "PGD steps", "emb_steps", 5, lo=1, hi=50, min_value=1,
+                         max_value=50, help="Only for PGD; each step costs a forward and backward pass.")
+    pca = state.widget(c3.toggle, "PCA instead of UMAP", "emb_pca", False,
+                       help="PCA is linear and instant; UMAP keeps neighbourhoods and needs a fit.")
+    seed = state.widget(c4.number_input, "Seed", "emb_seed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000)
+    arrows = state.widget(c4.toggle, "Show segments", "emb_arrows", True)
+    submitted = st.form_submit_button("Compute maps", type="primary", icon=":material/play_arrow:")
+
+state.sync_url({"models": ids, "emb_src": source, "emb_n": n, "emb_attack": attack, "emb_eps": eps_k,
+                "emb_steps": steps, "emb_pca": pca, "emb_seed": seed})
+n = min(int(n), max_n.get(source, n))
+spec = None if attack == "none" else {"method": attack, "norm": "linf", "eps": eps_k / 255.0,
+                                      **({"steps": int(steps)} if attack == "pgd" else {})}
+method = "pca" if pca else "umap"
+key = {"models": ids, "n": n, "spec": spec, "method": method, "seed": int(seed), "source": source}
+desc = f"{n} {source} images, {method.upper()}, " + (
+    "clean only" if spec is None else f"{ATTACKS[attack]} eps {eps_k}/255" + (f", {steps} steps" if attack == "pgd" else ""))
+
+if submitted:
+    if not ids:
+        st.warning("Choose at least one model.")
+    else:
+        tasks.start(SLOT, {**key, "desc": desc},
+                    [{"label": m, "kind": "embed", "params": {"model_id": m, "n": n, "spec": spec, "method": method,
+                                                              "seed": int(seed), "source": source}} for m in ids])
+
+if tasks.running(SLOT):
+    tasks.poller(SLOT, "Embedding")
+
+q = tasks.get(SLOT)
+if q is None:
+    st.info("Choose the settings and press **Compute maps**. N=500 with FGSM takes a few seconds per model on "
+            "a CPU; PGD and larger N take longer (progress is shown and you can cancel).")
+    st.stop()
+tasks.report(SLOT)
+results = q["results"]
+if not results:
+    st.stop()
+st.markdown(f"**{q['key']['desc']}**" + ("" if q["key"] == {**key, "desc": q["key"]["desc"]}
+                                          else " (settings changed since: press Compute maps to update)"))
+
+
+def _open(image_id: str) -> None:
+    state.put("image", image_id)
+    st.switch_page("pages/attack_lab.py")
+
+
+chosen: list[str] = []
+done_ids = [m for m in q["key"]["models"] if m in results]
+for i in range(0, len(done_ids), 2):
+    cols = st.columns(2)
+    for col, m in zip(cols, done_ids[i:i + 2]):
+        res = results[m]
+        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows)
+        ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
+                              selection_mode=("points", "box", "lasso"))
+        flips = None if res.get("pred_adv") is None else int((np.asarray(res["pred_adv"])
+                                                                != np.asarray(res["pred_clean"])).sum())
+        col.caption(f"{res['method'].upper()}"
+                    + (", reference map reused" if res.get("from_reference") else "")
+                    + (f"; adversarial points placed by {res['placement']}" if res.get("coords_adv") is not None else "")
+                    + (f"; {flips} of {len(res['image_ids'])} predictions flipped" if flips is not None else ""))
+        for p in (ev.selection.points if ev and ev.selection else []):
+            cd = p.get("customdata")
+            if cd is None:  # plotly sends the trace's customdata when it has one; fall back to the index
+                trace = fig.data[p.get("curve_number", 0)]
+                cd = trace.customdata[p["point_index"]] if trace.customdata is not None else None
+            row = int(cd[0] if isinstance(cd, (list, tuple)) else cd) if cd is not None else None
+            if row is not None:
+                chosen.append(res["image_ids"][row])
+
+chosen = list(dict.fromkeys(chosen))
+if len(chosen) == 1:
+    _open(chosen[0])
+elif chosen:
+    st.subheader(f"{len(chosen)} selected images")
+    cols = st.columns(8)
+    for i, iid in enumerate(chosen[:16]):
+        with cols[i % 8]:
+            im = get_image(iid, quiet=True)
+            if im is not None:
+                st.image(upscale(im["pixels"], THUMB_PX), width=THUMB_PX)
+            if st.button(iid.split(":")[-1], key=f"emb_open_{iid}", help=f"open {iid} in the attack lab"):
+                _open(iid)
+
+rows = []
+for m in done_ids:
+    r = results[m]
+    for j, iid in enumerate(r["image_ids"]):
+        rows.append({"model": m, "image_id": iid, "label": int(r["labels"][j]), "pred_clean": int(r["pred_clean"][j]),
+                     "pred_adv": None if r["pred_adv"] is None else int(r["pred_adv"][j]),
+                     "x": float(r["coords_clean"][j][0]), "y": float(r["coords_clean"][j][1]),
+                     "x_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][0]),
+                     "y_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][1])})
+df = pd.DataFrame(rows)
+e1, e2 = st.columns(2)
+e1.download_button("Coordinates (CSV)", df.to_csv(index=False), "robustlens_embedding.csv", "text/csv",
+                   on_click="ignore", icon=":material/table:")
+e2.download_button("Settings + coordinates (JSON)", json.dumps({"settings": q["key"], "points": rows}),
+                   "robustlens_embedding.json", "application/json", on_click="ignore",
+                   icon=":material/data_object:")
+st.caption("Hover a point for its id and predictions; click one to open it in the attack lab, or drag a box "
+           "to list several. The camera icon above each map saves it as PNG.")

@@ -1,0 +1,143 @@
+"""Saliency studio: one image, a grid of saliency methods x models, for the clean and the adversarial
+image, with measures per map (gradient alignment, deletion / insertion AUC and curves, clean -> adv
+drift) and the parameter-randomisation sanity check on demand."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app import attack_ui, charts, state
+from app.client import call, classes, models
+from app.components import image_picker, model_picker, no_models_notice
+from app.imaging import compose_grid_png, heat_rgb, upscale
+
+METHODS = {"gradient": "Gradient", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
+           "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "occlusion": "Occlusion (slow)"}
+CELL_PX = 112
+
+st.title("Saliency studio")
+st.caption("Which pixels does each model use? Robust models tend to give maps that follow the object; "
+           "standard models give speckle. The same measures are computed for every map.")
+
+img = image_picker()
+cards = models()
+names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+if img is None:
+    st.stop()
+if not cards:
+    no_models_notice()
+    st.stop()
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:.2f}"  # NaN (constant map) -> n/a
+
+
+@st.fragment
+def studio() -> None:
+    c1, c2 = st.columns([1.2, 1])
+    with c1:
+        ids = model_picker(cards)
+    meths = state.widget(c2.multiselect, "Methods", "sal_methods",
+                         ["gradient", "integrated_gradients", "smoothgrad", "gradcam"], options=list(METHODS),
+                         format_func=METHODS.get)
+    spec, desc = attack_ui.controls(classes())
+    state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths, **attack_ui.url_params()})
+    if not ids or not meths:
+        st.info("Choose at least one model and one method.")
+        return
+    cells: dict[tuple[str, str], dict] = {}
+    with st.status(f"Computing {len(ids) * len(meths)} map pairs ({desc})...", expanded=False) as status:
+        bar = st.progress(0.0)
+        for i, (meth, m) in enumerate((a, b) for a in meths for b in ids):
+            met = call("saliency_metrics", img["image_id"], m, meth, spec)
+            clean = call("explain", img["image_id"], m, meth)
+            adv = call("explain", img["image_id"], m, meth, spec=spec)
+            if met is not None and clean is not None and adv is not None:
+                cells[(meth, m)] = {"metrics": met, "clean": clean, "adv": adv}
+            bar.progress((i + 1) / (len(ids) * len(meths)))
+        status.update(label=f"{len(cells)} map pairs ready ({desc})", state="complete")
+    if not cells:
+        return
+    head = st.columns([0.6] + [1] * len(ids))
+    head[0].markdown("**method**")
+    for h, m in zip(head[1:], ids):
+        h.markdown(f"**{names.get(m, m)}**")
+    for meth in meths:
+        row = st.columns([0.6] + [1] * len(ids))
+        row[0].markdown(METHODS[meth])
+        for col, m in zip(row[1:], ids):
+            cell = cells.get((meth, m))
+            if cell is None:
+                continue
+            a, b = col.columns(2)
+            a.image(upscale(heat_rgb(cell["clean"]["heatmap"]), CELL_PX), caption="clean", width=CELL_PX)
+            b.image(upscale(heat_rgb(cell["adv"]["heatmap"]), CELL_PX), caption="adversarial", width=CELL_PX)
+            mt = cell["metrics"]
+            dr = mt.get("drift") or {}
+            col.caption(f"align {_fmt(mt['alignment'])} | del {_fmt(mt['deletion_auc'])} | "
+                        f"ins {_fmt(mt['insertion_auc'])} | drift rho {_fmt(dr.get('spearman'))}, "
+                        f"top-10% {_fmt(dr.get('topk_overlap'))}")
+    st.caption("align: |cos| between the image and the input gradient (higher = the gradient looks like the "
+               "image). del / ins: area under the deletion (lower is better) and insertion (higher is better) "
+               "curves. drift: rank correlation and top-10% overlap between the clean and adversarial maps.")
+
+    rows = [{"model": m, "method": meth, "alignment": c["metrics"]["alignment"],
+             "deletion_auc": c["metrics"]["deletion_auc"], "insertion_auc": c["metrics"]["insertion_auc"],
+             "drift_spearman": (c["metrics"].get("drift") or {}).get("spearman"),
+             "drift_topk_overlap": (c["metrics"].get("drift") or {}).get("topk_overlap"),
+             "target_clean": c["clean"]["target"], "target_adv": c["adv"]["target"]}
+            for (meth, m), c in cells.items()]
+    st.subheader("Deletion and insertion curves")
+    tabs = st.tabs([names.get(m, m) for m in ids])
+    for tab, m in zip(tabs, ids):
+        curves = {METHODS[meth]: (cells[(meth, m)]["metrics"]["deletion_curve"],
+                                  cells[(meth, m)]["metrics"]["insertion_curve"])
+                  for meth in meths if (meth, m) in cells}
+        tab.plotly_chart(charts.auc_curves(curves), width="stretch", key=f"auc_{m}")
+    st.caption("Pixels are removed (deletion, solid) or revealed (insertion, dashed) in the map's order; the "
+               "curve is the model's probability for its predicted class.")
+    df = pd.DataFrame(rows)
+    grid_rows = [(f"{METHODS[meth]} {kind}", [heat_rgb(cells[(meth, m)][kind]["heatmap"]) if (meth, m) in cells
+                                              else None for m in ids])
+                 for meth in meths for kind in ("clean", "adv")]
+    e1, e2, e3 = st.columns(3)
+    e1.download_button("Grid (PNG)", lambda: compose_grid_png([names.get(m, m) for m in ids], grid_rows,
+                                                              f"{img['image_id']} - {desc}", px=96),
+                       "robustlens_saliency.png", "image/png", on_click="ignore", icon=":material/image:")
+    e2.download_button("Measures (CSV)", df.to_csv(index=False), "robustlens_saliency.csv", "text/csv",
+                       on_click="ignore", icon=":material/table:")
+    e3.download_button("Measures (JSON)", json.dumps({"image_id": img["image_id"], "spec": spec, "rows": rows},
+                                                     indent=2, default=float),
+                       "robustlens_saliency.json", "application/json", on_click="ignore",
+                       icon=":material/data_object:")
+    _sanity(ids)
+
+
+def _sanity(ids: list[str]) -> None:
+    st.subheader("Sanity check: does the map depend on what the model learned?")
+    st.caption("The model's layers are re-initialised one stage at a time from the top (on a private copy). "
+               "A faithful method's map changes (similarity falls toward 0); an edge detector's does not.")
+    c1, c2, c3 = st.columns([1, 1, 0.6])
+    m = c1.selectbox("Model", ids, format_func=lambda x: names.get(x, x), key="sanity_model")
+    meth = c2.selectbox("Method", list(METHODS), format_func=METHODS.get, key="sanity_method")
+    key = (img["image_id"], m, meth)
+    if c3.button("Run sanity check", icon=":material/science:", key="sanity_run"):
+        with st.spinner("Randomising the model stage by stage..."):
+            res = call("sanity_check", img["image_id"], m, meth)
+        if res is not None:
+            st.session_state["sanity"] = {"key": key, "res": res}
+    saved = st.session_state.get("sanity")
+    if not saved or saved["key"] != key:
+        return
+    res = saved["res"]
+    a, b, c = st.columns([0.5, 0.5, 2])
+    a.image(upscale(heat_rgb(res["heatmap"]), 140), caption="trained model", width=140)
+    b.image(upscale(heat_rgb(res["heatmap_random"]), 140), caption="fully randomised", width=140)
+    c.plotly_chart(charts.sanity_curve(res["stages"], res["similarity"], res.get("topk_overlap")),
+                   width="stretch", key="sanity_chart")
+
+
+studio()

@@ -1,0 +1,160 @@
+"""Train: start a short training job (its own process), watch live curves (loss, clean and robust
+validation accuracy, images/s, ETA), cancel or resume it, read its log. A finished model joins the
+zoo and every page's model picker (the service re-reads the checkpoints folder)."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app import charts
+from app.client import call
+
+METHODS = {"rsupcon": "RSupCon (robust supervised contrastive)", "pgd_at": "PGD adversarial training",
+           "trades": "TRADES", "fgsm_rs": "FGSM-RS (fast adversarial training)",
+           "supcon": "SupCon (contrastive, not robust)", "ce": "Cross-entropy (standard, not robust)"}
+PRESETS = {"short": "short: width 16, 5 epochs on 5,000 images, 3-step PGD (a few minutes on a 2-core CPU)",
+           "smoke": "smoke: 64 images, 1 epoch (seconds; checks the pipeline, learns nothing)",
+           "full": "full: width 32, 30 epochs on all images, PGD-10 (for a GPU)"}
+ACTIVE = ("queued", "running")
+BADGE = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange",
+         "interrupted": "violet"}
+
+st.title("Train")
+st.caption("Training runs in its own process on the backend's machine, one job at a time; others wait in the "
+           "queue. Closing the browser does not stop a job.")
+
+lim = (call("limits", quiet=True) or {}).get("jobs") or {}
+presets = [p for p in PRESETS if p in lim.get("presets", list(PRESETS))]
+methods = [m for m in METHODS if m in lim.get("methods", list(METHODS))]
+
+with st.form("new_job"):
+    c1, c2 = st.columns(2)
+    method = c1.selectbox("Method", methods, format_func=METHODS.get, key="job_method")
+    preset = c2.selectbox("Preset", presets, format_func=PRESETS.get, key="job_preset")
+    name = c1.text_input("Name (optional)", max_chars=int(lim.get("name_chars", 64)), key="job_name")
+    with st.expander("Override the preset"):
+        o1, o2, o3 = st.columns(3)
+        width = o1.selectbox("Width", [None] + list(lim.get("widths", [16, 32, 64])), key="job_width",
+                             format_func=lambda w: "preset" if w is None else str(w))
+        e_lo, e_hi = lim.get("epochs", [1, 50])
+        epochs = o1.number_input("Epochs", e_lo, e_hi, value=None, step=1, placeholder="preset", key="job_epochs")
+        s_lo, s_hi = lim.get("subset", [64, 50000])
+        subset = o2.number_input("Training images", s_lo, s_hi, value=None, step=500, placeholder="preset",
+                                 key="job_subset")
+        a_lo, a_hi = lim.get("attack_steps", [1, 20])
+        steps = o2.number_input("PGD steps (training attack)", a_lo, a_hi, value=None, step=1,
+                                placeholder="preset", key="job_steps")
+        b_lo, b_hi = lim.get("batch_size", [8, 1024])
+        batch = o3.number_input("Batch size", b_lo, b_hi, value=None, step=32, placeholder="preset", key="job_batch")
+        seed = o3.number_input("Seed", 0, 2**31 - 1, value=0, step=1, key="job_seed")
+    start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+
+if start:
+    config = {"method": method, "preset": preset, "name": name.strip() or None, "width": width,
+              "epochs": None if epochs is None else int(epochs), "subset": None if subset is None else int(subset),
+              "attack_steps": None if steps is None else int(steps), "batch_size": None if batch is None else int(batch),
+              "seed": int(seed)}
+    job = call("start_job", {k: v for k, v in config.items() if v is not None})
+    if job is not None:
+        st.session_state["job_selected"] = job["job_id"]
+        st.toast(f"Job {job['name']} queued", icon=":material/model_training:")
+
+jobs = call("list_jobs") or []
+if not jobs:
+    st.info("No jobs yet. The short preset trains a small model in a few minutes; it then appears in the model "
+            "zoo and in every page's model picker.")
+    st.stop()
+
+
+def _ago(t) -> str:
+    if not t:
+        return ""
+    s = max(0, time.time() - float(t))
+    return f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"
+
+
+st.subheader("Jobs")
+st.dataframe([{"job": j["job_id"], "name": j["name"], "method": j["method"], "state": j["state"],
+               "created": _ago(j.get("created")), "model": j.get("checkpoint") or ""} for j in jobs],
+             hide_index=True, width="stretch")
+ids = [j["job_id"] for j in jobs]
+labels = {j["job_id"]: f"{j['name']} ({j['state']})" for j in jobs}
+if st.session_state.get("job_selected") not in ids:
+    st.session_state["job_selected"] = ids[0]
+sel = st.selectbox("Job", ids, format_func=labels.get, key="job_selected")
+
+
+def _points(events: list[dict]) -> list[dict]:
+    """Events -> chart points with x = fractional epoch."""
+    pts = []
+    for e in events:
+        if e.get("type") == "progress" and e.get("steps_per_epoch"):
+            x = (e.get("epoch") or 1) - 1 + (e.get("step") or 0) / e["steps_per_epoch"]
+            pts.append({"x": round(x, 3), "loss": e.get("loss"), "ips": e.get("images_per_s")})
+        elif e.get("type") in ("epoch", "done") and (e.get("val_clean") is not None or e.get("val_robust") is not None):
+            pts.append({"x": e.get("epoch"), "val_clean": e.get("val_clean"), "val_robust": e.get("val_robust")})
+    return pts
+
+
+def _detail(job_id: str) -> bool:
+    """Draw one job; returns whether it is still active."""
+    job = call("job_status", job_id)
+    if job is None:
+        return False
+    cache = st.session_state.setdefault("job_events", {})
+    rec = cache.get(job_id) or {"since": 0, "events": []}
+    new = call("job_events", job_id, rec["since"], quiet=True) or []
+    rec = {"since": rec["since"] + len(new), "events": rec["events"] + new}
+    cache[job_id] = rec
+    events = rec["events"]
+    st.markdown(f"### {job['name']} :{BADGE.get(job['state'], 'gray')}-badge[{job['state']}]")
+    prog = job.get("progress") or next((e for e in reversed(events) if e.get("type") in ("progress", "epoch")), None)
+    if prog:
+        ep, eps_total = prog.get("epoch") or 0, prog.get("epochs") or 1
+        frac = ((ep - 1) + (prog.get("step") or 0) / max(1, prog.get("steps_per_epoch") or 1)) / eps_total \
+            if prog.get("type") == "progress" else ep / eps_total
+        eta = prog.get("eta_s")
+        st.progress(min(1.0, max(0.0, frac)),
+                    text=f"epoch {ep}/{eps_total}" + (f" - {prog['images_per_s']:.0f} images/s"
+                                                      if prog.get("images_per_s") else "")
+                    + (f" - ETA {eta / 60:.1f} min" if eta and job["state"] in ACTIVE else ""))
+    pts = _points(events)
+    if pts:
+        st.plotly_chart(charts.training_curves(pts), width="stretch", key=f"curves_{job_id}")
+        st.caption("Loss per logging window; validation accuracy on held-out training images, clean and under "
+                   "the training PGD attack; throughput in images per second.")
+    b1, b2, _ = st.columns([1, 1, 3])
+    if job["state"] in ACTIVE + ("interrupted",) and b1.button("Cancel", icon=":material/cancel:",
+                                                               key=f"cancel_{job_id}"):
+        call("cancel_job", job_id)
+        st.rerun()
+    if job["state"] in ("interrupted", "failed", "cancelled") and b2.button(
+            "Resume", icon=":material/replay:", key=f"resume_{job_id}"):
+        call("resume_job", job_id)
+        st.rerun()
+    if job["state"] == "done" and job.get("checkpoint"):
+        st.success(f"Finished: the model **{job['checkpoint']}** is in the zoo and every model picker.",
+                   icon=":material/check_circle:")
+        st.page_link("pages/zoo.py", label="Open the model zoo", icon=":material/inventory_2:")
+    if job.get("error"):
+        st.error(job["error"].split("\n--- log tail ---")[0], icon=":material/error:")
+    with st.expander("Log (last 60 lines)", expanded=job["state"] in ("failed",)):
+        st.code(call("job_log", job_id, 60, quiet=True) or "(empty)", language=None)
+    with st.expander("Configuration"):
+        st.json(job.get("config") or {})
+    return job["state"] in ACTIVE
+
+
+@st.fragment(run_every=2.0)
+def _live(job_id: str) -> None:
+    if not _detail(job_id):
+        st.rerun()  # the job ended: redraw the page (job list, model pickers) once, then stop polling
+
+
+if sel:
+    status = call("job_status", sel, quiet=True)
+    if status and status["state"] in ACTIVE:
+        _live(sel)
+    else:
+        _detail(sel)

@@ -1,0 +1,152 @@
+"""Per-user state: persistent values in st.session_state, mirrored into the URL's query parameters.
+
+Every user choice that defines a view (image, models, attack and its parameters, ...) is a named
+*param*. Its value lives in `st.session_state["p_<name>"]`, which survives page switches (Streamlit
+drops the state of widgets that a run does not draw, so widgets use their own key "w_<name>" and
+copy into the persistent one). On a session's first read a param comes from the URL
+(`?image=test:12&models=a,b&eps=8`), so a shared link reproduces the view; each page writes the
+params it shows back into the URL.
+
+Nothing here is shared between sessions: no module-level mutable state.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import streamlit as st
+
+_P = "p_"
+_W = "w_"
+
+
+def _parse(raw: Any, default: Any) -> Any:
+    """Parse one query-parameter string like `default`'s type; ValueError when it does not fit."""
+    if isinstance(raw, list):  # repeated parameter: the last one wins
+        raw = raw[-1] if raw else ""
+    s = str(raw)
+    if isinstance(default, bool):
+        if s.lower() in ("1", "true", "yes", "on"):
+            return True
+        if s.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(s)
+    if isinstance(default, int):
+        return int(s)
+    if isinstance(default, float):
+        return float(s)
+    if isinstance(default, (list, tuple)):
+        return [v for v in s.split(",") if v]
+    return s
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _valid(value: Any, choices: Iterable | None, lo: float | None, hi: float | None) -> bool:
+    if value is None:
+        return True
+    if choices is not None:
+        ch = list(choices)
+        if isinstance(value, list):
+            return all(v in ch for v in value)
+        return value in ch
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (lo is None or value >= lo) and (hi is None or value <= hi)
+    return True
+
+
+def get(name: str, default: Any = None, *, choices: Iterable | None = None,
+        lo: float | None = None, hi: float | None = None) -> Any:
+    """The param's value: session state, else the URL (first read only), else `default`.
+
+    A stored or URL value outside `choices` / [lo, hi] (e.g. a model that was deleted, a typo in a
+    shared link) is replaced by `default`, so a stale value never breaks a widget."""
+    ss = st.session_state
+    key = _P + name
+    if key not in ss:
+        value = default
+        raw = st.query_params.get_all(name) if name in st.query_params else None
+        if raw:
+            try:
+                value = _parse(raw, default)
+            except (TypeError, ValueError):
+                value = default
+            if choices is not None:  # match by spelling, so "2.5" finds the option 2.5 next to "auto"
+                by_text = {_format(c): c for c in choices}
+                if isinstance(value, list):
+                    value = [by_text.get(_format(v), v) for v in value]
+                else:
+                    value = by_text.get(_format(raw[-1] if isinstance(raw, list) else raw), value)
+        ss[key] = value
+    if isinstance(ss[key], list) and choices is not None:
+        ch = list(choices)
+        kept = [v for v in ss[key] if v in ch]  # drop vanished entries, keep the rest
+        if kept != ss[key]:
+            ss[key] = kept or default
+    if not _valid(ss[key], choices, lo, hi):
+        ss[key] = default
+    return ss[key]
+
+
+def put(name: str, value: Any) -> None:
+    """Set the param. Its widget shows the new value from its next `bind` on (a widget already
+    drawn in this run cannot be changed, so the override waits in "d_<name>")."""
+    st.session_state[_P + name] = value
+    st.session_state["d_" + name] = True
+
+
+def bind(name: str, default: Any, *, choices: Iterable | None = None, lo: float | None = None,
+         hi: float | None = None) -> str:
+    """The widget key for param `name`, preset from the param (see `get`). Pass it as `key=` and
+    also `on_change=keep, args=(name,)`, or call `keep(name)` after drawing the widget."""
+    ss = st.session_state
+    value = get(name, default, choices=choices, lo=lo, hi=hi)
+    wk = _W + name
+    if wk not in ss or ss.pop("d_" + name, False) or not _valid(ss[wk], choices, lo, hi):
+        ss[wk] = value
+    return wk
+
+
+def keep(name: str) -> Any:
+    """Copy the widget's value into the persistent param; returns it."""
+    ss = st.session_state
+    if _W + name in ss:
+        ss[_P + name] = ss[_W + name]
+    return ss.get(_P + name)
+
+
+def widget(fn: Callable, label: str, name: str, default: Any, *, choices: Iterable | None = None,
+           lo: float | None = None, hi: float | None = None, **kwargs) -> Any:
+    """Draw `fn(label, key=..., **kwargs)` bound to param `name`; returns the current value.
+
+    For widgets with options pass them as kwargs["options"]; they double as `choices`."""
+    if "options" in kwargs and choices is None:
+        choices = list(kwargs["options"])
+    key = bind(name, default, choices=choices, lo=lo, hi=hi)
+    fn(label, key=key, **kwargs)
+    return keep(name)
+
+
+def sync_url(params: dict[str, Any]) -> None:
+    """Make the URL's query string exactly `params` (None values left out); writes only on change,
+    so an unchanged view sends nothing to the browser."""
+    want = {k: _format(v) for k, v in params.items() if v is not None and v != "" and v != []}
+    have = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    if want != have:
+        st.query_params.from_dict(want)
+
+
+def once(key: str) -> bool:
+    """True the first time it is called with `key` in this session (for one-off notices)."""
+    k = "_once_" + key
+    if st.session_state.get(k):
+        return False
+    st.session_state[k] = True
+    return True

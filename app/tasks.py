@@ -1,0 +1,137 @@
+"""Long work as a queue of backend tasks per session, with a polling progress bar and a cancel button.
+
+A queue is a list of items {"label", "kind", "params"} run one after another through the
+service's task API (start_task / task_status / cancel_task), so it works the same in-process and
+over HTTP. Its record lives in st.session_state[slot] (per user):
+    {"key": <what was asked>, "items": [...], "next": i, "current": {"label","task_id"} | None,
+     "results": {label: result}, "errors": {label: msg}, "state": "running"|"done"|"cancelled"|
+     "failed", "done": int, "total": int}
+`poller(slot, ...)` is a fragment that reruns itself every POLL_S while the queue runs and
+reruns the whole page once when it ends, so results appear without the user doing anything.
+"""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app.client import explain_error, get_client
+
+POLL_S = 0.5
+_BUSY = "too many background tasks"  # the task runner's "all workers busy" message: wait, do not fail
+
+
+def start(slot: str, key, items: list[dict]) -> None:
+    """Queue `items` (run in order) under `slot`, cancelling whatever that slot was running."""
+    cancel(slot)
+    st.session_state[slot] = {"key": key, "items": list(items), "next": 0, "current": None,
+                              "results": {}, "errors": {}, "state": "running", "done": 0, "total": 0,
+                              "started": time.time(), "waiting": False}
+    advance(slot)
+
+
+def get(slot: str) -> dict | None:
+    return st.session_state.get(slot)
+
+
+def running(slot: str) -> bool:
+    q = get(slot)
+    return bool(q and q["state"] == "running")
+
+
+def advance(slot: str) -> dict | None:
+    """Poll the current task, collect its result, start the next item. Returns the queue record."""
+    q = get(slot)
+    if not q or q["state"] != "running":
+        return q
+    client = get_client()
+    cur = q["current"]
+    if cur is not None:
+        try:
+            s = client.task_status(cur["task_id"])
+        except Exception as e:  # the task vanished (server restart) or the backend is down
+            q["errors"][cur["label"]] = explain_error(e)
+            q["state"], q["current"] = "failed", None
+            return q
+        q["done"], q["total"] = int(s.get("done") or 0), int(s.get("total") or 0)
+        if s["state"] == "running":
+            return q
+        if s["state"] == "done":
+            q["results"][cur["label"]] = s["result"]
+        elif s["state"] == "failed":
+            q["errors"][cur["label"]] = s.get("error") or "the task failed"
+        else:
+            q["state"] = "cancelled"
+        q["current"] = None
+        if q["state"] != "running":
+            return q
+    if q["next"] >= len(q["items"]):
+        q["state"] = "failed" if q["errors"] and not q["results"] else "done"
+        return q
+    item = q["items"][q["next"]]
+    try:
+        task_id = client.start_task(item["kind"], item["params"])
+    except Exception as e:
+        if isinstance(e, ValueError) and _BUSY in str(e):
+            q["waiting"] = True  # other sessions hold the workers; try again on the next poll
+            return q
+        q["errors"][item["label"]] = explain_error(e)
+        q["next"] += 1
+        return advance(slot)
+    q["waiting"] = False
+    q["current"] = {"label": item["label"], "task_id": task_id}
+    q["next"] += 1
+    q["done"], q["total"] = 0, 0
+    return q
+
+
+def cancel(slot: str) -> None:
+    """Stop the running task of `slot` (if any) and the rest of its queue."""
+    q = get(slot)
+    if not q or q["state"] != "running":
+        return
+    if q["current"] is not None:
+        try:
+            get_client().cancel_task(q["current"]["task_id"])
+        except Exception:  # already gone: nothing left to stop
+            pass
+    q["state"], q["current"] = "cancelled", None
+
+
+def fraction(q: dict) -> float:
+    """Overall progress in [0, 1]: finished items plus the current task's done/total."""
+    n = max(1, len(q["items"]))
+    finished = len(q["results"]) + len(q["errors"])
+    part = q["done"] / q["total"] if q["total"] else 0.0
+    return min(1.0, (finished + (part if q["current"] else 0.0)) / n)
+
+
+@st.fragment(run_every=POLL_S)
+def poller(slot: str, what: str) -> None:
+    """Progress bar + cancel button for `slot`; call it on every page run while `running(slot)`."""
+    q = advance(slot)
+    if not q:
+        return
+    if q["state"] != "running":
+        st.rerun()  # the queue ended: redraw the whole page with the results
+    cur = q["current"]
+    label = f"{what}: {cur['label']}" if cur else what
+    if q.get("waiting"):
+        label += " (waiting for a free backend worker)"
+    elapsed = time.time() - q["started"]
+    st.progress(fraction(q), text=f"{label} - {q['done']}/{q['total'] or '?'} ({elapsed:.0f} s)")
+    if st.button("Cancel", key=f"cancel_{slot}", icon=":material/cancel:"):
+        cancel(slot)
+        st.rerun()
+
+
+def report(slot: str) -> None:
+    """Show errors / cancellation of a finished queue."""
+    q = get(slot)
+    if not q:
+        return
+    for label, msg in q["errors"].items():
+        st.error(f"{label}: {msg}", icon=":material/error:")
+    if q["state"] == "cancelled":
+        st.warning("Cancelled." + (" Partial results are shown." if q["results"] else ""),
+                   icon=":material/cancel:")

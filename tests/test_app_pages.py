@@ -1,0 +1,293 @@
+"""Every page of the Streamlit app, driven by streamlit.testing.v1.AppTest against the REAL in-process
+backend: three tiny random-init width-16 checkpoints in a temporary folder, the 20 offline sample
+images only (RSUPCON_DATA points at an empty folder), training jobs on synthetic data.
+
+Each test checks that the page renders without an exception or error message and that its main
+controls do what they say (numbers and images appear, the URL follows the state, long work can be
+cancelled, bad input becomes a readable error)."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import TINY_MODELS, write_tiny_models
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+TIMEOUT = 180  # seconds per script run: a cold start loads torch, captum and three models
+MODEL_IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the registry order: rsupcon first, ce last
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Checkpoints with the three tiny models, no data set (offline samples only), synthetic job data."""
+    root = tmp_path_factory.mktemp("app_ckpt")
+    write_tiny_models(root)
+    nodata = tmp_path_factory.mktemp("no_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
+        mp.setenv("RSUPCON_DATA", str(nodata))
+        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
+        mp.delenv("BACKEND_URL", raising=False)
+        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
+        yield root
+
+
+def open_page(page: str | None = None, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    if query:
+        at.query_params.update(query)
+    if page:  # open the page directly, as a link to it would
+        at.switch_page(page)
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    """No exception and no error message on the page."""
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def run_until(at: AppTest, done, what: str, limit_s: float = 120) -> AppTest:
+    """Rerun the script (as the polling fragment would) until done(at); bounded."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        at.run()
+        if done(at):
+            return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.25)
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def html_text(at: AppTest) -> str:
+    return "\n".join(h.value for h in at.html)
+
+
+def captions(at: AppTest) -> list[str]:
+    """Captions of the images in the main area."""
+    return [c for im in at.main.image for c in im.captions]
+
+
+def norms(at: AppTest) -> list[str]:
+    """The per-model norm captions of the attack grid, e.g. ['L-inf 8.0/255 | L2 1.627 | 10 it.']."""
+    return [c.value for c in at.caption if re.match(r"L-inf [0-9.]+/255 \| L2", c.value)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- attack lab ---------------------------------------------------------------------------------
+def test_attack_lab_renders_grid_for_every_model(env):
+    at = ok(open_page())
+    assert at.title[0].value == "Attack lab"
+    assert at.session_state["p_models"] == MODEL_IDS  # default: every model, rsupcon first
+    body = texts(at)
+    for cid in MODEL_IDS:
+        assert f"Tiny {dict((m[0], m[1]) for m in TINY_MODELS)[cid]} (random init)" in body
+    # clean, adversarial, perturbation, two saliency maps per model, plus the sidebar's picks
+    assert len(at.main.image) >= 5 * len(MODEL_IDS)
+    assert "PGD, L-inf, eps 8/255, 10 steps" in body
+    assert [n.split(" |")[0] for n in norms(at)] == ["L-inf 8.0/255"] * len(MODEL_IDS)  # PGD uses its budget
+    assert html_text(at).count("rl-prob") == 2 * 5 * len(MODEL_IDS)  # two top-5 bar blocks per model
+    assert at.query_params["image"] == "samples:0" and at.query_params["eps"] == "8"
+
+
+def test_attack_lab_controls_rerun_the_grid(env):
+    at = ok(open_page())
+    at.slider(key="w_eps").set_value(2).run()
+    ok(at)
+    assert "eps 2/255" in texts(at) and "L-inf 2.0/255" in texts(at)
+    assert at.query_params["eps"] == "2"
+    at.multiselect(key="w_models").set_value(["tiny-ce"]).run()
+    ok(at)
+    assert at.query_params["models"] == "tiny-ce"
+    assert len(norms(at)) == 1
+    at.selectbox(key="w_attack").set_value("fgsm").run()
+    ok(at)
+    assert "FGSM (one step, L-inf), eps 2/255" in texts(at) and "| 1 it." in texts(at)
+    at.selectbox(key="w_sal").set_value("none").run()
+    assert len(ok(at).main.image) == 3  # clean, adversarial, perturbation
+
+
+def test_attack_lab_transfer_targeted_and_minimal_attacks(env):
+    at = ok(open_page())
+    at.radio(key="w_mode").set_value("transfer").run()
+    at.selectbox(key="w_source").set_value("tiny-ce").run()
+    ok(at)
+    crafted = [c.value for c in at.caption if c.value.startswith("adversarial image crafted on")]
+    assert crafted == ["adversarial image crafted on Tiny ce (random init)"] * 2  # the other two columns
+    at.checkbox(key="w_targeted").check().run()
+    at.selectbox(key="w_target").set_value(3).run()
+    ok(at)
+    assert "targeted -> cat" in texts(at)
+    at.radio(key="w_mode").set_value("whitebox").run()
+    at.selectbox(key="w_attack").set_value("deepfool").run()
+    ok(at)
+    assert "DeepFool (L2, minimal), 30 steps" in texts(at)
+
+
+def test_attack_lab_state_comes_from_the_url(env):
+    at = ok(open_page(query={"image": "samples:7", "models": "tiny-pgd,tiny-ce", "eps": "4",
+                             "attack": "pgd", "sal": "gradcam"}))
+    assert at.session_state["p_image"] == "samples:7"
+    assert at.session_state["p_models"] == ["tiny-pgd", "tiny-ce"]
+    assert "eps 4/255" in texts(at) and [n.split(" |")[0] for n in norms(at)] == ["L-inf 4.0/255"] * 2
+    assert at.selectbox(key="w_sal").value == "gradcam"
+    # a stale or malformed link falls back to defaults instead of breaking the page
+    at2 = ok(open_page(query={"image": "samples:7", "models": "gone-model", "eps": "abc", "attack": "nope"}))
+    assert at2.session_state["p_models"] == MODEL_IDS and "PGD, L-inf, eps 8/255" in texts(at2)
+
+
+def test_image_picker_browse_random_and_upload(env):
+    at = ok(open_page())
+    at.button(key="pick_samples:5").click().run()
+    ok(at)
+    assert at.session_state["p_image"] == "samples:5" and at.query_params["image"] == "samples:5"
+    at.selectbox(key="w_cls").set_value("cat").run()
+    at.button(key="pick_random").click().run()
+    ok(at)
+    img_id = at.session_state["p_image"]
+    assert img_id.startswith("samples:")
+    at.radio(key="w_src").set_value("upload").run()
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    at.file_uploader(key="upload").upload("red.png", buf.getvalue(), "image/png").run()
+    ok(at)
+    assert at.session_state["p_image"].startswith("upload:")
+    # a file that is not an image: a clear error, the page keeps working
+    at.file_uploader(key="upload").upload("bad.png", b"not an image at all", "image/png").run()
+    assert not at.exception and at.error and "image" in at.error[0].value.lower()
+    assert at.title[0].value == "Attack lab"
+
+
+def test_sessions_do_not_share_state(env):
+    a = ok(open_page(query={"image": "samples:3"}))
+    b = ok(open_page())
+    a.slider(key="w_eps").set_value(1).run()
+    assert a.session_state["p_image"] == "samples:3" and b.session_state["p_image"] == "samples:0"
+    b.run()
+    assert b.slider(key="w_eps").value == 8
+
+
+def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(tmp_path / "empty"))
+    for page in (None, "pages/zoo.py", "pages/embeddings.py", "pages/robustness.py"):
+        at = ok(open_page(page))
+        assert any("No models are installed" in w.value for w in at.warning)
+    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page()
+    assert not at.exception
+    assert at.error and "not reachable" in at.error[0].value
+
+
+# ---- the other pages ----------------------------------------------------------------------------
+def test_zoo_page(env):
+    at = ok(open_page("pages/zoo.py"))
+    assert at.title[0].value == "Model zoo"
+    df = at.dataframe[0].value
+    assert list(df["model"]) == MODEL_IDS and set(df["method"]) == {"rsupcon", "pgd_at", "ce"}
+    assert "not measured" in texts(at)
+
+
+def test_saliency_studio_grid_metrics_and_sanity(env):
+    at = open_page("pages/saliency_studio.py", query={"models": "tiny-ce,tiny-pgd", "sal_methods": "gradient,gradcam",
+                                                      "attack": "fgsm"})
+    ok(at)
+    assert at.title[0].value == "Saliency studio"
+    assert len(at.main.image) == 2 * 2 * 2  # methods x models x (clean, adversarial)
+    assert texts(at).count("align ") == 4 and "drift rho" in texts(at)
+    at.button(key="sanity_run").click().run()
+    ok(at)
+    assert at.session_state["sanity"]["key"][1] == "tiny-pgd"  # the first chosen model in registry order
+    assert len(at.session_state["sanity"]["res"]["similarity"]) == len(at.session_state["sanity"]["res"]["stages"])
+
+
+def test_embedding_explorer_task_and_maps(env):
+    at = ok(open_page("pages/embeddings.py"))
+    at.slider(key="w_emb_n").set_value(20)
+    at.toggle(key="w_emb_pca").set_value(True)
+    at.form_submit_button[0].click().run()
+    ok(at)
+    run_until(at, lambda a: not (a.session_state["emb_queue"]["state"] == "running"), "the embedding tasks")
+    ok(at)
+    q = at.session_state["emb_queue"]
+    assert q["state"] == "done" and set(q["results"]) == set(MODEL_IDS)
+    res = q["results"]["tiny-rsupcon"]
+    assert res["coords_clean"].shape == (20, 2) and res["coords_adv"].shape == (20, 2)
+    assert len(at.get("plotly_chart")) == len(MODEL_IDS)
+    assert "20 samples images, PCA, FGSM eps 8/255" in texts(at)
+
+
+def test_robustness_curves_and_cancel(env):
+    at = ok(open_page("pages/robustness.py", query={"rob_methods": "fgsm", "rob_eps": "0,8", "rob_n": "10"}))
+    at.form_submit_button[0].click().run()
+    run_until(at, lambda a: a.session_state["curve_queue"]["state"] != "running", "the FGSM curve")
+    ok(at)
+    res = at.session_state["curve_queue"]["results"]["fgsm"]
+    assert set(res) == set(MODEL_IDS)
+    for c in res.values():
+        assert c["n"] == 10 and len(c["accuracy"]) == 2 and c["accuracy"][1] <= c["accuracy"][0]
+        assert int(c["flip_matrix"].sum()) == 10
+    assert len(at.get("plotly_chart")) == 1 + len(MODEL_IDS) + 1  # curves, a flip matrix per model, per class
+    # a long PGD run, cancelled from its progress bar
+    at.multiselect(key="w_rob_methods").set_value(["pgd"])
+    at.multiselect(key="w_rob_eps").set_value([1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32])
+    at.number_input(key="w_rob_steps").set_value(50)
+    at.slider(key="w_rob_n").set_value(20)
+    at.form_submit_button[0].click().run()
+    assert at.session_state["curve_queue"]["state"] == "running"
+    at.button(key="cancel_curve_queue").click().run()
+    assert not at.exception
+    assert at.session_state["curve_queue"]["state"] == "cancelled"
+    assert any("Cancelled" in w.value for w in at.warning)
+
+
+def test_feature_lens_and_class_visualisation(env):
+    at = ok(open_page("pages/feature_lens.py", query={"models": "tiny-rsupcon,tiny-ce"}))
+    at.number_input(key="w_lens_steps").set_value(5)
+    at.number_input(key="w_lens_vis_steps").set_value(5)
+    at.selectbox(key="w_lens_target").set_value(2)
+    at.form_submit_button[0].click().run()
+    ok(at)
+    lens = at.session_state["lens"]["res"]
+    assert set(lens) == {"tiny-rsupcon", "tiny-ce"}
+    assert all(abs(r["delta"]).max() <= 16 / 255 + 1e-5 for r in lens.values())
+    run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")
+    ok(at)
+    assert len(at.main.image) == 3 * 2  # toward target, change, from noise per model
+    caps = captions(at)
+    assert sum(c.startswith("toward bird: p=") for c in caps) == 2
+    assert sum(c.startswith("from noise: p=") for c in caps) == 2
+
+
+def test_train_page_start_and_cancel_job(env):
+    at = ok(open_page("pages/train.py"))
+    assert "No jobs yet" in at.info[0].value
+    at.selectbox(key="job_method").set_value("ce")
+    at.selectbox(key="job_preset").set_value("smoke")
+    at.text_input(key="job_name").input("app test job")
+    at.form_submit_button[0].click().run()
+    ok(at)
+    assert at.dataframe[0].value["name"].tolist() == ["app test job"]
+    job_id = at.session_state["job_selected"]
+    at.button(key=f"cancel_{job_id}").click().run()
+    assert not at.exception
+    run_until(at, lambda a: a.dataframe[0].value["state"].tolist()[0] in ("cancelled", "done"), "the cancel")
+    assert at.dataframe[0].value["state"].tolist() == ["cancelled"]
+    assert at.button(key=f"resume_{job_id}")  # a cancelled job can be resumed
