@@ -238,10 +238,18 @@ class JobManager:
             db.execute("UPDATE jobs SET cancel_requested=1 WHERE job_id=?", (job_id,))
             db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE job_id=? AND state IN "
                        "('queued','interrupted')", (time.time(), job_id))
-        row = self._row(job_id)
-        if row["state"] == "running" and row["pid"]:
-            self._terminate(job_id, int(row["pid"]))
-        self._refresh()
+        # Wait until the record leaves "running": the process may still be starting (no pid yet) or
+        # belong to another manager, which settles the record once it reaps the process.
+        signalled, deadline = False, time.time() + self.grace_s + 10
+        while time.time() < deadline:
+            row = self._row(job_id)
+            if row["state"] != "running":
+                break
+            if row["pid"] and not signalled:
+                self._terminate(job_id, int(row["pid"]))
+                signalled = True
+            self._refresh()
+            time.sleep(0.05)
         return self.job_status(job_id)
 
     def resume_job(self, job_id: str) -> dict:
@@ -259,14 +267,16 @@ class JobManager:
     def close(self) -> None:
         """Stop monitoring. Running trainers keep going (their own session); a later manager adopts
         the records and reports them interrupted if their processes have gone."""
-        self._closed = True
+        with self._lock:  # an in-flight refresh finishes first
+            self._closed = True
         _LIVE_MANAGERS.discard(self.owner)
 
     # ---- process handling ----------------------------------------------------------------------
     def _command(self, job_id: str, cfg: dict, resume: bool) -> list[str]:
         d = self.job_dir(job_id)
         cmd = [self.python, "-m", "backend.train", "--method", cfg["method"], "--preset", cfg["preset"],
-               "--seed", str(cfg["seed"]), "--threads", str(self.threads),
+               "--seed", str(cfg["seed"]), "--threads", str(self.threads), "--no-progress",
+               "--device", "cuda" if self.device.startswith("cuda") else "cpu",
                "--out", str(self.root / self.model_id(job_id, cfg["method"])),
                "--events", str(d / "events.jsonl"), "--state-dir", str(d / "state")]
         for key in ("width", "epochs", "subset", "attack_steps", "batch_size"):
@@ -280,6 +290,9 @@ class JobManager:
 
     def _spawn(self, row: sqlite3.Row) -> None:
         job_id = row["job_id"]
+        if self._row(job_id)["cancel_requested"]:  # cancelled between being claimed and started
+            self._finish(job_id, "cancelled")
+            return
         cmd = self._command(job_id, json.loads(row["config"]), bool(row["resume"]))
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -315,11 +328,13 @@ class JobManager:
     def _refresh(self) -> None:
         """Reap finished processes, adopt orphaned records, and start queued jobs."""
         with self._lock:
+            if self._closed:
+                return
             for job_id, proc in list(self._procs.items()):
                 code = proc.poll()
                 if code is not None:
                     del self._procs[job_id]
-                    self._settle(job_id, code)
+                    self._settle(job_id, code, proc.pid)
             with self._db() as db:
                 rows = db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
             for row in rows:
@@ -327,10 +342,9 @@ class JobManager:
                     if row["pid"] is None and time.time() - (row["started"] or 0) < 30:
                         continue  # another manager is between claiming and spawning
                     if row["pid"] is None or not _pid_alive(int(row["pid"]), row["job_id"]):
-                        self._settle(row["job_id"], None)
-            if not self._closed:
-                self._start_queued()
-                self._ensure_monitor()
+                        self._settle(row["job_id"], None, row["pid"])
+            self._start_queued()
+            self._ensure_monitor()
 
     def _owned_elsewhere(self, row: sqlite3.Row) -> bool:
         """True when another live manager owns this running record (it will settle it itself)."""
@@ -356,9 +370,13 @@ class JobManager:
         for r in rows:
             self._spawn(r)
 
-    def _settle(self, job_id: str, code: int | None) -> None:
-        """Decide a running job's end state from its exit code (None: unknown, process gone)."""
+    def _settle(self, job_id: str, code: int | None, pid: int | None) -> None:
+        """Decide a running job's end state from its exit code (None: unknown, process gone).
+        `pid` is the process that ended: a record that has since moved on (resumed under a new
+        process) is left alone."""
         row = self._row(job_id)
+        if row["state"] != "running" or row["pid"] != pid:
+            return
         events = _read_events(self.job_dir(job_id) / "events.jsonl")
         done = [e for e in events if e.get("type") == "done"]
         errors = [e for e in events if e.get("type") == "error"]

@@ -1,0 +1,172 @@
+"""Training jobs end to end: real `python -m backend.train` processes with the smoke preset on the
+synthetic task (seconds each), records in SQLite, events in JSON lines."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from backend import jobs as jobs_mod
+from backend.errors import NotFoundError
+from backend.jobs import JobConfig, JobManager
+from backend.service import Service
+
+SMOKE = {"method": "ce", "preset": "smoke"}
+LONG = {"method": "ce", "preset": "smoke", "epochs": 20, "subset": 64}  # long enough to cancel mid-run
+
+
+def wait_for(fn, timeout=180.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_state(mgr, job_id, states, timeout=180.0):
+    return wait_for(lambda: (lambda s: s if s["state"] in states else None)(mgr.job_status(job_id)),
+                    timeout, f"job {job_id} to reach {states}")
+
+
+def wait_progress(mgr, job_id):
+    """Until the trainer has emitted a progress event (it is then mid-epoch)."""
+    return wait_for(lambda: any(e["type"] == "progress" for e in mgr.job_events(job_id)), 180,
+                    f"a progress event from job {job_id}")
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "checkpoints"
+
+
+def test_methods_and_presets_match_the_trainer():
+    from backend.train.config import METHODS, PRESETS
+
+    assert set(jobs_mod.METHODS) == set(METHODS) and set(jobs_mod.PRESETS) == set(PRESETS)
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"method": "magic"}, "unknown training method 'magic'"),
+    ({"preset": "smoke"}, "needs 'method'"),
+    ({"method": "ce", "width": 48}, "width must be one of"),
+    ({"method": "ce", "epochs": 0}, "epochs must be in 1..50"),
+    ({"method": "ce", "epochs": 51}, "epochs must be in 1..50"),
+    ({"method": "ce", "subset": 10}, "subset must be in 64..50000"),
+    ({"method": "ce", "attack_steps": 21}, "attack_steps must be in 1..20"),
+    ({"method": "ce", "batch_size": 2.5}, "batch_size must be an integer"),
+    ({"method": "ce", "preset": "huge"}, "unknown preset 'huge'"),
+    ({"method": "ce", "lr": 0.1}, "unknown job config keys \\['lr'\\]"),
+    ({"method": "ce", "name": ""}, "job name must be"),
+])
+def test_config_validation(config, match):
+    with pytest.raises(ValueError, match=match):
+        JobConfig.from_dict(config)
+
+
+def test_lifecycle_done_and_model_in_registry(root):
+    svc = Service(root, job_data="synthetic")
+    assert svc.list_models() == []
+    job = svc.start_job({**SMOKE, "name": "first job"})
+    assert job["state"] in ("queued", "running") and job["name"] == "first job" and job["method"] == "ce"
+    assert job["config"]["preset"] == "smoke" and job["checkpoint"] is None
+    done = wait_state(svc.jobs, job["job_id"], ("done", "failed", "cancelled", "interrupted"))
+    assert done["state"] == "done", done["error"]
+    model_id = f"job-{job['job_id']}-ce"
+    assert done["checkpoint"] == model_id and done["finished"] >= done["started"] >= done["created"]
+    events = svc.job_events(job["job_id"])
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and "progress" in types and types[-1] == "done"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert svc.job_events(job["job_id"], since=len(events) - 1)[0]["type"] == "done"
+    assert done["progress"]["type"] in ("progress", "epoch", "probe")
+    assert "checkpoint written" in svc.job_log(job["job_id"])
+    # the registry picks the new model up without a restart, and it serves predictions
+    wait_for(lambda: model_id in [c["id"] for c in svc.list_models()], 10, "the model in list_models")
+    assert svc.predict("samples:0", [model_id])["results"][model_id]["probs"].shape == (10,)
+    assert [j["job_id"] for j in svc.list_jobs()] == [job["job_id"]]
+    with pytest.raises(ValueError, match="already finished"):
+        svc.cancel_job(job["job_id"])
+    with pytest.raises(ValueError, match="only interrupted, failed or cancelled"):
+        svc.resume_job(job["job_id"])
+    svc.close()
+
+
+def test_cancel_mid_run_and_queue(root):
+    mgr = JobManager(root, data="synthetic", grace_s=10)
+    a = mgr.start_job(LONG)
+    b = mgr.start_job({**SMOKE, "method": "pgd_at"})
+    assert mgr.job_status(b["job_id"])["state"] == "queued"  # one running job per device
+    wait_progress(mgr, a["job_id"])
+    t0 = time.time()
+    st = mgr.cancel_job(a["job_id"])
+    assert st["state"] == "cancelled" and time.time() - t0 < 15
+    assert not (root / f"job-{a['job_id']}-ce").exists()   # no checkpoint, partial or otherwise
+    assert not [p for p in root.iterdir() if p.name.startswith(f".job-{a['job_id']}")]  # no temp folders
+    # the queued job starts once the device is free; cancelling it while queued or running works too
+    wait_state(mgr, b["job_id"], ("running", "done"))
+    assert mgr.cancel_job(b["job_id"])["state"] in ("cancelled", "done")
+    assert mgr.cancel_job(a["job_id"])["state"] == "cancelled"  # idempotent
+    mgr.close()
+
+
+def test_crash_is_failed_with_log_tail(root, tmp_path):
+    mgr = JobManager(root, data=str(tmp_path / "no-such-data"))
+    job = mgr.start_job(SMOKE)
+    st = wait_state(mgr, job["job_id"], ("done", "failed", "cancelled", "interrupted"))
+    assert st["state"] == "failed" and st["exit_code"] not in (0, None)
+    assert "No CIFAR data found" in st["error"] and "--- log tail ---" in st["error"]
+    assert "Traceback" in st["log_tail"] or "DataNotFoundError" in st["log_tail"]
+    assert not (root / f"job-{job['job_id']}-ce").exists()
+    mgr.close()
+
+
+def test_restart_marks_interrupted_then_resume_finishes(root):
+    first = JobManager(root, data="synthetic")
+    job = first.start_job(SMOKE)
+    wait_progress(first, job["job_id"])
+    pid = first.job_status(job["job_id"])["pid"]
+    first.close()  # the service goes away ...
+    os.killpg(pid, signal.SIGKILL)  # ... and so does its trainer (e.g. the machine rebooted)
+    wait_for(lambda: not jobs_mod._pid_alive(pid), 10, "the trainer to die")
+
+    second = JobManager(root, data="synthetic")  # a restarted service on the same database
+    st = second.job_status(job["job_id"])
+    assert st["state"] == "interrupted" and "resume" in st["error"]
+    st = second.resume_job(job["job_id"])
+    assert st["state"] in ("queued", "running") and st["attempts"] == 2
+    done = wait_state(second, job["job_id"], ("done", "failed", "cancelled", "interrupted"))
+    assert done["state"] == "done", done["error"]
+    assert (root / done["checkpoint"] / "card.json").is_file()
+    second.close()
+
+
+def test_records_are_shared_through_sqlite(root):
+    """Two managers (two service processes) see the same records; the database is in WAL mode."""
+    a, b = JobManager(root, data="synthetic"), JobManager(root, data="synthetic")
+    with sqlite3.connect(a.db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    job = a.start_job(LONG)
+    assert b.job_status(job["job_id"])["state"] in ("queued", "running")
+    assert b.cancel_job(job["job_id"])["state"] == "cancelled"  # cancelled from the other manager
+    assert a.job_status(job["job_id"])["state"] == "cancelled"
+    a.close()
+    b.close()
+
+
+def test_unknown_ids_and_bad_arguments(root):
+    mgr = JobManager(root, data="synthetic")
+    for bad in ("0123456789ab", "../../etc", 42):
+        with pytest.raises(NotFoundError):
+            mgr.job_status(bad)
+    job_id = mgr.start_job({**SMOKE})["job_id"]
+    with pytest.raises(ValueError, match="since must be"):
+        mgr.job_events(job_id, since=-1)
+    with pytest.raises(ValueError, match="tail must be"):
+        mgr.job_log(job_id, tail=0)
+    mgr.cancel_job(job_id)
+    mgr.close()
