@@ -50,7 +50,7 @@ class Service(BatchAnalyses):
     $ROBUSTLENS_CHECKPOINTS or <repo>/checkpoints); data_root: CIFAR-10 root (default
     backend.data.resolve_root()); device: "cpu"/"cuda" (default cuda when available);
     jobs_root: where job records live (default <checkpoint_root>/.jobs); job_data: the trainer's
-    --data (default data_root; "synthetic" for tests)."""
+    --data (default $ROBUSTLENS_JOB_DATA, else data_root; "synthetic" for tests)."""
 
     MAX_EMBED_N = 2000
     MAX_CURVE_N = {"cpu": 1000, "cuda": 10000}
@@ -69,6 +69,10 @@ class Service(BatchAnalyses):
         self.images = ImageStore(data_root)
         self.lock = _DEVICE_LOCKS[self.device]
         self.tasks = TaskRunner(max_running=max_tasks)
+        # ROBUSTLENS_JOB_DATA lets a deployment (or the app's tests: "synthetic") choose the trainer's data
+        # without code: make_client() builds the Service with no arguments.
+        if job_data is None:
+            job_data = os.environ.get("ROBUSTLENS_JOB_DATA") or None
         self._jobs_root, self._job_data = jobs_root, job_data if job_data is not None else data_root
         self._jobs = None
         self._probs = LRU(1024)        # (weights, image) -> probs
