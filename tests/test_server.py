@@ -1,0 +1,169 @@
+"""The HTTP server: clear 4xx answers for bad input (and it stays up), bearer tokens, local-only binding,
+a real uvicorn round trip, and BackendUnavailable when nothing listens."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from backend.client import BackendUnavailable, HttpClient, make_client
+from backend.server import check_bind, create_app, main
+from backend.service import Service
+from helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+
+PGD = {"method": "pgd", "eps": 8 / 255, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoint_root, tmp_path_factory):  # noqa: F811
+    svc = Service(tiny_checkpoint_root, jobs_root=tmp_path_factory.mktemp("jobs"))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def http(service):
+    return TestClient(create_app(service, max_upload_bytes=50_000), raise_server_exceptions=False)
+
+
+def png(side=40) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def still_up(http):
+    r = http.post("/predict", json={"image_id": "samples:0", "model_ids": ["tiny-ce"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"]["tiny-ce"]["probs"]["shape"] == [10]
+
+
+@pytest.mark.parametrize("path, body, status, match", [
+    ("/attack", {"image_id": "samples:0", "spec": {"method": "pgd", "eps": 0.9}}, 400, "eps must be in"),
+    ("/attack", {"image_id": "samples:0", "spec": {"method": "warp"}}, 400, "unknown attack method 'warp'"),
+    ("/explain", {"image_id": "samples:0", "model_id": "tiny-ce", "method": "xray"}, 400,
+     "unknown saliency method 'xray'"),
+    ("/predict", {"image_id": "samples:0", "model_ids": ["ghost"]}, 404, "unknown model 'ghost'"),
+    ("/predict", {"image_id": "samples:999"}, 404, "samples has 20 images"),
+    ("/predict", {"image_id": "samples:0", "topk": 0}, 400, "topk must be an integer in 1..10"),
+    ("/predict", {"image_id": "samples:0", "topk": "many"}, 422, "body.topk: Input should be a valid integer"),
+    ("/predict", {"image_id": "samples:0", "colour": "red"}, 422, "body.colour: Extra inputs are not permitted"),
+    ("/attack", {"image_id": "samples:0", "spec": PGD, "mode": "sideways"}, 422, "body.mode"),
+    ("/embed", {"model_id": "tiny-ce", "n": 100000, "source": "samples"}, 400, "n must be an integer in 5..2000"),
+    ("/jobs", {"config": {"method": "ce", "width": 7}}, 400, "width must be one of"),
+    ("/tasks", {"kind": "nap", "params": {}}, 400, "unknown task kind 'nap'"),
+])
+def test_bad_requests_get_clear_4xx_and_the_server_stays_up(http, path, body, status, match):
+    r = http.post(path, json=body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and match in detail
+    still_up(http)
+
+
+@pytest.mark.parametrize("path", ["/models/ghost", "/tasks/0123456789ab", "/jobs/0123456789ab",
+                                  "/images/upload:0123456789abcdef"])
+def test_unknown_ids_are_404(http, path):
+    r = http.get(path)
+    assert r.status_code == 404 and "unknown" in r.json()["detail"]
+
+
+def test_uploads(http):
+    ok = http.post("/images/upload", content=png(), headers={"Content-Type": "application/octet-stream"})
+    assert ok.status_code == 200 and ok.json()["image_id"].startswith("upload:")
+    form = http.post("/images/upload", files={"file": ("cat.png", png(), "image/png")})
+    assert form.status_code == 200 and form.json()["image_id"] == ok.json()["image_id"]
+    corrupt = http.post("/images/upload", content=png()[:150])
+    assert corrupt.status_code == 400 and "corrupt" in corrupt.json()["detail"]
+    junk = http.post("/images/upload", content=b"GIF89a" + b"\0" * 64)
+    assert junk.status_code == 400
+    huge = http.post("/images/upload", content=b"\0" * 60_000)  # over the 50,000-byte cap of this app
+    assert huge.status_code == 413 and "upload too large" in huge.json()["detail"]
+
+    def chunks():  # no Content-Length: the cap must hold while streaming
+        for _ in range(20):
+            yield b"\0" * 10_000
+
+    streamed = http.post("/images/upload", content=chunks())
+    assert streamed.status_code == 413 and "more than" in streamed.json()["detail"]
+    two = http.post("/images/upload", files={"a": ("a.png", png(), "image/png"), "b": ("b.png", png(), "image/png")})
+    assert two.status_code == 400
+    still_up(http)
+
+
+def test_internal_errors_are_500_with_detail(service, http, monkeypatch):
+    def boom():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(service, "classes", boom)
+    r = http.get("/classes")
+    assert r.status_code == 500 and r.json()["detail"] == "internal error: RuntimeError: boom"
+    monkeypatch.undo()
+    assert http.get("/classes").json()[0] == "airplane"
+
+
+def test_openapi_lists_every_route(http):
+    paths = http.get("/openapi.json").json()["paths"]
+    for p in ("/health", "/models", "/predict", "/attack", "/explain", "/embed", "/robustness_curve", "/tasks",
+              "/jobs", "/images/upload", "/limits"):
+        assert p in paths
+
+
+def test_token_required_when_set(service):
+    http = TestClient(create_app(service, token="s3cret"), raise_server_exceptions=False)
+    assert http.get("/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        r = http.get("/models", headers=headers)
+        assert r.status_code == 401 and "bearer token" in r.json()["detail"]
+    assert http.get("/openapi.json").status_code == 401
+    assert http.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    good = HttpClient("http://testserver", token="s3cret", http=http)
+    assert [m["id"] for m in good.list_models()][0] == "tiny-rsupcon"
+    bad = HttpClient("http://testserver", http=TestClient(create_app(service, token="s3cret")))
+    with pytest.raises(PermissionError, match="bearer token"):
+        bad.list_models()
+
+
+def test_refuses_non_local_bind_without_token(monkeypatch):
+    monkeypatch.delenv("ROBUSTLENS_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="refusing to bind to '0.0.0.0' without a bearer token"):
+        main(["--host", "0.0.0.0", "--port", "1"])
+    check_bind("127.0.0.1", None)        # local: fine without a token
+    check_bind("0.0.0.0", "a-token")     # elsewhere: fine with one
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_round_trip_and_backend_unavailable(service, monkeypatch):
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")
+        client = make_client()
+        assert client.transport == "http" and client.health()["ok"] is True
+        out = client.attack("samples:3", PGD, ["tiny-ce"])["results"]["tiny-ce"]
+        assert out["adv_pixels"].shape == (32, 32, 3) and out["adv_pixels"].dtype == np.float32
+        with pytest.raises(ValueError, match="eps must be in"):
+            client.attack("samples:3", {"method": "pgd", "eps": 3.0}, ["tiny-ce"])
+        assert client.health()["ok"] is True
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port} is unavailable"):
+        HttpClient(f"http://127.0.0.1:{port}", timeout=2).health()
