@@ -1,0 +1,111 @@
+"""Training throughput per method: images/s of full training steps (views, attack, forward,
+backward, SGD step) on random uint8 images, plus each method's step cost relative to pgd_at.
+
+    python bench/train_throughput.py --width 16 --batch 64 [--attack-steps 10] [--device cpu|cuda]
+        [--methods ce,pgd_at,...] [--warmup 1] [--steps 3] [--threads N] [--compile]
+
+CUDA timings use CUDA events (bf16 autocast, channels-last, as in training); CPU timings use
+perf_counter. Numbers are printed as a table; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.models import build_model  # noqa: E402
+from backend.train.config import CONTRASTIVE, METHODS, make_config  # noqa: E402
+from backend.train.methods import LOSSES, Nets, StepContext, TrainNet  # noqa: E402
+
+
+def bench_method(method: str, args, device: torch.device) -> float:
+    """Seconds per training step (mean over args.steps after args.warmup)."""
+    cfg = make_config("full", method=method, width=args.width, batch_size=args.batch,
+                      attack_steps=args.attack_steps)
+    torch.manual_seed(0)
+    model = build_model("resnet18", args.width, 10, head=method in CONTRASTIVE).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    if method in CONTRASTIVE:
+        model.fc.requires_grad_(False)
+    core = TrainNet(model, channels_last=cuda)
+    fwd = torch.compile(core) if args.compile else core
+    nets = Nets(fwd, fwd, core)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
+                          weight_decay=5e-4)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    ctx = StepContext(cfg, torch.Generator().manual_seed(1), torch.Generator(device=device).manual_seed(2),
+                      autocast, lambda: False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    model.train()
+
+    def step():
+        loss = LOSSES[method](nets, x, y, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(args.steps):
+            step()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000 / args.steps
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    return (time.perf_counter() - t) / args.steps
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=16, choices=(16, 32, 64))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--attack-steps", type=int, default=10)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown methods {bad}; known: {', '.join(METHODS)}")
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+        where = f"CPU, {torch.get_num_threads()} threads"
+    else:
+        torch.backends.cudnn.benchmark = True
+        where = torch.cuda.get_device_name(device)
+    print(f"# {where}; width {args.width}, batch {args.batch}, PGD steps {args.attack_steps} "
+          f"(fgsm_rs: 1), {args.warmup} warm-up + {args.steps} timed steps, torch {torch.__version__}")
+    secs = {m: bench_method(m, args, device) for m in methods}
+    ref = secs.get("pgd_at")
+    print(f"{'method':<10}{'s/step':>10}{'img/s':>10}{'vs pgd_at':>11}")
+    for m, s in secs.items():
+        rel = f"{s / ref:.2f}x" if ref else "-"
+        print(f"{m:<10}{s:>10.3f}{args.batch / s:>10.1f}{rel:>11}")
+    if ref and "rsupcon" in secs:
+        print(f"rsupcon step / pgd_at step = {secs['rsupcon'] / ref:.2f} (expected about 2)")
+
+
+if __name__ == "__main__":
+    main()
