@@ -1,0 +1,201 @@
+"""Test-set evaluation of a checkpoint: clean, PGD-20 and AutoAttack accuracy, overall and per class.
+
+    python -m backend.evaluate --checkpoint checkpoints/NAME [--data DIR] [--n-clean N] [--n-pgd 2000]
+        [--autoattack] [--n-aa 200] [--seed 0] [--batch-size 256] [--device auto] [--threads N]
+
+Protocol (shared/docs/RSUPCON.md): clean accuracy on the test split (all images unless --n-clean),
+PGD-20 (L-inf, eps 8/255, step 2/255, random start) on a balanced seeded subset, AutoAttack standard
+(torchattacks: APGD-CE, APGD-T, FAB-T, Square; L-inf 8/255) on a balanced seeded subset. The numbers,
+the subset sizes, the data variant, the attack settings and the seed go into the card's metrics
+(atomically); the same command and seed give the same numbers. torchattacks is imported only
+when AutoAttack is requested.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Split, balanced_indices, load_split
+from .pgd import pgd
+
+log = logging.getLogger(__name__)
+EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
+
+
+def _acc_per_class(correct: np.ndarray, labels: np.ndarray, classes) -> dict:
+    return {c: (float(correct[labels == k].mean()) if (labels == k).any() else None)
+            for k, c in enumerate(classes)}
+
+
+def _batches(idx: np.ndarray, batch: int):
+    for i in range(0, len(idx), batch):
+        yield idx[i:i + batch]
+
+
+def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = None, n_pgd: int = 2000,
+                   n_aa: int = 0, seed: int = 0, batch_size: int = 256,
+                   device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
+                   steps: int = PGD_STEPS, should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
+
+    n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
+    balanced seeded subsets for PGD-`steps` and AutoAttack (0 skips). Returns plain data:
+    {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack",
+     "per_class_clean", "per_class_pgd{steps}", "per_class_autoattack", "eval": {settings}}.
+    """
+    n = len(split)
+    for name, v in (("n_pgd", n_pgd), ("n_aa", n_aa), ("batch_size", batch_size)):
+        if not isinstance(v, (int, np.integer)) or v < (1 if name == "batch_size" else 0):
+            raise ValueError(f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} "
+                             f"integer, got {v!r}")
+    if n_clean is not None and not (isinstance(n_clean, (int, np.integer)) and 1 <= n_clean):
+        raise ValueError(f"n_clean must be a positive integer or None, got {n_clean!r}")
+    if not 0 <= eps <= 1 or not 0 < step_size <= 1 or steps < 1:
+        raise ValueError(f"bad attack settings eps={eps!r} step_size={step_size!r} steps={steps!r}")
+    if model.training:
+        raise ValueError("the model must be in eval mode (load_checkpoint returns it so)")
+    device = torch.device(device)
+    labels = split.labels.numpy()
+    classes = list(split.classes)
+    key = f"pgd{steps}"
+
+    def batch(idx):
+        if should_stop():
+            raise InterruptedError("evaluation cancelled")
+        return split.float_images(idx).to(device), torch.from_numpy(labels[idx]).to(device)
+
+    def predict(x):
+        with torch.no_grad():
+            return model(x).argmax(1)
+
+    clean_idx = np.arange(n) if n_clean is None or n_clean >= n else balanced_indices(labels, n_clean, seed)
+    correct = np.concatenate([(predict(x) == y).cpu().numpy() for x, y in map(batch, _batches(clean_idx, batch_size))])
+    out = {"clean": float(correct.mean()), "n_clean": int(len(clean_idx)),
+           "per_class_clean": _acc_per_class(correct, labels[clean_idx], classes)}
+
+    out[key], out[f"n_{key}"], out[f"per_class_{key}"] = None, 0, None
+    if n_pgd:
+        idx = balanced_indices(labels, min(n_pgd, n), seed)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        hits = []
+        for x, y in map(batch, _batches(idx, batch_size)):
+            x_adv = pgd(lambda xa: F.cross_entropy(model(xa), y, reduction="none"), x, eps, step_size, steps,
+                        generator=gen)
+            # an image that is already misclassified counts as broken (as AutoAttack counts it), so
+            # robust accuracy never exceeds clean accuracy on the same images
+            hits.append(((predict(x) == y) & (predict(x_adv) == y)).cpu().numpy())
+        hits = np.concatenate(hits)
+        out[key], out[f"n_{key}"] = float(hits.mean()), int(len(idx))
+        out[f"per_class_{key}"] = _acc_per_class(hits, labels[idx], classes)
+
+    out["autoattack"], out["n_autoattack"], out["per_class_autoattack"] = None, 0, None
+    if n_aa:
+        import torchattacks  # lazy: only AutoAttack needs it
+
+        idx = balanced_indices(labels, min(n_aa, n), seed)
+        atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
+                                      n_classes=len(classes), seed=seed)
+        hits = []
+        for x, y in map(batch, _batches(idx, batch_size)):
+            hits.append(((predict(x) == y) & (predict(atk(x, y)) == y)).cpu().numpy())
+        hits = np.concatenate(hits)
+        out["autoattack"], out["n_autoattack"] = float(hits.mean()), int(len(idx))
+        out["per_class_autoattack"] = _acc_per_class(hits, labels[idx], classes)
+
+    out["eval"] = {"split": split.split, "data_variant": split.variant, "seed": seed, "norm": "linf",
+                   "eps": eps, "eps_255": round(eps * 255, 4), "pgd_steps": steps, "pgd_step_size": step_size,
+                   "pgd_random_start": True, "autoattack_version": "standard" if n_aa else None,
+                   "subsets": "balanced over classes, seeded (backend.data.balanced_indices)"}
+    return out
+
+
+def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, write: bool = True,
+                        split: Split | None = None, **kwargs) -> dict:
+    """Load a checkpoint, evaluate it on the test split and (write=True) merge the numbers into its
+    card's metrics atomically. data: a root for backend.data.load_split, or "synthetic" (the
+    training code's synthetic task, for checkpoints trained on it); split: evaluate on this Split
+    instead. kwargs go to evaluate_model. Returns the metrics added."""
+    from .checkpoints import load_checkpoint, read_card, write_card
+
+    device = kwargs.get("device", "cpu")
+    loaded = load_checkpoint(ckpt_dir, device=device)
+    if split is not None:
+        pass
+    elif data == "synthetic":
+        from .train.inputs import synthetic_task
+
+        x, y = synthetic_task(1000, seed=424242)
+        split = Split(x.permute(0, 2, 3, 1).contiguous(), y, tuple(f"class{k}" for k in range(10)),
+                      "synthetic", "test", "synthetic", "synthetic task")
+    else:
+        split = load_split(data, "test", loaded.card.get("dataset", "cifar10"))
+    if list(split.classes) != list(loaded.card["classes"]):
+        raise ValueError(f"the test split's classes {list(split.classes)} differ from the checkpoint's "
+                         f"{loaded.card['classes']}")
+    t = time.time()
+    result = evaluate_model(loaded.model, split, **kwargs)
+    result["eval"]["time_s"] = round(time.time() - t, 1)
+    result["eval"]["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if write:
+        card = read_card(ckpt_dir)
+        card["metrics"] = {**card.get("metrics", {}), **result}
+        write_card(ckpt_dir, card)
+    return result
+
+
+def format_table(result: dict, classes: list[str]) -> str:
+    keys = [k for k in ("clean", "pgd20", "autoattack") if result.get(k) is not None]
+    keys += [k for k in result if k.startswith("pgd") and k != "pgd20" and not k.startswith("pgd_")
+             and result.get(k) is not None]
+    head = f"{'class':<12}" + "".join(f"{k:>12}" for k in keys)
+    rows = [head, "-" * len(head)]
+    for c in classes:
+        rows.append(f"{c:<12}" + "".join(
+            f"{(result[f'per_class_{k}'] or {}).get(c) or 0:>12.3f}" for k in keys))
+    rows.append("-" * len(head))
+    rows.append(f"{'all':<12}" + "".join(f"{result[k]:>12.4f}" for k in keys))
+    rows.append(f"{'N':<12}" + "".join(f"{result['n_' + k]:>12d}" for k in keys))
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, type=Path)
+    ap.add_argument("--data", help="data root, or 'synthetic' (default: backend.data.resolve_root())")
+    ap.add_argument("--n-clean", "--n", type=int, default=None, help="clean images (default: all)")
+    ap.add_argument("--n-pgd", type=int, default=2000)
+    ap.add_argument("--autoattack", action="store_true")
+    ap.add_argument("--n-aa", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave the card unchanged")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    device = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
+    if device == "cpu":
+        torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
+    try:
+        result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, n_clean=a.n_clean,
+                                     n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed,
+                                     batch_size=a.batch_size, device=device)
+    except ValueError as e:
+        ap.error(str(e))
+    sys.stdout.write(f"{a.checkpoint} ({result['eval']['data_variant']}, seed {a.seed})\n"
+                     f"{format_table(result, list(result['per_class_clean']))}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

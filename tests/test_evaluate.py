@@ -1,0 +1,74 @@
+"""Evaluation: numbers in range, robust <= clean, reproducible, written into the card; the CLI."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from backend.checkpoints import load_checkpoint, read_card
+from backend.data import Split
+from backend.evaluate import evaluate_checkpoint, evaluate_model, main
+from backend.train.inputs import synthetic_task
+from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
+
+
+def tiny_split(n=40):
+    x, y = synthetic_task(n, seed=5)
+    return Split(x.permute(0, 2, 3, 1).contiguous(), y, tuple(CIFAR10_CLASSES), "cifar10", "test",
+                 "synthetic-test", "test")
+
+
+def test_evaluate_model_numbers_and_invariants(tmp_path):
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
+    split = tiny_split()
+    r = evaluate_model(model, split, n_clean=20, n_pgd=20, steps=3, batch_size=16)
+    assert r["n_clean"] == 20 and r["n_pgd3"] == 20 and r["autoattack"] is None
+    assert 0 <= r["pgd3"] <= r["clean"] <= 1  # same balanced subset for both
+    assert set(r["per_class_clean"]) == set(CIFAR10_CLASSES)
+    assert r["eval"]["seed"] == 0 and r["eval"]["eps_255"] == 8 and r["eval"]["data_variant"] == "synthetic-test"
+    assert evaluate_model(model, split, n_clean=20, n_pgd=20, steps=3, batch_size=7) == r  # batching, seed
+    full = evaluate_model(model, split, n_pgd=0)
+    assert full["n_clean"] == 40 and full["pgd20"] is None
+
+
+def test_eps_zero_pgd_equals_clean(tmp_path):
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
+    r = evaluate_model(model, tiny_split(), n_clean=20, n_pgd=20, eps=0.0, steps=2)
+    assert r["pgd2"] == r["clean"]
+
+
+def test_evaluate_checkpoint_writes_metrics_into_the_card(tmp_path):
+    ckpt = write_tiny_checkpoint(tmp_path, "m")
+    r = evaluate_checkpoint(ckpt, split=tiny_split(), n_pgd=10, steps=2, n_aa=4, batch_size=8)
+    card = read_card(ckpt)
+    for k in ("clean", "n_clean", "pgd2", "n_pgd2", "autoattack", "n_autoattack", "per_class_clean", "eval"):
+        assert card["metrics"][k] == r[k]
+    assert r["n_autoattack"] == 4 and 0 <= r["autoattack"] <= 1
+    load_checkpoint(ckpt)  # weights untouched, hash still matches
+
+
+def test_cli_on_an_imagefolder_tree_is_reproducible(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTLENS_CACHE", str(tmp_path / "cache"))
+    x, y = synthetic_task(20, seed=3)
+    for split in ("train", "test"):
+        for i, (img, label) in enumerate(zip(x, y)):
+            d = tmp_path / "tree" / split / CIFAR10_CLASSES[int(label)]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpts", "m")
+    argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "tree"), "--n-pgd", "10", "--device", "cpu"]
+    assert main(argv) == 0
+    first = read_card(ckpt)["metrics"]
+    table = capsys.readouterr().out
+    assert "pgd20" in table and "airplane" in table
+    assert main(argv) == 0
+    second = read_card(ckpt)["metrics"]
+    first["eval"].pop("time_s"), first["eval"].pop("date"), second["eval"].pop("time_s"), second["eval"].pop("date")
+    assert first == second and first["n_clean"] == 20 and first["n_pgd20"] == 10
+
+
+def test_bad_arguments_raise(tmp_path):
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
+    with pytest.raises(ValueError, match="n_pgd"):
+        evaluate_model(model, tiny_split(), n_pgd=-1)
+    with pytest.raises(ValueError, match="n_clean"):
+        evaluate_model(model, tiny_split(), n_clean=0)
