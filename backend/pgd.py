@@ -53,6 +53,8 @@ def pgd(loss_fn: LossFn, x: torch.Tensor, eps: float, step_size: float, steps: i
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     x = x.detach()
     if x_init is not None:
         x_adv = project(x_init.detach(), x, eps, norm)
@@ -61,17 +63,21 @@ def pgd(loss_fn: LossFn, x: torch.Tensor, eps: float, step_size: float, steps: i
     else:
         x_adv = x.clone()
     sign = 1.0 if maximize else -1.0
+    if norm == "linf":
+        # The eps-ball intersected with [0, 1] is a per-pixel box; computing its bounds once turns
+        # the projection into one in-place clamp per step instead of four temporaries.
+        lo, hi = (x - eps).clamp_(0, 1), (x + eps).clamp_(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = loss_fn(x_adv).sum()
         (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
+            x_adv = x_adv.detach()  # a fresh leaf each step; the graph above is already freed
             if norm == "linf":
-                x_adv = x_adv + sign * step_size * grad.sign()
+                x_adv.add_(grad.sign_(), alpha=sign * step_size).clamp_(lo, hi)
             else:
                 g = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                x_adv = x_adv + sign * step_size * grad / g
-            x_adv = project(x_adv, x, eps, norm)
+                x_adv = project(x_adv.add_(grad / g, alpha=sign * step_size), x, eps, norm)
     return x_adv.detach()
 
 
