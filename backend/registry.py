@@ -72,6 +72,10 @@ class LRU:
                 self._d.popitem(last=False)
         return copy_result(value)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
     def __len__(self) -> int:
         return len(self._d)
 

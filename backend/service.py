@@ -19,6 +19,8 @@ Choices the contract leaves open (documented for the app):
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import os
 import threading
@@ -81,6 +83,11 @@ class Service(BatchAnalyses):
         self._heavy = LRU(16)          # embed / curves / class visualisations
         self._embedders = embed_mod.EmbedderCache()
 
+    def clear_caches(self) -> None:
+        """Forget every cached result (benchmarks measure cold calls; models stay loaded)."""
+        for cache in (self._probs, self._crafted, self._results, self._heavy):
+            cache.clear()
+
     def close(self) -> None:
         self.tasks.shutdown()
         if self._jobs is not None:
@@ -89,10 +96,10 @@ class Service(BatchAnalyses):
     # ---- models and images -----------------------------------------------------------------
     def list_models(self) -> list[dict]:
         """Every model's card (rsupcon first), without loading weights."""
-        return [dict(c) for c in self.models.cards()]
+        return [copy.deepcopy(c) for c in self.models.cards()]  # callers may edit them; the registry's stay
 
     def model_card(self, model_id: str) -> dict:
-        return dict(self.models.card(model_id))
+        return copy.deepcopy(self.models.card(model_id))
 
     def image_sources(self) -> dict:
         """{"samples"|"test"|"train": {"available": bool, "count": int, "message": str}}."""
@@ -343,7 +350,7 @@ class Service(BatchAnalyses):
         if not isinstance(params, dict):
             raise ValueError(f"task params must be a dict, got {type(params).__name__}")
         fn = getattr(self, kind)
-        allowed = set(fn.__code__.co_varnames[1:fn.__code__.co_argcount]) - {"progress", "should_stop"}
+        allowed = set(inspect.signature(fn).parameters) - {"progress", "should_stop"}
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ValueError(f"unknown {kind} params {unknown}; known: {sorted(allowed)}")

@@ -167,3 +167,16 @@ def test_real_server_round_trip_and_backend_unavailable(service, monkeypatch):
         thread.join(timeout=10)
     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port} is unavailable"):
         HttpClient(f"http://127.0.0.1:{port}", timeout=2).health()
+
+
+def test_make_client_defaults_to_in_process(tiny_checkpoint_root, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("BACKEND_URL", raising=False)
+    client = make_client(checkpoint_root=tiny_checkpoint_root)
+    try:
+        assert client.transport == "inprocess" and client.health()["ok"] is True
+        assert [m["id"] for m in client.list_models()] == ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]
+        assert "predict" in dir(client)
+        with pytest.raises(AttributeError):
+            client.not_a_method  # noqa: B018
+    finally:
+        client.close()

@@ -1,0 +1,169 @@
+"""Interactive latency of the service on this machine, and our PGD against torchattacks' PGD.
+
+    python bench/interactive.py [--checkpoints DIR] [--repeat 5] [--device cpu]
+
+Models: the checkpoints in --checkpoints (default: the project's checkpoints/); when there are none,
+five randomly initialised width-32 stand-ins (one per method) are written to a temporary folder and
+the output says so (latency depends on the architecture, not on the weights).
+Rows, each the median of --repeat cold calls (the service's result caches are cleared before every
+call; models stay loaded, as in the running app):
+  - per model, one image: predict, PGD-10 attack, Integrated Gradients (32 steps), Grad-CAM;
+  - all models side by side: what the attack lab does per update, i.e. one `attack` call over every
+    model (PGD-10 + clean/adversarial predictions + clean/adversarial saliency maps), with Grad-CAM
+    and with IG-32 maps; targets: <= 1 s on a 2-core CPU with width-32 models;
+  - UMAP fit on N=2000 feature vectors and transform of N=100 (after umap's JIT warm-up, reported
+    on its own row);
+  - PGD-10 (L-inf 8/255, step 2/255, random start) on a 256-image batch: images/s of
+    backend.attacks.run_attack and of torchattacks.PGD on the same model and batch, measured
+    interleaved in this run; the ratio is ours / torchattacks (target >= 1.0x).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+STAND_INS = ("rsupcon", "pgd_at", "trades", "supcon", "ce")
+PGD10 = {"method": "pgd", "norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+
+
+def write_stand_ins(root: Path, width: int = 32) -> None:
+    """Random-init ResNet-18 checkpoints, one per method (seeded)."""
+    from backend.checkpoints import new_card, save_checkpoint
+    from backend.data import CIFAR10_CLASSES
+    from backend.models import build_model
+
+    for i, method in enumerate(STAND_INS):
+        torch.manual_seed(i)
+        card = new_card(f"standin-{method}", method, "resnet18", width, list(CIFAR10_CLASSES),
+                        display_name=f"random-init stand-in ({method})", data_variant="none",
+                        status="benchmark")
+        save_checkpoint(build_model("resnet18", width=width), card, root / card["id"])
+
+
+def median_s(fn, repeat: int, before=None) -> float:
+    times = []
+    for i in range(repeat):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def images(n: int, seed: int = 0):
+    """(x (n,3,32,32) in [0,1], y (n,), description): CIFAR-10 test images when found, else random."""
+    try:
+        from backend.data import balanced_indices, load_split
+
+        split = load_split(split="test")
+        idx = balanced_indices(split.labels, n, seed)
+        return split.float_images(idx), split.labels[idx], f"CIFAR-10 test ({split.variant})"
+    except Exception as e:  # no data on this machine: random images time the same
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g), \
+            f"uniform random ({type(e).__name__})"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoints", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--umap-n", type=int, default=2000)
+    args = ap.parse_args(argv)
+
+    from backend import attacks, embed
+    from backend.checkpoints import default_root, list_checkpoints
+    from backend.service import Service
+
+    root = args.checkpoints or default_root()
+    tmp = None
+    if not list_checkpoints(root):
+        tmp = tempfile.TemporaryDirectory(prefix="robustlens-bench-")
+        root = Path(tmp.name)
+        write_stand_ins(root)
+    svc = Service(root, device=args.device)
+    ids = [c["id"] for c in svc.list_models()]
+    widths = sorted({int(c["width"]) for c in svc.list_models()})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"# models: {len(ids)} from {'STAND-INS (random-init width-32, written to a temp folder: no shipped checkpoints)' if tmp else root}: {', '.join(ids)}")
+    print(f"# widths {widths}; device {svc.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores")
+    r = args.repeat
+    img = lambda i: f"samples:{i % 20}"  # noqa: E731
+    rows: list[tuple[str, str, str]] = []
+
+    for mid in ids:  # warm-up: load weights, import captum, first-call allocations
+        svc.attack(img(0), PGD10, [mid], saliency="integrated_gradients")
+        svc.explain(img(0), mid, "gradcam")
+    for mid in ids:
+        one = [mid]
+        rows += [
+            (f"predict [{mid}]", "1 image", f"{median_s(lambda i: svc.predict(img(i), one), r, svc.clear_caches) * 1e3:.1f} ms"),
+            (f"PGD-10 [{mid}]", "1 image", f"{median_s(lambda i: svc.attack(img(i), PGD10, one), r, svc.clear_caches) * 1e3:.1f} ms"),
+            (f"IG-32 [{mid}]", "1 image", f"{median_s(lambda i: svc.explain(img(i), mid, 'integrated_gradients', params={'ig_steps': 32}), r, svc.clear_caches) * 1e3:.1f} ms"),
+            (f"Grad-CAM [{mid}]", "1 image", f"{median_s(lambda i: svc.explain(img(i), mid, 'gradcam'), r, svc.clear_caches) * 1e3:.1f} ms"),
+        ]
+    for sal in ("gradcam", "integrated_gradients"):
+        t = median_s(lambda i: svc.attack(img(i), PGD10, None, saliency=sal), r, svc.clear_caches)
+        rows.append((f"attack lab grid: PGD-10 + preds + {sal} maps", f"{len(ids)} models",
+                     f"{t * 1e3:.0f} ms ({'meets' if t <= 1.0 else 'MISSES'} <= 1 s)"))
+    t = median_s(lambda i: svc.predict(img(i)), r, svc.clear_caches)
+    rows.append(("predict, all models", f"{len(ids)} models", f"{t * 1e3:.1f} ms"))
+
+    # UMAP: features of the first model on N images
+    x, y, what = images(max(args.umap_n, 256))
+    model = svc.models.model(ids[0])
+    feats = embed.extract_features(model, x[:args.umap_n].to(svc.device))
+    t0 = time.perf_counter()
+    embed.warm_up()
+    rows.append(("umap import + JIT warm-up (once per process)", "64 points", f"{time.perf_counter() - t0:.1f} s"))
+    emb = embed.Embedder("umap", seed=0)
+    t0 = time.perf_counter()
+    emb.fit(feats)
+    rows.append((f"UMAP fit ({what})", f"N={len(feats)}", f"{time.perf_counter() - t0:.2f} s"))
+    t = median_s(lambda i: emb.transform(feats[:100]), r)
+    rows.append(("UMAP transform", "N=100", f"{t * 1e3:.0f} ms"))
+
+    # PGD-10 throughput: ours vs torchattacks, same model, same 256-image batch, interleaved
+    import torchattacks
+
+    xb, yb = x[:256].to(svc.device), y[:256].to(svc.device)
+    spec = attacks.AttackSpec.from_dict(PGD10)
+    ta = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
+    attacks.run_attack(model, xb[:8], yb[:8], spec)
+    ta(xb[:8], yb[:8])
+    ours, theirs = [], []
+    for _ in range(max(3, r // 2 + 1)):
+        t0 = time.perf_counter()
+        attacks.run_attack(model, xb, yb, spec)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ta(xb, yb)
+        theirs.append(time.perf_counter() - t0)
+    o, t = 256 / statistics.median(ours), 256 / statistics.median(theirs)
+    rows.append((f"PGD-10 ours (run_attack) [{ids[0]}]", "256 images", f"{o:.0f} img/s"))
+    rows.append((f"PGD-10 torchattacks.PGD [{ids[0]}]", "256 images", f"{t:.0f} img/s"))
+    rows.append(("PGD-10 ratio ours / torchattacks", "", f"{o / t:.2f}x ({'meets' if o / t >= 1.0 else 'MISSES'} >= 1.0x)"))
+
+    w = [max(len(row[i]) for row in rows) for i in range(3)]
+    print(f"{'measurement'.ljust(w[0])} | {'input'.ljust(w[1])} | median of {r}")
+    print(f"{'-' * w[0]}-|-{'-' * w[1]}-|-{'-' * max(w[2], 12)}")
+    for a, b, c in rows:
+        print(f"{a.ljust(w[0])} | {b.ljust(w[1])} | {c}")
+    svc.close()
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
