@@ -120,3 +120,15 @@ def test_make_views_validates():
         A.make_views(images(2), "tz")
     with pytest.raises(ValueError, match="N, 3, H, W"):
         A.view_t(torch.zeros(2, 32, 32, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("view", ["b", "s", "t"])
+def test_cuda_views_match_cpu_views(view):
+    x = images(64)
+    cpu = A.VIEWS[view](x, torch.Generator().manual_seed(9))
+    gpu = A.VIEWS[view](x.cuda(), torch.Generator().manual_seed(9))
+    assert gpu.device.type == "cuda"
+    # nearest/bilinear sampling may round differently at exact pixel boundaries on another device
+    assert (gpu.cpu() - cpu).abs().gt(1e-3).float().mean() < 0.01

@@ -193,3 +193,13 @@ def test_sigterm_stops_without_a_final_checkpoint(tmp_path):
     assert last["type"] == "error" and last["cancelled"] is True
     assert not out.exists() and not [p for p in out.parent.iterdir()] if out.parent.exists() else True
     assert (tmp_path / "state" / "state.json").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_smoke_bf16_channels_last(method, tmp_path):
+    out = tmp_path / f"gpu-{method}"
+    train(tiny_cfg(method), RunOptions(out=out, state_dir=tmp_path / "s", device="cuda", progress_bar=False))
+    card = load_checkpoint(out).card
+    assert card["training"]["device"] == "cuda" and card["metrics"]["val_clean"] is not None

@@ -47,6 +47,18 @@ def _non_negative_float(s: str) -> float:
     return 0.0 if s.strip() in ("0", "0.0") else _positive_float(s)
 
 
+def _pixel_units(text: str) -> float:
+    """'8/255' or '0.0314' -> float in [0, 1] (argparse type)."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / (float(den) if den else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 8/255") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1] (pixel units)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-epochs", type=_non_negative_float)
     ap.add_argument("--attack-steps", type=_int_at_least(1), help="PGD steps for training and val")
     ap.add_argument("--trades-beta", type=_positive_float)
+    ap.add_argument("--eps", type=_pixel_units, help="L-inf radius in pixel units, e.g. 8/255")
+    ap.add_argument("--step-size", type=_pixel_units, help="PGD step in pixel units, e.g. 2/255")
     ap.add_argument("--probe-epochs", type=_int_at_least(1))
     ap.add_argument("--probe-batch-size", type=_int_at_least(1))
     ap.add_argument("--val-n", type=_int_at_least(0), help="held-out images validated (of 1,000)")
@@ -93,7 +107,7 @@ def parse(argv: list[str] | None = None):
     a = ap.parse_args(argv)
     overrides = {k: getattr(a, k) for k in (
         "method", "width", "epochs", "subset", "batch_size", "lr", "schedule", "warmup_epochs",
-        "attack_steps", "trades_beta", "probe_epochs", "probe_batch_size", "val_n", "val_robust_n",
+        "attack_steps", "trades_beta", "eps", "step_size", "probe_epochs", "probe_batch_size", "val_n", "val_robust_n",
         "val_every", "seed", "log_every", "compile", "amp", "data")}
     try:
         cfg = make_config(a.preset, **overrides)
