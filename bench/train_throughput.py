@@ -5,13 +5,15 @@ backward, SGD step) on random uint8 images, plus each method's step cost relativ
         [--methods ce,pgd_at,...] [--warmup 1] [--steps 3] [--threads N] [--compile]
 
 CUDA timings use CUDA events (bf16 autocast, channels-last, as in training); CPU timings use
-perf_counter. Numbers are printed as a table; nothing is asserted.
+perf_counter. Methods are timed round-robin and img/s comes from each method's fastest step (the
+least disturbed by other processes); the median is printed beside it. Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,8 +27,8 @@ from backend.train.config import CONTRASTIVE, METHODS, make_config  # noqa: E402
 from backend.train.methods import LOSSES, Nets, StepContext, TrainNet  # noqa: E402
 
 
-def bench_method(method: str, args, device: torch.device) -> float:
-    """Seconds per training step (mean over args.steps after args.warmup)."""
+def make_step(method: str, args, device: torch.device):
+    """A closure running one full training step of `method` on a fixed random batch."""
     cfg = make_config("full", method=method, width=args.width, batch_size=args.batch,
                       attack_steps=args.attack_steps)
     torch.manual_seed(0)
@@ -54,22 +56,21 @@ def bench_method(method: str, args, device: torch.device) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
 
-    for _ in range(args.warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize(device)
+
+def timed(step, device: torch.device) -> float:
+    """Seconds for one step (CUDA events on GPU, perf_counter on CPU)."""
+    if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(args.steps):
-            step()
+        step()
         end.record()
         torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000 / args.steps
+        return start.elapsed_time(end) / 1000
     t = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    return (time.perf_counter() - t) / args.steps
+    step()
+    return time.perf_counter() - t
 
 
 def main(argv=None) -> None:
@@ -96,15 +97,26 @@ def main(argv=None) -> None:
         torch.backends.cudnn.benchmark = True
         where = torch.cuda.get_device_name(device)
     print(f"# {where}; width {args.width}, batch {args.batch}, PGD steps {args.attack_steps} "
-          f"(fgsm_rs: 1), {args.warmup} warm-up + {args.steps} timed steps, torch {torch.__version__}")
-    secs = {m: bench_method(m, args, device) for m in methods}
-    ref = secs.get("pgd_at")
-    print(f"{'method':<10}{'s/step':>10}{'img/s':>10}{'vs pgd_at':>11}")
-    for m, s in secs.items():
-        rel = f"{s / ref:.2f}x" if ref else "-"
-        print(f"{m:<10}{s:>10.3f}{args.batch / s:>10.1f}{rel:>11}")
-    if ref and "rsupcon" in secs:
-        print(f"rsupcon step / pgd_at step = {secs['rsupcon'] / ref:.2f} (expected about 2)")
+          f"(fgsm_rs: 1), {args.warmup} warm-up + {args.steps} timed steps each, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    steps = {m: make_step(m, args, device) for m in methods}
+    for _ in range(args.warmup):
+        for m in methods:
+            steps[m]()
+    # Round-robin (one step of each method per round), so that load from other processes on a
+    # shared machine hits every method alike; the minimum is the least-disturbed step.
+    times = {m: [] for m in methods}
+    for _ in range(args.steps):
+        for m in methods:
+            times[m].append(timed(steps[m], device))
+    best = {m: min(t) for m, t in times.items()}
+    ref = best.get("pgd_at")
+    print(f"{'method':<10}{'min s/step':>12}{'median':>10}{'img/s':>10}{'vs pgd_at':>11}")
+    for m in methods:
+        rel = f"{best[m] / ref:.2f}x" if ref else "-"
+        print(f"{m:<10}{best[m]:>12.3f}{statistics.median(times[m]):>10.3f}{args.batch / best[m]:>10.1f}{rel:>11}")
+    if ref and "rsupcon" in best:
+        print(f"rsupcon step / pgd_at step = {best['rsupcon'] / ref:.2f} (expected about 2)")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,9 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(method, cuts, tmp_p
     ref = RunOptions(out=tmp_path / "a" / "m", state_dir=tmp_path / "sa", progress_bar=False)
     train(cfg, ref)
     want = final_weights(tmp_path / "sa")
+    # save_every_min ~ 0: a mid-epoch state save after every step as well
     opts = RunOptions(out=tmp_path / "b" / "m", state_dir=tmp_path / "sb", events=tmp_path / "ev.jsonl",
-                      progress_bar=False)
+                      progress_bar=False, save_every_min=1e-9)
     for n in cuts:  # interrupt, then resume from wherever it stopped, possibly more than once
         with pytest.raises(Cancelled):
             train(cfg, RunOptions(**{**vars(opts), "resume": True}), should_stop=StopAfter(n))

@@ -85,18 +85,18 @@ def _device(name: str, local_rank: int) -> torch.device:
 
 
 def train(cfg: TrainConfig, opts: RunOptions, should_stop: Callable[[], bool] = lambda: False) -> Path:
-    cfg.validate()
-    validate_id(Path(opts.out).name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(opts.device, local)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
     events = EventLog(opts.events if rank == 0 else None)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(hours=2))
     try:
+        cfg.validate()
+        validate_id(Path(opts.out).name)
+        device = _device(opts.device, local)
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
+        if world > 1:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(hours=2))
         return _Run(cfg, opts, device, rank, world, events, should_stop).run()
     except Cancelled:
         events.emit("error", message="cancelled: stop requested (SIGTERM/SIGINT); resume state saved",
@@ -250,6 +250,8 @@ class _Run:
                                   f"{hardware(self.device, self.world)}"))
         if self.p.phase == "done":
             out = Path(self.opts.out)
+            if self.rank == 0 and not out.exists():  # e.g. removed since: the state holds the final model
+                self._write_checkpoint(out)
             self.events.emit("done", checkpoint=str(out), message="this run had already finished")
             return out
         try:
@@ -323,8 +325,9 @@ class _Run:
                         bar.set_postfix(loss=f"{mean_loss:.3f}", ips=f"{ips:.0f}")
                     loss_acc.zero_()
                     window_t, window_n, last_event = now, 0, now
-                if self.opts.save_every_min and now - last_save > 60 * self.opts.save_every_min \
-                        and p.step_in_epoch < self.steps_per_epoch:
+                # time-based saves only in one process: ranks' clocks could disagree on a collective
+                if self.world == 1 and self.opts.save_every_min and p.step_in_epoch < self.steps_per_epoch \
+                        and now - last_save > 60 * self.opts.save_every_min:
                     self.save_state()
                     last_save = time.time()
             if bar is not None:
