@@ -166,8 +166,9 @@ class Service(BatchAnalyses):
 
     def _adversarial(self, model_id: str, image_id: str, spec: attacks.AttackSpec,
                      target: int | None) -> dict:
-        """The attack crafted on model_id (cached): {"x_adv": (1,3,H,W) float32, "success", "linf",
-        "l2", "iterations", "y": the label attacked}."""
+        """The attack crafted on model_id (cached): {"x_adv": (1,3,H,W) float32, "probs_adv": (C,)
+        float32 (model_id's prediction on it), "success", "linf", "l2", "iterations", "y": the label
+        attacked}."""
         key = (self.models.weights_key(model_id), image_id, _key(spec.to_dict()), target)
         hit = self._crafted.get(key)
         if hit is not None:
@@ -178,8 +179,12 @@ class Service(BatchAnalyses):
         with self.lock:
             r = attacks.run_attack(model, x.to(self.device), torch.tensor([y], device=self.device), spec,
                                    target=None if target is None else torch.tensor([target], device=self.device))
-        out = {"x_adv": r.x_adv.detach().float().cpu().numpy(), "success": bool(_first(r.success)),
-               "linf": float(_first(r.linf)), "l2": float(_first(r.l2)),
+        # Only the adversarial logits are reused: clean probabilities always come from _clean_probs,
+        # so a prediction never depends on whether an attack ran first (the attack's forward pass
+        # uses another memory layout, which can differ in the last bits).
+        probs_adv = torch.softmax(r.logits_adv.float(), 1)[0].cpu().numpy()
+        out = {"x_adv": r.x_adv.detach().float().cpu().numpy(), "probs_adv": probs_adv,
+               "success": bool(_first(r.success)), "linf": float(_first(r.linf)), "l2": float(_first(r.l2)),
                "iterations": int(_first(r.iterations)), "y": int(y)}
         return self._crafted.put(key, out)
 
@@ -238,7 +243,10 @@ class Service(BatchAnalyses):
         adv = self._adversarial(crafted_on, image_id, s, target)
         x, _ = self.images.tensor(image_id)
         clean = self._clean_probs(mid, image_id)
-        adv_probs = torch.softmax(self._logits(mid, torch.from_numpy(np.array(adv["x_adv"]))), 1)[0].numpy()
+        if crafted_on == mid:
+            adv_probs = adv["probs_adv"]
+        else:
+            adv_probs = torch.softmax(self._logits(mid, torch.from_numpy(np.array(adv["x_adv"]))), 1)[0].numpy()
         adv_probs = adv_probs.astype(np.float32)
         pc, pa = int(clean.argmax()), int(adv_probs.argmax())
         if crafted_on == mid:
@@ -279,8 +287,8 @@ class Service(BatchAnalyses):
             x = self.images.tensor(image_id)[0].numpy()
             pred = int(self._clean_probs(model_id, image_id).argmax())
         else:
-            x = np.array(self._adversarial(model_id, image_id, s, None)["x_adv"])
-            pred = int(self._logits(model_id, torch.from_numpy(x)).argmax(1)[0])
+            adv = self._adversarial(model_id, image_id, s, None)
+            x, pred = np.array(adv["x_adv"]), int(adv["probs_adv"].argmax())
         tgt = pred if tgt is None else tgt
         attr, heat = self._heatmaps(model_id, x, [tgt], method, sp)
         out = {"method": method, "target": tgt, "heatmap": heat[0], "attribution": attr[0],
