@@ -123,7 +123,7 @@ class JobManager:
     """Starts, tracks, cancels and resumes training jobs for one checkpoints folder.
 
     data: the trainer's --data (a CIFAR root, "synthetic", or None to let the trainer resolve it);
-    threads: the trainer's --threads (default: all cores); python/env: how the trainer is launched.
+    threads: the trainer's --threads (default: all cores but one); python/env: how the trainer is launched.
     """
 
     def __init__(self, checkpoint_root: str | os.PathLike, data: str | None = None, device: str = "cpu",
@@ -135,7 +135,9 @@ class JobManager:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.jobs_dir / "jobs.sqlite"
         self.data, self.device, self.max_running = data, str(device), int(max_running)
-        self.threads = int(threads or os.cpu_count() or 1)
+        # Default: all cores but one, so the app stays responsive while a job trains on the same CPU
+        # (oversubscribed OpenMP threads slow interactive work down many times over).
+        self.threads = int(threads or max(1, (os.cpu_count() or 2) - 1))
         self.grace_s, self.python, self.poll_s = grace_s, python, poll_s
         self.env = dict(env) if env is not None else None
         self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
