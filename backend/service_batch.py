@@ -37,17 +37,20 @@ class BatchAnalyses:
         idx = balanced_indices(split.labels, n, seed)
         return [f"{source}:{i}" for i in idx], split.float_images(idx), split.labels[idx].numpy()
 
-    def _attack_batches(self, model, x: torch.Tensor, y: torch.Tensor, spec, should_stop, tick) -> torch.Tensor:
-        """Adversarial versions of x (N,3,H,W) against labels y, batch by batch (lock per batch)."""
-        out = []
+    def _attack_batches(self, model, x: torch.Tensor, y: torch.Tensor, spec, should_stop,
+                        tick) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_adv (N,3,H,W), the model's predictions on it (N,)) for images x against labels y,
+        batch by batch (the device lock is taken per batch)."""
+        xs, preds = [], []
         for i in range(0, len(x), _BATCH):
             if should_stop():
                 raise TaskCancelled("cancelled")
             with self.lock:
                 r = attacks.run_attack(model, x[i:i + _BATCH].to(self.device), y[i:i + _BATCH].to(self.device), spec)
-            out.append(r.x_adv.cpu())
+            xs.append(r.x_adv.cpu())
+            preds.append(r.pred_adv.cpu())
             tick()
-        return torch.cat(out)
+        return torch.cat(xs), torch.cat(preds)
 
     # ---- embeddings ------------------------------------------------------------------------
     def embed(self, model_id: str, n: int = 500, spec: dict | None = None, method: str = "umap", seed: int = 0,
@@ -100,7 +103,7 @@ class BatchAnalyses:
                "pred_clean": preds.astype(np.int64), "pred_adv": None, "image_ids": ids,
                "from_reference": pos is not None, "placement": placement}
         if s is not None:
-            x_adv = self._attack_batches(model, x, torch.from_numpy(labels), s, should_stop, tick)
+            x_adv = self._attack_batches(model, x, torch.from_numpy(labels), s, should_stop, tick)[0]
             with self.lock:
                 f_adv, p_adv = embed_mod.extract_features(model, x_adv.to(self.device), with_preds=True)
             if embedder is not None:
@@ -169,9 +172,7 @@ class BatchAnalyses:
             clean = torch.cat(clean)
             acc, flip_pred = [], clean
             for j, spec in enumerate(a["specs"]):
-                pred = clean if spec is None else torch.cat([
-                    self._logits(mid, xa).argmax(1) for xa in
-                    self._attack_batches(model, x, y, spec, should_stop, tick).split(_BATCH)])
+                pred = clean if spec is None else self._attack_batches(model, x, y, spec, should_stop, tick)[1]
                 acc.append(int(((clean == y) & (pred == y)).sum()) / n)
                 if j == flip_i:
                     flip_pred = torch.where(clean == y, pred, clean)
