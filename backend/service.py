@@ -272,7 +272,7 @@ class Service(BatchAnalyses):
         """{"method", "target": int, "heatmap": float32 (32,32) in [0,1], "attribution": float32
         (3,32,32), "adversarial": bool}. target defaults to the predicted class of the explained
         image; spec given -> explain the adversarial image crafted on model_id with that spec.
-        params: backend.saliency_lib.SaliencyParams fields (ig_steps, smoothgrad_samples, ...)."""
+        params: backend.saliency.SaliencyParams fields (ig_steps, smoothgrad_samples, ...)."""
         saliency_lib.check_method(method)
         self.models.card(model_id)
         sp = _saliency_params(params)
