@@ -14,8 +14,18 @@ are read-only and cached dicts are copied on the way out, so no caller can corru
 Choices the contract leaves open (documented for the app):
 - attacks use the image's true label when it has one, else the model's clean prediction;
   "success" is the attack's own criterion, "flipped" means the predicted class changed;
+  "clean"/"adv" entries of an attack list the top 5 classes;
 - saliency maps explain each input's own predicted class unless a target is given;
+- sanity_check: "similarity" is a list, one Spearman correlation per cascade stage (see its docstring);
 - times in job dicts are Unix seconds (float).
+Additions to the contract (nothing was renamed or removed):
+- Service(..., job_data=None, max_tasks=2, threads=None); Service.clear_caches(); Service.close();
+- saliency_metrics adds "centered_alignment" and "fractions"; robustness_curve adds "flip_eps";
+  sanity_check adds "topk_overlap", "heatmap", "heatmaps_random";
+- job config also takes "seed"; keys left out (or None) take the preset's value; presets smoke, short,
+  full; job dicts add "device", "pid", "attempts", "exit_code"; job_events items carry "seq";
+- a cancelled in-process robustness_curve/embed/class_visualisation raises tasks.TaskCancelled;
+- HttpClient raises PermissionError for 401 (token) and RuntimeError for 5xx.
 """
 from __future__ import annotations
 
