@@ -113,8 +113,12 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
                                      text=hover, hovertemplate="%{text}<extra>adversarial</extra>",
                                      marker=dict(symbol="x", color=col, size=size)))
     fig.update_xaxes(showticklabels=False, title=None)
-    fig.update_yaxes(showticklabels=False, title=None, scaleanchor="x", scaleratio=1)
-    return _layout(fig, title=title, height=460, legend=dict(font=dict(size=10)), dragmode="select")
+    # no equal-aspect lock: UMAP axes carry no units, and the map should use the column's width
+    fig.update_yaxes(showticklabels=False, title=None)
+    # no dragmode here: Streamlit then pans on drag and selects on click (a "select" dragmode would
+    # turn click-selection off); box and lasso stay in the modebar
+    return _layout(fig, title=title, height=520,
+                   legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10)))
 
 
 def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:

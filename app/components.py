@@ -48,7 +48,7 @@ def no_models_notice() -> None:
     st.warning("No models are installed yet. Train a short one on the Train page (a few minutes on a "
                "CPU), or copy checkpoint folders (model.safetensors + card.json) into the checkpoints "
                "folder ($ROBUSTLENS_CHECKPOINTS, default `checkpoints/`).", icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+    st.page_link("views/train.py", label="Go to the Train page", icon=":material/model_training:")
 
 
 def model_picker(cards: list[dict], name: str = "models", label: str = "Models", where=None,

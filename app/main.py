@@ -21,14 +21,17 @@ from app.client import get_client, explain_error  # noqa: E402
 st.set_page_config(page_title="RobustLens", page_icon=":material/shield:", layout="wide",
                    initial_sidebar_state="expanded")
 
+# One file per page in app/views/. Not app/pages/: Streamlit treats a pages/ folder beside the entry
+# script as the old file-based navigation, and a link straight to /embeddings would then run that file
+# without this script (no page config, no shared sidebar).
 PAGES = [
-    st.Page("pages/attack_lab.py", title="Attack lab", icon=":material/bolt:", default=True),
-    st.Page("pages/saliency_studio.py", title="Saliency studio", icon=":material/visibility:"),
-    st.Page("pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
-    st.Page("pages/robustness.py", title="Robustness", icon=":material/monitoring:"),
-    st.Page("pages/feature_lens.py", title="Feature lens", icon=":material/center_focus_strong:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/zoo.py", title="Model zoo", icon=":material/inventory_2:"),
+    st.Page("views/attack_lab.py", title="Attack lab", icon=":material/bolt:", default=True),
+    st.Page("views/saliency_studio.py", title="Saliency studio", icon=":material/visibility:"),
+    st.Page("views/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
+    st.Page("views/robustness.py", title="Robustness", icon=":material/monitoring:"),
+    st.Page("views/feature_lens.py", title="Feature lens", icon=":material/center_focus_strong:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/zoo.py", title="Model zoo", icon=":material/inventory_2:"),
 ]
 
 nav = st.navigation(PAGES)

@@ -5,7 +5,7 @@ Every user choice that defines a view (image, models, attack and its parameters,
 drops the state of widgets that a run does not draw, so widgets use their own key "w_<name>" and
 copy into the persistent one). On a session's first read a param comes from the URL
 (`?image=test:12&models=a,b&eps=8`), so a shared link reproduces the view; each page writes the
-params it shows back into the URL.
+params it shows back into the URL. Draw bound widgets with `widget(st.slider, "eps", "eps", 8, ...)`.
 
 Nothing here is shared between sessions: no module-level mutable state.
 """
@@ -96,22 +96,42 @@ def get(name: str, default: Any = None, *, choices: Iterable | None = None,
 
 
 def put(name: str, value: Any) -> None:
-    """Set the param. Its widget shows the new value from its next `bind` on (a widget already
-    drawn in this run cannot be changed, so the override waits in "d_<name>")."""
+    """Set the param. Its widget shows the new value when it is next drawn (a widget already drawn
+    in this run cannot be changed, so the override waits in "d_<name>")."""
     st.session_state[_P + name] = value
     st.session_state["d_" + name] = True
 
 
-def bind(name: str, default: Any, *, choices: Iterable | None = None, lo: float | None = None,
-         hi: float | None = None) -> str:
-    """The widget key for param `name`, preset from the param (see `get`). Pass it as `key=` and
-    also `on_change=keep, args=(name,)`, or call `keep(name)` after drawing the widget."""
+# How each widget takes its initial value (the rest take `value=`).
+_DEFAULT_ARG = {"selectbox": "index", "radio": "index", "multiselect": "default"}
+
+
+def widget(fn: Callable, label: str, name: str, default: Any, *, choices: Iterable | None = None,
+           lo: float | None = None, hi: float | None = None, **kwargs) -> Any:
+    """Draw `fn(label, key="w_<name>", **kwargs)` bound to param `name`; returns its current value.
+
+    Widgets with options take them as kwargs["options"] (they double as `choices`). The widget is
+    always given the param's value as its default (value= / index= / default=), so a browser that
+    redraws the widget from scratch shows the same value instead of the widget's own default. Only
+    a programmatic change (`put`) or an invalid stored value goes through the Session State API,
+    which is how Streamlit pushes a new value into a widget the browser already shows."""
+    if "options" in kwargs and choices is None:
+        choices = list(kwargs["options"])
     ss = st.session_state
     value = get(name, default, choices=choices, lo=lo, hi=hi)
     wk = _W + name
-    if wk not in ss or ss.pop("d_" + name, False) or not _valid(ss[wk], choices, lo, hi):
+    if ss.pop("d_" + name, False) or (wk in ss and not _valid(ss[wk], choices, lo, hi)):
         ss[wk] = value
-    return wk
+        fn(label, key=wk, **kwargs)
+    else:
+        arg = _DEFAULT_ARG.get(getattr(fn, "__name__", ""), "value")
+        if arg == "index":
+            opts = list(kwargs["options"])
+            init = opts.index(value) if value in opts else 0
+        else:
+            init = value
+        fn(label, key=wk, **{arg: init}, **kwargs)
+    return keep(name)
 
 
 def keep(name: str) -> Any:
@@ -120,18 +140,6 @@ def keep(name: str) -> Any:
     if _W + name in ss:
         ss[_P + name] = ss[_W + name]
     return ss.get(_P + name)
-
-
-def widget(fn: Callable, label: str, name: str, default: Any, *, choices: Iterable | None = None,
-           lo: float | None = None, hi: float | None = None, **kwargs) -> Any:
-    """Draw `fn(label, key=..., **kwargs)` bound to param `name`; returns the current value.
-
-    For widgets with options pass them as kwargs["options"]; they double as `choices`."""
-    if "options" in kwargs and choices is None:
-        choices = list(kwargs["options"])
-    key = bind(name, default, choices=choices, lo=lo, hi=hi)
-    fn(label, key=key, **kwargs)
-    return keep(name)
 
 
 def sync_url(params: dict[str, Any]) -> None:

@@ -187,7 +187,7 @@ def test_sessions_do_not_share_state(env):
 
 def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(tmp_path / "empty"))
-    for page in (None, "pages/zoo.py", "pages/embeddings.py", "pages/robustness.py"):
+    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py"):
         at = ok(open_page(page))
         assert any("No models are installed" in w.value for w in at.warning)
     monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
@@ -198,7 +198,7 @@ def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
 
 # ---- the other pages ----------------------------------------------------------------------------
 def test_zoo_page(env):
-    at = ok(open_page("pages/zoo.py"))
+    at = ok(open_page("views/zoo.py"))
     assert at.title[0].value == "Model zoo"
     df = at.dataframe[0].value
     assert list(df["model"]) == MODEL_IDS and set(df["method"]) == {"rsupcon", "pgd_at", "ce"}
@@ -206,7 +206,7 @@ def test_zoo_page(env):
 
 
 def test_saliency_studio_grid_metrics_and_sanity(env):
-    at = open_page("pages/saliency_studio.py", query={"models": "tiny-ce,tiny-pgd", "sal_methods": "gradient,gradcam",
+    at = open_page("views/saliency_studio.py", query={"models": "tiny-ce,tiny-pgd", "sal_methods": "gradient,gradcam",
                                                       "attack": "fgsm"})
     ok(at)
     assert at.title[0].value == "Saliency studio"
@@ -219,7 +219,7 @@ def test_saliency_studio_grid_metrics_and_sanity(env):
 
 
 def test_embedding_explorer_task_and_maps(env):
-    at = ok(open_page("pages/embeddings.py"))
+    at = ok(open_page("views/embeddings.py"))
     at.slider(key="w_emb_n").set_value(20)
     at.toggle(key="w_emb_pca").set_value(True)
     at.form_submit_button[0].click().run()
@@ -235,7 +235,7 @@ def test_embedding_explorer_task_and_maps(env):
 
 
 def test_robustness_curves_and_cancel(env):
-    at = ok(open_page("pages/robustness.py", query={"rob_methods": "fgsm", "rob_eps": "0,8", "rob_n": "10"}))
+    at = ok(open_page("views/robustness.py", query={"rob_methods": "fgsm", "rob_eps": "0,8", "rob_n": "10"}))
     at.form_submit_button[0].click().run()
     run_until(at, lambda a: a.session_state["curve_queue"]["state"] != "running", "the FGSM curve")
     ok(at)
@@ -259,7 +259,7 @@ def test_robustness_curves_and_cancel(env):
 
 
 def test_feature_lens_and_class_visualisation(env):
-    at = ok(open_page("pages/feature_lens.py", query={"models": "tiny-rsupcon,tiny-ce"}))
+    at = ok(open_page("views/feature_lens.py", query={"models": "tiny-rsupcon,tiny-ce"}))
     at.number_input(key="w_lens_steps").set_value(5)
     at.number_input(key="w_lens_vis_steps").set_value(5)
     at.selectbox(key="w_lens_target").set_value(2)
@@ -277,7 +277,7 @@ def test_feature_lens_and_class_visualisation(env):
 
 
 def test_train_page_start_and_cancel_job(env):
-    at = ok(open_page("pages/train.py"))
+    at = ok(open_page("views/train.py"))
     assert "No jobs yet" in at.info[0].value
     at.selectbox(key="job_method").set_value("ce")
     at.selectbox(key="job_preset").set_value("smoke")
@@ -291,3 +291,24 @@ def test_train_page_start_and_cancel_job(env):
     run_until(at, lambda a: a.dataframe[0].value["state"].tolist()[0] in ("cancelled", "done"), "the cancel")
     assert at.dataframe[0].value["state"].tolist() == ["cancelled"]
     assert at.button(key=f"resume_{job_id}")  # a cancelled job can be resumed
+
+
+def test_finished_job_joins_the_zoo_and_pickers(env, tmp_path, monkeypatch):
+    root = tmp_path / "ckpt"
+    write_tiny_models(root, models=(("tiny-ce", "ce", 3),))
+    monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(root))  # a fresh service: the module's zoo stays as is
+    at = ok(open_page("views/train.py"))
+    at.selectbox(key="job_method").set_value("ce")
+    at.selectbox(key="job_preset").set_value("smoke")
+    at.form_submit_button[0].click().run()
+    ok(at)
+    run_until(at, lambda a: a.dataframe[0].value["state"].tolist()[0] not in ("queued", "running"),
+              "the smoke job", limit_s=240)
+    ok(at)
+    job = at.dataframe[0].value.iloc[0]
+    assert job["state"] == "done" and job["model"].startswith("job-")
+    assert any(job["model"] in s.value for s in at.success)
+    zoo = ok(open_page("views/zoo.py"))
+    assert job["model"] in zoo.dataframe[0].value["model"].tolist()
+    lab = ok(open_page())
+    assert lab.session_state["p_models"] == [job["model"], "tiny-ce"]  # every model, by method then id

@@ -60,8 +60,8 @@ spec = None if attack == "none" else {"method": attack, "norm": "linf", "eps": e
                                       **({"steps": int(steps)} if attack == "pgd" else {})}
 method = "pca" if pca else "umap"
 key = {"models": ids, "n": n, "spec": spec, "method": method, "seed": int(seed), "source": source}
-desc = f"{n} {source} images, {method.upper()}, " + (
-    "clean only" if spec is None else f"{ATTACKS[attack]} eps {eps_k}/255" + (f", {steps} steps" if attack == "pgd" else ""))
+desc = f"{n} {source} images, {method.upper()}, " + ("clean only" if spec is None else (
+    f"{ATTACKS[attack]} eps {eps_k}/255" + (f", {steps} steps" if attack == "pgd" else "")))
 
 if submitted:
     if not ids:
@@ -89,14 +89,15 @@ st.markdown(f"**{q['key']['desc']}**" + ("" if q["key"] == {**key, "desc": q["ke
 
 def _open(image_id: str) -> None:
     state.put("image", image_id)
-    st.switch_page("pages/attack_lab.py")
+    st.switch_page("views/attack_lab.py")
 
 
 chosen: list[str] = []
 done_ids = [m for m in q["key"]["models"] if m in results]
-for i in range(0, len(done_ids), 2):
-    cols = st.columns(2)
-    for col, m in zip(cols, done_ids[i:i + 2]):
+per_row = 1 if len(done_ids) == 1 else 2
+for i in range(0, len(done_ids), per_row):
+    cols = st.columns(per_row)
+    for col, m in zip(cols, done_ids[i:i + per_row]):
         res = results[m]
         fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows)
         ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
@@ -105,7 +106,8 @@ for i in range(0, len(done_ids), 2):
                                                                 != np.asarray(res["pred_clean"])).sum())
         col.caption(f"{res['method'].upper()}"
                     + (", reference map reused" if res.get("from_reference") else "")
-                    + (f"; adversarial points placed by {res['placement']}" if res.get("coords_adv") is not None else "")
+                    + (f"; adversarial points placed by {res['placement']}"
+                       if res.get("coords_adv") is not None else "")
                     + (f"; {flips} of {len(res['image_ids'])} predictions flipped" if flips is not None else ""))
         for p in (ev.selection.points if ev and ev.selection else []):
             cd = p.get("customdata")

@@ -53,7 +53,8 @@ with st.form("new_job"):
 if start:
     config = {"method": method, "preset": preset, "name": name.strip() or None, "width": width,
               "epochs": None if epochs is None else int(epochs), "subset": None if subset is None else int(subset),
-              "attack_steps": None if steps is None else int(steps), "batch_size": None if batch is None else int(batch),
+              "attack_steps": None if steps is None else int(steps),
+              "batch_size": None if batch is None else int(batch),
               "seed": int(seed)}
     job = call("start_job", {k: v for k, v in config.items() if v is not None})
     if job is not None:
@@ -136,7 +137,7 @@ def _detail(job_id: str) -> bool:
     if job["state"] == "done" and job.get("checkpoint"):
         st.success(f"Finished: the model **{job['checkpoint']}** is in the zoo and every model picker.",
                    icon=":material/check_circle:")
-        st.page_link("pages/zoo.py", label="Open the model zoo", icon=":material/inventory_2:")
+        st.page_link("views/zoo.py", label="Open the model zoo", icon=":material/inventory_2:")
     if job.get("error"):
         st.error(job["error"].split("\n--- log tail ---")[0], icon=":material/error:")
     with st.expander("Log (last 60 lines)", expanded=job["state"] in ("failed",)):

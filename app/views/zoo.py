@@ -77,7 +77,8 @@ if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattac
     st.plotly_chart(charts.zoo_chart(rows), width="stretch", key="zoo_chart")
     st.caption("Light bars: clean accuracy; dark bars: accuracy under attack. A robust model loses less.")
 else:
-    st.info("No accuracies measured yet: run `python -m backend.evaluate --model <id>` to add them to the cards.")
+    st.info("No accuracies measured yet: `python -m backend.evaluate --checkpoint checkpoints/<id> "
+            "[--autoattack]` measures them and writes them into the card.")
 c1, c2 = st.columns(2)
 c1.download_button("Table (CSV)", df.to_csv(index=False), "robustlens_models.csv", "text/csv",
                    on_click="ignore", icon=":material/download:")

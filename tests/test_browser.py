@@ -1,0 +1,220 @@
+"""The app in a real browser: `streamlit run app/main.py` driven by Playwright on Debian's Chromium, once
+with the backend in the app's process and once over HTTP (`python -m backend.server`, BACKEND_URL).
+
+Every page is opened and must render without an exception; the attack lab must show images and
+numbers and react to the image picker and the eps slider; a point clicked in the embedding explorer
+must open that image in the attack lab. Screenshots go to test-artifacts/ (gitignored). Waits are
+bounded; the subprocesses are killed in teardown."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_tiny_models
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# url path -> (title, text that appears once the page has finished its first run)
+PAGES = {"": ("Attack lab", "L-inf 8.0/255"), "saliency_studio": ("Saliency studio", "drift rho"),
+         "embeddings": ("Embedding explorer", "Compute maps"), "robustness": ("Robustness", "press **Run**"),
+         "feature_lens": ("Feature lens", "Run the lens"), "train": ("Train", "No jobs yet"),
+         "zoo": ("Model zoo", "Comparison")}
+START_S = 90    # bound on a server coming up
+RENDER_S = 120  # bound on a page finishing its first (cold) run
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: apt-get install -y chromium); "
+                "Playwright cannot download browsers here", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {START_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # own process group: teardown stops the server and anything it started
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module", params=["inprocess", "http"])
+def app_url(request, tmp_path_factory):
+    """Base URL of a running app (in-process backend, or the HTTP backend in its own process)."""
+    tmp = tmp_path_factory.mktemp(f"browser_{request.param}")
+    ckpt, nodata = tmp / "ckpt", tmp / "nodata"
+    write_tiny_models(ckpt)
+    nodata.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic",
+               PYTHONPATH=str(REPO))
+    procs = []
+    try:
+        if request.param == "http":
+            port = _free_port()
+            procs.append(_start([sys.executable, "-m", "backend.server", "--port", str(port)], env, tmp / "server.log"))
+            _wait_http(f"http://127.0.0.1:{port}/health", procs[-1], tmp / "server.log")
+            env["BACKEND_URL"] = f"http://127.0.0.1:{port}"
+        port = _free_port()
+        procs.append(_start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            env, tmp / "app.log"))
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", procs[-1], tmp / "app.log")
+        yield request.param, f"http://127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1600, "height": 2400})
+    pg = ctx.new_page()
+    pg.set_default_timeout(RENDER_S * 1000)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def settle(pg) -> None:
+    """Wait until no script run is going on (the app root's script state reads notRunning)."""
+    pg.wait_for_timeout(300)
+    pg.wait_for_function("() => document.querySelector('[data-testid=\"stApp\"]')"
+                         "?.getAttribute('data-test-script-state') === 'notRunning'", timeout=RENDER_S * 1000)
+    pg.wait_for_timeout(200)
+
+
+def no_exception(pg) -> None:
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, exc.first.inner_text()
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_every_page_renders(app_url, page):
+    transport, base = app_url
+    for path, (title, ready) in PAGES.items():
+        page.goto(f"{base}/{path}")
+        page.get_by_role("heading", name=title, level=1).wait_for()
+        page.get_by_text(ready.replace("**", ""), exact=False).first.wait_for()
+        settle(page)
+        no_exception(page)
+        shot(page, f"{transport}-{path or 'attack_lab'}")
+    # the zoo lists the three models
+    assert page.get_by_text("tiny-rsupcon", exact=False).count() > 0
+
+
+def test_attack_lab_grid_and_controls(app_url, page):
+    transport, base = app_url
+    page.goto(f"{base}/?image=samples:3&models=tiny-rsupcon,tiny-ce&eps=6")
+    page.get_by_text("PGD, L-inf, eps 6/255", exact=False).first.wait_for()
+    settle(page)
+    no_exception(page)
+    main = page.locator('[data-testid="stMain"]')
+    # 2 models x (clean, adversarial, perturbation, saliency clean, saliency adv)
+    main.get_by_text("L-inf 6.0/255", exact=False).nth(1).wait_for()
+    main.locator(".rl-prob").nth(2 * 2 * 5 - 1).wait_for()  # two top-5 blocks per model
+    settle(page)
+    assert main.locator(".rl-prob").count() == 2 * 2 * 5
+    assert main.locator("img").count() >= 10
+    assert main.get_by_text("L-inf 6.0/255", exact=False).count() == 2
+    shot(page, f"{transport}-attack_lab_grid")
+    # the eps slider: one step left, only the grid reruns, the URL follows
+    thumb = main.get_by_role("slider").first
+    thumb.focus()
+    thumb.press("ArrowLeft")
+    main.get_by_text("L-inf 5.0/255", exact=False).nth(1).wait_for()  # both columns redrawn
+    settle(page)
+    assert "eps=5" in page.url and ("image=samples%3A3" in page.url or "image=samples:3" in page.url)
+    # pick another image from the sidebar browser
+    page.locator('[data-testid="stSidebar"]').get_by_role("button", name="5", exact=True).click()
+    page.wait_for_url("**image=samples*5*")
+    settle(page)
+    no_exception(page)
+    shot(page, f"{transport}-attack_lab_after_controls")
+
+
+def test_embedding_point_opens_attack_lab(app_url, page):
+    transport, base = app_url
+    page.goto(f"{base}/embeddings?models=tiny-rsupcon&emb_n=20&emb_pca=1")
+    page.get_by_role("button", name="Compute maps").click()
+    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for()
+    settle(page)
+    no_exception(page)
+    shot(page, f"{transport}-embeddings_map")
+    # click one clean point (trace 0 holds the segments, trace 1 the first class of clean points);
+    # plotly needs the pointer to hover the point before a click selects it
+    box = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1).locator(".point").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 4, y - 4)
+    page.mouse.move(x, y)
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+    page.get_by_role("heading", name="Attack lab", level=1).wait_for()
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("L-inf", exact=False).first.wait_for()
+    settle(page)
+    no_exception(page)
+    assert "image=samples" in page.url
+    # the model chosen on the explorer carried over: one column
+    assert main.get_by_text("Tiny rsupcon (random init)", exact=True).count() == 1
+    shot(page, f"{transport}-embeddings_click_to_attack_lab")
