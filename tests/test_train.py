@@ -204,3 +204,10 @@ def test_cuda_smoke_bf16_channels_last(method, tmp_path):
     train(tiny_cfg(method), RunOptions(out=out, state_dir=tmp_path / "s", device="cuda", progress_bar=False))
     card = load_checkpoint(out).card
     assert card["training"]["device"] == "cuda" and card["metrics"]["val_clean"] is not None
+
+
+def test_adversarial_probe_option(tmp_path):
+    out = tmp_path / "adv-probe"
+    train(tiny_cfg("supcon", adv_probe=True), RunOptions(out=out, state_dir=tmp_path / "s", progress_bar=False))
+    card = load_checkpoint(out).card
+    assert card["train_config"]["adv_probe"] is True and card["metrics"]["val_robust"] is not None

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-size", type=_pixel_units, help="PGD step in pixel units, e.g. 2/255")
     ap.add_argument("--probe-epochs", type=_int_at_least(1))
     ap.add_argument("--probe-batch-size", type=_int_at_least(1))
+    ap.add_argument("--adv-probe", action="store_true", default=None,
+                    help="fit the linear probe on PGD examples of the full model (supcon/rsupcon)")
     ap.add_argument("--val-n", type=_int_at_least(0), help="held-out images validated (of 1,000)")
     ap.add_argument("--val-robust-n", type=_int_at_least(0), help="of those, attacked each validation")
     ap.add_argument("--val-every", type=_int_at_least(1))
@@ -107,7 +109,8 @@ def parse(argv: list[str] | None = None):
     a = ap.parse_args(argv)
     overrides = {k: getattr(a, k) for k in (
         "method", "width", "epochs", "subset", "batch_size", "lr", "schedule", "warmup_epochs",
-        "attack_steps", "trades_beta", "eps", "step_size", "probe_epochs", "probe_batch_size", "val_n", "val_robust_n",
+        "attack_steps", "trades_beta", "eps", "step_size", "probe_epochs", "probe_batch_size", "adv_probe",
+        "val_n", "val_robust_n",
         "val_every", "seed", "log_every", "compile", "amp", "data")}
     try:
         cfg = make_config(a.preset, **overrides)

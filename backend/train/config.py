@@ -37,6 +37,7 @@ class TrainConfig:
     probe_epochs: int = 10             # linear probe for supcon / rsupcon
     probe_lr: float = 1.0
     probe_batch_size: int = 512
+    adv_probe: bool = False            # fit the probe on PGD-attack_steps examples of the full model
     subset: int = 0                    # training images used (balanced, seeded); 0 = all 49,000
     val_n: int = 1000                  # held-out training images (clean val accuracy)
     val_robust_n: int = 500            # of those, attacked with PGD-attack_steps for robust val accuracy

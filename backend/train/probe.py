@@ -105,7 +105,9 @@ def linear_probe(nets: Nets, images: torch.Tensor, labels: torch.Tensor, ctx: St
                  rank: int = 0, world: int = 1, on_epoch: Callable[[int, float], None] | None = None) -> None:
     """Fit nets.core.model.fc on frozen eval-mode encoder features: cross-entropy, view t
     (TrivialAugmentWide + flip), SGD(probe_lr, momentum 0.9, no weight decay), cosine decay over
-    the probe's steps, global batch probe_batch_size split across ranks. Trains fc in place."""
+    the probe's steps, global batch probe_batch_size split across ranks. Trains fc in place.
+    cfg.adv_probe: the inputs are PGD-attack_steps examples of the current classifier instead
+    (random starts from the training device generator)."""
     cfg = ctx.cfg
     fc: nn.Linear = nets.core.model.fc
     _reset_linear(fc, cfg.seed + 104729)
@@ -124,10 +126,16 @@ def linear_probe(nets: Nets, images: torch.Tensor, labels: torch.Tensor, ctx: St
             for s in range(steps):
                 ctx.check()
                 idx = perm[s * bs + rank * per_rank: s * bs + (rank + 1) * per_rank]
-                x = view_t(images[idx], gen)
+                x, y = view_t(images[idx], gen), labels[idx]
+                if cfg.adv_probe:  # PGD on the whole classifier (frozen encoder + current probe)
+                    def loss_fn(xa):
+                        ctx.check()
+                        with ctx.autocast():
+                            return F.cross_entropy(fc(nets.attack(xa, "features").float()), y, reduction="none")
+                    x = pgd(loss_fn, x, cfg.eps, cfg.step_size, cfg.attack_steps, generator=ctx.gen_dev)
                 with torch.no_grad(), ctx.autocast():
                     f = nets.attack(x, "features")
-                loss = F.cross_entropy(fc(f.float()), labels[idx])
+                loss = F.cross_entropy(fc(f.float()), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if world > 1:
