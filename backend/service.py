@@ -62,7 +62,8 @@ class Service(BatchAnalyses):
     $ROBUSTLENS_CHECKPOINTS or <repo>/checkpoints); data_root: CIFAR-10 root (default
     backend.data.resolve_root()); device: "cpu"/"cuda" (default cuda when available);
     jobs_root: where job records live (default <checkpoint_root>/.jobs); job_data: the trainer's
-    --data (default $ROBUSTLENS_JOB_DATA, else data_root; "synthetic" for tests)."""
+    --data (default $ROBUSTLENS_JOB_DATA, else data_root; "synthetic" for tests); threads: torch CPU
+    threads (default $ROBUSTLENS_THREADS, else every core)."""
 
     MAX_EMBED_N = 2000
     MAX_CURVE_N = {"cpu": 1000, "cuda": 10000}
@@ -74,7 +75,9 @@ class Service(BatchAnalyses):
         if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
         if self.device.startswith("cpu"):
-            torch.set_num_threads(int(threads or _cores()))
+            # ROBUSTLENS_THREADS: fewer threads than cores keeps latency steady when the CPU is shared
+            # (a training job, other services); oversubscribed OpenMP threads stall each other.
+            torch.set_num_threads(int(threads or os.environ.get("ROBUSTLENS_THREADS") or _cores()))
         self.root = Path(checkpoint_root) if checkpoint_root else default_root()
         self.data_root = data_root
         self.models = ModelRegistry(self.root, self.device)
