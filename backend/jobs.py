@@ -262,7 +262,8 @@ class JobManager:
                              "can be resumed")
         with self._db(write=True) as db:
             db.execute("UPDATE jobs SET state='queued', resume=1, cancel_requested=0, error=NULL, "
-                       "exit_code=NULL, finished=NULL, pid=NULL, device=? WHERE job_id=?", (self.device, job_id))
+                       "exit_code=NULL, finished=NULL, pid=NULL, device=? WHERE job_id=? AND state IN "
+                       "('interrupted','failed','cancelled')", (self.device, job_id))
         self._refresh()
         return self.job_status(job_id)
 
@@ -359,6 +360,10 @@ class JobManager:
         return _pid_alive(int(pid))
 
     def _start_queued(self) -> None:
+        with self._db() as db:  # the common case, nothing queued, needs no write lock
+            if db.execute("SELECT 1 FROM jobs WHERE state='queued' AND device=? LIMIT 1",
+                          (self.device,)).fetchone() is None:
+                return
         with self._db(write=True) as db:
             running = db.execute("SELECT COUNT(*) FROM jobs WHERE state='running' AND device=?",
                                  (self.device,)).fetchone()[0]
