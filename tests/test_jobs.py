@@ -68,6 +68,7 @@ def test_config_validation(config, match):
         JobConfig.from_dict(config)
 
 
+@pytest.mark.slow
 def test_lifecycle_done_and_model_in_registry(root):
     svc = Service(root, job_data="synthetic")
     assert svc.list_models() == []
@@ -96,6 +97,7 @@ def test_lifecycle_done_and_model_in_registry(root):
     svc.close()
 
 
+@pytest.mark.slow
 def test_cancel_mid_run_and_queue(root):
     mgr = JobManager(root, data="synthetic", grace_s=10)
     a = mgr.start_job(LONG)
@@ -114,6 +116,7 @@ def test_cancel_mid_run_and_queue(root):
     mgr.close()
 
 
+@pytest.mark.slow
 def test_crash_is_failed_with_log_tail(root, tmp_path):
     mgr = JobManager(root, data=str(tmp_path / "no-such-data"))
     job = mgr.start_job(SMOKE)
@@ -125,6 +128,7 @@ def test_crash_is_failed_with_log_tail(root, tmp_path):
     mgr.close()
 
 
+@pytest.mark.slow
 def test_restart_marks_interrupted_then_resume_finishes(root):
     first = JobManager(root, data="synthetic")
     job = first.start_job(SMOKE)

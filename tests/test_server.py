@@ -16,7 +16,7 @@ from PIL import Image
 from backend.client import BackendUnavailable, HttpClient, make_client
 from backend.server import check_bind, create_app, main
 from backend.service import Service
-from helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
 
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 2}
 

@@ -15,7 +15,7 @@ from backend.client import HttpClient, InProcessClient
 from backend.errors import NotFoundError
 from backend.server import create_app
 from backend.service import Service
-from helpers import CIFAR10_CLASSES, tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.helpers import CIFAR10_CLASSES, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the order list_models must give (rsupcon first)
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 3}
