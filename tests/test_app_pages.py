@@ -312,3 +312,42 @@ def test_finished_job_joins_the_zoo_and_pickers(env, tmp_path, monkeypatch):
     assert job["model"] in zoo.dataframe[0].value["model"].tolist()
     lab = ok(open_page())
     assert lab.session_state["p_models"] == [job["model"], "tiny-ce"]  # every model, by method then id
+
+
+# ---- pure helpers behind the pages --------------------------------------------------------------
+def test_imaging_helpers():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from app.imaging import amplify_delta, compose_grid_png, heat_rgb, upscale
+
+    img = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    big = upscale(img, 160)
+    assert big.shape == (160, 160, 3) and big.dtype == np.uint8
+    assert (big[:5, :5] == big[0, 0]).all()  # nearest neighbour: each pixel becomes a 5x5 block
+    delta = np.zeros((32, 32, 3), np.float32)
+    delta[0, 0, 0], delta[1, 1, 1] = 4 / 255, -2 / 255
+    amp, scale = amplify_delta(delta)
+    assert scale == pytest.approx(0.5 / (4 / 255))
+    assert amp[5, 5].tolist() == [128, 128, 128] and amp[0, 0, 0] == 255 and amp[1, 1, 1] == 64
+    h = heat_rgb(np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32))
+    lum = h.astype(float) @ [0.299, 0.587, 0.114]
+    assert lum[0, 0] < lum[16, 0] < lum[31, 31]  # inferno: dark = unimportant, bright = important
+    png = compose_grid_png(["a", "b"], [("clean", [img, None]), ("heat", [h, h])], "title", px=64)
+    grid = Image.open(io.BytesIO(png))
+    assert grid.format == "PNG" and grid.width > 2 * 64 and grid.height > 2 * 64
+    with pytest.raises(ValueError):
+        compose_grid_png(["a", "b"], [("row", [img])])
+
+
+def test_url_values_parse_like_their_defaults():
+    from app.state import _format, _parse
+
+    assert _parse("8", 8) == 8 and _parse("0.5", 0.5) == 0.5 and _parse("1", False) is True
+    assert _parse(["a,b", "c,d"], []) == ["c", "d"] and _parse("x", "y") == "x"
+    with pytest.raises(ValueError):
+        _parse("maybe", True)
+    for v in (8, 0.05, True, ["a", "b"], "pgd"):
+        assert _parse(_format(v), v) == v

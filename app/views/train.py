@@ -13,9 +13,11 @@ from app.client import call
 METHODS = {"rsupcon": "RSupCon (robust supervised contrastive)", "pgd_at": "PGD adversarial training",
            "trades": "TRADES", "fgsm_rs": "FGSM-RS (fast adversarial training)",
            "supcon": "SupCon (contrastive, not robust)", "ce": "Cross-entropy (standard, not robust)"}
-PRESETS = {"short": "short: width 16, 5 epochs on 5,000 images, 3-step PGD (a few minutes on a 2-core CPU)",
-           "smoke": "smoke: 64 images, 1 epoch (seconds; checks the pipeline, learns nothing)",
-           "full": "full: width 32, 30 epochs on all images, PGD-10 (for a GPU)"}
+PRESETS = {"short": "short (minutes on a CPU)", "smoke": "smoke (seconds, learns nothing)",
+           "full": "full (hours, for a GPU)"}
+PRESET_HELP = ("**short**: width 16, 5 epochs on 5,000 images, 3-step PGD: a few minutes on a 2-core CPU.  \n"
+               "**smoke**: 64 images, 1 epoch: checks the pipeline in seconds.  \n"
+               "**full**: width 32, 30 epochs on all 49,000 images, PGD-10: for a GPU.")
 ACTIVE = ("queued", "running")
 BADGE = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange",
          "interrupted": "violet"}
@@ -31,7 +33,7 @@ methods = [m for m in METHODS if m in lim.get("methods", list(METHODS))]
 with st.form("new_job"):
     c1, c2 = st.columns(2)
     method = c1.selectbox("Method", methods, format_func=METHODS.get, key="job_method")
-    preset = c2.selectbox("Preset", presets, format_func=PRESETS.get, key="job_preset")
+    preset = c2.selectbox("Preset", presets, format_func=PRESETS.get, key="job_preset", help=PRESET_HELP)
     name = c1.text_input("Name (optional)", max_chars=int(lim.get("name_chars", 64)), key="job_name")
     with st.expander("Override the preset"):
         o1, o2, o3 = st.columns(3)
