@@ -111,7 +111,9 @@ def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"to_float expects a uint8 tensor (N, H, W, 3), got "
                          f"{getattr(images_uint8, 'dtype', type(images_uint8))} "
                          f"{tuple(getattr(images_uint8, 'shape', ()))}")
-    return images_uint8.permute(0, 3, 1, 2).float().div_(255.0)  # (N,3,H,W)
+    # contiguous NCHW: a bare permute().float() keeps NHWC strides, and torchattacks' FAB (AutoAttack)
+    # reshapes input gradients with .view(), which fails on them (leaf grads follow the leaf's layout)
+    return images_uint8.permute(0, 3, 1, 2).float().div_(255.0).contiguous()  # (N,3,H,W)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

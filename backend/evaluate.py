@@ -41,30 +41,6 @@ def _batches(idx: np.ndarray, batch: int):
         yield idx[i:i + batch]
 
 
-class _ContiguousGradFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.contiguous()
-
-
-class ContiguousGrad(torch.nn.Module):
-    """Wraps a model so the gradient with respect to its input is contiguous. torchattacks' FAB
-    reshapes input gradients with .view(), which fails when a CPU convolution hands back a
-    channels-last gradient (seen with torch 2.15 on CPU). The wrapped model is not modified."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # torchattacks restores the mode it found; keep a frozen model's
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(_ContiguousGradFn.apply(x))
-
-
 def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = None, n_pgd: int = 2000,
                    n_aa: int = 0, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
@@ -126,7 +102,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
         import torchattacks  # lazy: only AutoAttack needs it
 
         idx = balanced_indices(labels, min(n_aa, n), seed)
-        atk = torchattacks.AutoAttack(ContiguousGrad(model), norm="Linf", eps=eps, version="standard",
+        atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                       n_classes=len(classes), seed=seed)
         hits = []
         for x, y in map(batch, _batches(idx, batch_size)):
