@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
+# before torch loads (python -m backend.evaluate): passive OpenMP waits, see backend/train/__init__.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from .data import Split, balanced_indices, load_split

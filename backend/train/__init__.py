@@ -6,6 +6,13 @@
 Imports only torch, torchvision (via backend.data), numpy, safetensors, tqdm and the standard library,
 so a bare GPU machine can train.
 """
+import os
+
+# Before torch loads: OpenMP threads that spin while waiting made training steps 3-4x slower on a
+# shared 2-core CPU (bench/train_throughput.py, ce and pgd_at at width 16). setdefault: a caller's
+# own choice wins; no effect when torch is already loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .config import CONTRASTIVE, METHODS, PRESETS, ROBUST, TrainConfig, make_config
 from .loop import RunOptions, lr_at, train
 from .methods import Cancelled
