@@ -375,9 +375,10 @@ class Service(BatchAnalyses):
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ValueError(f"unknown {kind} params {unknown}; known: {sorted(allowed)}")
-        self._validate_task(kind, params)
-        return self.tasks.start(kind, params, lambda progress, should_stop: fn(
-            **params, progress=progress, should_stop=should_stop))
+        kw = dict(params)  # the caller may reuse its dict; the task keeps its own
+        self._validate_task(kind, kw)
+        return self.tasks.start(kind, kw, lambda progress, should_stop: fn(
+            **kw, progress=progress, should_stop=should_stop))
 
     def _validate_task(self, kind: str, p: dict) -> None:
         """The cheap checks of a task's parameters, so a bad request fails at once, not in the thread."""
