@@ -272,8 +272,7 @@ class ImageStore:
     def tensor(self, image_id: str) -> tuple[torch.Tensor, int | None]:
         """(x (1,3,32,32) float32 in [0,1], label or None) for an image id."""
         img = self.get(image_id)
-        x = torch.from_numpy(np.array(img["pixels"])).permute(2, 0, 1).float().div_(255.0)[None]  # (1,3,H,W)
-        return x, img["label"]
+        return data_mod.to_float(torch.from_numpy(np.array(img["pixels"]))[None]), img["label"]  # (1,3,H,W)
 
 
 def _count_files(root: Path | None, split: str) -> int:
