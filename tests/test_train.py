@@ -3,6 +3,7 @@ attack, the schedule, the CLI's argument checks and SIGTERM handling."""
 from __future__ import annotations
 
 import contextlib
+import math
 import json
 import os
 import signal
@@ -211,3 +212,30 @@ def test_adversarial_probe_option(tmp_path):
     train(tiny_cfg("supcon", adv_probe=True), RunOptions(out=out, state_dir=tmp_path / "s", progress_bar=False))
     card = load_checkpoint(out).card
     assert card["train_config"]["adv_probe"] is True and card["metrics"]["val_robust"] is not None
+
+
+def test_linear_probe_fits_raw_feature_classifier():
+    """The probe (standardised features, folded into fc) gives a plain Linear on raw features that
+    fits an easy task, and leaves the encoder untouched."""
+    from backend.train.inputs import synthetic_task
+    from backend.train.probe import linear_probe
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 16, 10, head=True)
+    with torch.no_grad():  # uncentred, large features: what diverged with a plain lr-1.0 probe
+        model.train()
+        model(torch.rand(32, 3, 32, 32))
+    core = TrainNet(model)
+    nets = Nets(core, core, core)
+    x, y = synthetic_task(128, seed=3)
+    cfg = make_config("smoke", method="supcon", probe_epochs=8, probe_batch_size=32)
+    ctx = StepContext(cfg, torch.Generator(), torch.Generator(), contextlib.nullcontext, lambda: False)
+    encoder = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    losses = []
+    linear_probe(nets, x, y, ctx, on_epoch=lambda e, loss: losses.append(loss))
+    assert losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x.float() / 255).argmax(1) == y).float().mean().item()
+    assert acc > 0.5
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in encoder.items())
