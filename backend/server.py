@@ -18,6 +18,10 @@ import logging
 import os
 from typing import Any, Literal
 
+# Idle OpenMP threads sleep instead of spinning (set before torch loads, as the trainer does): on a
+# shared CPU, spinning workers of one process stall the others' compute many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError

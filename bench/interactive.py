@@ -1,10 +1,10 @@
 """Interactive latency of the service on this machine, and our PGD against torchattacks' PGD.
 
-    python bench/interactive.py [--checkpoints DIR] [--repeat 5] [--device cpu] [--threads N]
+    python bench/interactive.py [--checkpoints DIR] [--stand-ins] [--repeat 5] [--device cpu] [--threads N]
 
 Models: the checkpoints in --checkpoints (default: the project's checkpoints/); when there are none,
-five randomly initialised width-32 stand-ins (one per method) are written to a temporary folder and
-the output says so (latency depends on the architecture, not on the weights).
+or with --stand-ins, five randomly initialised width-32 stand-ins (one per method) are written to a
+temporary folder and the output says so (latency depends on the architecture, not on the weights).
 Rows, each the median of --repeat cold calls (the service's result caches are cleared before every
 call; models stay loaded, as in the running app):
   - per model, one image: predict, PGD-10 attack, Integrated Gradients (32 steps), Grad-CAM;
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server and the trainer do, before torch loads
 
 import torch  # noqa: E402
 
@@ -88,6 +89,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--umap-n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the service's, all cores)")
+    ap.add_argument("--stand-ins", action="store_true", help="time width-32 random-init stand-ins even when "
+                    "checkpoints exist (the latency targets are stated for width-32 models)")
     args = ap.parse_args(argv)
 
     from backend import attacks, embed
@@ -96,7 +99,7 @@ def main(argv=None) -> None:
 
     root = args.checkpoints or default_root()
     tmp = None
-    if not list_checkpoints(root):
+    if args.stand_ins or not list_checkpoints(root):
         tmp = tempfile.TemporaryDirectory(prefix="robustlens-bench-")
         root = Path(tmp.name)
         write_stand_ins(root)
@@ -104,7 +107,10 @@ def main(argv=None) -> None:
     ids = [c["id"] for c in svc.list_models()]
     widths = sorted({int(c["width"]) for c in svc.list_models()})
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"# models: {len(ids)} from {'STAND-INS (random-init width-32, written to a temp folder: no shipped checkpoints)' if tmp else root}: {', '.join(ids)}")
+    why = "--stand-ins" if args.stand_ins else "no shipped checkpoints"
+    src = f"STAND-INS (random-init width-32, written to a temp folder: {why})" if tmp else root
+    print(f"# models: {len(ids)} from {src}: {', '.join(ids)}")
+    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"# widths {widths}; device {svc.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores")
     r = args.repeat
     img = lambda i: f"samples:{i % 20}"  # noqa: E731
