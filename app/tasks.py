@@ -131,8 +131,10 @@ def poller(slot: str, what: str) -> None:
     q = advance(slot)
     if not q:
         return
-    if q["state"] != "running":
-        st.rerun()  # the queue ended: redraw the whole page with the results
+    if q["state"] != "running" or len(q["results"]) != q.get("shown", 0):
+        # the queue ended, or another item finished: redraw the whole page so its results appear
+        q["shown"] = len(q["results"])
+        st.rerun()
     cur = q["current"]
     label = f"{what}: {cur['label']}" if cur else what
     if q.get("waiting"):

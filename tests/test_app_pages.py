@@ -309,7 +309,8 @@ def test_finished_job_joins_the_zoo_and_pickers(env, tmp_path, monkeypatch):
     assert job["state"] == "done" and job["model"].startswith("job-")
     assert any(job["model"] in s.value for s in at.success)
     zoo = ok(open_page("views/zoo.py"))
-    assert job["model"] in zoo.dataframe[0].value["model"].tolist()
+    # the service re-reads the checkpoints folder at most every few seconds
+    run_until(zoo, lambda a: job["model"] in a.dataframe[0].value["model"].tolist(), "the zoo to list it", 30)
     lab = ok(open_page())
     assert lab.session_state["p_models"] == [job["model"], "tiny-ce"]  # every model, by method then id
 

@@ -132,20 +132,27 @@ elif chosen:
             if st.button(iid.split(":")[-1], key=f"emb_open_{iid}", help=f"open {iid} in the attack lab"):
                 _open(iid)
 
-rows = []
-for m in done_ids:
-    r = results[m]
-    for j, iid in enumerate(r["image_ids"]):
-        rows.append({"model": m, "image_id": iid, "label": int(r["labels"][j]), "pred_clean": int(r["pred_clean"][j]),
-                     "pred_adv": None if r["pred_adv"] is None else int(r["pred_adv"][j]),
-                     "x": float(r["coords_clean"][j][0]), "y": float(r["coords_clean"][j][1]),
-                     "x_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][0]),
-                     "y_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][1])})
-df = pd.DataFrame(rows)
+
+
+def _rows() -> list[dict]:
+    """Every point of every map, for the exports (built only when a download is clicked)."""
+    out = []
+    for m in done_ids:
+        r = results[m]
+        for j, iid in enumerate(r["image_ids"]):
+            out.append({"model": m, "image_id": iid, "label": int(r["labels"][j]),
+                        "pred_clean": int(r["pred_clean"][j]),
+                        "pred_adv": None if r["pred_adv"] is None else int(r["pred_adv"][j]),
+                        "x": float(r["coords_clean"][j][0]), "y": float(r["coords_clean"][j][1]),
+                        "x_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][0]),
+                        "y_adv": None if r["coords_adv"] is None else float(r["coords_adv"][j][1])})
+    return out
+
+
 e1, e2 = st.columns(2)
-e1.download_button("Coordinates (CSV)", df.to_csv(index=False), "robustlens_embedding.csv", "text/csv",
-                   on_click="ignore", icon=":material/table:")
-e2.download_button("Settings + coordinates (JSON)", json.dumps({"settings": q["key"], "points": rows}),
+e1.download_button("Coordinates (CSV)", lambda: pd.DataFrame(_rows()).to_csv(index=False),
+                   "robustlens_embedding.csv", "text/csv", on_click="ignore", icon=":material/table:")
+e2.download_button("Settings + coordinates (JSON)", lambda: json.dumps({"settings": q["key"], "points": _rows()}),
                    "robustlens_embedding.json", "application/json", on_click="ignore",
                    icon=":material/data_object:")
 st.caption("Hover a point for its id and predictions; click one to open it in the attack lab, or drag a box "

@@ -98,12 +98,22 @@ st.plotly_chart(charts.per_class({names.get(m, m): {"clean": c["per_class_clean"
                 width="stretch", key=f"perclass_{meth}")
 st.caption("Per-class accuracy, clean (light) and under attack at the flip-matrix eps (solid).")
 
-rows = [{"model": c["model"], "method": c["method"], "eps": e, "eps_k255": round(e * 255, 3), "accuracy": a,
-         "n": c["n"]} for c in curves.values() for e, a in zip(c["eps"], c["accuracy"])]
+
+
+def _csv() -> str:
+    rows = [{"model": c["model"], "method": c["method"], "eps": e, "eps_k255": round(e * 255, 3), "accuracy": a,
+             "n": c["n"]} for c in curves.values() for e, a in zip(c["eps"], c["accuracy"])]
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def _json() -> str:
+    full = {meth_: {m: {kk: (v.tolist() if hasattr(v, "tolist") else v) for kk, v in c.items()}
+                    for m, c in pm.items()} for meth_, pm in res.items()}
+    return json.dumps({"settings": k, "results": full})
+
+
 e1, e2 = st.columns(2)
-e1.download_button("Curves (CSV)", pd.DataFrame(rows).to_csv(index=False), "robustlens_curves.csv", "text/csv",
-                   on_click="ignore", icon=":material/table:")
-full = {meth_: {m: {kk: (v.tolist() if hasattr(v, "tolist") else v) for kk, v in c.items()}
-                for m, c in pm.items()} for meth_, pm in res.items()}
-e2.download_button("Everything (JSON)", json.dumps({"settings": k, "results": full}), "robustlens_curves.json",
-                   "application/json", on_click="ignore", icon=":material/data_object:")
+e1.download_button("Curves (CSV)", _csv, "robustlens_curves.csv", "text/csv", on_click="ignore",
+                   icon=":material/table:")
+e2.download_button("Everything (JSON)", _json, "robustlens_curves.json", "application/json", on_click="ignore",
+                   icon=":material/data_object:")
