@@ -240,11 +240,14 @@ def _gradient_attack(model, x, y, t, spec):
     best_loss = torch.full((n,), -math.inf, device=x.device)
     best_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
     todo = torch.arange(n, device=x.device)
+    best_logits = None
     for r in range(spec.restarts):
         xs, ls = x[todo], labels[todo]
         x0 = _random_starts(xs, spec.eps, spec.norm, spec.seed, r) if spec.random_start and spec.eps > 0 else None
         loss_fn = _ascent_loss(model, ls, spec.targeted)
         xa = pgd(loss_fn, xs, spec.eps, spec.step_size, steps, spec.norm, rand_init=False, x_init=x0)
+        if spec.restarts == 1:  # nothing to choose between: skip a forward pass (run_attack does one)
+            return xa, iters + steps, None
         with torch.no_grad():
             logits = _forward(model, xa)
             sign = -1.0 if spec.targeted else 1.0
@@ -253,20 +256,24 @@ def _gradient_attack(model, x, y, t, spec):
         iters[todo] += steps
         better = (ok & ~best_ok[todo]) | ((ok == best_ok[todo]) & (loss > best_loss[todo]))
         sel = todo[better]
+        if best_logits is None:
+            best_logits = logits.new_zeros(n, logits.shape[1])
         best_x[sel], best_loss[sel], best_ok[sel] = xa[better], loss[better], ok[better]
+        best_logits[sel] = logits[better]
         todo = todo[~best_ok[todo]]
         if todo.numel() == 0:
             break
-    return best_x, iters
+    return best_x, iters, best_logits
 
 
 def _cw(model, x, y, t, spec):
     """C&W-L2 with a fixed constant c (no binary search): Adam (lr) in tanh space on
     ||x_adv - x||_2^2 + c * max(margin, -kappa), margin = z_label - max_other (untargeted) or
     max_other - z_target (targeted). Per example it keeps the smallest-L2 successful iterate (else x
-    itself, as in the reference: Adam's last iterate of a failure is round-off noise) and stops early when its loss improved < 0.01% over the last steps/10 steps.
-    C&W is unbounded; eps > 0 projects the result onto the L2 ball of radius eps (success is then
-    re-measured). Reads c, kappa, lr, steps, eps. iterations = Adam steps run on that example."""
+    itself, as the reference does: a failure's last Adam iterate is mostly round-off noise) and stops
+    early when its loss improved < 0.01% over the last steps/10 steps. C&W is unbounded; eps > 0
+    projects the result onto the L2 ball of radius eps (success is then re-measured). Reads c,
+    kappa, lr, steps, eps. iterations = Adam steps run on that example."""
     labels = t if spec.targeted else y
     n, b1, b2 = x.shape[0], 0.9, 0.999
     w = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))  # pixels at exactly 0 or 1 stay finite
@@ -302,14 +309,14 @@ def _cw(model, x, y, t, spec):
             tt = iters[idx].to(x.dtype).view(-1, 1, 1, 1)
             step_dir = (m[idx] / (1 - b1 ** tt)) / ((v[idx] / (1 - b2 ** tt)).sqrt() + 1e-8)
             w[idx] = wi.detach() - spec.lr * step_dir
-            if step % check == 0:
+            if (step - 1) % check == 0:  # as the reference: record at the first step, compare every steps/10
                 loss = loss.detach()
                 stalled = loss > prev[idx] - 1e-4 * prev[idx].abs()
                 prev[idx] = loss
                 active[idx[stalled]] = False
     if spec.eps > 0:
         best_x = project(best_x, x, spec.eps, "l2")
-    return best_x, iters
+    return best_x, iters, None
 
 
 def _deepfool(model, x, y, t, spec):
@@ -353,7 +360,7 @@ def _deepfool(model, x, y, t, spec):
             x_adv[sel] = (x[sel] + (1 + spec.overshoot) * r_tot[sel]).clamp(0, 1)
     if spec.eps > 0:
         x_adv = project(x_adv, x, spec.eps, "l2")
-    return x_adv, iters
+    return x_adv, iters, None
 
 
 @contextmanager
@@ -392,7 +399,7 @@ def _autoattack(model, x, y, t, spec):
     with torch.random.fork_rng(devices=devices), _param_grads_restored(model):
         x_adv = atk(x, y).detach().to(x.device)
     x_adv = project(x_adv, x, spec.eps, spec.norm)  # guards the float round-off of the sub-attacks
-    return x_adv, torch.full((x.shape[0],), spec.steps, dtype=torch.long, device=x.device)
+    return x_adv, torch.full((x.shape[0],), spec.steps, dtype=torch.long, device=x.device), None
 
 
 _ATTACKS = {"fgsm": _gradient_attack, "pgd": _gradient_attack, "cw": _cw, "deepfool": _deepfool,
@@ -441,7 +448,9 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
     # inference_mode(False)/enable_grad: callers may sit inside no_grad or inference_mode (a server);
     # the clone turns a possible inference tensor into one autograd can use, and shields x.
     with torch.inference_mode(False), torch.enable_grad():
-        x = x.detach().to(device=device, dtype=torch.float32).clone()
+        # On CPU keep every image channels-last (see _forward): x_adv then inherits it, no copy per step.
+        fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        x = x.detach().to(device=device, dtype=torch.float32).clone(memory_format=fmt)
         y = y.detach().to(device=device, dtype=torch.long).clone()
         with torch.no_grad():
             logits_clean = _forward(model, x)
@@ -462,17 +471,20 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
             _class_index("target", t, num_classes)
         elif target is not None:
             raise ValueError(f"target={target!r} given for an untargeted spec (set targeted=True)")
-        x_adv, iters = _ATTACKS[spec.method](model, x, y, t, spec)
-        x_adv = x_adv.detach()
-        with torch.no_grad():
-            logits_adv = _forward(model, x_adv)
+        # Each attack returns (x_adv, iterations, logits of x_adv or None when it has none at hand).
+        x_adv, iters, logits_adv = _ATTACKS[spec.method](model, x, y, t, spec)
+        x_adv = x_adv.detach().contiguous()
+        if logits_adv is None:
+            with torch.no_grad():
+                logits_adv = _forward(model, x_adv)
     pred_adv = logits_adv.argmax(1)
     delta = (x_adv - x).flatten(1)  # (N, 3*H*W)
+    logits_clean, logits_adv = logits_clean.detach(), logits_adv.detach()
     success = _is_success(pred_adv, t if spec.targeted else y, spec.targeted)
     log.debug("%s/%s eps=%.4g: %d/%d successful", spec.method, spec.norm, spec.eps, int(success.sum()), len(x))
     return AttackResult(x_adv=x_adv, success=success, linf=delta.abs().amax(1), l2=delta.norm(dim=1),
                         iterations=iters, pred_clean=logits_clean.argmax(1), pred_adv=pred_adv,
-                        logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach(), target=t, spec=spec)
+                        logits_clean=logits_clean, logits_adv=logits_adv, target=t, spec=spec)
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
