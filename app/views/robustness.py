@@ -37,7 +37,9 @@ with st.form("curve_settings"):
     eps = state.widget(c1.multiselect, "eps values (k/255)", "rob_eps", [0, 2, 4, 8, 16], options=EPS_CHOICES)
     methods = state.widget(c1.multiselect, "Attacks", "rob_methods", ["pgd", "fgsm"], options=["pgd", "fgsm"],
                            format_func=lambda m: {"pgd": "PGD (L-inf)", "fgsm": "FGSM"}[m])
-    source = state.widget(c2.radio, "Images", "rob_src", src_opts[0], options=src_opts, horizontal=True)
+    source = state.widget(c2.radio, "Images", "rob_src", src_opts[0], options=src_opts, horizontal=True,
+                          format_func=lambda s: {"test": "test set", "samples": "offline samples",
+                                                 "train": "train set"}[s])
     hi = min(n_max, max(count.values()))
     n = state.widget(c2.slider, "N images", "rob_n", min(100, hi), lo=1, hi=hi, min_value=1, max_value=hi,
                      step=1, help="Class-balanced and seeded: every model sees the same images.")

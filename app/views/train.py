@@ -82,7 +82,7 @@ st.dataframe([{"job": j["job_id"], "name": j["name"], "method": j["method"], "st
                "created": _ago(j.get("created")), "model": j.get("checkpoint") or ""} for j in jobs],
              hide_index=True, width="stretch")
 ids = [j["job_id"] for j in jobs]
-labels = {j["job_id"]: f"{j['name']} ({j['state']})" for j in jobs}
+labels = {j["job_id"]: f"{j['name']} - {j['job_id']}" for j in jobs}  # no state: it changes under the widget
 if st.session_state.get("job_selected") not in ids:
     st.session_state["job_selected"] = ids[0]
 sel = st.selectbox("Job", ids, format_func=labels.get, key="job_selected")
@@ -95,7 +95,7 @@ def _points(events: list[dict]) -> list[dict]:
         if e.get("type") == "progress" and e.get("steps_per_epoch"):
             x = (e.get("epoch") or 1) - 1 + (e.get("step") or 0) / e["steps_per_epoch"]
             pts.append({"x": round(x, 3), "loss": e.get("loss"), "ips": e.get("images_per_s")})
-        elif e.get("type") in ("epoch", "done") and (e.get("val_clean") is not None or e.get("val_robust") is not None):
+        elif e.get("type") == "epoch" and (e.get("val_clean") is not None or e.get("val_robust") is not None):
             pts.append({"x": e.get("epoch"), "val_clean": e.get("val_clean"), "val_robust": e.get("val_robust")})
     return pts
 
@@ -122,6 +122,11 @@ def _detail(job_id: str) -> bool:
                     text=f"epoch {ep}/{eps_total}" + (f" - {prog['images_per_s']:.0f} images/s"
                                                       if prog.get("images_per_s") else "")
                     + (f" - ETA {eta / 60:.1f} min" if eta and job["state"] in ACTIVE else ""))
+    start = next((e for e in reversed(events) if e.get("type") == "start"), None)
+    if start and start.get("message"):
+        st.caption(start["message"])
+    elif job["state"] in ACTIVE:
+        st.caption("Starting the trainer (loading data and the model)...")
     pts = _points(events)
     if pts:
         st.plotly_chart(charts.training_curves(pts), width="stretch", key=f"curves_{job_id}")
