@@ -87,6 +87,8 @@ class AttackSpec:
     c, kappa, lr: C&W trade-off constant, confidence margin, Adam learning rate.
     overshoot: DeepFool's final scaling of the accumulated step (1 + overshoot).
     seed: seeds random starts (per image, so a result never depends on its batch) and AutoAttack.
+    Defaults are resolved once, so dataclasses.replace(spec, steps=...) keeps the old step_size:
+    build a new spec (or from_dict) instead.
     """
     method: str = "pgd"
     norm: str | None = None
@@ -136,6 +138,7 @@ class AttackSpec:
         elif self.step_size is not None:
             raise ValueError(f"{m} takes no step_size, got {self.step_size!r}")
         restarts = _integer("restarts", self.restarts, 1, MAX_RESTARTS)
+        put("restarts", restarts)
         if restarts > 1 and not rs:
             raise ValueError(f"restarts={restarts} needs random_start=True (without it every restart is identical)")
         if not isinstance(self.targeted, bool):
@@ -145,12 +148,12 @@ class AttackSpec:
         if self.target_class is not None:
             if not self.targeted:
                 raise ValueError(f"target_class={self.target_class!r} given but targeted is false")
-            _integer("target_class", self.target_class, 0, 10**6)
+            put("target_class", _integer("target_class", self.target_class, 0, 10**6))
         put("c", _real("c", self.c, 0.0, 1e4, lo_open=True))
         put("kappa", _real("kappa", self.kappa, 0.0, 1e3))
         put("lr", _real("lr", self.lr, 0.0, 1.0, lo_open=True))
         put("overshoot", _real("overshoot", self.overshoot, 0.0, 1.0))
-        _integer("seed", self.seed, 0, 2**63 - 1)
+        put("seed", _integer("seed", self.seed, 0, 2**63 - 1))
 
     def validate(self, num_classes: int) -> "AttackSpec":
         """Check the parts that depend on the model (target_class < num_classes); returns self."""
@@ -205,10 +208,17 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
-def _ascent_loss(model: nn.Module, labels: torch.Tensor, targeted: bool) -> Callable:
-    """Per-example loss (N,) to maximise: CE to the label, or minus CE to the target."""
+def _ascent_loss(model: nn.Module, labels: torch.Tensor, targeted: bool, first: list) -> Callable:
+    """Per-example loss (N,) to maximise: CE to the label, or minus CE to the target. The logits of
+    the first call are appended to `first` (without a random start they are the clean logits)."""
     sign = -1.0 if targeted else 1.0
-    return lambda xa: sign * F.cross_entropy(_forward(model, xa), labels, reduction="none")
+
+    def loss(xa: torch.Tensor) -> torch.Tensor:
+        logits = _forward(model, xa)
+        if not first:
+            first.append(logits.detach())
+        return sign * F.cross_entropy(logits, labels, reduction="none")
+    return loss
 
 
 def _is_success(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -244,10 +254,11 @@ def _gradient_attack(model, x, y, t, spec):
     for r in range(spec.restarts):
         xs, ls = x[todo], labels[todo]
         x0 = _random_starts(xs, spec.eps, spec.norm, spec.seed, r) if spec.random_start and spec.eps > 0 else None
-        loss_fn = _ascent_loss(model, ls, spec.targeted)
-        xa = pgd(loss_fn, xs, spec.eps, spec.step_size, steps, spec.norm, rand_init=False, x_init=x0)
+        first: list = []
+        xa = pgd(_ascent_loss(model, ls, spec.targeted, first), xs, spec.eps, spec.step_size, steps,
+                 spec.norm, rand_init=False, x_init=x0)
         if spec.restarts == 1:  # nothing to choose between: skip a forward pass (run_attack does one)
-            return xa, iters + steps, None
+            return xa, iters + steps, None, first[0] if x0 is None and first else None
         with torch.no_grad():
             logits = _forward(model, xa)
             sign = -1.0 if spec.targeted else 1.0
@@ -263,7 +274,7 @@ def _gradient_attack(model, x, y, t, spec):
         todo = todo[~best_ok[todo]]
         if todo.numel() == 0:
             break
-    return best_x, iters, best_logits
+    return best_x, iters, best_logits, None
 
 
 def _cw(model, x, y, t, spec):
@@ -316,7 +327,7 @@ def _cw(model, x, y, t, spec):
                 active[idx[stalled]] = False
     if spec.eps > 0:
         best_x = project(best_x, x, spec.eps, "l2")
-    return best_x, iters, None
+    return best_x, iters, None, None
 
 
 def _deepfool(model, x, y, t, spec):
@@ -360,7 +371,7 @@ def _deepfool(model, x, y, t, spec):
             x_adv[sel] = (x[sel] + (1 + spec.overshoot) * r_tot[sel]).clamp(0, 1)
     if spec.eps > 0:
         x_adv = project(x_adv, x, spec.eps, "l2")
-    return x_adv, iters, None
+    return x_adv, iters, None, logits0
 
 
 @contextmanager
@@ -397,9 +408,10 @@ def _autoattack(model, x, y, t, spec):
     # and run_attack refuses models in train mode, so it never flips a shared model's mode.
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _param_grads_restored(model):
-        x_adv = atk(x, y).detach().to(x.device)
+        # contiguous NCHW: FAB reshapes input gradients with .view(), which fails on channels-last ones
+        x_adv = atk(x.contiguous(), y).detach().to(x.device)
     x_adv = project(x_adv, x, spec.eps, spec.norm)  # guards the float round-off of the sub-attacks
-    return x_adv, torch.full((x.shape[0],), spec.steps, dtype=torch.long, device=x.device), None
+    return x_adv, torch.full((x.shape[0],), spec.steps, dtype=torch.long, device=x.device), None, None
 
 
 _ATTACKS = {"fgsm": _gradient_attack, "pgd": _gradient_attack, "cw": _cw, "deepfool": _deepfool,
@@ -452,11 +464,11 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
         fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         x = x.detach().to(device=device, dtype=torch.float32).clone(memory_format=fmt)
         y = y.detach().to(device=device, dtype=torch.long).clone()
-        with torch.no_grad():
-            logits_clean = _forward(model, x)
-        if logits_clean.dim() != 2 or logits_clean.shape[0] != x.shape[0]:
-            raise ValueError(f"model must return logits (N, C), got shape {tuple(logits_clean.shape)}")
-        num_classes = logits_clean.shape[1]
+        with torch.no_grad():  # one image tells C for validation; attacks often see x's logits anyway
+            probe = _forward(model, x[:1])
+        if probe.dim() != 2 or probe.shape[0] != 1:
+            raise ValueError(f"model must return logits (N, C), got shape {tuple(probe.shape)} for N=1")
+        num_classes = probe.shape[1]
         spec.validate(num_classes)
         _class_index("y", y, num_classes)
         t = None
@@ -471,12 +483,15 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
             _class_index("target", t, num_classes)
         elif target is not None:
             raise ValueError(f"target={target!r} given for an untargeted spec (set targeted=True)")
-        # Each attack returns (x_adv, iterations, logits of x_adv or None when it has none at hand).
-        x_adv, iters, logits_adv = _ATTACKS[spec.method](model, x, y, t, spec)
+        # Each attack returns (x_adv, iterations, logits of x_adv, logits of x), the logits None
+        # when it has none at hand, so no forward pass is spent twice.
+        x_adv, iters, logits_adv, logits_clean = _ATTACKS[spec.method](model, x, y, t, spec)
         x_adv = x_adv.detach().contiguous()
-        if logits_adv is None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if logits_adv is None:
                 logits_adv = _forward(model, x_adv)
+            if logits_clean is None:
+                logits_clean = probe if x.shape[0] == 1 else _forward(model, x)
     pred_adv = logits_adv.argmax(1)
     delta = (x_adv - x).flatten(1)  # (N, 3*H*W)
     logits_clean, logits_adv = logits_clean.detach(), logits_adv.detach()
