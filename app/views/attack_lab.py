@@ -68,11 +68,15 @@ def _column(m: str, r: dict, label: int | None, target: int | None, show_sal: bo
     show_image(img["pixels"], caption="clean")
     prob_bars(r["clean"]["top"], label)
     show_image(r["adv_pixels"], caption="adversarial")
-    if r["flipped"]:
-        st.badge(f'flipped: {r["clean"]["top"][0]["class_name"]} -> {r["adv"]["top"][0]["class_name"]}',
-                 icon=":material/swap_horiz:", color="red")
+    before, after = r["clean"]["top"][0]["class_name"], r["adv"]["top"][0]["class_name"]
+    if label is not None and r["clean"]["pred"] != label:
+        # the model was wrong before the attack: "held" would read as robustness it does not have
+        st.badge(f"already wrong when clean ({before})" + (f" -> {after}" if r["flipped"] else ""),
+                 icon=":material/help:", color="gray")
+    elif r["flipped"]:
+        st.badge(f"flipped: {before} -> {after}", icon=":material/swap_horiz:", color="red")
     else:
-        st.badge(f'held: {r["adv"]["top"][0]["class_name"]}', icon=":material/shield:", color="green")
+        st.badge(f"held: {after}", icon=":material/shield:", color="green")
     prob_bars(r["adv"]["top"], label, target)
     pert, scale = amplify_delta(r["delta"])
     show_image(pert, caption=f"perturbation x{scale:.0f}")
