@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--per-image-batch", type=int, default=16)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", default="pgd,fgsm,cw,deepfool", help="comma-separated sections to run")
     a = ap.parse_args()
     import torchattacks
 
@@ -132,22 +133,28 @@ def main() -> None:
             print(f"| {name:<22} | {impl:<24} | {value:>8.1f} {unit:<8} | {ratio:>11.2f}x | {success:>7.2f} |",
                   flush=True)
 
-    show(_compare("PGD-10 Linf 8/255", model, x, y, {
-        "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(eps=eps, step_size=alpha, steps=10)).x_adv,
-        "ours: backend.pgd, NCHW": bare_pgd,
-    }, ("torchattacks.PGD", lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)),
-        a.repeat, dev, per_image=False))
-    show(_compare("FGSM Linf 8/255", model, x, y, {
-        "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(method="fgsm", eps=eps)).x_adv,
-    }, ("torchattacks.FGSM", lambda: torchattacks.FGSM(model, eps=eps)(x, y)), a.repeat, dev, per_image=False))
-    show(_compare("C&W-L2 c=1 100 steps", model, xs, ys, {
-        "ours: run_attack": lambda: run_attack(model, xs, ys, AttackSpec(method="cw", steps=100, c=1.0)).x_adv,
-    }, ("torchattacks.CW", lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=100, lr=0.01)(xs, ys)),
-        a.repeat, dev, per_image=True))
-    show(_compare("DeepFool-L2 50 steps", model, xs, ys, {
-        "ours: run_attack": lambda: run_attack(model, xs, ys, AttackSpec(method="deepfool", steps=50)).x_adv,
-    }, ("torchattacks.DeepFool", lambda: torchattacks.DeepFool(model, steps=50, overshoot=0.02)(xs, ys)),
-        a.repeat, dev, per_image=True))
+    ta = torchattacks
+    sections = {  # name: (title, images, labels, ours {label: fn}, (reference label, fn), per-image unit)
+        "pgd": ("PGD-10 Linf 8/255", x, y, {
+            "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(eps=eps, step_size=alpha, steps=10)).x_adv,
+            "ours: backend.pgd, NCHW": bare_pgd},
+            ("torchattacks.PGD", lambda: ta.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)),
+            False),
+        "fgsm": ("FGSM Linf 8/255", x, y, {
+            "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(method="fgsm", eps=eps)).x_adv},
+            ("torchattacks.FGSM", lambda: ta.FGSM(model, eps=eps)(x, y)), False),
+        "cw": ("C&W-L2 c=1 100 steps", xs, ys, {
+            "ours: run_attack": lambda: run_attack(model, xs, ys, AttackSpec(method="cw", steps=100, c=1.0)).x_adv},
+            ("torchattacks.CW", lambda: ta.CW(model, c=1.0, kappa=0, steps=100, lr=0.01)(xs, ys)), True),
+        "deepfool": ("DeepFool-L2 50 steps", xs, ys, {
+            "ours: run_attack": lambda: run_attack(model, xs, ys, AttackSpec(method="deepfool", steps=50)).x_adv},
+            ("torchattacks.DeepFool", lambda: ta.DeepFool(model, steps=50, overshoot=0.02)(xs, ys)), True),
+    }
+    for key in a.only.split(","):
+        if key not in sections:
+            raise SystemExit(f"--only: unknown section {key!r}; known: {', '.join(sections)}")
+        title, xx, yy, ours, ref, per_image = sections[key]
+        show(_compare(title, model, xx, yy, ours, ref, a.repeat, dev, per_image))
 
 
 if __name__ == "__main__":
