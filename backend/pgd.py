@@ -74,7 +74,7 @@ def pgd(loss_fn: LossFn, x: torch.Tensor, eps: float, step_size: float, steps: i
         with torch.no_grad():
             x_adv = x_adv.detach()  # a fresh leaf each step; the graph above is already freed
             if norm == "linf":
-                x_adv.add_(grad.sign_(), alpha=sign * step_size).clamp_(lo, hi)
+                x_adv.add_(grad.sign(), alpha=sign * step_size).clamp_(lo, hi)  # grad may be an expanded view
             else:
                 g = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 x_adv = project(x_adv.add_(grad / g, alpha=sign * step_size), x, eps, norm)

@@ -405,3 +405,19 @@ def test_works_inside_inference_mode(easy_model, easy_data):
     with torch.inference_mode():
         got = run_attack(easy_model, x.clone(), y.clone(), AttackSpec(steps=2)).x_adv
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_pgd_primitive_solves_linear_objectives_exactly():
+    from backend.pgd import pgd
+    x = 0.2 + 0.6 * torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    # L-inf: ascending sum(x) ends at the upper corner of the box [x - eps, x + eps] n [0, 1];
+    # descending ends at the lower one (the autograd gradient here is an expanded view).
+    up = pgd(lambda xa: xa.flatten(1).sum(1), x, 0.1, 0.04, 3, "linf", rand_init=False)
+    torch.testing.assert_close(up, (x + 0.1).clamp(0, 1))
+    down = pgd(lambda xa: xa.flatten(1).sum(1), x, 0.1, 0.04, 3, "linf", rand_init=False, maximize=False)
+    torch.testing.assert_close(down, (x - 0.1).clamp(0, 1))
+    # L2: ascending <d, x> moves eps along d / ||d|| (the box is far enough not to clip).
+    d = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    l2 = pgd(lambda xa: (xa * d).flatten(1).sum(1), x, 0.1, 0.04, 5, "l2", rand_init=False)
+    want = x + 0.1 * d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(l2, want, rtol=0, atol=1e-6)
