@@ -1,11 +1,13 @@
 """Test-set evaluation of a checkpoint: clean, PGD-20 and AutoAttack accuracy, overall and per class.
 
     python -m backend.evaluate --checkpoint checkpoints/NAME [--data DIR] [--n-clean N] [--n-pgd 2000]
-        [--autoattack] [--n-aa 200] [--seed 0] [--batch-size 256] [--device auto] [--threads N]
+        [--autoattack] [--n-aa 200] [--aa-steps 100] [--seed 0] [--batch-size 256] [--device auto]
+        [--threads N]
 
 Protocol (shared/docs/RSUPCON.md): clean accuracy on the test split (all images unless --n-clean),
 PGD-20 (L-inf, eps 8/255, step 2/255, random start) on a balanced seeded subset, AutoAttack standard
-(torchattacks: APGD-CE, APGD-T, FAB-T, Square; L-inf 8/255) on a balanced seeded subset. The numbers,
+(APGD-CE, APGD-T, FAB-T, Square from torchattacks' components, run by backend.attacks with the reference's
+100 iterations, not torchattacks.AutoAttack's fixed 10; L-inf 8/255) on a balanced seeded subset. The numbers,
 the subset sizes, the data variant, the attack settings and the seed go into the card's metrics
 (atomically); the same command and seed give the same numbers. torchattacks is imported only
 when AutoAttack is requested.
@@ -32,6 +34,7 @@ from .pgd import pgd
 
 log = logging.getLogger(__name__)
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
+AA_STEPS = 100  # iterations of APGD-CE, APGD-T and FAB-T, as in the AutoAttack reference
 
 
 def _acc_per_class(correct: np.ndarray, labels: np.ndarray, classes) -> dict:
@@ -47,11 +50,13 @@ def _batches(idx: np.ndarray, batch: int):
 def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = None, n_pgd: int = 2000,
                    n_aa: int = 0, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
-                   steps: int = PGD_STEPS, should_stop: Callable[[], bool] = lambda: False) -> dict:
+                   steps: int = PGD_STEPS, aa_steps: int = AA_STEPS,
+                   should_stop: Callable[[], bool] = lambda: False) -> dict:
     """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
 
     n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
-    balanced seeded subsets for PGD-`steps` and AutoAttack (0 skips). Returns plain data:
+    balanced seeded subsets for PGD-`steps` and AutoAttack with `aa_steps` iterations (0 skips).
+    Returns plain data:
     {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack",
      "per_class_clean", "per_class_pgd{steps}", "per_class_autoattack", "eval": {settings}}.
     """
@@ -66,6 +71,11 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
         raise ValueError(f"bad attack settings eps={eps!r} step_size={step_size!r} steps={steps!r}")
     if model.training:
         raise ValueError("the model must be in eval mode (load_checkpoint returns it so)")
+    aa_spec = None
+    if n_aa:  # built (and so validated) before any work: a bad aa_steps fails at once
+        from .attacks import MAX_BATCH, AttackSpec, run_attack  # lazy: torchattacks loads only for AutoAttack
+
+        aa_spec = AttackSpec(method="autoattack", norm="linf", eps=eps, steps=aa_steps, seed=seed)
     device = torch.device(device)
     labels = split.labels.numpy()
     classes = list(split.classes)
@@ -102,14 +112,11 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
 
     out["autoattack"], out["n_autoattack"], out["per_class_autoattack"] = None, 0, None
     if n_aa:
-        import torchattacks  # lazy: only AutoAttack needs it
-
         idx = balanced_indices(labels, min(n_aa, n), seed)
-        atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
-                                      n_classes=len(classes), seed=seed)
         hits = []
-        for x, y in map(batch, _batches(idx, batch_size)):
-            hits.append(((predict(x) == y) & (predict(atk(x, y)) == y)).cpu().numpy())
+        for x, y in map(batch, _batches(idx, min(batch_size, MAX_BATCH))):
+            r = run_attack(model, x, y, aa_spec)
+            hits.append(((r.pred_clean == y) & (r.pred_adv == y)).cpu().numpy())
         hits = np.concatenate(hits)
         out["autoattack"], out["n_autoattack"] = float(hits.mean()), int(len(idx))
         out["per_class_autoattack"] = _acc_per_class(hits, labels[idx], classes)
@@ -117,6 +124,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     out["eval"] = {"split": split.split, "data_variant": split.variant, "seed": seed, "norm": "linf",
                    "eps": eps, "eps_255": round(eps * 255, 4), "pgd_steps": steps, "pgd_step_size": step_size,
                    "pgd_random_start": True, "autoattack_version": "standard" if n_aa else None,
+                   "autoattack_steps": aa_steps if n_aa else None,
                    "subsets": "balanced over classes, seeded (backend.data.balanced_indices)"}
     return out
 
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-pgd", type=int, default=2000)
     ap.add_argument("--autoattack", action="store_true")
     ap.add_argument("--n-aa", type=int, default=200)
+    ap.add_argument("--aa-steps", type=int, default=AA_STEPS,
+                    help="iterations of APGD-CE/APGD-T/FAB-T (the reference's 100)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
     try:
         result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, n_clean=a.n_clean,
-                                     n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed,
+                                     n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed, aa_steps=a.aa_steps,
                                      batch_size=a.batch_size, device=device)
     except ValueError as e:
         ap.error(str(e))

@@ -46,6 +46,37 @@ def test_evaluate_checkpoint_writes_metrics_into_the_card(tmp_path):
     load_checkpoint(ckpt)  # weights untouched, hash still matches
 
 
+def test_autoattack_runs_the_100_iteration_components_not_torchattacks_10(tmp_path):
+    """The AutoAttack figure is the one backend.attacks gives with aa_steps iterations on the same
+    balanced subset (torchattacks.AutoAttack would silently use 10)."""
+    import numpy as np
+    import torch
+
+    from backend.attacks import AttackSpec, run_attack
+    from backend.data import balanced_indices
+
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
+    split = tiny_split()
+    r = evaluate_model(model, split, n_clean=20, n_pgd=0, n_aa=8, aa_steps=7, batch_size=8)
+    assert r["eval"]["autoattack_steps"] == 7 and r["n_autoattack"] == 8
+    idx = balanced_indices(split.labels.numpy(), 8, 0)
+    y = split.labels[idx]
+    direct = run_attack(model, split.float_images(idx), y, AttackSpec(method="autoattack", eps=8 / 255, steps=7))
+    assert r["autoattack"] == float(((direct.pred_clean == y) & (direct.pred_adv == y)).float().mean())
+    assert evaluate_model(model, split, n_clean=20, n_pgd=0)["eval"]["autoattack_steps"] is None
+    assert np.isfinite(r["autoattack"]) and torch.is_tensor(direct.x_adv)
+
+
+def test_bad_autoattack_settings_fail_before_any_work_and_leave_the_card(tmp_path):
+    ckpt = write_tiny_checkpoint(tmp_path, "m")
+    before = read_card(ckpt)
+    calls = []
+    with pytest.raises(ValueError, match="steps"):
+        evaluate_checkpoint(ckpt, split=tiny_split(), n_pgd=10, n_aa=4, aa_steps=0,
+                            should_stop=lambda: calls.append(1) or False)
+    assert calls == [] and read_card(ckpt) == before
+
+
 def test_cli_on_an_imagefolder_tree_is_reproducible(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ROBUSTLENS_CACHE", str(tmp_path / "cache"))
     x, y = synthetic_task(20, seed=3)
