@@ -1,0 +1,41 @@
+"""Reference embeddings: built from a checkpoint on a balanced seeded sample, stored without pixels,
+and reused by the service's embedding explorer for any sample they cover."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.data import sample_images
+from backend.embed import REFERENCE_FILE, load_reference, save_reference
+from backend.references import build_reference, main
+from backend.service import Service
+from tests.helpers import fresh_checkpoint_root  # noqa: F401 (fixture)
+
+
+def test_service_reuses_the_stored_map_for_a_covered_sample(fresh_checkpoint_root, tmp_path):
+    ckpt = fresh_checkpoint_root / "tiny-ce"
+    ref = build_reference(ckpt, n=20, method="pca", split=sample_images(), source="samples")
+    assert ref.image_ids[0].startswith("samples:") and ref.features.dtype == np.float16
+    assert ref.coords.shape == (20, 2) and sorted(set(ref.labels.tolist())) == sorted(set(sample_images().labels.tolist()))
+    save_reference(ckpt, ref)
+    stored = load_reference(ckpt)
+    assert stored is not None and stored.image_ids == ref.image_ids
+    svc = Service(fresh_checkpoint_root, jobs_root=tmp_path / "jobs")
+    try:
+        out = svc.embed("tiny-ce", n=10, method="pca", source="samples")  # a subset of the stored 20
+        assert out["from_reference"] is True
+        pos = [ref.image_ids.index(i) for i in out["image_ids"]]
+        np.testing.assert_array_equal(out["coords_clean"], ref.coords[pos])
+        assert svc.embed("tiny-ce", n=10, method="pca", source="samples", seed=3)["from_reference"] is False
+    finally:
+        svc.close()
+
+
+def test_cli_rejects_a_bad_n_and_writes_nothing(fresh_checkpoint_root, capsys):
+    ckpt = fresh_checkpoint_root / "tiny-ce"
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(ckpt), "--n", "2"])
+    assert e.value.code == 2 and "n must be" in capsys.readouterr().err
+    assert not (ckpt / REFERENCE_FILE).exists()
+    with pytest.raises(ValueError, match="exceeds"):
+        build_reference(ckpt, n=21, method="pca", split=sample_images(), source="samples")
