@@ -11,7 +11,7 @@ import random
 import streamlit as st
 
 from app import state
-from app.client import call, classes, get_image
+from app.client import call, classes, get_image, models
 from app.imaging import DISPLAY_PX, THUMB_PX, class_colour, upscale
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "CIFAR-10 test set", "train": "CIFAR-10 train set",
@@ -49,6 +49,29 @@ def no_models_notice() -> None:
                "CPU), or copy checkpoint folders (model.safetensors + card.json) into the checkpoints "
                "folder ($ROBUSTLENS_CHECKPOINTS, default `checkpoints/`).", icon=":material/info:")
     st.page_link("views/train.py", label="Go to the Train page", icon=":material/model_training:")
+
+
+def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[str, str]]:
+    """(picked image or None, model cards, {model id: display name}) for a page. with_image shows the
+    sidebar image picker first and stops the page until an image is picked; with no model installed
+    the page shows the notice and stops."""
+    img = image_picker() if with_image else None
+    cards = models()
+    names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+    if with_image and img is None:
+        st.stop()
+    if not cards:
+        no_models_notice()
+        st.stop()
+    return img, cards, names
+
+
+def data_sources() -> tuple[list[str], dict[str, int]]:
+    """The image sources a batch page can sample from (test, samples, train: those available) and
+    their image counts; the offline samples when the service says nothing."""
+    sources = call("image_sources", quiet=True) or {}
+    opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
+    return opts, {s: int((sources.get(s) or {}).get("count") or 20) for s in opts}
 
 
 def model_picker(cards: list[dict], name: str = "models", label: str = "Models", where=None,

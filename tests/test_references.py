@@ -12,7 +12,7 @@ from backend.service import Service
 from tests.helpers import fresh_checkpoint_root  # noqa: F401 (fixture)
 
 
-def test_service_reuses_the_stored_map_for_a_covered_sample(fresh_checkpoint_root, tmp_path):
+def test_service_reuses_the_stored_map_for_a_covered_sample(fresh_checkpoint_root, tmp_path):  # noqa: F811
     ckpt = fresh_checkpoint_root / "tiny-ce"
     ref = build_reference(ckpt, n=20, method="pca", split=sample_images(), source="samples")
     assert ref.image_ids[0].startswith("samples:") and ref.features.dtype == np.float16
@@ -31,7 +31,7 @@ def test_service_reuses_the_stored_map_for_a_covered_sample(fresh_checkpoint_roo
         svc.close()
 
 
-def test_cli_rejects_a_bad_n_and_writes_nothing(fresh_checkpoint_root, capsys):
+def test_cli_rejects_a_bad_n_and_writes_nothing(fresh_checkpoint_root, capsys):  # noqa: F811
     ckpt = fresh_checkpoint_root / "tiny-ce"
     with pytest.raises(SystemExit) as e:
         main(["--checkpoint", str(ckpt), "--n", "2"])

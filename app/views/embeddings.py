@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, state, tasks
-from app.client import call, classes, get_image, models
-from app.components import model_picker, no_models_notice
+from app.client import classes, get_image
+from app.components import data_sources, model_picker, page_setup
 from app.imaging import THUMB_PX, upscale
 
 SLOT = "emb_queue"
@@ -23,15 +23,9 @@ st.caption("Each model's penultimate-layer features squeezed into 2-D. Points ar
            "class; a grey segment leads to the image's adversarial twin (a cross; red when the prediction "
            "flipped). Robust models keep twins close and inside their class cluster.")
 
-cards = models()
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
-if not cards:
-    no_models_notice()
-    st.stop()
+_, cards, names = page_setup()
 class_names = classes()
-sources = call("image_sources", quiet=True) or {}
-src_opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
-max_n = {s: int((sources.get(s) or {}).get("count") or 20) for s in src_opts}
+src_opts, max_n = data_sources()
 
 ids = model_picker(cards)
 with st.form("emb_settings", border=True):

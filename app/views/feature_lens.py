@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state, tasks
-from app.client import call, classes, models
-from app.components import image_picker, model_picker, no_models_notice, show_image
+from app.client import call, classes
+from app.components import model_picker, page_setup, show_image
 from app.imaging import amplify_delta, compose_grid_png
 
 SLOT = "classvis_queue"
@@ -16,14 +16,7 @@ st.title("Feature lens")
 st.caption("Perceptually aligned gradients: push an image hard toward another class and look at what changes. "
            "A robust model has to draw the class; a standard one gets there with noise you cannot see.")
 
-img = image_picker()
-cards = models()
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
-if img is None:
-    st.stop()
-if not cards:
-    no_models_notice()
-    st.stop()
+img, cards, names = page_setup(with_image=True)
 class_names = classes()
 
 ids = model_picker(cards)

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, state, tasks
-from app.client import call, classes, models
-from app.components import model_picker, no_models_notice
+from app.client import call, classes
+from app.components import data_sources, model_picker, page_setup
 
 SLOT = "curve_queue"
 EPS_CHOICES = [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32]  # k/255
@@ -19,16 +19,10 @@ st.title("Robustness")
 st.caption("How fast does accuracy fall as the attack budget grows? A point at eps counts the images a model "
            "classifies correctly both clean and after the attack. Solid lines: PGD; dashed: FGSM.")
 
-cards = models()
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
-if not cards:
-    no_models_notice()
-    st.stop()
+_, cards, names = page_setup()
 class_names = classes()
 lim = call("limits", quiet=True) or {}
-sources = call("image_sources", quiet=True) or {}
-src_opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
-count = {s: int((sources.get(s) or {}).get("count") or 20) for s in src_opts}
+src_opts, count = data_sources()
 n_max = int((lim.get("curve") or {}).get("max_n") or 1000)
 
 ids = model_picker(cards)

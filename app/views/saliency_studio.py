@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from app import attack_ui, charts, state
-from app.client import call, classes, models
-from app.components import image_picker, model_picker, no_models_notice
+from app.client import call, classes
+from app.components import model_picker, page_setup
 from app.imaging import compose_grid_png, heat_rgb, upscale
 
 METHODS = {"gradient": "Gradient", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
@@ -21,14 +21,7 @@ st.title("Saliency studio")
 st.caption("Which pixels does each model use? Robust models tend to give maps that follow the object; "
            "standard models give speckle. The same measures are computed for every map.")
 
-img = image_picker()
-cards = models()
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
-if img is None:
-    st.stop()
-if not cards:
-    no_models_notice()
-    st.stop()
+img, cards, names = page_setup(with_image=True)
 
 
 def _fmt(v) -> str:
