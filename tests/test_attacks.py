@@ -265,6 +265,27 @@ def test_autoattack_smoke(easy_model, easy_data):
     assert all(p.grad is None for p in easy_model.parameters()) and not easy_model.training
 
 
+def test_autoattack_reaches_fab_and_square_on_channels_last_input(tiny_model, monkeypatch):
+    """Regression: with a budget too small to flip anything, every AutoAttack stage runs, FAB
+    included (it once crashed on channels-last input gradients); the result is still the clean one."""
+    torchattacks = pytest.importorskip("torchattacks")
+    import backend.attacks as attacks_mod
+
+    monkeypatch.setattr(attacks_mod, "_SQUARE_QUERIES", 20)  # the stage order matters here, not its budget
+    ran = []
+    for cls in (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB, torchattacks.Square):
+        orig = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, *a, _o=orig, _n=cls.__name__, **k: ran.append(_n) or _o(self, *a, **k))
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)
+    res = run_attack(tiny_model, x, y, AttackSpec(method="autoattack", eps=1e-4, steps=3))
+    assert [n for n in ("APGD", "APGDT", "FAB", "Square") if n in ran] == ["APGD", "APGDT", "FAB", "Square"]
+    assert not res.success.any() and torch.equal(res.pred_adv, y)
+    assert float((res.x_adv - x).abs().max()) <= 1e-4 + 1e-7
+
+
 BAD_SPECS = [
     ({"method": "jsma"}, "'jsma'"),
     ({"norm": "l1"}, "'l1'"),
