@@ -1,0 +1,63 @@
+"""Print the README's results table (markdown) from the model cards, so the README says what the
+cards say.
+
+    python scripts/results_table.py [--checkpoints checkpoints]
+
+One row per checkpoint, in the registry's order (rsupcon first): method, width, epochs and training
+images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, status, hardware and
+training time. A metric the card does not have prints as "-".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backend.checkpoints import list_checkpoints  # noqa: E402
+
+ATTACKED = {"pgd_at", "trades", "rsupcon", "fgsm_rs"}
+
+
+def _pct(m: dict, key: str) -> str:
+    v = m.get(key)
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _attack(card: dict) -> str:
+    cfg = card.get("train_config") or {}
+    if card.get("method") not in ATTACKED:
+        return "none"
+    if card.get("method") == "fgsm_rs":
+        return "FGSM-RS"
+    step = cfg.get("step_size")
+    return f"PGD-{cfg.get('attack_steps')}" + (f", step {step * 255:.3g}/255" if step else "")
+
+
+def rows(root: Path) -> list[str]:
+    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack | N (clean / PGD / AA) "
+           "| status | hardware | training time |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for card in list_checkpoints(root):
+        m, t = card.get("metrics") or {}, card.get("training") or {}
+        n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
+        minutes = t.get("time_s")
+        out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs')} x {t.get('n_train', '?'):,} "
+                   f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {_pct(m, 'autoattack')} | {n} "
+                   f"| {card.get('status')} | {t.get('hardware', '?')} "
+                   f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    a = ap.parse_args(argv)
+    print("\n".join(rows(a.checkpoints)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
