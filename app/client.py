@@ -31,7 +31,11 @@ def _make_client(env_key: tuple):
     # env_key only keys the cache; make_client reads the same variables itself.
     from backend.client import make_client
 
-    return make_client()
+    client = make_client()
+    service = getattr(client, "service", None)  # in-process: warm UMAP and the reference maps now
+    if service is not None and os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0":
+        service.warm_up()
+    return client
 
 
 def get_client():

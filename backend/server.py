@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    app = create_app(token=token, checkpoint_root=args.checkpoints, data_root=args.data)
+    from .service import Service
+
+    service = Service(checkpoint_root=args.checkpoints, data_root=args.data)
+    if os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0":
+        service.warm_up()  # background: UMAP JIT and the reference maps' refits
+    app = create_app(service, token=token)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

@@ -96,6 +96,29 @@ class Service(BatchAnalyses):
         self._heavy = LRU(16)          # embed / curves / class visualisations
         self._embedders = embed_mod.EmbedderCache()
 
+    def warm_up(self, background: bool = True):
+        """Pay first-use costs before a user waits for them: UMAP's numba JIT (10-25 s on a CPU) and
+        the refit of every installed model's stored reference map, which the embedding explorer
+        needs to place adversarial points in that map. background=True runs it in a daemon thread
+        and returns the thread (it holds no device lock, so requests are served meanwhile); False
+        runs it here and returns None. Failures are logged, never raised: it only saves time."""
+        def work():
+            try:
+                embed_mod.warm_up()
+                for card in self.models.cards():
+                    ref = embed_mod.load_reference(self.root / card["id"])
+                    if ref is not None:
+                        self._embedders.get(ref)
+            except Exception:  # noqa: BLE001 - a failed warm-up only means the first call is slower
+                log.warning("warm-up failed", exc_info=True)
+
+        if not background:
+            work()
+            return None
+        t = threading.Thread(target=work, name="robustlens-warm-up", daemon=True)
+        t.start()
+        return t
+
     def clear_caches(self) -> None:
         """Forget every cached result (benchmarks measure cold calls; models stay loaded)."""
         for cache in (self._probs, self._crafted, self._results, self._heavy):

@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The app and the server warm UMAP up in a background thread at start; in tests (the app's pages run
+# in this process and in subprocesses that inherit this) that would only compete for the CPU.
+os.environ.setdefault("ROBUSTLENS_WARM_UP", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -39,3 +39,20 @@ def test_cli_rejects_a_bad_n_and_writes_nothing(fresh_checkpoint_root, capsys): 
     assert not (ckpt / REFERENCE_FILE).exists()
     with pytest.raises(ValueError, match="exceeds"):
         build_reference(ckpt, n=21, method="pca", split=sample_images(), source="samples")
+
+
+def test_warm_up_refits_the_stored_maps_so_placement_needs_no_fit(fresh_checkpoint_root, tmp_path):  # noqa: F811
+    ckpt = fresh_checkpoint_root / "tiny-ce"
+    save_reference(ckpt, build_reference(ckpt, n=20, method="umap", split=sample_images(), source="samples"))
+    svc = Service(fresh_checkpoint_root, jobs_root=tmp_path / "jobs")
+    try:
+        assert svc.warm_up(background=False) is None
+        assert len(svc._embedders._items) == 1  # exactly the one model with a reference
+        ref = load_reference(ckpt)
+        emb, dev = svc._embedders.get(ref)  # a cache hit: the same fitted object
+        assert emb is svc._embedders.get(ref)[0] and dev >= 0.0
+        thread = svc.warm_up()  # background form: a daemon thread that finishes
+        thread.join(120)
+        assert not thread.is_alive() and thread.daemon
+    finally:
+        svc.close()
