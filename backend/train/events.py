@@ -46,6 +46,10 @@ class EventLog:
         return event
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def hardware(device: torch.device, world: int = 1) -> str:
     """'NVIDIA H100 80GB HBM3 x2' or 'Intel(R) Xeon(R) ... (2 cores)'."""
     if device.type == "cuda":
@@ -59,4 +63,4 @@ def hardware(device: torch.device, world: int = 1) -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name} ({cores} cores, {torch.get_num_threads()} threads{f', {world} processes' if world > 1 else ''})"
+    return f"{name} ({cores} cores, {_threads(torch.get_num_threads())}{f', {world} processes' if world > 1 else ''})"
