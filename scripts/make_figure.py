@@ -48,10 +48,11 @@ def main(argv=None) -> int:
             rows += [(f"{truth}: clean", clean), (f"{truth}: PGD-{a.steps}", adv)]
             fmt = lambda e: f"{e['top'][0]['class_name']} {100 * e['top'][0]['prob']:.0f}%"  # noqa: E731
             notes += [[f"true: {truth}"] + [fmt(res[m]["clean"]) for m in models],
-                      [""] + [fmt(res[m]["adv"]) + (" (flipped)" if res[m]["flipped"] else "") for m in models]]
+                      [""] + [fmt(res[m]["adv"]) + (" *" if res[m]["flipped"] else "") for m in models]]
             print(f"{image_id} ({truth}): " + "; ".join(
                 f"{m} {fmt(res[m]['clean'])} -> {fmt(res[m]['adv'])}" for m in models))
-        title = f"{a.method.replace('_', ' ')}: clean vs own PGD-{a.steps} ({a.eps:g}/255)"
+        title = (f"{a.method.replace('_', ' ')}: clean vs own PGD-{a.steps} ({a.eps:g}/255); "
+                 "* = the attack changed the prediction")
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_bytes(compose_grid_png(cols, rows, title, px=a.px, notes=notes))
         print(f"wrote {a.out}")
