@@ -26,6 +26,10 @@ def _pct(m: dict, key: str) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _count(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else "?"
+
+
 def _attack(card: dict) -> str:
     cfg = card.get("train_config") or {}
     if card.get("method") not in ATTACKED:
@@ -44,7 +48,7 @@ def rows(root: Path) -> list[str]:
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
         minutes = t.get("time_s")
-        out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs')} x {t.get('n_train', '?'):,} "
+        out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
                    f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {_pct(m, 'autoattack')} | {n} "
                    f"| {card.get('status')} | {t.get('hardware', '?')} "
                    f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")

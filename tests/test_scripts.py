@@ -1,0 +1,99 @@
+"""The README's generators: scripts/results_table.py (table from cards), scripts/saliency_summary.py
+(saliency measures) and scripts/make_figure.py (the figure), on tiny seeded models."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.checkpoints import CARD, write_card
+from tests.helpers import fresh_checkpoint_root, write_tiny_models  # noqa: F401 (fixture)
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_results_table_prints_what_the_cards_say(fresh_checkpoint_root, capsys):  # noqa: F811
+    rt = _load("results_table")
+    d = fresh_checkpoint_root / "tiny-pgd"
+    card = json.loads((d / CARD).read_text())
+    card["metrics"] = {"clean": 0.5612, "n_clean": 10000, "pgd20": 0.3065, "n_pgd20": 2000,
+                       "autoattack": 0.285, "n_autoattack": 200}
+    card["training"] = {"time_s": 1746.0, "hardware": "some CPU", "epochs": 5, "n_train": 49000}
+    card["train_config"] = {"attack_steps": 3, "step_size": 3 / 255}
+    write_card(d, card)
+    assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 3  # header, rule, one row per model
+    assert lines[2].startswith("| rsupcon ")  # registry order: rsupcon first
+    row = next(line for line in lines if line.startswith("| pgd_at "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:8] == ["5 x 49,000", "PGD-3, step 3/255", "56.1", "30.6", "28.5", "10000 / 2000 / 200"]
+    assert cells[-2:] == ["some CPU", "29 min"]
+    # a card without measurements prints dashes, never invented numbers
+    ce = next(line for line in lines if line.startswith("| ce "))
+    assert "| none | - | - | - |" in ce and "0 x ?" in ce
+
+
+def test_saliency_summary_measures_are_in_range_and_deterministic():
+    ss = _load("saliency_summary")
+    torch.manual_seed(0)
+    from backend.models import build_model, freeze
+
+    model = build_model("resnet18", width=16, num_classes=10)
+    model.train()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # move batch-norm statistics off their defaults so outputs depend on the input
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32, generator=g))
+    model = freeze(model)
+    x, y = torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g)
+    a = ss.summarise(model, x, y, seed=0, steps=2, ig_steps=4, batch=4)  # two batches
+    b = ss.summarise(model, x, y, seed=0, steps=2, ig_steps=4, batch=6)
+    assert set(a) == set(ss.COLUMNS)
+    for c in ss.COLUMNS:
+        assert a[c].shape == (6,)
+        np.testing.assert_allclose(a[c], b[c], atol=1e-4, err_msg=c)  # batching does not change results
+    for c in ("alignment", "deletion_auc", "insertion_auc", "drift_top10"):
+        assert ((a[c] >= 0) & (a[c] <= 1)).all(), c
+    np.testing.assert_allclose(a["ins_minus_del"], a["insertion_auc"] - a["deletion_auc"], atol=1e-6)
+    fin = a["drift_spearman"][np.isfinite(a["drift_spearman"])]
+    assert ((fin >= -1) & (fin <= 1)).all()
+    # a zero-step, zero-radius attack leaves the image alone: its map equals the clean one
+    same = ss.summarise(model, x, y, seed=0, eps=0.0, steps=0, ig_steps=4)
+    np.testing.assert_allclose(same["drift_top10"], 1.0)
+    text = ss.table([("tiny (w16)", a)])
+    assert text.count("\n") == 2 and "| tiny (w16) | 6 |" in text and "±" in text
+
+
+@pytest.mark.parametrize("bad", ["--n=1", "--n=0"])
+def test_saliency_summary_rejects_bad_n(bad, tmp_path):
+    ss = _load("saliency_summary")
+    with pytest.raises(SystemExit) as e:
+        ss.main([bad, "--checkpoints", str(tmp_path)])
+    assert e.value.code == 2
+
+
+def test_make_figure_writes_a_png_from_the_offline_samples(tmp_path):
+    pytest.importorskip("foolbox")
+    mf = _load("make_figure")
+    root = tmp_path / "checkpoints"
+    write_tiny_models(root)
+    out = tmp_path / "fig.png"
+    assert mf.main(["--out", str(out), "--images", "samples:0", "--checkpoints", str(root),
+                    "--method", "gradcam", "--steps", "2", "--px", "48"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as im:
+        fmt, (w, h) = im.format, im.size
+    assert fmt == "PNG" and w > 4 * 48 and h > 2 * 48  # image column + 3 models; clean + adversarial rows
