@@ -238,3 +238,22 @@ def test_linear_probe_fits_raw_feature_classifier():
         acc = (model(x.float() / 255).argmax(1) == y).float().mean().item()
     assert acc > 0.5
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in encoder.items())
+
+
+def test_training_and_evaluation_import_no_app_only_packages(tmp_path):
+    """The GPU machine has torch and torchvision only: a training run and a PGD evaluation must not
+    import captum, umap, streamlit or torchattacks (AutoAttack loads torchattacks on request only)."""
+    code = (
+        "import sys\n"
+        "from backend.train.__main__ import main as train\n"
+        "from backend.evaluate import main as evaluate\n"
+        f"out = {str(tmp_path / 'm')!r}\n"
+        "rc = train(['--method', 'rsupcon', '--preset', 'smoke', '--data', 'synthetic', '--out', out,\n"
+        f"            '--state-dir', {str(tmp_path / 's')!r}, '--no-progress', '--threads', '1'])\n"
+        "assert rc == 0, rc\n"
+        "assert evaluate(['--checkpoint', out, '--data', 'synthetic', '--n-pgd', '8', '--threads', '1']) == 0\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('captum', 'umap', 'streamlit', 'torchattacks'))\n"
+        "print('IMPORTED', bad)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "IMPORTED []" in r.stdout, r.stdout[-500:]
