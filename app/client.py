@@ -33,8 +33,11 @@ def _make_client(env_key: tuple):
 
     client = make_client()
     service = getattr(client, "service", None)  # in-process: warm UMAP and the reference maps now
-    if service is not None and os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0":
-        service.warm_up()
+    if service is not None:
+        from backend.service import warm_up_enabled  # already loaded: the in-process client holds a Service
+
+        if warm_up_enabled():
+            service.warm_up()
     return client
 
 

@@ -366,10 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    from .service import Service
+    from .service import Service, warm_up_enabled
 
     service = Service(checkpoint_root=args.checkpoints, data_root=args.data)
-    if os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0":
+    if warm_up_enabled():
         service.warm_up()  # background: UMAP JIT and the reference maps' refits
     app = create_app(service, token=token)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -50,6 +50,11 @@ from .uploads import UploadLimits
 
 log = logging.getLogger(__name__)
 
+
+def warm_up_enabled() -> bool:
+    """Whether the app and the server warm the service up at start (ROBUSTLENS_WARM_UP=0: no)."""
+    return os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0"
+
 _DEVICE_LOCKS: dict[str, threading.RLock] = defaultdict(threading.RLock)  # shared by all Services
 
 

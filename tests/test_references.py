@@ -56,3 +56,14 @@ def test_warm_up_refits_the_stored_maps_so_placement_needs_no_fit(fresh_checkpoi
         assert not thread.is_alive() and thread.daemon
     finally:
         svc.close()
+
+
+def test_warm_up_switch_reads_the_environment(monkeypatch):
+    from backend.service import warm_up_enabled
+
+    monkeypatch.setenv("ROBUSTLENS_WARM_UP", "0")
+    assert not warm_up_enabled()
+    monkeypatch.delenv("ROBUSTLENS_WARM_UP")
+    assert warm_up_enabled()
+    monkeypatch.setenv("ROBUSTLENS_WARM_UP", "1")
+    assert warm_up_enabled()
