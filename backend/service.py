@@ -473,6 +473,8 @@ class Service(BatchAnalyses):
     # ---- limits ----------------------------------------------------------------------------
     def limits(self) -> dict:
         """Every bound the service enforces, for the UI's widgets."""
+        from .train import config as train_config  # torch-free registry of presets
+
         up = UploadLimits() if self.images.upload_limits is None else self.images.upload_limits
         return {"attack": {**dict(attacks.LIMITS), "methods": list(attacks.METHODS), "norms": list(attacks.NORMS)},
                 "embed": {"max_n": self.MAX_EMBED_N, "min_n_umap": 5, "methods": list(embed_mod.EMBED_METHODS)},
@@ -484,7 +486,13 @@ class Service(BatchAnalyses):
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"]},
                 "upload": {"max_bytes": up.max_bytes, "max_pixels": up.max_pixels, "min_side": up.min_side},
-                "jobs": dict(jobs_mod.LIMITS),
+                # preset_values: what each preset of the registry (backend.train.config.PRESETS) trains,
+                # so the UI's text comes from the registry instead of a copy of it
+                "jobs": {**jobs_mod.LIMITS, "preset_values": {
+                    p: {k: getattr(c, k) for k in ("width", "epochs", "subset", "batch_size", "attack_steps",
+                                                   "probe_epochs", "synthetic_n")}
+                    for p in train_config.PRESETS for c in [train_config.make_config(p, method="ce")]},
+                    "synthetic_data": self._job_data == "synthetic"},  # else jobs need the train split
                 "tasks": {"max_running": self.tasks.max_running, "kinds": list(self.TASK_KINDS)},
                 "device": self.device}
 
