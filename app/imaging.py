@@ -22,6 +22,34 @@ _INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#
             "#f7d13d", "#fcffa4")
 
 
+INFERNO_CSS = ",".join(_INFERNO)  # the same colour map as a CSS gradient (for colour bars)
+# How backend.saliency.to_heatmap reduces each method's attribution (METHOD_INFO[m]["display"]):
+# "positive" methods take the channel mean and its positive part, the rest |attr| summed over
+# channels. tests/test_app_pages.py checks this against the backend's registry.
+POSITIVE_METHODS = ("gradcam", "occlusion")
+
+
+def raw_map(attribution, method: str) -> np.ndarray:
+    """(3,H,W) attribution -> (H,W) float32 importance before any scaling (see POSITIVE_METHODS)."""
+    a = np.asarray(attribution, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"an attribution must be (3,H,W), got shape {a.shape}")
+    return np.maximum(a.mean(axis=0), 0.0) if method in POSITIVE_METHODS else np.abs(a).sum(axis=0)
+
+
+def shared_scale(maps: list[np.ndarray], percentile: float = 99.0) -> float:
+    """One top value for several raw maps: the largest of their per-map `percentile` (the backend
+    clips each map at its own 99th percentile; shared, the strongest map sets the top for all)."""
+    tops = [float(np.percentile(np.nan_to_num(m), percentile)) for m in maps if m is not None and np.size(m)]
+    return max(tops, default=0.0)
+
+
+def scaled(m: np.ndarray, top: float) -> np.ndarray:
+    """Raw map / top, clipped to [0, 1] (all zeros when top is 0)."""
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
+    return np.zeros_like(m) if top <= 0 else np.clip(m / top, 0.0, 1.0)
+
+
 def class_colour(i: int) -> str:
     return CLASS_COLOURS[int(i) % len(CLASS_COLOURS)]
 

@@ -12,12 +12,14 @@ import streamlit as st
 
 from app import attack_ui, state
 from app.client import call, classes, models
-from app.components import image_picker, model_picker, no_models_notice, prob_bars, show_image
-from app.imaging import amplify_delta, compose_grid_png, heat_rgb, to_uint8
+from app.components import (badge, colour_bar, image_picker, model_header, model_picker, no_models_notice,
+                            prob_bars, show_image)
+from app.imaging import amplify_delta, compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, to_uint8
 
 SALIENCY = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
             "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "none": "off (faster)"}
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
+SCALES = {"map": "per map", "shared": "shared across models"}
 
 st.title("Attack lab")
 st.caption("Pick an image in the sidebar, then an attack: every model is attacked (or, in transfer mode, "
@@ -26,6 +28,13 @@ st.caption("Pick an image in the sidebar, then an attack: every model is attacke
 img = image_picker()
 cards = models()
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+by_id = {c["id"]: c for c in cards}
+
+
+def per_row(n: int) -> int:
+    """Model columns per row: all of them up to 5; 6-8 models in two rows (3-4 columns each), so a
+    column never gets narrower than a readable top-5 at 1024 px."""
+    return n if n <= 5 else -(-n // 2)
 
 
 def _export_rows(res: dict, ids: list[str]) -> tuple[list[str], list[tuple[str, list]], list[list[str]]]:
@@ -61,29 +70,97 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _column(m: str, r: dict, label: int | None, target: int | None, show_sal: bool) -> None:
-    st.markdown(f"**{names.get(m, m)}**")
+def _verdict(r: dict, label: int | None, target: int | None, class_names: list[str]) -> tuple[str, str]:
+    """(badge text, colour) for one model's result. Targeted: whether the target was reached and its
+    probability (from the adversarial probabilities); untargeted: flipped / held / already wrong."""
+    before, after = r["clean"]["top"][0]["class_name"], r["adv"]["top"][0]["class_name"]
+    if target is not None:
+        probs = r["adv"].get("probs")
+        p_t = float(probs[target]) if probs is not None else next(
+            (float(t["prob"]) for t in r["adv"]["top"] if int(t["index"]) == target), None)
+        p_txt = "" if p_t is None else f" (p={p_t:.2f})"
+        if int(r["adv"]["pred"]) == target:
+            return f"target reached: {class_names[target]}{p_txt}", "red"
+        moved = f"; now {after}" if r["flipped"] else ""
+        return f"target not reached: {class_names[target]}{p_txt}{moved}", "orange" if r["flipped"] else "green"
+    if label is not None and r["clean"]["pred"] != label:
+        # the model was wrong before the attack: "held" would read as robustness it does not have
+        return f"already wrong when clean ({before})" + (f" -> {after}" if r["flipped"] else ""), "gray"
+    if r["flipped"]:
+        return f"flipped: {before} -> {after}", "red"
+    return f"held: {after}", "green"
+
+
+def _column(m: str, r: dict, label: int | None, target: int | None, sal: dict | None,
+            class_names: list[str]) -> None:
+    model_header(by_id.get(m), m)
     if r["crafted_on"] != m:
         st.caption(f"adversarial image crafted on {names.get(r['crafted_on'], r['crafted_on'])}")
     show_image(img["pixels"], caption="clean")
     prob_bars(r["clean"]["top"], label)
     show_image(r["adv_pixels"], caption="adversarial")
-    before, after = r["clean"]["top"][0]["class_name"], r["adv"]["top"][0]["class_name"]
-    if label is not None and r["clean"]["pred"] != label:
-        # the model was wrong before the attack: "held" would read as robustness it does not have
-        st.badge(f"already wrong when clean ({before})" + (f" -> {after}" if r["flipped"] else ""),
-                 icon=":material/help:", color="gray")
-    elif r["flipped"]:
-        st.badge(f"flipped: {before} -> {after}", icon=":material/swap_horiz:", color="red")
-    else:
-        st.badge(f"held: {after}", icon=":material/shield:", color="green")
+    text, colour = _verdict(r, label, target, class_names)
+    badge(text, colour)
     prob_bars(r["adv"]["top"], label, target)
     pert, scale = amplify_delta(r["delta"])
     show_image(pert, caption=f"perturbation x{scale:.0f}")
     st.caption(f'L-inf {r["linf"] * 255:.1f}/255 | L2 {r["l2"]:.3f} | {r["iterations"]} it.')
-    if show_sal:
-        show_image(heat_rgb(r["saliency_clean"]), caption="saliency, clean")
-        show_image(heat_rgb(r["saliency_adv"]), caption="saliency, adversarial")
+    if sal is not None:
+        show_image(heat_rgb(sal["clean"]), caption="saliency, clean")
+        show_image(heat_rgb(sal["adv"]), caption="saliency, adversarial")
+        colour_bar(*sal["bar"])
+
+
+def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, mode: str) -> tuple[dict, str]:
+    """{model: {"clean", "adv": (32,32) in [0,1], "bar": (lo, hi, title)}} and the scale actually used.
+    Per map: the backend's maps (each scaled to its own 99th percentile). Shared: the raw
+    attributions (Service.explain, same images and targets as the attack in white-box mode) divided
+    by one top value, the largest map's 99th percentile, so maps compare across models."""
+    r = res["results"]
+    per_map = {m: {"clean": r[m]["saliency_clean"], "adv": r[m]["saliency_adv"],
+                   "bar": ("0", "1 = this map's top", "saliency, scaled per map")} for m in ids}
+    if scale != "shared":
+        return per_map, "map"
+    if mode != "whitebox":
+        st.caption("A shared saliency scale needs white-box mode (the maps of a transferred image are scaled "
+                   "per map).")
+        return per_map, "map"
+    raws = {}
+    for m in ids:
+        clean = call("explain", img["image_id"], m, sal, quiet=True)
+        adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)
+        if clean is None or adv is None:
+            return per_map, "map"
+        raws[m] = (raw_map(clean["attribution"], sal), raw_map(adv["attribution"], sal))
+    top = shared_scale([x for pair in raws.values() for x in pair])
+    bar = ("0", f"{top:.3g} = shared top", "saliency, one scale for all models (|attribution|)")
+    return {m: {"clean": scaled(c, top), "adv": scaled(a, top), "bar": bar} for m, (c, a) in raws.items()}, "shared"
+
+
+def _grid(res: dict, ids: list[str], label, target, sal_maps: dict | None, class_names: list[str]) -> None:
+    k = per_row(len(ids))
+    for i in range(0, len(ids), k):
+        cols = st.columns(k)
+        for col, m in zip(cols, ids[i:i + k]):
+            with col:
+                _column(m, res["results"][m], label, target, None if sal_maps is None else sal_maps[m],
+                        class_names)
+
+
+def _preview(ids: list[str], label) -> None:
+    """While the attack runs: each model's clean prediction (fast), so the page is useful at once."""
+    pred = call("predict", img["image_id"], ids, quiet=True)
+    if not pred:
+        return
+    k = per_row(len(ids))
+    for i in range(0, len(ids), k):
+        cols = st.columns(k)
+        for col, m in zip(cols, ids[i:i + k]):
+            with col:
+                model_header(by_id.get(m), m)
+                show_image(img["pixels"], caption="clean")
+                prob_bars(pred["results"][m]["top"], label)
+                st.caption("attacking...")
 
 
 @st.fragment
@@ -100,15 +177,24 @@ def lab() -> None:
                               format_func=lambda m: names.get(m, m))
     sal = state.widget(top[2].selectbox, "Saliency", "sal", "gradient", options=list(SALIENCY),
                        format_func=SALIENCY.get, help="Which attribution method to show under each column.")
+    scale = state.widget(top[2].radio, "Saliency scale", "sal_scale", "map", options=list(SCALES),
+                         format_func=SCALES.get, horizontal=True,
+                         help="Per map: each map's brightest pixel is 1 (compare where, within a map). "
+                              "Shared: one scale for every model (compare how strongly, across models).")
     spec, desc = attack_ui.controls(class_names)
     state.sync_url({"image": img["image_id"], "models": ids if ids != ids_all else None, "mode": mode,
-                    "source": source if mode == "transfer" else None, "sal": sal, **attack_ui.url_params()})
+                    "source": source if mode == "transfer" else None, "sal": sal,
+                    "sal_scale": scale if scale != "map" else None, **attack_ui.url_params()})
     if not ids:
         st.info("Choose at least one model.")
         return
-    with st.spinner(f"Attacking {len(ids)} model(s): {desc}..."):
-        res = call("attack", img["image_id"], spec, ids, mode=mode, source_model=source,
-                   saliency=None if sal == "none" else sal)
+    preview = st.empty()
+    with preview.container():
+        with st.spinner(f"Attacking {len(ids)} model(s): {desc}..."):
+            _preview(ids, img.get("label"))
+            res = call("attack", img["image_id"], spec, ids, mode=mode, source_model=source,
+                       saliency=None if sal == "none" else sal)
+    preview.empty()
     if res is None:
         return
     label = img.get("label")
@@ -116,13 +202,13 @@ def lab() -> None:
     flips = sum(res["results"][m]["flipped"] for m in ids)
     st.markdown(f"**{desc}** - prediction flipped on **{flips} of {len(ids)}** model(s)"
                 + (f"; crafted on {names.get(source, source)}" if mode == "transfer" else ""))
-    cols = st.columns(len(ids))
-    for col, m in zip(cols, ids):
-        with col:
-            _column(m, res["results"][m], label, target, sal != "none")
-    st.caption("Rows: the clean image and the model's top-5 (a check marks the true class); the adversarial "
-               "image (flip = the top class changed; a bullseye marks the target); the perturbation, magnified "
-               "so grey is 'unchanged'; saliency (bright = the pixels that most move the predicted class).")
+    sal_maps = None if sal == "none" else _saliency_maps(res, ids, sal, scale, spec, mode)[0]
+    _grid(res, ids, label, target, sal_maps, class_names)
+    st.caption("Under each name: the model's measured clean / robust test accuracy and status (cpu-preview = small "
+               "CPU-trained models). Rows: the clean image and the model's top-5 (a check marks the true class); the "
+               "adversarial image (flip = the top class changed; for a targeted attack, whether the target became the "
+               "prediction and its probability; a bullseye marks the target); the perturbation, magnified so grey is "
+               "'unchanged'; saliency (bright = the pixels that most move the predicted class; the bar gives the scale).")
     heads, rows, notes = _export_rows(res, ids)
     numbers = _numbers(res, ids)
     meta = {"image_id": img["image_id"], "spec": res["spec"], "mode": mode, "source_model": source,

@@ -15,9 +15,20 @@ METHODS = {"rsupcon": "RSupCon (robust supervised contrastive)", "pgd_at": "PGD 
            "supcon": "SupCon (contrastive, not robust)", "ce": "Cross-entropy (standard, not robust)"}
 PRESETS = {"short": "short (minutes on a CPU)", "smoke": "smoke (seconds, learns nothing)",
            "full": "full (hours, for a GPU)"}
-PRESET_HELP = ("**short**: width 16, 5 epochs on 5,000 images, 3-step PGD: a few minutes on a 2-core CPU.  \n"
-               "**smoke**: 64 images, 1 epoch: checks the pipeline in seconds.  \n"
-               "**full**: width 32, 30 epochs on all 49,000 images, PGD-10: for a GPU.")
+PRESET_USE = {"short": "minutes on a 2-core CPU", "smoke": "seconds; checks the pipeline, learns nothing",
+              "full": "hours; for a GPU"}
+
+
+def preset_text(name: str, v: dict) -> str:
+    """One line saying what preset `name` trains, from its registry values (Service.limits()
+    jobs.preset_values, i.e. backend.train.config.PRESETS): never a copy of the numbers."""
+    images = "all 49,000 images" if not v.get("subset") else f"{int(v['subset']):,} images"
+    return (f"**{name}**: width {v['width']}, {v['epochs']} epoch{'s' if v['epochs'] != 1 else ''} on {images}, "
+            f"batch {v['batch_size']}, {v['attack_steps']}-step PGD for the robust methods"
+            + (f", {v['probe_epochs']}-epoch linear probe for the contrastive ones" if v.get("probe_epochs") else "")
+            + (f" ({PRESET_USE[name]})" if name in PRESET_USE else "") + ".")
+
+
 ACTIVE = ("queued", "running")
 BADGE = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange",
          "interrupted": "violet"}
@@ -28,6 +39,11 @@ st.caption("Training runs in its own process on the backend's machine, one job a
 
 lim = (call("limits", quiet=True) or {}).get("jobs") or {}
 presets = [p for p in PRESETS if p in lim.get("presets", list(PRESETS))]
+preset_values = lim.get("preset_values") or {}
+PRESET_HELP = "  \n".join(preset_text(p, preset_values[p]) for p in presets if p in preset_values) or None
+sources = call("image_sources", quiet=True) or {}
+# a job trains on the backend's train split (or on synthetic data where the backend is set up so)
+can_train = bool(lim.get("synthetic_data")) or bool((sources.get("train") or {}).get("available"))
 methods = [m for m in METHODS if m in lim.get("methods", list(METHODS))]
 
 with st.form("new_job"):
@@ -51,8 +67,15 @@ with st.form("new_job"):
         batch = o3.number_input("Batch size", b_lo, b_hi, value=None, step=32, placeholder="preset", key="job_batch")
         seed = o3.number_input("Seed", 0, 2**31 - 1, value=0, step=1, key="job_seed")
     start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+if preset in preset_values:
+    st.caption("Preset " + preset_text(preset, preset_values[preset]) + " Overrides replace single values.")
 
-if start:
+if start and not can_train:
+    st.warning("Training needs the CIFAR-10 training images, and the backend has none: point RSUPCON_DATA at a "
+               "CIFAR-10 folder (a torchvision root or an ImageFolder tree with train/ and test/) and restart "
+               "the app. The offline sample images are enough for every other page, not for training.",
+               icon=":material/database_off:")
+elif start:
     config = {"method": method, "preset": preset, "name": name.strip() or None, "width": width,
               "epochs": None if epochs is None else int(epochs), "subset": None if subset is None else int(subset),
               "attack_steps": None if steps is None else int(steps),
@@ -71,21 +94,19 @@ if not jobs:
 
 
 def _ago(t) -> str:
+    """'01:05:12 (3 min ago)': the clock time, and the age as of this run (the table reruns every
+    2 s while a job is active, so the age keeps moving)."""
     if not t:
         return ""
     s = max(0, time.time() - float(t))
-    return f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"
+    ago = f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"
+    return f"{time.strftime('%H:%M:%S', time.localtime(float(t)))} ({ago})"
 
 
-st.subheader("Jobs")
-st.dataframe([{"job": j["job_id"], "name": j["name"], "method": j["method"], "state": j["state"],
-               "created": _ago(j.get("created")), "model": j.get("checkpoint") or ""} for j in jobs],
-             hide_index=True, width="stretch")
-ids = [j["job_id"] for j in jobs]
-labels = {j["job_id"]: f"{j['name']} - {j['job_id']}" for j in jobs}  # no state: it changes under the widget
-if st.session_state.get("job_selected") not in ids:
-    st.session_state["job_selected"] = ids[0]
-sel = st.selectbox("Job", ids, format_func=labels.get, key="job_selected")
+def _table(jobs: list[dict]) -> None:
+    st.dataframe([{"job": j["job_id"], "name": j["name"], "method": j["method"], "state": j["state"],
+                   "created": _ago(j.get("created")), "model": j.get("checkpoint") or ""} for j in jobs],
+                 hide_index=True, width="stretch")
 
 
 def _points(events: list[dict]) -> list[dict]:
@@ -95,7 +116,9 @@ def _points(events: list[dict]) -> list[dict]:
         if e.get("type") == "progress" and e.get("steps_per_epoch"):
             x = (e.get("epoch") or 1) - 1 + (e.get("step") or 0) / e["steps_per_epoch"]
             pts.append({"x": round(x, 3), "loss": e.get("loss"), "ips": e.get("images_per_s")})
-        elif e.get("type") == "epoch" and (e.get("val_clean") is not None or e.get("val_robust") is not None):
+        elif e.get("type") in ("epoch", "done") and (e.get("val_clean") is not None
+                                                     or e.get("val_robust") is not None):
+            # "done" carries the final model's validation (after the linear probe for contrastive methods)
             pts.append({"x": e.get("epoch"), "val_clean": e.get("val_clean"), "val_robust": e.get("val_robust")})
     return pts
 
@@ -154,15 +177,26 @@ def _detail(job_id: str) -> bool:
     return job["state"] in ACTIVE
 
 
-@st.fragment(run_every=2.0)
-def _live(job_id: str) -> None:
-    if not _detail(job_id):
-        st.rerun()  # the job ended: redraw the page (job list, model pickers) once, then stop polling
-
-
-if sel:
-    status = call("job_status", sel, quiet=True)
-    if status and status["state"] in ACTIVE:
-        _live(sel)
-    else:
+def _jobs_section() -> None:
+    """The job table, the job chooser and the chosen job; while a job is active this is a fragment
+    that reruns every 2 s (nothing polls when no job is active)."""
+    jobs = call("list_jobs") or []
+    st.subheader("Jobs")
+    _table(jobs)
+    ids = [j["job_id"] for j in jobs]
+    labels = {j["job_id"]: f"{j['name']} - {j['job_id']}" for j in jobs}  # no state: it changes under the widget
+    if st.session_state.get("job_selected") not in ids:
+        st.session_state["job_selected"] = ids[0]
+    sel = st.selectbox("Job", ids, format_func=labels.get, key="job_selected")
+    if sel:
         _detail(sel)
+    if st.session_state.get("_jobs_live") and not any(j["state"] in ACTIVE for j in jobs):
+        st.rerun()  # the last job ended: redraw the page once (model pickers), which stops the polling
+
+
+if any(j["state"] in ACTIVE for j in jobs):
+    st.session_state["_jobs_live"] = True
+    st.fragment(_jobs_section, run_every=2.0)()
+else:
+    st.session_state["_jobs_live"] = False
+    _jobs_section()

@@ -1,0 +1,75 @@
+"""What the app says about its models and which sample it opens on (pure: no Streamlit).
+
+Model labels: every place that picks or shows a model says what was measured on it (clean and
+robust test accuracy from the model card) and its status ("cpu-preview": small models trained on a
+CPU, not the paper's networks), so a viewer never mistakes a 48 % model for a finished one.
+
+Default sample (a documented rule, not a hand-picked index): among the offline sample images, in
+their listed order, the first one that EVERY compared model classifies correctly when clean, so the
+page opens on an image where an attack's effect is the only story. When no sample satisfies every
+model, the one that the most models get right (ties: the higher smallest true-class probability,
+then list order). Without labels (uploads) the first sample.
+"""
+from __future__ import annotations
+
+ROBUST_KEYS = (("autoattack", "AutoAttack"), ("pgd20", "PGD-20"))
+
+
+def _pct(v) -> str:
+    return f"{float(v) * 100:.0f}%"
+
+
+def accuracy_text(card: dict) -> str:
+    """'clean 48% · AutoAttack 20%' from the card's test metrics ('' when nothing was measured)."""
+    m = card.get("metrics") or {}
+    parts = []
+    if m.get("clean") is not None:
+        parts.append(f"clean {_pct(m['clean'])}")
+    for key, name in ROBUST_KEYS:
+        if m.get(key) is not None:
+            parts.append(f"{name} {_pct(m[key])}")
+            break
+    return " · ".join(parts)
+
+
+def status_text(card: dict) -> str:
+    return str(card.get("status") or "")
+
+
+def model_line(card: dict) -> str:
+    """One line under a model's name: measured accuracy and status, e.g.
+    'clean 48% · AutoAttack 20% · cpu-preview' (or 'not evaluated · test')."""
+    acc = accuracy_text(card) or "not evaluated"
+    st = status_text(card)
+    return acc + (f" · {st}" if st else "")
+
+
+def picker_label(card: dict) -> str:
+    """Short label for a model chip in a picker: 'RSupCon w16 (5 ep) · 48/20% · cpu-preview'."""
+    name = card.get("display_name") or card["id"]
+    m = card.get("metrics") or {}
+    rob = next((m[k] for k, _ in ROBUST_KEYS if m.get(k) is not None), None)
+    acc = ""
+    if m.get("clean") is not None:
+        acc = f"{float(m['clean']) * 100:.0f}" + (f"/{float(rob) * 100:.0f}%" if rob is not None else "%")
+    st = status_text(card)
+    return " · ".join(p for p in (name, acc, st) if p)
+
+
+def default_sample(image_ids: list[str], labels: list[int | None], probs: dict[str, list]) -> str | None:
+    """The rule in the module docstring. image_ids / labels: the samples in list order; probs:
+    {model id: [per-image class probabilities (C,)]} for the compared models. Returns an image id."""
+    if not image_ids:
+        return None
+    best, best_key = image_ids[0], None
+    for i, (iid, y) in enumerate(zip(image_ids, labels)):
+        if y is None:
+            continue
+        ps = [probs[m][i] for m in probs]
+        right = sum(int(max(range(len(p)), key=lambda c: p[c]) == y) for p in ps)
+        if ps and right == len(ps):
+            return iid
+        key = (right, min((float(p[y]) for p in ps), default=0.0), -i)
+        if best_key is None or key > best_key:
+            best, best_key = iid, key
+    return best
