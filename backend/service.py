@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import attacks, embed as embed_mod, jobs as jobs_mod, lens, saliency as saliency_lib
+from . import attacks, embed as embed_mod, flight, jobs as jobs_mod, lens, saliency as saliency_lib
 from . import saliency_metrics as sm
+from .batching import Batcher, batch_window_s
 from .checkpoints import default_root
-from .registry import LRU, ImageStore, ModelRegistry, _check_int, _key
+from .registry import LRU, ImageStore, ModelRegistry, _check_int, _key, copy_result
 from .service_batch import BatchAnalyses
 from .tasks import TaskRunner
 from .uploads import UploadLimits
@@ -55,7 +56,9 @@ def warm_up_enabled() -> bool:
     """Whether the app and the server warm the service up at start (ROBUSTLENS_WARM_UP=0: no)."""
     return os.environ.get("ROBUSTLENS_WARM_UP", "1") != "0"
 
-_DEVICE_LOCKS: dict[str, threading.RLock] = defaultdict(threading.RLock)  # shared by all Services
+# One fair lock per device, shared by all Services (and so by the app's sessions and the server's
+# requests): interactive work goes before background batches, sessions take turns (backend.flight).
+_DEVICE_LOCKS: dict[str, flight.FairLock] = defaultdict(flight.FairLock)
 
 
 def _cores() -> int:
@@ -100,6 +103,12 @@ class Service(BatchAnalyses):
         self._results = LRU(256)       # attack / explain / metrics per model
         self._heavy = LRU(16)          # embed / curves / class visualisations
         self._embedders = embed_mod.EmbedderCache()
+        # Identical concurrent requests are computed once (ROBUSTLENS_COALESCE=0: every time), and on
+        # a GPU one-image forwards of different users within a short window share one batch.
+        self._flight = flight.SingleFlight(enabled=flight.coalescing_enabled())
+        window = batch_window_s(self.device)
+        self._batcher = Batcher(self._forward_batch, window_s=window)
+        self._attack_batcher = Batcher(self._attack_batch, window_s=window)
 
     def warm_up(self, background: bool = True):
         """Pay first-use costs before a user waits for them: UMAP's numba JIT (10-25 s on a CPU) and
@@ -184,14 +193,33 @@ class Service(BatchAnalyses):
         with self.lock, torch.inference_mode():
             return model(x.to(self.device)).float().cpu()
 
+    def _cached(self, cache: LRU, key, compute):
+        """cache[key], else compute() once for every concurrent caller with this key (single-flight),
+        stored in cache. Each caller gets its own copy of the structure (arrays are read-only)."""
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+
+        def lead():
+            again = cache.get(key)  # finished by another caller between our miss and now
+            return again if again is not None else cache.put(key, compute())
+
+        return copy_result(self._flight.do((id(cache), key), lead))
+
+    def _forward_batch(self, model_id: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits for several (1,3,H,W) images of different callers in one forward (the Batcher's call)."""
+        logits = self._logits(model_id, torch.cat(xs))
+        return [logits[i:i + 1] for i in range(len(xs))]
+
     def _clean_probs(self, model_id: str, image_id: str) -> np.ndarray:
         key = (self.models.weights_key(model_id), image_id)
-        hit = self._probs.get(key)
-        if hit is None:
+
+        def compute():
             x, _ = self.images.tensor(image_id)
-            probs = torch.softmax(self._logits(model_id, x), 1)[0].numpy().astype(np.float32)
-            hit = self._probs.put(key, probs)
-        return hit
+            logits = self._batcher.submit(model_id, x) if self._batcher.enabled else self._logits(model_id, x)
+            return torch.softmax(logits, 1)[0].numpy().astype(np.float32)
+
+        return self._cached(self._probs, key, compute)
 
     def _spec(self, spec) -> attacks.AttackSpec:
         if isinstance(spec, attacks.AttackSpec):
@@ -211,23 +239,37 @@ class Service(BatchAnalyses):
         float32 (model_id's prediction on it), "success", "linf", "l2", "iterations", "y": the label
         attacked}."""
         key = (self.models.weights_key(model_id), image_id, _key(spec.to_dict()), target)
-        hit = self._crafted.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(self._crafted, key, lambda: self._craft(model_id, image_id, spec, target))
+
+    def _craft(self, model_id: str, image_id: str, spec: attacks.AttackSpec, target: int | None) -> dict:
         x, label = self.images.tensor(image_id)
         y = label if label is not None else int(self._clean_probs(model_id, image_id).argmax())
-        model = self.models.model(model_id)
-        with self.lock:
-            r = attacks.run_attack(model, x.to(self.device), torch.tensor([y], device=self.device), spec,
-                                   target=None if target is None else torch.tensor([target], device=self.device))
+        item = (x, y, target)
+        if self._attack_batcher.enabled:  # GPU: other users' one-image attacks with this spec join in
+            r = self._attack_batcher.submit((model_id, spec, target is None), item)
+        else:
+            r = self._attack_batch((model_id, spec, target is None), [item])[0]
         # Only the adversarial logits are reused: clean probabilities always come from _clean_probs,
         # so a prediction never depends on whether an attack ran first (the attack's forward pass
         # uses another memory layout, which can differ in the last bits).
-        probs_adv = torch.softmax(r.logits_adv.float(), 1)[0].cpu().numpy()
-        out = {"x_adv": r.x_adv.detach().float().cpu().numpy(), "probs_adv": probs_adv,
-               "success": bool(_first(r.success)), "linf": float(_first(r.linf)), "l2": float(_first(r.l2)),
-               "iterations": int(_first(r.iterations)), "y": int(y)}
-        return self._crafted.put(key, out)
+        return {**r, "y": int(y)}
+
+    def _attack_batch(self, group: tuple, items: list) -> list[dict]:
+        """One run_attack over the (1,3,H,W) images of `items` [(x, y, target)] with group's
+        (model id, spec); per item {"x_adv" (1,3,H,W), "probs_adv" (C,), "success", "linf", "l2",
+        "iterations"}. Random starts are seeded per image, so each item gets its one-image result."""
+        model_id, spec, untargeted = group  # a batch is all "the spec's own target" or all explicit targets
+        model = self.models.model(model_id)
+        x = torch.cat([it[0] for it in items]).to(self.device)
+        y = torch.tensor([it[1] for it in items], device=self.device)
+        t = None if untargeted else torch.tensor([it[2] for it in items], device=self.device)
+        with self.lock:
+            r = attacks.run_attack(model, x, y, spec, target=t)
+        probs = torch.softmax(r.logits_adv.float(), 1).cpu().numpy()
+        x_adv = r.x_adv.detach().float().cpu().numpy()
+        return [{"x_adv": x_adv[i:i + 1].copy(), "probs_adv": probs[i].copy(),
+                 "success": bool(r.success[i].item()), "linf": float(r.linf[i].item()), "l2": float(r.l2[i].item()),
+                 "iterations": int(r.iterations[i].item())} for i in range(len(items))]
 
     def _heatmaps(self, model_id: str, x: np.ndarray, targets: list[int], method: str,
                   params: saliency_lib.SaliencyParams = saliency_lib.SaliencyParams()) -> tuple[np.ndarray, np.ndarray]:
@@ -278,9 +320,11 @@ class Service(BatchAnalyses):
         crafted_on = source_model if mode == "transfer" else mid
         key = ("attack", self.models.weights_key(mid), image_id, _key(s.to_dict()),
                self.models.weights_key(crafted_on), sal_method, target)
-        hit = self._results.get(key)
-        if hit is not None:
-            return hit
+        flight.check()  # between models: an attack over many models stops when its client leaves
+        return self._cached(self._results, key, lambda: self._attack_compute(
+            mid, image_id, s, crafted_on, sal_method, target))
+
+    def _attack_compute(self, mid, image_id, s, crafted_on, sal_method, target) -> dict:
         adv = self._adversarial(crafted_on, image_id, s, target)
         x, _ = self.images.tensor(image_id)
         clean = self._clean_probs(mid, image_id)
@@ -306,7 +350,7 @@ class Service(BatchAnalyses):
             both = np.concatenate([x.numpy(), adv["x_adv"]])  # (2,3,H,W): one attribution pass
             _, heat = self._heatmaps(mid, both, [pc, pa], sal_method)
             out["saliency_clean"], out["saliency_adv"] = heat[0], heat[1]
-        return self._results.put(key, out)
+        return out
 
     def explain(self, image_id: str, model_id: str, method: str = "integrated_gradients",
                 target: int | None = None, spec: dict | None = None, params: dict | None = None) -> dict:
@@ -321,9 +365,9 @@ class Service(BatchAnalyses):
         tgt = self._target(target, [model_id])
         key = ("explain", self.models.weights_key(model_id), image_id, method, tgt,
                None if s is None else _key(s.to_dict()), _key(sp.__dict__))
-        hit = self._results.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(self._results, key, lambda: self._explain_compute(image_id, model_id, method, tgt, s, sp))
+
+    def _explain_compute(self, image_id, model_id, method, tgt, s, sp) -> dict:
         if s is None:
             x = self.images.tensor(image_id)[0].numpy()
             pred = int(self._clean_probs(model_id, image_id).argmax())
@@ -332,9 +376,8 @@ class Service(BatchAnalyses):
             x, pred = np.array(adv["x_adv"]), int(adv["probs_adv"].argmax())
         tgt = pred if tgt is None else tgt
         attr, heat = self._heatmaps(model_id, x, [tgt], method, sp)
-        out = {"method": method, "target": tgt, "heatmap": heat[0], "attribution": attr[0],
-               "adversarial": s is not None}
-        return self._results.put(key, out)
+        return {"method": method, "target": tgt, "heatmap": heat[0], "attribution": attr[0],
+                "adversarial": s is not None}
 
     def saliency_metrics(self, image_id: str, model_id: str, method: str = "integrated_gradients",
                          spec: dict | None = None) -> dict:
@@ -345,9 +388,10 @@ class Service(BatchAnalyses):
         ex = self.explain(image_id, model_id, method)
         key = ("metrics", self.models.weights_key(model_id), image_id, method,
                None if spec is None else _key(self._spec(spec).to_dict()))
-        hit = self._results.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(self._results, key, lambda: self._metrics_compute(image_id, model_id, method, spec, ex))
+
+    def _metrics_compute(self, image_id, model_id, method, spec, ex) -> dict:
+        flight.check()
         model = self.models.model(model_id)
         x = self.images.tensor(image_id)[0].to(self.device)
         t = torch.tensor([ex["target"]], device=self.device)
@@ -359,10 +403,11 @@ class Service(BatchAnalyses):
                "deletion_curve": di["deletion_curve"][0], "insertion_curve": di["insertion_curve"][0],
                "fractions": di["fractions"]}
         if spec is not None:
+            flight.check()
             adv = self.explain(image_id, model_id, method, spec=spec)
             d = sm.drift(np.array(ex["heatmap"])[None], np.array(adv["heatmap"])[None])
             out["drift"] = {"spearman": float(d["spearman"][0]), "topk_overlap": float(d["topk_overlap"][0])}
-        return self._results.put(key, out)
+        return out
 
     def sanity_check(self, image_id: str, model_id: str, method: str = "gradient") -> dict:
         """Cascading parameter randomisation (Adebayo et al. 2018), top layer first:
@@ -372,20 +417,19 @@ class Service(BatchAnalyses):
         the fully randomised model's map, "heatmaps_random": (S,32,32)}."""
         saliency_lib.check_method(method)
         key = ("sanity", self.models.weights_key(model_id), image_id, method)
-        hit = self._results.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(self._results, key, lambda: self._sanity_compute(image_id, model_id, method))
+
+    def _sanity_compute(self, image_id, model_id, method) -> dict:
         model = self.models.model(model_id)
         x = self.images.tensor(image_id)[0].to(self.device)
         t = torch.tensor([int(self._clean_probs(model_id, image_id).argmax())], device=self.device)
         with self.lock:
             r = sm.randomisation_check(model, x, t, method, layers="cascade")
         maps = np.asarray(r["randomised_heatmaps"])[:, 0]  # (S,H,W)
-        out = {"stages": list(r["stages"]), "similarity": [float(v) for v in r["spearman"][:, 0]],
-               "topk_overlap": [float(v) for v in r["topk_overlap"][:, 0]],
-               "heatmap": np.asarray(r["original_heatmap"])[0], "heatmap_random": maps[-1],
-               "heatmaps_random": maps}
-        return self._results.put(key, out)
+        return {"stages": list(r["stages"]), "similarity": [float(v) for v in r["spearman"][:, 0]],
+                "topk_overlap": [float(v) for v in r["topk_overlap"][:, 0]],
+                "heatmap": np.asarray(r["original_heatmap"])[0], "heatmap_random": maps[-1],
+                "heatmaps_random": maps}
 
     # ---- background tasks ------------------------------------------------------------------
     TASK_KINDS = ("robustness_curve", "embed", "class_visualisation")

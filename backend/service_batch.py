@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import attacks, embed as embed_mod, lens
+from . import attacks, embed as embed_mod, flight, lens
 from .data import balanced_indices
 from .registry import _check_int, _key
 from .tasks import TaskCancelled
@@ -20,8 +20,15 @@ DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
 FLIP_EPS = 8 / 255  # the flip matrix and per-class robust accuracy use the eps nearest to this
 
 
-def _never() -> bool:
-    return False
+def _stop_fn(should_stop):
+    """A should_stop() that is True once the caller's own callback is (a cancelled task) and raises
+    the scope's Cancelled / DeadlineExceeded once the request's scope is (a disconnected client)."""
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        flight.check()
+        return False
+    return stop
 
 
 class BatchAnalyses:
@@ -71,12 +78,12 @@ class BatchAnalyses:
         self.models.card(model_id)
         key = ("embed", self.models.weights_key(model_id), n, None if s is None else _key(s.to_dict()),
                method, seed, source)
-        hit = self._heavy.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(self._heavy, key, lambda: self._embed_compute(
+            model_id, n, s, method, seed, source, progress, _stop_fn(should_stop)))
+
+    def _embed_compute(self, model_id, n, s, method, seed, source, progress, should_stop) -> dict:
         ids, x, labels = self._dataset(source, n, seed, self.MAX_EMBED_N)
         model = self.models.model(model_id)
-        should_stop = should_stop or _never
         total = 1 + (0 if s is None else -(-n // _BATCH))
         done = [0]
 
@@ -113,7 +120,7 @@ class BatchAnalyses:
                 out["coords_adv"], out["placement"] = placed["coords"], placed["method"]
             out["pred_adv"] = p_adv.astype(np.int64)
         tick()
-        return self._heavy.put(key, out)
+        return out
 
     # ---- robustness curves -----------------------------------------------------------------
     def _curve_args(self, model_ids, method, eps_list, n, steps, source, seed) -> dict:
@@ -142,7 +149,7 @@ class BatchAnalyses:
         a = self._curve_args(model_ids, method, eps_list, n, steps, source, seed)
         ids, x, labels = self._dataset(source, n, seed, a["max_n"])
         y = torch.from_numpy(labels)
-        should_stop = should_stop or _never
+        should_stop = _stop_fn(should_stop)
         batches = -(-n // _BATCH)
         total = len(a["ids"]) * (1 + sum(s is not None for s in a["specs"])) * batches
         done = [0]
@@ -154,39 +161,41 @@ class BatchAnalyses:
 
         flip_i = int(np.argmin([abs(e - FLIP_EPS) for e in a["eps"]]))
         out = {}
-        for mid in a["ids"]:
+        per_model = total // len(a["ids"])
+        for k, mid in enumerate(a["ids"]):
             key = ("curve", self.models.weights_key(mid), a["method"], tuple(a["eps"]), n, steps, source, seed)
-            hit = self._heavy.get(key)
-            if hit is not None:
-                out[mid] = hit
-                done[0] += total // len(a["ids"]) - 1
-                tick()
-                continue
-            model, c = self.models.model(mid), int(self.models.card(mid)["num_classes"])
-            clean = []
-            for i in range(0, n, _BATCH):
-                if should_stop():
-                    raise TaskCancelled("cancelled")
-                clean.append(self._logits(mid, x[i:i + _BATCH]).argmax(1))
-                tick()
-            clean = torch.cat(clean)
-            acc, flip_pred = [], clean
-            for j, spec in enumerate(a["specs"]):
-                pred = clean if spec is None else self._attack_batches(model, x, y, spec, should_stop, tick)[1]
-                acc.append(int(((clean == y) & (pred == y)).sum()) / n)
-                if j == flip_i:
-                    flip_pred = torch.where(clean == y, pred, clean)
-            flips = np.zeros((c, c), dtype=np.int64)
-            np.add.at(flips, (labels, flip_pred.numpy()), 1)
-            counts = np.bincount(labels, minlength=c).clip(min=1)
-            ok_clean = (clean == y).numpy()
-            ok_rob = ok_clean & (flip_pred == y).numpy()
-            res = {"eps": a["eps"], "accuracy": acc, "flip_matrix": flips,
-                   "per_class_clean": (np.bincount(labels, ok_clean, c) / counts).astype(np.float32),
-                   "per_class_robust": (np.bincount(labels, ok_rob, c) / counts).astype(np.float32),
-                   "flip_eps": a["eps"][flip_i], "n": int(n)}
-            out[mid] = self._heavy.put(key, res)
+            out[mid] = self._cached(self._heavy, key, lambda: self._curve_one(
+                mid, a, x, y, labels, should_stop, tick, flip_i))
+            done[0] = (k + 1) * per_model - 1  # a cached or shared model's batches all count as done
+            tick()
         return out
+
+    def _curve_one(self, mid, a, x, y, labels, should_stop, tick, flip_i) -> dict:
+        """One model's robustness curve (see robustness_curve)."""
+        n = a["n"]
+        model, c = self.models.model(mid), int(self.models.card(mid)["num_classes"])
+        clean = []
+        for i in range(0, n, _BATCH):
+            if should_stop():
+                raise TaskCancelled("cancelled")
+            clean.append(self._logits(mid, x[i:i + _BATCH]).argmax(1))
+            tick()
+        clean = torch.cat(clean)
+        acc, flip_pred = [], clean
+        for j, spec in enumerate(a["specs"]):
+            pred = clean if spec is None else self._attack_batches(model, x, y, spec, should_stop, tick)[1]
+            acc.append(int(((clean == y) & (pred == y)).sum()) / n)
+            if j == flip_i:
+                flip_pred = torch.where(clean == y, pred, clean)
+        flips = np.zeros((c, c), dtype=np.int64)
+        np.add.at(flips, (labels, flip_pred.numpy()), 1)
+        counts = np.bincount(labels, minlength=c).clip(min=1)
+        ok_clean = (clean == y).numpy()
+        ok_rob = ok_clean & (flip_pred == y).numpy()
+        return {"eps": a["eps"], "accuracy": acc, "flip_matrix": flips,
+                "per_class_clean": (np.bincount(labels, ok_clean, c) / counts).astype(np.float32),
+                "per_class_robust": (np.bincount(labels, ok_rob, c) / counts).astype(np.float32),
+                "flip_eps": a["eps"][flip_i], "n": int(n)}
 
     # ---- what the model sees ---------------------------------------------------------------
     def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float = 16 / 255,
@@ -203,20 +212,20 @@ class BatchAnalyses:
         x, _ = self.images.tensor(image_id)
         out = {}
         for mid in ids:
+            flight.check()  # between models: stop when the client has left
             key = ("lens", self.models.weights_key(mid), image_id, target_class, float(eps), steps)
-            hit = self._results.get(key)
-            if hit is None:
-                model = self.models.model(mid)
-                with self.lock, torch.inference_mode(False), torch.enable_grad():
-                    xa = lens.targeted_lens(model, x.to(self.device), target_class, float(eps), steps)
-                    probs = torch.softmax(model(xa), 1)[0].detach().cpu()
-                xa = xa.cpu()[0].numpy()  # (3,H,W)
-                hit = self._results.put(key, {
-                    "pixels": np.ascontiguousarray(xa.transpose(1, 2, 0), dtype=np.float32),
-                    "delta": np.ascontiguousarray((xa - x[0].numpy()).transpose(1, 2, 0), dtype=np.float32),
-                    "target_prob": float(probs[target_class]), "pred": int(probs.argmax())})
-            out[mid] = hit
+            out[mid] = self._cached(self._results, key, lambda: self._lens_one(mid, x, target_class, eps, steps))
         return out
+
+    def _lens_one(self, mid, x, target_class, eps, steps) -> dict:
+        model = self.models.model(mid)
+        with self.lock, torch.inference_mode(False), torch.enable_grad():
+            xa = lens.targeted_lens(model, x.to(self.device), target_class, float(eps), steps)
+            probs = torch.softmax(model(xa), 1)[0].detach().cpu()
+        xa = xa.cpu()[0].numpy()  # (3,H,W)
+        return {"pixels": np.ascontiguousarray(xa.transpose(1, 2, 0), dtype=np.float32),
+                "delta": np.ascontiguousarray((xa - x[0].numpy()).transpose(1, 2, 0), dtype=np.float32),
+                "target_prob": float(probs[target_class]), "pred": int(probs.argmax())}
 
     def class_visualisation(self, target_class: int, model_ids=None, steps: int = 100, seed: int = 0,
                             progress=None, should_stop=None) -> dict:
@@ -227,21 +236,29 @@ class BatchAnalyses:
         _check_int("steps", steps, *lens.LENS_LIMITS["vis_steps"])
         _check_int("seed", seed, 0, 2**31 - 1)
         out = {}
+        should_stop = _stop_fn(should_stop)
         for k, mid in enumerate(ids):
-            if should_stop is not None and should_stop():
+            if should_stop():
                 raise TaskCancelled("cancelled")
             key = ("classvis", self.models.weights_key(mid), target_class, steps, seed)
-            hit = self._heavy.get(key)
-            if hit is None:
-                model = self.models.model(mid)
-                with self.lock, torch.inference_mode(False), torch.enable_grad():
-                    r = lens.class_visualisation(model, target_class, steps, seed, should_stop=should_stop)
-                if r is None:
-                    raise TaskCancelled("cancelled")
-                img, prob = r
-                pixels = np.ascontiguousarray(img.cpu()[0].numpy().transpose(1, 2, 0), dtype=np.float32)
-                hit = self._heavy.put(key, {"pixels": pixels, "target_prob": prob})
-            out[mid] = hit
+            out[mid] = self._cached(self._heavy, key, lambda: self._classvis_one(
+                mid, target_class, steps, seed, should_stop))
             if progress is not None:
                 progress(k + 1, len(ids))
         return out
+
+    def _classvis_one(self, mid, target_class, steps, seed, should_stop) -> dict:
+        model = self.models.model(mid)
+        # lens polls should_stop every 10 steps inside the lock: a cancelled visualisation frees the
+        # device within 10 steps, and waiting requests get the device every 10 steps
+        def poll() -> bool:  # every 10 steps: let other users' requests in, then see if we should stop
+            self.lock.yield_to_waiters()
+            return should_stop()
+
+        with self.lock, torch.inference_mode(False), torch.enable_grad():
+            r = lens.class_visualisation(model, target_class, steps, seed, should_stop=poll)
+        if r is None:
+            raise TaskCancelled("cancelled")
+        img, prob = r
+        pixels = np.ascontiguousarray(img.cpu()[0].numpy().transpose(1, 2, 0), dtype=np.float32)
+        return {"pixels": pixels, "target_prob": prob}

@@ -17,14 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import NotFoundError
+from . import flight
+from .errors import Cancelled, DeadlineExceeded, NotFoundError
 
 log = logging.getLogger(__name__)
 
 TaskFn = Callable[[Callable[[int, int], None], Callable[[], bool]], dict]
 
 
-class TaskCancelled(Exception):
+class TaskCancelled(Cancelled):
     """Raised inside a task function to stop early after `should_stop()` turned True."""
 
 
@@ -41,6 +42,7 @@ class _Task:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    session: str = "-"
 
 
 class TaskRunner:
@@ -67,7 +69,7 @@ class TaskRunner:
                 raise ValueError(
                     f"too many background tasks: {len(running)} already running (limit {self.max_running}); "
                     f"wait for one to finish or cancel it ({', '.join(t.task_id for t in running)})")
-            task = _Task(uuid.uuid4().hex[:12], kind, dict(params))
+            task = _Task(uuid.uuid4().hex[:12], kind, dict(params), session=flight.current().session)
             self._tasks[task.task_id] = task
         self._pool.submit(self._run, task, fn)
         return task.task_id
@@ -77,10 +79,15 @@ class TaskRunner:
             task.done, task.total = int(done), int(total)
 
         try:
-            result = fn(progress, task.stop.is_set)
+            # Background priority: the device lock serves interactive requests before this task's
+            # next batch; the task's session takes its turn with the other sessions'.
+            with flight.scope(flight.BACKGROUND, task.session, task.stop):
+                result = fn(progress, task.stop.is_set)
             state = "cancelled" if task.stop.is_set() else "done"
             task.result = result if state == "done" else None
-        except TaskCancelled:
+        except DeadlineExceeded as e:
+            state, task.error = "failed", str(e)
+        except Cancelled:
             state = "cancelled"
         except Exception as e:  # a task's failure is reported through its status, not lost in a thread
             log.exception("task %s (%s) failed", task.task_id, task.kind)
