@@ -37,10 +37,12 @@ def raw_map(attribution, method: str) -> np.ndarray:
     return np.maximum(a.mean(axis=0), 0.0) if method in POSITIVE_METHODS else np.abs(a).sum(axis=0)
 
 
-def shared_scale(maps: list[np.ndarray], percentile: float = 99.0) -> float:
-    """One top value for several raw maps: the largest of their per-map `percentile` (the backend
-    clips each map at its own 99th percentile; shared, the strongest map sets the top for all)."""
-    tops = [float(np.percentile(np.nan_to_num(m), percentile)) for m in maps if m is not None and np.size(m)]
+def shared_scale(maps: list[np.ndarray], method: str) -> float:
+    """One top value for several raw maps of `method`, as backend.saliency.to_heatmap picks one per
+    map (the 99th percentile for "abs" methods, the maximum for positive ones): the largest of them,
+    so the strongest map sets the top for all."""
+    q = 100.0 if method in POSITIVE_METHODS else 99.0
+    tops = [float(np.percentile(np.nan_to_num(m), q)) for m in maps if m is not None and np.size(m)]
     return max(tops, default=0.0)
 
 

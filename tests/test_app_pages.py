@@ -229,8 +229,14 @@ def test_saliency_studio_grid_metrics_and_sanity(env):
                                                       "attack": "fgsm"})
     ok(at)
     assert at.title[0].value == "Saliency studio"
-    assert len(at.main.image) == 2 * 2 * 2  # methods x models x (clean, adversarial)
+    # the input once, each model's clean and adversarial image, then methods x models x (clean, adv) maps
+    assert len(at.main.image) == 1 + 2 * 2 + 2 * 2 * 2
+    assert "input" in captions(at)
     assert texts(at).count("align ") == 4 and "drift rho" in texts(at)
+    assert html_text(at).count("rl-colourbar") == 2 and "per map" in html_text(at)  # one bar per method
+    at.radio(key="w_sal_scale").set_value("shared").run()
+    ok(at)
+    assert html_text(at).count("shared scale") == 2 and at.query_params["sal_scale"] == "shared"
     at.button(key="sanity_run").click().run()
     ok(at)
     assert at.session_state["sanity"]["key"][1] == "tiny-pgd"  # the first chosen model in registry order
@@ -371,3 +377,70 @@ def test_url_values_parse_like_their_defaults():
         _parse("maybe", True)
     for v in (8, 0.05, True, ["a", "b"], "pgd"):
         assert _parse(_format(v), v) == v
+
+
+def test_shared_saliency_scale_matches_the_backend_per_map():
+    """app.imaging's raw maps reduce attributions as backend.saliency does: one map on its own
+    shared scale equals the backend's per-map heatmap, for every method in the backend's registry."""
+    import numpy as np
+
+    from app.imaging import POSITIVE_METHODS, raw_map, scaled, shared_scale
+    from backend.saliency import METHOD_INFO, to_heatmap
+
+    assert set(POSITIVE_METHODS) == {m for m, info in METHOD_INFO.items() if info["display"] == "positive"}
+    attr = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    for method in METHOD_INFO:
+        raw = raw_map(attr, method)
+        mine = scaled(raw, shared_scale([raw], method))
+        assert np.allclose(mine, to_heatmap(attr[None], method)[0], atol=1e-6), method
+    # shared: the stronger map reaches 1, the weaker one stays proportionally darker
+    weak, strong = raw_map(attr * 0.5, "gradient"), raw_map(attr, "gradient")
+    top = shared_scale([weak, strong], "gradient")
+    assert scaled(strong, top).max() == 1.0
+    assert np.isclose(np.percentile(scaled(weak, top), 99), 0.5, atol=0.01)  # half as strong, half as bright
+
+
+def test_train_preset_text_comes_from_the_registry(env):
+    """The Train page's preset help and caption state each preset's values from
+    backend.train.config.PRESETS (through Service.limits()), never a hand-written copy."""
+    from backend.train.config import PRESETS, make_config
+
+    at = ok(open_page("views/train.py"))
+    line = next(c.value for c in at.caption if c.value.startswith("Presets: "))
+    for preset in PRESETS:
+        cfg = make_config(preset, method="ce")
+        images = "all 49,000 images" if not cfg.subset else f"{cfg.subset:,} images"
+        epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+        assert f"**{preset}**: width {cfg.width}, {epochs} on {images}, batch {cfg.batch_size}, " \
+               f"{cfg.attack_steps}-step PGD" in line, (preset, line)
+    assert "5 epochs on 5,000" not in "\n".join(c.value for c in at.caption)
+
+
+def test_train_start_refused_without_data(env, monkeypatch):
+    """With no training images (no data set, no synthetic job data) Start is refused with one clear
+    message, and no job is created."""
+    monkeypatch.delenv("ROBUSTLENS_JOB_DATA")
+    at = ok(open_page("views/train.py"))
+    at.selectbox(key="job_method").set_value("ce")
+    at.form_submit_button[0].click().run()
+    ok(at)
+    assert any("needs the CIFAR-10 training images" in w.value for w in at.warning)
+    assert not at.dataframe and "No jobs yet" in at.info[0].value
+
+
+def test_attack_lab_targeted_reports_target_reached(env):
+    """A targeted attack says whether the target became the prediction, with the target's probability
+    (computed from the adversarial probabilities the attack returns)."""
+    at = ok(open_page(query={"models": "tiny-ce", "attack": "pgd", "eps": "32", "steps_pgd": "20",
+                             "targeted": "1", "target": "0", "sal": "none"}))
+    html_all = html_text(at)
+    m = re.search(r"target (not )?reached: airplane \(p=([0-9.]+)\)", html_all)
+    assert m, html_all[-2000:]
+    from backend.client import make_client
+
+    r = make_client().attack(at.session_state["p_image"], {"method": "pgd", "norm": "linf", "eps": 32 / 255,
+                             "steps": 20, "random_start": True, "targeted": True, "target_class": 0},
+                             ["tiny-ce"])["results"]["tiny-ce"]
+    assert (m.group(1) is None) == (int(r["adv"]["pred"]) == 0)
+    assert float(m.group(2)) == pytest.approx(float(r["adv"]["probs"][0]), abs=0.006)
+    assert "flipped:" not in html_all

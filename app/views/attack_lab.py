@@ -132,7 +132,7 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
         if clean is None or adv is None:
             return per_map, "map"
         raws[m] = (raw_map(clean["attribution"], sal), raw_map(adv["attribution"], sal))
-    top = shared_scale([x for pair in raws.values() for x in pair])
+    top = shared_scale([x for pair in raws.values() for x in pair], sal)
     bar = ("0", f"{top:.3g} = shared top", "saliency, one scale for all models (|attribution|)")
     return {m: {"clean": scaled(c, top), "adv": scaled(a, top), "bar": bar} for m, (c, a) in raws.items()}, "shared"
 

@@ -10,18 +10,26 @@ import streamlit as st
 
 from app import attack_ui, charts, state
 from app.client import call, classes
-from app.components import model_picker, page_setup
-from app.imaging import compose_grid_png, heat_rgb, upscale
+from app.components import colour_bar, model_header, model_picker, page_setup, show_image
+from app.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
 
 METHODS = {"gradient": "Gradient", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
            "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "occlusion": "Occlusion (slow)"}
 CELL_PX = 112
+SCALES = {"map": "per map", "shared": "shared across models"}
+
+
+def per_block(n: int) -> int:
+    """Models per block of the grid (each model cell holds two maps): up to 4 side by side, more
+    in balanced blocks (5 -> 3 + 2, 8 -> 4 + 4), so the maps stay readable at 1024 px."""
+    return n if n <= 4 else -(-n // -(-n // 4))
 
 st.title("Saliency studio")
 st.caption("Which pixels does each model use? Robust models tend to give maps that follow the object; "
            "standard models give speckle. The same measures are computed for every map.")
 
 img, cards, names = page_setup(with_image=True)
+by_id = {c["id"]: c for c in cards}
 
 
 def _fmt(v) -> str:
@@ -36,8 +44,13 @@ def studio() -> None:
     meths = state.widget(c2.multiselect, "Methods", "sal_methods",
                          ["gradient", "integrated_gradients", "smoothgrad", "gradcam"], options=list(METHODS),
                          format_func=METHODS.get)
+    scale = state.widget(c2.radio, "Colour scale", "sal_scale", "map", options=list(SCALES), format_func=SCALES.get,
+                         horizontal=True, help="Per map: each map's brightest pixel is 1 (where, within a map). "
+                                               "Shared: one scale per method for every model, clean and adversarial "
+                                               "(how strongly, across models).")
     spec, desc = attack_ui.controls(classes())
-    state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths, **attack_ui.url_params()})
+    state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths,
+                    "sal_scale": scale if scale != "map" else None, **attack_ui.url_params()})
     if not ids or not meths:
         st.info("Choose at least one model and one method.")
         return
@@ -54,25 +67,39 @@ def studio() -> None:
         status.update(label=f"{len(cells)} map pairs ready ({desc})", state="complete")
     if not cells:
         return
-    head = st.columns([0.6] + [1] * len(ids))
-    head[0].markdown("**method**")
-    for h, m in zip(head[1:], ids):
-        h.markdown(f"**{names.get(m, m)}**")
-    for meth in meths:
-        row = st.columns([0.6] + [1] * len(ids))
-        row[0].markdown(METHODS[meth])
-        for col, m in zip(row[1:], ids):
-            cell = cells.get((meth, m))
-            if cell is None:
-                continue
-            a, b = col.columns(2)
-            a.image(upscale(heat_rgb(cell["clean"]["heatmap"]), CELL_PX), caption="clean", width=CELL_PX)
-            b.image(upscale(heat_rgb(cell["adv"]["heatmap"]), CELL_PX), caption="adversarial", width=CELL_PX)
-            mt = cell["metrics"]
-            dr = mt.get("drift") or {}
-            col.caption(f"align {_fmt(mt['alignment'])} | del {_fmt(mt['deletion_auc'])} | "
-                        f"ins {_fmt(mt['insertion_auc'])} | drift rho {_fmt(dr.get('spearman'))}, "
-                        f"top-10% {_fmt(dr.get('topk_overlap'))}")
+    advs = call("attack", img["image_id"], spec, ids, saliency=None, quiet=True)  # cached by the maps' attack
+    maps = _scaled_maps(cells, ids, meths, scale)
+    k = per_block(len(ids))
+    for b in range(0, len(ids), k):
+        block = ids[b:b + k]
+        widths = [0.7] + [1] * len(block)
+        head = st.columns(widths)
+        head[0].markdown("**image**")
+        show_image(img["pixels"], caption="input", px=CELL_PX, where=head[0])
+        for h, m in zip(head[1:], block):
+            with h:
+                model_header(by_id.get(m), m)
+                a, b2 = st.columns(2)
+                show_image(img["pixels"], caption="clean", px=CELL_PX, where=a)
+                if advs is not None:
+                    show_image(advs["results"][m]["adv_pixels"], caption="adversarial", px=CELL_PX, where=b2)
+        for meth in meths:
+            row = st.columns(widths)
+            with row[0]:
+                st.markdown(METHODS[meth])
+                colour_bar(*maps["bars"][meth])
+            for col, m in zip(row[1:], block):
+                cell = cells.get((meth, m))
+                if cell is None:
+                    continue
+                a, b2 = col.columns(2)
+                show_image(heat_rgb(maps[(meth, m)][0]), caption="clean", px=CELL_PX, where=a)
+                show_image(heat_rgb(maps[(meth, m)][1]), caption="adversarial", px=CELL_PX, where=b2)
+                mt = cell["metrics"]
+                dr = mt.get("drift") or {}
+                col.caption(f"align {_fmt(mt['alignment'])} | del {_fmt(mt['deletion_auc'])} | "
+                            f"ins {_fmt(mt['insertion_auc'])} | drift rho {_fmt(dr.get('spearman'))}, "
+                            f"top-10% {_fmt(dr.get('topk_overlap'))}")
     st.caption("align: |cos| between the image and the input gradient (higher = the gradient looks like the "
                "image). del / ins: area under the deletion (lower is better) and insertion (higher is better) "
                "curves. drift: rank correlation and top-10% overlap between the clean and adversarial maps.")
@@ -107,6 +134,28 @@ def studio() -> None:
                        "robustlens_saliency.json", "application/json", on_click="ignore",
                        icon=":material/data_object:")
     _sanity(ids)
+
+
+def _scaled_maps(cells: dict, ids: list[str], meths: list[str], scale: str) -> dict:
+    """{(method, model): (clean map, adversarial map) in [0,1], "bars": {method: colour-bar args}}.
+    Per map: the backend's maps (each scaled to its own 99th percentile). Shared: per method, the raw
+    attributions of every model, clean and adversarial, over one top value (the largest map's 99th
+    percentile), so brightness compares across models."""
+    out: dict = {"bars": {}}
+    for meth in meths:
+        have = [m for m in ids if (meth, m) in cells]
+        if scale == "shared" and have:
+            raws = {m: (raw_map(cells[(meth, m)]["clean"]["attribution"], meth),
+                        raw_map(cells[(meth, m)]["adv"]["attribution"], meth)) for m in have}
+            top = shared_scale([x for pair in raws.values() for x in pair], meth)
+            for m, (c, a) in raws.items():
+                out[(meth, m)] = (scaled(c, top), scaled(a, top))
+            out["bars"][meth] = ("0", f"{top:.3g}", "shared scale")
+        else:
+            for m in have:
+                out[(meth, m)] = (cells[(meth, m)]["clean"]["heatmap"], cells[(meth, m)]["adv"]["heatmap"])
+            out["bars"][meth] = ("0", "1 = map top", "per map")
+    return out
 
 
 def _sanity(ids: list[str]) -> None:

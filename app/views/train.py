@@ -67,8 +67,8 @@ with st.form("new_job"):
         batch = o3.number_input("Batch size", b_lo, b_hi, value=None, step=32, placeholder="preset", key="job_batch")
         seed = o3.number_input("Seed", 0, 2**31 - 1, value=0, step=1, key="job_seed")
     start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
-if preset in preset_values:
-    st.caption("Preset " + preset_text(preset, preset_values[preset]) + " Overrides replace single values.")
+if PRESET_HELP:  # all of them: inside the form, the chosen preset is only known after Start
+    st.caption("Presets: " + PRESET_HELP + "  \nOverrides replace single values.")
 
 if start and not can_train:
     st.warning("Training needs the CIFAR-10 training images, and the backend has none: point RSUPCON_DATA at a "
