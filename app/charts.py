@@ -13,7 +13,10 @@ from app.imaging import class_colour
 
 TEMPLATE = "plotly_white"
 MODEL_COLOURS = ("#2f5bd3", "#d1495b", "#2a9d8f", "#e9a23b", "#6c4ab6", "#577590", "#8d6e63", "#43aa8b")
-FLIP_COLOUR = "#d62728"
+# The states of an adversarial twin use no class colour (classes take the ten Tableau colours,
+# red and grey among them): flipped = black cross, same prediction = dark grey open circle.
+FLIP_COLOUR = "#111111"
+SAME_COLOUR = "#5f6670"
 
 
 def model_colour(i: int) -> str:
@@ -72,8 +75,9 @@ def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
 def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: bool = True) -> go.Figure:
     """One model's map. res: Service.embed output (coords_clean (n,2), coords_adv (n,2)|None,
     labels/pred_clean/pred_adv (n,), image_ids). Clean points coloured by true class (one legend
-    entry per class); each adversarial twin sits at the end of a grey segment, drawn as a cross:
-    red when the attack flipped the prediction. customdata = row index (for selections)."""
+    entry per class); each adversarial twin sits at the end of a grey segment: a black cross when the
+    attack flipped the prediction, a grey open circle when it did not (colours no class uses).
+    customdata = row index (for selections)."""
     cc = np.asarray(res["coords_clean"], dtype=float)
     lab = np.asarray(res["labels"]).astype(int)
     pc = np.asarray(res["pred_clean"]).astype(int)
@@ -102,8 +106,8 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
     if adv is not None and pa is not None:
         ca = np.asarray(adv, dtype=float)
         flip = pa != pc
-        for flag, nm, col, size in ((False, "adversarial (same pred)", "rgba(90,90,90,0.55)", 5),
-                                    (True, "adversarial (flipped)", FLIP_COLOUR, 7)):
+        for flag, nm, col, size, symbol in ((False, "twin: same prediction", SAME_COLOUR, 6, "circle-open"),
+                                            (True, "twin: prediction flipped", FLIP_COLOUR, 8, "x")):
             sel = np.flatnonzero(flip == flag)
             if not len(sel):
                 continue
@@ -111,14 +115,16 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
                      for i in sel]
             fig.add_trace(go.Scatter(x=ca[sel, 0], y=ca[sel, 1], mode="markers", name=nm, customdata=sel,
                                      text=hover, hovertemplate="%{text}<extra>adversarial</extra>",
-                                     marker=dict(symbol="x", color=col, size=size)))
+                                     marker=dict(symbol=symbol, color=col, size=size,
+                                                 line=dict(width=1.2, color=col))))
     fig.update_xaxes(showticklabels=False, title=None)
     # no equal-aspect lock: UMAP axes carry no units, and the map should use the column's width
     fig.update_yaxes(showticklabels=False, title=None)
-    # no dragmode here: Streamlit then pans on drag and selects on click (a "select" dragmode would
-    # turn click-selection off); box and lasso stay in the modebar
-    return _layout(fig, title=title, height=520,
-                   legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10)))
+    # dragmode "select": dragging draws a selection box at once (no tool to pick first); a click on a
+    # point still selects that point (tests/test_browser.py clicks one); pan/zoom stay in the modebar
+    return _layout(fig, title=title, height=520, dragmode="select",
+                   legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
+                               title=dict(text="true class / twin", font=dict(size=10))))
 
 
 def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:

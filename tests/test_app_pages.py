@@ -270,6 +270,8 @@ def test_robustness_curves_and_cancel(env):
         assert c["n"] == 10 and len(c["accuracy"]) == 2 and c["accuracy"][1] <= c["accuracy"][0]
         assert int(c["flip_matrix"].sum()) == 10
     assert len(at.get("plotly_chart")) == 1 + len(MODEL_IDS) + 1  # curves, a flip matrix per model, per class
+    header = next(m.value for m in at.markdown if m.value.startswith("**10 samples images"))
+    assert "FGSM" in header and "PGD" not in header  # an FGSM-only run does not claim PGD steps
     # a long PGD run, cancelled from its progress bar
     at.multiselect(key="w_rob_methods").set_value(["pgd"])
     at.multiselect(key="w_rob_eps").set_value([1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32])

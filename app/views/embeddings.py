@@ -12,18 +12,28 @@ import streamlit as st
 
 from app import charts, state, tasks
 from app.client import classes, get_image
+from app import honesty
 from app.components import data_sources, model_picker, page_setup
 from app.imaging import THUMB_PX, upscale
 
 SLOT = "emb_queue"
+PLACEMENT = {
+    "transform": "placed by the map's own UMAP/PCA transform",
+    "knn": ("placed by k-nearest neighbours (approximate): each twin goes to the distance-weighted mean "
+            "position of the 10 map images whose features are closest to its own, because this stored map's "
+            "UMAP could not be refit faithfully; a twin can only land inside the existing map, never in "
+            "empty space"),
+}
 ATTACKS = {"none": "none (clean only)", "fgsm": "FGSM", "pgd": "PGD (L-inf)"}
 
 st.title("Embedding explorer")
 st.caption("Each model's penultimate-layer features squeezed into 2-D. Points are images coloured by their true "
-           "class; a grey segment leads to the image's adversarial twin (a cross; red when the prediction "
-           "flipped). Robust models keep twins close and inside their class cluster.")
+           "class; a grey segment leads to the image's adversarial twin: a black cross when the attack flipped "
+           "the prediction, a grey open circle when it did not (no class uses black or that grey). Robust models "
+           "keep twins close and inside their class cluster.")
 
 _, cards, names = page_setup()
+by_id = {c["id"]: c for c in cards}
 class_names = classes()
 src_opts, max_n = data_sources()
 
@@ -93,14 +103,16 @@ for i in range(0, len(done_ids), per_row):
     cols = st.columns(per_row)
     for col, m in zip(cols, done_ids[i:i + per_row]):
         res = results[m]
-        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows)
+        card = by_id.get(m) or {"id": m}
+        fig = charts.embedding_map(res, class_names, title=f"{names.get(m, m)} ({honesty.model_line(card)})",
+                                   show_arrows=arrows)
         ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
                               selection_mode=("points", "box", "lasso"))
         flips = None if res.get("pred_adv") is None else int((np.asarray(res["pred_adv"])
                                                                 != np.asarray(res["pred_clean"])).sum())
         col.caption(f"{res['method'].upper()}"
                     + (", reference map reused" if res.get("from_reference") else "")
-                    + (f"; adversarial points placed by {res['placement']}"
+                    + (f"; adversarial points {PLACEMENT.get(res['placement'], 'placed by ' + str(res['placement']))}"
                        if res.get("coords_adv") is not None else "")
                     + (f"; {flips} of {len(res['image_ids'])} predictions flipped" if flips is not None else ""))
         for p in (ev.selection.points if ev and ev.selection else []):
@@ -149,5 +161,6 @@ e1.download_button("Coordinates (CSV)", lambda: pd.DataFrame(_rows()).to_csv(ind
 e2.download_button("Settings + coordinates (JSON)", lambda: json.dumps({"settings": q["key"], "points": _rows()}),
                    "robustlens_embedding.json", "application/json", on_click="ignore",
                    icon=":material/data_object:")
-st.caption("Hover a point for its id and predictions; click one to open it in the attack lab, or drag a box "
-           "to list several. The camera icon above each map saves it as PNG.")
+st.caption("Hover a point for its id and predictions; click one to open it in the attack lab, or drag across the "
+           "map to box-select several (their thumbnails are listed above; double-click clears). Pan and zoom are "
+           "in the toolbar above each map; the camera icon saves it as PNG.")

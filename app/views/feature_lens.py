@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import state, tasks
 from app.client import call, classes
-from app.components import model_picker, page_setup, show_image
+from app.components import model_header, model_picker, page_setup, show_image
 from app.imaging import amplify_delta, compose_grid_png
 
 SLOT = "classvis_queue"
@@ -17,6 +17,7 @@ st.caption("Perceptually aligned gradients: push an image hard toward another cl
            "A robust model has to draw the class; a standard one gets there with noise you cannot see.")
 
 img, cards, names = page_setup(with_image=True)
+by_id = {c["id"]: c for c in cards}
 class_names = classes()
 
 ids = model_picker(cards)
@@ -60,10 +61,13 @@ tasks.report(SLOT)
 
 lens_res = saved["res"] if saved else {}
 shown = [m for m in ids if m in lens_res or m in vis]
-cols = st.columns(max(1, len(shown)))
-for col, m in zip(cols, shown):
+k = len(shown) if len(shown) <= 5 else -(-len(shown) // 2)  # 6-8 models: two rows
+cells = []
+for i in range(0, max(1, len(shown)), max(1, k)):
+    cells += list(zip(st.columns(max(1, k)), shown[i:i + k]))
+for col, m in cells:
     with col:
-        st.markdown(f"**{names.get(m, m)}**")
+        model_header(by_id.get(m), m)
         if m in lens_res:
             r = lens_res[m]
             show_image(r["pixels"], caption=f"toward {class_names[saved['key'][2]]}: p={r['target_prob']:.2f}, "

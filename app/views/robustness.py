@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import charts, state, tasks
 from app.client import call, classes
+from app import honesty
 from app.components import data_sources, model_picker, page_setup
 
 SLOT = "curve_queue"
@@ -67,13 +68,17 @@ res = q["results"]  # {"pgd"|"fgsm": {model id: curve}}
 if not res:
     st.stop()
 k = q["key"]
-st.markdown(f"**{k['n']} {k['source']} images, seed {k['seed']}, PGD {k['steps']} steps**")
+ran = [m.upper() for m in res]  # the attacks this run used: no "PGD 5 steps" on an FGSM-only run
+st.markdown(f"**{k['n']} {k['source']} images, seed {k['seed']}, "
+            + ", ".join(f"PGD {k['steps']} steps" if m == "PGD" else m for m in ran) + "**")
 
 curves = {}
 for meth, per_model in res.items():
     for m, c in per_model.items():
         curves[f"{m}/{meth}"] = {**c, "model": m, "method": meth}
-labels = {lab: f"{names.get(c['model'], c['model'])} - {c['method'].upper()}" for lab, c in curves.items()}
+by_id = {c["id"]: c for c in cards}
+labels = {lab: f"{names.get(c['model'], c['model'])} - {c['method'].upper()}"
+               f" ({honesty.accuracy_text(by_id.get(c['model'], {})) or 'not evaluated'})" for lab, c in curves.items()}
 st.plotly_chart(charts.accuracy_curves(curves, labels), width="stretch", key="rob_curves")
 st.caption("Accuracy at eps 0 is clean accuracy. A model whose curve stays high is robust; a steep drop at "
            "1-2/255 is typical for a standard (non-robust) classifier.")

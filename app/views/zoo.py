@@ -39,6 +39,12 @@ def _hours(card: dict) -> str:
     return f"{t / 3600:.1f} h" if t >= 3600 else f"{t / 60:.1f} min" if t >= 60 else f"{t:.0f} s"
 
 
+def _short_note(notes: str, limit: int = 140) -> str:
+    """The note's first sentence, without command lines (those are in the expander)."""
+    first = notes.split("`")[0].split(". ")[0].strip().rstrip(".:( ")
+    return (first[:limit - 3] + "...") if len(first) > limit else first
+
+
 def _status_badge(status: str) -> str:
     colour = {"shipped": "green", "cpu-preview": "orange", "experimental": "violet", "test": "gray"}
     return f":{colour.get(status, 'blue')}-badge[{status}]"
@@ -57,22 +63,32 @@ for i, c in enumerate(cards):
             f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
             + (f", {tr['epochs']} epochs" if tr.get("epochs") is not None else ""))
         if c.get("notes"):
-            st.caption(c["notes"])
+            st.caption(_short_note(c["notes"]))
+            with st.expander("How it was made (commands)"):
+                st.code(c["notes"], language=None, wrap_lines=True)
 
 st.subheader("Comparison")
 rows = []
 for c in cards:
     m, tr = c.get("metrics") or {}, c.get("training") or {}
-    rows.append({"model": c["id"], "name": c.get("display_name"), "method": c.get("method"),
-                 "arch": f"{c.get('arch')} w{c.get('width')}", "data": c.get("data_variant"),
-                 "status": c.get("status"), "clean": m.get("clean"), "n_clean": m.get("n_clean"),
-                 "pgd20": m.get("pgd20"), "n_pgd20": m.get("n_pgd20"), "autoattack": m.get("autoattack"),
-                 "n_autoattack": m.get("n_autoattack"), "train_time_s": tr.get("time_s"),
-                 "hardware": tr.get("hardware")})
-df = pd.DataFrame(rows)
+    rows.append({"model": c["id"], "method": c.get("method"), "arch": f"{c.get('arch')} w{c.get('width')}",
+                 "status": c.get("status"), "clean": m.get("clean"), "pgd20": m.get("pgd20"),
+                 "autoattack": m.get("autoattack"),
+                 "N": "/".join(str(m.get(k) or "-") for k in ("n_clean", "n_pgd20", "n_autoattack")),
+                 "train time": _hours(c)})
+full = [{"model": c["id"], "name": c.get("display_name"), "method": c.get("method"),
+         "arch": f"{c.get('arch')} w{c.get('width')}", "data": c.get("data_variant"), "status": c.get("status"),
+         **{k: (c.get("metrics") or {}).get(k) for k in ("clean", "n_clean", "pgd20", "n_pgd20", "autoattack",
+                                                         "n_autoattack")},
+         "train_time_s": (c.get("training") or {}).get("time_s"), "hardware": (c.get("training") or {}).get("hardware")}
+        for c in cards]
+df = pd.DataFrame(full)  # every field, for the exports
 pct = st.column_config.NumberColumn(format="percent")
-st.dataframe(df, hide_index=True, width="stretch",
-             column_config={"clean": pct, "pgd20": pct, "autoattack": pct})
+# few, short columns: the table fits the page without scrolling sideways (the CSV has every field)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+             column_config={"clean": pct, "pgd20": st.column_config.NumberColumn("PGD-20", format="percent"),
+                            "autoattack": st.column_config.NumberColumn("AutoAttack", format="percent"),
+                            "N": st.column_config.TextColumn("N (clean/PGD/AA)")})
 if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattack")):
     st.plotly_chart(charts.zoo_chart(rows), width="stretch", key="zoo_chart")
     st.caption("Light bars: clean accuracy; dark bars: accuracy under attack. A robust model loses less.")
