@@ -38,6 +38,9 @@ def _make_client(env_key: tuple):
 
         if warm_up_enabled():
             service.warm_up()
+            from app import prewarm  # the home page's default view, in the background (issue 14)
+
+            prewarm.start(client)
     return client
 
 

@@ -446,3 +446,19 @@ def test_attack_lab_targeted_reports_target_reached(env):
     assert (m.group(1) is None) == (int(r["adv"]["pred"]) == 0)
     assert float(m.group(2)) == pytest.approx(float(r["adv"]["probs"][0]), abs=0.006)
     assert "flipped:" not in html_all
+
+
+def test_prewarm_computes_the_attack_labs_default_view(env):
+    """app.prewarm precomputes what the home page asks for by default: the same image (the rule) and
+    the same attack as the page's default widget values."""
+    from app import prewarm
+    from backend.client import make_client
+
+    at = ok(open_page())
+    ss = at.session_state
+    page_spec = {"method": ss["p_attack"], "norm": "linf", "eps": ss["p_eps"] / 255.0, "steps": ss["p_steps_pgd"],
+                 "random_start": ss["p_rs"]}
+    assert ss["p_step_linf"] == "auto" and not ss["p_targeted"] and ss["p_mode"] == "whitebox"
+    assert page_spec == prewarm.DEFAULT_SPEC and ss["p_sal"] == prewarm.DEFAULT_SALIENCY
+    out = prewarm.default_view(make_client())
+    assert out["default_image"] == ss["p_image"] and out["total_s"] >= 0
