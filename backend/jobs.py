@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import NotFoundError
+from .errors import NotFoundError, short
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ class JobConfig:
         for key in ("width", "subset", "epochs", "attack_steps", "batch_size", "seed"):
             v = kw.get(key)
             if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-                    raise ValueError(f"job config {key} must be an integer, got {v!r}")
+                # finite first: int(inf) raises OverflowError and int(nan) ValueError deep in a request
+                if (isinstance(v, bool) or not isinstance(v, (int, float))
+                        or (isinstance(v, float) and not math.isfinite(v)) or int(v) != v):
+                    raise ValueError(f"job config {key} must be an integer, got {short(v)}")
                 kw[key] = int(v)
         cfg = cls(**kw)
         cfg.validate()
@@ -89,21 +92,21 @@ class JobConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown training method {self.method!r}; known: {', '.join(METHODS)}")
+            raise ValueError(f"unknown training method {short(self.method)}; known: {', '.join(METHODS)}")
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+            raise ValueError(f"unknown preset {short(self.preset)}; known: {', '.join(PRESETS)}")
         if self.width is not None and self.width not in LIMITS["widths"]:
-            raise ValueError(f"width must be one of {LIMITS['widths']}, got {self.width!r}")
+            raise ValueError(f"width must be one of {LIMITS['widths']}, got {short(self.width)}")
         for key in ("epochs", "subset", "attack_steps", "batch_size"):
             lo, hi = LIMITS[key]
             v = getattr(self, key)
             if v is not None and not lo <= v <= hi:
-                raise ValueError(f"{key} must be in {lo}..{hi}, got {v!r}")
+                raise ValueError(f"{key} must be in {lo}..{hi}, got {short(v)}")
         if not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed must be in 0..2**31-1, got {self.seed!r}")
+            raise ValueError(f"seed must be in 0..2**31-1, got {short(self.seed)}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()
                                       or len(self.name) > LIMITS["name_chars"] or not self.name.isprintable()):
-            raise ValueError(f"job name must be 1-{LIMITS['name_chars']} printable characters, got {self.name!r}")
+            raise ValueError(f"job name must be 1-{LIMITS['name_chars']} printable characters, got {short(self.name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,11 +174,11 @@ class JobManager:
 
     def _row(self, job_id: str) -> sqlite3.Row:
         if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
-            raise NotFoundError(f"unknown job id {job_id!r}")
+            raise NotFoundError(f"unknown job id {short(job_id)}")
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"unknown job id {job_id!r}")
+            raise NotFoundError(f"unknown job id {short(job_id)}")
         return row
 
     def job_dir(self, job_id: str) -> Path:
@@ -216,7 +219,7 @@ class JobManager:
         """Events number `since`.. (each gets its index as "seq"), at most `limit` of them."""
         self._row(job_id)
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            raise ValueError(f"since must be an integer >= 0, got {since!r}")
+            raise ValueError(f"since must be an integer >= 0, got {short(since)}")
         out = []
         for i, ev in enumerate(_read_events(self.job_dir(job_id) / "events.jsonl")):
             if i >= since:
@@ -228,7 +231,7 @@ class JobManager:
     def job_log(self, job_id: str, tail: int = 100) -> str:
         self._row(job_id)
         if isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= 10000:
-            raise ValueError(f"tail must be an integer in 1..10000, got {tail!r}")
+            raise ValueError(f"tail must be an integer in 1..10000, got {short(tail)}")
         return _tail_lines(self.job_dir(job_id) / "train.log", tail)
 
     def cancel_job(self, job_id: str) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from . import data as data_mod
 from .checkpoints import list_checkpoints, load_checkpoint
-from .errors import NotFoundError
+from .errors import NotFoundError, short
 from .uploads import UploadLimits, decode_upload, image_sha256
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,13 @@ class ModelRegistry:
     def card(self, model_id: str) -> dict:
         """The card of one model (NotFoundError naming the known ids)."""
         if not isinstance(model_id, str):
-            raise ValueError(f"model id must be a string, got {model_id!r}")
+            raise ValueError(f"model id must be a string, got {short(model_id)}")
         with self._lock:
             if model_id not in {c["id"] for c in self.cards()}:
                 self.cards(force=True)
             if model_id not in self._cards:
                 known = ", ".join(self._cards) or f"none (no checkpoints in {self.root})"
-                raise NotFoundError(f"unknown model {model_id!r}; known: {known}")
+                raise NotFoundError(f"unknown model {short(model_id)}; known: {known}")
             return self._cards[model_id]
 
     def resolve(self, model_ids) -> list[str]:
@@ -122,7 +122,7 @@ class ModelRegistry:
                 raise ValueError(f"no models available: {self.root} holds no checkpoints")
             return ids
         if isinstance(model_ids, str) or not isinstance(model_ids, (list, tuple)):
-            raise ValueError(f"model_ids must be a list of model ids or None, got {model_ids!r}")
+            raise ValueError(f"model_ids must be a list of model ids or None, got {short(model_ids)}")
         if not model_ids:
             raise ValueError("model_ids is empty; pass None for every model")
         out = []
@@ -197,14 +197,14 @@ class ImageStore:
 
     def split(self, source: str) -> data_mod.Split:
         if source not in SOURCES:
-            raise ValueError(f"unknown image source {source!r}; known: {', '.join(SOURCES)}")
+            raise ValueError(f"unknown image source {short(source)}; known: {', '.join(SOURCES)}")
         with self._lock:
             if source not in self._splits:
                 try:
                     self._splits[source] = (data_mod.sample_images() if source == "samples"
                                             else data_mod.load_split(self.data_root, source))
                 except data_mod.DataNotFoundError as e:
-                    raise ValueError(f"image source {source!r} is not available: {e}") from None
+                    raise ValueError(f"image source {short(source)} is not available: {e}") from None
             return self._splits[source]
 
     def _indices(self, source: str, class_name: str | None) -> np.ndarray:
@@ -212,7 +212,7 @@ class ImageStore:
         if class_name is None:
             return np.arange(len(split))
         if class_name not in split.classes:
-            raise ValueError(f"unknown class {class_name!r}; known: {', '.join(split.classes)}")
+            raise ValueError(f"unknown class {short(class_name)}; known: {', '.join(split.classes)}")
         return np.flatnonzero(split.labels.numpy() == split.classes.index(class_name))
 
     def list(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
@@ -230,14 +230,14 @@ class ImageStore:
             _check_int("seed", seed, 0, 2**63 - 1)
         idx = self._indices(source, class_name)
         if len(idx) == 0:
-            raise ValueError(f"no images of class {class_name!r} in {source!r}")
+            raise ValueError(f"no images of class {short(class_name)} in {short(source)}")
         return self.get(f"{source}:{int(np.random.default_rng(seed).choice(idx))}")
 
     def get(self, image_id: str) -> dict:
         """{"image_id", "label": int|None, "class_name": str|None, "pixels": (32,32,3) uint8 (read-only)}."""
         m = _IMAGE_ID_RE.match(image_id) if isinstance(image_id, str) else None
         if m is None:
-            raise ValueError(f"invalid image id {image_id!r}; expected 'samples:<i>', 'test:<i>', "
+            raise ValueError(f"invalid image id {short(image_id)}; expected 'samples:<i>', 'test:<i>', "
                              "'train:<i>' or 'upload:<16 hex digits>'")
         if m.group(3):
             with self._lock:
@@ -245,13 +245,13 @@ class ImageStore:
                 if px is not None:
                     self._uploads.move_to_end(m.group(3))
             if px is None:
-                raise NotFoundError(f"unknown upload {image_id!r} (uploads are kept in memory for a while "
+                raise NotFoundError(f"unknown upload {short(image_id)} (uploads are kept in memory for a while "
                                     "and forgotten on restart); upload the image again")
             return {"image_id": image_id, "label": None, "class_name": None, "pixels": px}
         source, i = m.group(1), int(m.group(2))
         split = self.split(source)
         if i >= len(split):
-            raise NotFoundError(f"unknown image {image_id!r}: {source} has {len(split)} images (0..{len(split) - 1})")
+            raise NotFoundError(f"unknown image {short(image_id)}: {source} has {len(split)} images (0..{len(split) - 1})")
         label = int(split.labels[i])
         px = split.images[i].numpy().copy()
         px.setflags(write=False)
@@ -293,5 +293,5 @@ def _key(obj) -> str:
 
 def _check_int(name: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {short(v)}")
     return int(v)

@@ -3,8 +3,17 @@
 
 One route per Service method: GET for reads, POST with a pydantic body for actions (the upload takes
 the raw file bytes or a multipart form with one file; the size cap is enforced while reading).
-Errors: ValueError -> 400, unknown ids (NotFoundError) -> 404, a body that fails validation -> 422,
-an upload over the cap -> 413; each with a readable "detail" string. Arrays travel as
+Errors: ValueError -> 400, unknown ids (NotFoundError) -> 404, a body that fails validation (or
+holds a non-finite number) -> 422, an upload or JSON body over its cap -> 413, a full queue
+(BusyError) -> 429 with Retry-After, a request past its deadline -> 503; each with a short readable
+"detail" string (bad input is quoted by a short prefix only) and each listed in the OpenAPI schema.
+
+Sharing one server (a classroom): heavy routes run in their own thread pool under a work scope
+(backend.flight): the session is the X-RobustLens-Session header (else the client's address),
+attack lab routes are interactive and the many-image ones (embed, curves, class visualisation)
+background, so the device lock serves predicts first; a client that disconnects cancels what it
+started within one batch, and a synchronous request that would take minutes on a CPU is refused
+(backend.budget) with a pointer to the task API. Arrays travel as
 {"dtype","shape","b64"} (see backend.client.to_wire). The server binds to 127.0.0.1 unless told
 otherwise, and refuses a non-local bind without a bearer token (ROBUSTLENS_TOKEN or --token); with a
 token set, every route except GET /health needs `Authorization: Bearer <token>`.
@@ -12,30 +21,63 @@ token set, every route except GET /health needs `Authorization: Bearer <token>`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import json
 import logging
+import math
 import os
-from typing import Any, Literal
+import threading
+from typing import Annotated, Any, Literal
 
 # Idle OpenMP threads sleep instead of spinning (set before torch loads, as the trainer does): on a
 # shared CPU, spinning workers of one process stall the others' compute many times over.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from . import __version__
+from . import __version__, budget, flight
 from .client import to_wire
-from .errors import NotFoundError
+from .errors import BusyError, Cancelled, DeadlineExceeded, NotFoundError, short
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MULTIPART_OVERHEAD = 64 * 1024  # bytes a multipart envelope may add around the file
+MAX_JSON_BYTES = 256 * 1024     # no legitimate JSON body here comes near this (the biggest is a job config)
+MAX_DETAIL_CHARS = 1000         # an error message never grows with the input that caused it
+MIN_TOKEN_CHARS = 16            # a non-local bind needs a token nobody guesses
+SESSION_HEADER = "x-robustlens-session"
+UPLOAD_PATH = "/images/upload"
+
+Id = Annotated[str, Field(max_length=200)]
+Ids = Annotated[list[Id], Field(max_length=64)]
+Name = Annotated[str, Field(max_length=64)]
+Params = Annotated[dict, Field(max_length=32)]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one readable sentence."""
+    detail: str
+
+
+_ERR = {"model": ErrorBody}
+ERROR_RESPONSES = {400: {**_ERR, "description": "bad input (a ValueError naming the bad value)"},
+                   401: {**_ERR, "description": "missing or wrong bearer token (only when the server has one)"},
+                   404: {**_ERR, "description": "unknown model, image, task or job id"},
+                   413: {**_ERR, "description": "body or upload over its size limit"},
+                   422: {**_ERR, "description": "body or query does not match the schema, or holds a "
+                                                "non-finite number"},
+                   429: {**_ERR, "description": "the server is busy (too many queued requests); retry "
+                                                "after the Retry-After header's seconds",
+                         "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                     "description": "seconds to wait"}}},
+                   503: {**_ERR, "description": "the request ran past its deadline and was stopped"}}
 
 
 class WireResponse(JSONResponse):
@@ -52,84 +94,84 @@ class _Body(BaseModel):
 
 
 class PredictBody(_Body):
-    image_id: str
-    model_ids: list[str] | None = None
+    image_id: Id
+    model_ids: Ids | None = None
     topk: int = 5
 
 
 class AttackBody(_Body):
-    image_id: str
-    spec: dict
-    model_ids: list[str] | None = None
+    image_id: Id
+    spec: Params
+    model_ids: Ids | None = None
     mode: Literal["whitebox", "transfer"] = "whitebox"
-    source_model: str | None = None
-    saliency: str | None = None
+    source_model: Id | None = None
+    saliency: Name | None = None
     target: int | None = None
 
 
 class ExplainBody(_Body):
-    image_id: str
-    model_id: str
-    method: str = "integrated_gradients"
+    image_id: Id
+    model_id: Id
+    method: Name = "integrated_gradients"
     target: int | None = None
-    spec: dict | None = None
-    params: dict | None = None
+    spec: Params | None = None
+    params: Params | None = None
 
 
 class MetricsBody(_Body):
-    image_id: str
-    model_id: str
-    method: str = "integrated_gradients"
-    spec: dict | None = None
+    image_id: Id
+    model_id: Id
+    method: Name = "integrated_gradients"
+    spec: Params | None = None
 
 
 class SanityBody(_Body):
-    image_id: str
-    model_id: str
-    method: str = "gradient"
+    image_id: Id
+    model_id: Id
+    method: Name = "gradient"
 
 
 class EmbedBody(_Body):
-    model_id: str
+    model_id: Id
     n: int = 500
-    spec: dict | None = None
+    spec: Params | None = None
     method: Literal["umap", "pca"] = "umap"
     seed: int = 0
-    source: str = "test"
+    source: Name = "test"
 
 
 class CurveBody(_Body):
-    model_ids: list[str] | None = None
+    model_ids: Ids | None = None
     method: Literal["pgd", "fgsm"] = "pgd"
-    eps_list: list[float] | None = None
+    eps_list: Annotated[list[float], Field(max_length=64)] | None = None
     n: int = 100
     steps: int = 10
-    source: str = "test"
+    source: Name = "test"
     seed: int = 0
 
 
 class LensBody(_Body):
-    image_id: str
+    image_id: Id
     target_class: int
-    model_ids: list[str] | None = None
+    model_ids: Ids | None = None
     eps: float = 16 / 255
     steps: int = 60
 
 
 class VisBody(_Body):
     target_class: int
-    model_ids: list[str] | None = None
+    model_ids: Ids | None = None
     steps: int = 100
     seed: int = 0
 
 
 class TaskBody(_Body):
-    kind: str
-    params: dict = {}
+    kind: Name
+    params: Params = {}
 
 
 class JobBody(_Body):
-    config: dict
+    config: Params
 
 
 class _TooLarge(ValueError):
@@ -137,58 +179,238 @@ class _TooLarge(ValueError):
 
 
 def _readable(errors: list) -> str:
-    """FastAPI's validation errors as one line per problem: 'body.topk: Input should be a valid integer'."""
+    """FastAPI's validation errors as one line per problem: 'body.topk: Input should be a valid integer'
+    (bad input quoted by a short prefix; at most 5 problems listed)."""
     parts = []
-    for e in errors:
-        loc = ".".join(str(p) for p in e.get("loc", ()))
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}" + (f" (got {e['input']!r})" if "input" in e and
+    for e in errors[:5]:
+        loc = ".".join(short(p, 40) if not isinstance(p, str) else p[:40] for p in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" + (f" (got {short(e['input'], 60)})" if "input" in e and
                                                             not isinstance(e["input"], (dict, list)) else ""))
-    return "; ".join(parts) or "invalid request"
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return _cap("; ".join(parts) + more or "invalid request")
 
 
-def create_app(service=None, token: str | None = None, max_upload_bytes: int | None = None,
-               **service_kwargs) -> FastAPI:
+def _cap(detail: str) -> str:
+    """An error detail of bounded size (messages quote input; a message must not echo megabytes)."""
+    return detail if len(detail) <= MAX_DETAIL_CHARS else detail[:MAX_DETAIL_CHARS] + "... (cut)"
+
+
+def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": _cap(detail)}, status_code=status, headers=headers)
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise _NonFinite(text)
+    return v
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str):
+    raise _NonFinite(name)
+
+
+def check_finite_json(body: bytes) -> str | None:
+    """None when body is JSON with only finite numbers (or not JSON at all: FastAPI answers that);
+    else the message for a 422. Python's json reads NaN, Infinity and 1e400 (= inf) as floats, and
+    a non-finite number crashes int() deep in a config; no field here means anything non-finite."""
+    try:
+        json.loads(body, parse_float=_finite, parse_constant=_reject_constant)
+    except _NonFinite as e:
+        return (f"body: numbers must be finite, got {short(str(e), 30)} (NaN, Infinity and numbers too large "
+                "for a float are refused)")
+    except (ValueError, RecursionError):
+        return None  # not JSON (or too deep): left to FastAPI's own validation
+    return None
+
+
+def session_of(request: Request) -> str:
+    """The fairness key: the X-RobustLens-Session header, else the client's address."""
+    sid = request.headers.get(SESSION_HEADER, "").strip()[:64]
+    return sid or (request.client.host if request.client else "-")
+
+
+class Guard:
+    """Pure ASGI middleware (so a disconnect reaches the routes, unlike BaseHTTPMiddleware): bearer
+    token (scheme case-insensitive, RFC 7235), then the JSON body cap (413) and the finite-number
+    check (422), reading the body once and replaying it to the route."""
+
+    def __init__(self, app, token: str | None = None, max_json: int = MAX_JSON_BYTES):
+        self.app, self.token, self.max_json = app, token, max_json
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token and scope["path"] != "/health" and not _token_ok(headers.get("authorization", ""), self.token):
+            resp = _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                          {"WWW-Authenticate": "Bearer"})
+            return await resp(scope, receive, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] == UPLOAD_PATH:
+            return await self.app(scope, receive, send)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_json:
+            return await _error(413, _body_too_large(int(declared), self.max_json))(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_json:
+                return await _error(413, _body_too_large(size, self.max_json, True))(scope, receive, send)
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        bad = check_finite_json(body) if body else None
+        if bad:
+            return await _error(422, bad)(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        return await self.app(scope, replay, send)
+
+
+def _token_ok(header: str, token: str) -> bool:
+    scheme, _, got = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(got.strip().encode(), token.encode())
+
+
+def _body_too_large(size: int, cap: int, more: bool = False) -> str:
+    return f"request body too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes"
+
+
+class Admission:
+    """Bounds the heavy requests in flight: `total` for the server, `per_session` for one session.
+    Beyond them a request is refused at once (BusyError -> 429) instead of queueing without end."""
+
+    def __init__(self, total: int, per_session: int):
+        self.total, self.per_session = total, per_session
+        self._lock = threading.Lock()
+        self._n = 0
+        self._by: dict[str, int] = {}
+
+    def enter(self, session: str) -> None:
+        with self._lock:
+            if self._n >= self.total:
+                raise BusyError(f"the server is busy: {self._n} requests are in progress (limit {self.total}); "
+                                "retry in a few seconds", retry_after=2)
+            if self._by.get(session, 0) >= self.per_session:
+                raise BusyError(f"this session already has {self._by[session]} requests in progress (limit "
+                                f"{self.per_session}); wait for them", retry_after=1)
+            self._n += 1
+            self._by[session] = self._by.get(session, 0) + 1
+
+    def leave(self, session: str) -> None:
+        with self._lock:
+            self._n -= 1
+            self._by[session] -= 1
+            if not self._by[session]:
+                del self._by[session]
+
+
+def create_app(service=None, token: str | None = None, max_upload_bytes: int | None = None, *,
+               request_timeout_s: float | None = None, max_inflight: int | None = None,
+               max_per_session: int | None = None, **service_kwargs) -> FastAPI:
     """The FastAPI app over `service` (default: Service(**service_kwargs)). token: require
-    `Authorization: Bearer <token>` on every route except /health."""
+    `Authorization: Bearer <token>` on every route except /health. request_timeout_s: deadline of
+    one heavy request (default $ROBUSTLENS_REQUEST_TIMEOUT_S or 60; longer work belongs in a task);
+    max_inflight / max_per_session: heavy requests in progress before 429 (default
+    $ROBUSTLENS_MAX_INFLIGHT or 64, $ROBUSTLENS_MAX_PER_SESSION or 8)."""
     if service is None:
         from .service import Service
 
         service = Service(**service_kwargs)
     svc = service
     cap = int(max_upload_bytes or svc.limits()["upload"]["max_bytes"])
+    timeout_s = float(request_timeout_s or os.environ.get("ROBUSTLENS_REQUEST_TIMEOUT_S") or 60)
+    admission = Admission(int(max_inflight or os.environ.get("ROBUSTLENS_MAX_INFLIGHT") or 64),
+                          int(max_per_session or os.environ.get("ROBUSTLENS_MAX_PER_SESSION") or 8))
+    # Heavy work gets its own threads: requests waiting for the device never take the threads that
+    # /health, /models or a task's status need.
+    limiter = anyio.CapacityLimiter(admission.total)
     app = FastAPI(title="RobustLens backend", version=__version__, default_response_class=WireResponse,
-                  description="HTTP mapping of backend.service.Service (see docs/ARCHITECTURE.md).")
+                  description="HTTP mapping of backend.service.Service (see docs/ARCHITECTURE.md).",
+                  responses=ERROR_RESPONSES)
     app.state.service = svc
-
-    @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        if token and request.url.path != "/health":
-            got = request.headers.get("authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-                return JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    app.add_middleware(Guard, token=token)
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return _error(404, str(exc))
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return _error(400, str(exc))
 
     @app.exception_handler(_TooLarge)
     async def too_large(request: Request, exc: _TooLarge):
-        return JSONResponse({"detail": str(exc)}, status_code=413)
+        return _error(413, str(exc))
+
+    @app.exception_handler(BusyError)
+    async def busy(request: Request, exc: BusyError):
+        return _error(429, str(exc), {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(Cancelled)
+    async def stopped(request: Request, exc: Cancelled):
+        return _error(503, str(exc) if isinstance(exc, DeadlineExceeded) else f"stopped: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        return JSONResponse({"detail": _readable(exc.errors())}, status_code=422)
+        return _error(422, _readable(exc.errors()))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def heavy(request: Request, priority: int, fn, *args):
+        """fn(*args) on the heavy-work threads under a scope (priority, the request's session, a
+        deadline); when the client disconnects, the scope is cancelled and the work stops at its
+        next check (between batches, or while it waits for the device)."""
+        session = session_of(request)
+        admission.enter(session)
+        stop = threading.Event()
+
+        def work():
+            with flight.scope(priority, session, stop, timeout_s):
+                return fn(*args)
+
+        def finished(t: asyncio.Future) -> None:
+            admission.leave(session)
+            if not t.cancelled():
+                t.exception()  # retrieved: an abandoned request's Cancelled is expected, not an error
+
+        job = asyncio.ensure_future(anyio.to_thread.run_sync(work, limiter=limiter))
+        job.add_done_callback(finished)
+        try:
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=0.1)
+                if done:
+                    return WireResponse(job.result())
+                if await request.is_disconnected():
+                    stop.set()
+                    log.info("client left %s (session %s): its work is cancelled", request.url.path, session)
+                    return JSONResponse({"detail": "client disconnected"}, status_code=499)
+        except asyncio.CancelledError:  # the server is shutting down, or the connection task went away
+            stop.set()
+            raise
+
+    def sync_budget(kind: str, params: dict) -> None:
+        svc._validate_task(kind, params)  # the cheap checks first: a bad value is a 400 naming it
+        budget.check_sync(svc, kind, params, timeout_s)
+
+    fg, bg = flight.INTERACTIVE, flight.BACKGROUND
 
     @app.get("/health")
     def health():
@@ -228,44 +450,50 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
         return WireResponse(svc.get_image(image_id))
 
     @app.post("/predict")
-    def predict(b: PredictBody):
-        return WireResponse(svc.predict(b.image_id, b.model_ids, b.topk))
+    async def predict(b: PredictBody, request: Request):
+        return await heavy(request, fg, svc.predict, b.image_id, b.model_ids, b.topk)
 
     @app.post("/attack")
-    def attack(b: AttackBody):
-        return WireResponse(svc.attack(b.image_id, b.spec, b.model_ids, b.mode, b.source_model, b.saliency, b.target))
+    async def attack(b: AttackBody, request: Request):
+        return await heavy(request, fg, svc.attack, b.image_id, b.spec, b.model_ids, b.mode, b.source_model,
+                           b.saliency, b.target)
 
     @app.post("/explain")
-    def explain(b: ExplainBody):
-        return WireResponse(svc.explain(b.image_id, b.model_id, b.method, b.target, b.spec, b.params))
+    async def explain(b: ExplainBody, request: Request):
+        return await heavy(request, fg, svc.explain, b.image_id, b.model_id, b.method, b.target, b.spec, b.params)
 
     @app.post("/saliency_metrics")
-    def saliency_metrics(b: MetricsBody):
-        return WireResponse(svc.saliency_metrics(b.image_id, b.model_id, b.method, b.spec))
+    async def saliency_metrics(b: MetricsBody, request: Request):
+        return await heavy(request, fg, svc.saliency_metrics, b.image_id, b.model_id, b.method, b.spec)
 
     @app.post("/sanity_check")
-    def sanity_check(b: SanityBody):
-        return WireResponse(svc.sanity_check(b.image_id, b.model_id, b.method))
+    async def sanity_check(b: SanityBody, request: Request):
+        return await heavy(request, fg, svc.sanity_check, b.image_id, b.model_id, b.method)
 
     @app.post("/embed")
-    def embed(b: EmbedBody):
-        return WireResponse(svc.embed(b.model_id, b.n, b.spec, b.method, b.seed, b.source))
+    async def embed(b: EmbedBody, request: Request):
+        await run_in_threadpool(sync_budget, "embed", b.model_dump())
+        return await heavy(request, bg, svc.embed, b.model_id, b.n, b.spec, b.method, b.seed, b.source)
 
     @app.post("/robustness_curve")
-    def robustness_curve(b: CurveBody):
-        return WireResponse(svc.robustness_curve(b.model_ids, b.method, b.eps_list, b.n, b.steps, b.source, b.seed))
+    async def robustness_curve(b: CurveBody, request: Request):
+        await run_in_threadpool(sync_budget, "robustness_curve", b.model_dump())
+        return await heavy(request, bg, svc.robustness_curve, b.model_ids, b.method, b.eps_list, b.n, b.steps,
+                           b.source, b.seed)
 
     @app.post("/feature_lens")
-    def feature_lens(b: LensBody):
-        return WireResponse(svc.feature_lens(b.image_id, b.target_class, b.model_ids, b.eps, b.steps))
+    async def feature_lens(b: LensBody, request: Request):
+        return await heavy(request, fg, svc.feature_lens, b.image_id, b.target_class, b.model_ids, b.eps, b.steps)
 
     @app.post("/class_visualisation")
-    def class_visualisation(b: VisBody):
-        return WireResponse(svc.class_visualisation(b.target_class, b.model_ids, b.steps, b.seed))
+    async def class_visualisation(b: VisBody, request: Request):
+        await run_in_threadpool(sync_budget, "class_visualisation", b.model_dump())
+        return await heavy(request, bg, svc.class_visualisation, b.target_class, b.model_ids, b.steps, b.seed)
 
     @app.post("/tasks")
-    def start_task(b: TaskBody):
-        return {"task_id": svc.start_task(b.kind, b.params)}
+    def start_task(b: TaskBody, request: Request):
+        with flight.scope(session=session_of(request)):  # the task takes its turns as this session
+            return {"task_id": svc.start_task(b.kind, b.params)}
 
     @app.get("/tasks/{task_id}")
     def task_status(task_id: str):
@@ -345,10 +573,17 @@ def _too_large(size: int, cap: int, more: bool = False) -> str:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-local bind without a token (anyone on the network could run the backend)."""
-    if host not in LOCAL_HOSTS and not token:
-        raise SystemExit(f"refusing to bind to {host!r} without a bearer token: set ROBUSTLENS_TOKEN or pass "
-                         "--token (or bind to 127.0.0.1)")
+    """Refuse a non-local bind without a token of at least MIN_TOKEN_CHARS non-blank characters
+    (anyone on the network could run the backend, and a short token is guessed)."""
+    if host in LOCAL_HOSTS:
+        return
+    if not token or not token.strip():
+        raise SystemExit(f"refusing to bind to {short(host, 60)} without a bearer token: set ROBUSTLENS_TOKEN or "
+                         "pass --token (or bind to 127.0.0.1)")
+    if token != token.strip() or any(c.isspace() for c in token) or len(token) < MIN_TOKEN_CHARS:
+        raise SystemExit(f"refusing to bind to {short(host, 60)}: the bearer token must be at least "
+                         f"{MIN_TOKEN_CHARS} characters with no spaces (got {len(token)}); e.g. "
+                         "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,7 @@ from . import attacks, embed as embed_mod, flight, jobs as jobs_mod, lens, salie
 from . import saliency_metrics as sm
 from .batching import Batcher, batch_window_s
 from .checkpoints import default_root
+from .errors import short
 from .registry import LRU, ImageStore, ModelRegistry, _check_int, _key, copy_result
 from .service_batch import BatchAnalyses
 from .tasks import TaskRunner
@@ -81,7 +82,7 @@ class Service(BatchAnalyses):
                  job_data: str | None = None, max_tasks: int = 2, threads: int | None = None):
         self.device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+            raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {short(device)}")
         if self.device.startswith("cpu"):
             # ROBUSTLENS_THREADS: fewer threads than cores keeps latency steady when the CPU is shared
             # (a training job, other services); oversubscribed OpenMP threads stall each other.
@@ -301,7 +302,7 @@ class Service(BatchAnalyses):
         ids = self.models.resolve(model_ids)
         s = self._spec(spec)
         if mode not in ("whitebox", "transfer"):
-            raise ValueError(f"mode must be 'whitebox' or 'transfer', got {mode!r}")
+            raise ValueError(f"mode must be 'whitebox' or 'transfer', got {short(mode)}")
         if mode == "transfer":
             if source_model is None:
                 raise ValueError("transfer mode needs source_model (the model the attack is crafted on)")
@@ -439,7 +440,7 @@ class Service(BatchAnalyses):
         method's keyword arguments); returns a task id. Parameters are validated now (ValueError);
         at most `max_tasks` tasks run at once (ValueError beyond)."""
         if kind not in self.TASK_KINDS:
-            raise ValueError(f"unknown task kind {kind!r}; known: {', '.join(self.TASK_KINDS)}")
+            raise ValueError(f"unknown task kind {short(kind)}; known: {', '.join(self.TASK_KINDS)}")
         if not isinstance(params, dict):
             raise ValueError(f"task params must be a dict, got {type(params).__name__}")
         fn = getattr(self, kind)
@@ -460,7 +461,7 @@ class Service(BatchAnalyses):
             self._dataset_check(a["source"], a["n"])
         elif kind == "embed":
             if p.get("method", "umap") not in embed_mod.EMBED_METHODS:
-                raise ValueError(f"unknown embedding method {p.get('method')!r}")
+                raise ValueError(f"unknown embedding method {short(p.get('method'))}")
             self.models.card(p.get("model_id"))
             _check_int("n", p.get("n", 500), 5, self.MAX_EMBED_N)
             if p.get("spec") is not None:
@@ -473,7 +474,7 @@ class Service(BatchAnalyses):
 
     def _dataset_check(self, source: str, n: int) -> None:
         if n > len(self.images.split(source)):
-            raise ValueError(f"n={n} exceeds the {len(self.images.split(source))} images of source {source!r}")
+            raise ValueError(f"n={n} exceeds the {len(self.images.split(source))} images of source {short(source)}")
 
     def task_status(self, task_id: str) -> dict:
         """{"task_id", "kind", "state": running|done|failed|cancelled, "done", "total", "result", "error"}."""

@@ -12,6 +12,7 @@ import torch
 
 from . import attacks, embed as embed_mod, flight, lens
 from .data import balanced_indices
+from .errors import short
 from .registry import _check_int, _key
 from .tasks import TaskCancelled
 
@@ -40,7 +41,7 @@ class BatchAnalyses:
         _check_int("seed", seed, 0, 2**31 - 1)
         split = self.images.split(source)
         if n > len(split):
-            raise ValueError(f"n={n} exceeds the {len(split)} images of source {source!r}")
+            raise ValueError(f"n={n} exceeds the {len(split)} images of source {short(source)}")
         idx = balanced_indices(split.labels, n, seed)
         return [f"{source}:{i}" for i in idx], split.float_images(idx), split.labels[idx].numpy()
 
@@ -72,7 +73,7 @@ class BatchAnalyses:
         n in 5..2000 for umap (2.. for pca).
         """
         if method not in embed_mod.EMBED_METHODS:
-            raise ValueError(f"unknown embedding method {method!r}; known: {', '.join(embed_mod.EMBED_METHODS)}")
+            raise ValueError(f"unknown embedding method {short(method)}; known: {', '.join(embed_mod.EMBED_METHODS)}")
         _check_int("n", n, 5 if method == "umap" else 2, self.MAX_EMBED_N)
         s = None if spec is None else self._spec(spec)
         self.models.card(model_id)
@@ -126,7 +127,7 @@ class BatchAnalyses:
     def _curve_args(self, model_ids, method, eps_list, n, steps, source, seed) -> dict:
         ids = self.models.resolve(model_ids)
         if method not in ("pgd", "fgsm"):
-            raise ValueError(f"robustness curve method must be 'pgd' or 'fgsm', got {method!r}")
+            raise ValueError(f"robustness curve method must be 'pgd' or 'fgsm', got {short(method)}")
         eps_list = list(DEFAULT_EPS if eps_list is None else eps_list)
         if not 1 <= len(eps_list) <= self.MAX_EPS_VALUES:
             raise ValueError(f"eps_list must hold 1..{self.MAX_EPS_VALUES} values, got {len(eps_list)}")
@@ -207,7 +208,7 @@ class BatchAnalyses:
         _check_int("target_class", target_class, 0, self._num_classes(ids) - 1)
         lo, hi = lens.LENS_LIMITS["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not lo - 1e-9 <= eps <= hi + 1e-9:
-            raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}] (1/255..32/255), got {eps!r}")
+            raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}] (1/255..32/255), got {short(eps)}")
         _check_int("steps", steps, *lens.LENS_LIMITS["steps"])
         x, _ = self.images.tensor(image_id)
         out = {}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import flight
-from .errors import Cancelled, DeadlineExceeded, NotFoundError
+from .errors import Cancelled, DeadlineExceeded, NotFoundError, short
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class TaskRunner:
             self._expire()
             task = self._tasks.get(task_id) if isinstance(task_id, str) else None
             if task is None:
-                raise NotFoundError(f"unknown task id {task_id!r} (finished tasks are kept for "
+                raise NotFoundError(f"unknown task id {short(task_id)} (finished tasks are kept for "
                                        f"{self.keep_s:.0f} s)")
             return {"task_id": task.task_id, "kind": task.kind, "state": task.state, "done": task.done,
                     "total": task.total, "result": task.result, "error": task.error}

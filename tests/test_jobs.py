@@ -62,6 +62,10 @@ def test_methods_and_presets_match_the_trainer():
     ({"method": "ce", "preset": "huge"}, "unknown preset 'huge'"),
     ({"method": "ce", "lr": 0.1}, "unknown job config keys \\['lr'\\]"),
     ({"method": "ce", "name": ""}, "job name must be"),
+    # issue 13: non-finite numbers were an OverflowError / ValueError from int() (HTTP 500)
+    ({"method": "ce", "epochs": float("inf")}, "epochs must be an integer, got inf"),
+    ({"method": "ce", "seed": float("-inf")}, "seed must be an integer, got -inf"),
+    ({"method": "ce", "subset": float("nan")}, "subset must be an integer, got nan"),
 ])
 def test_config_validation(config, match):
     with pytest.raises(ValueError, match=match):

@@ -136,7 +136,90 @@ def test_refuses_non_local_bind_without_token(monkeypatch):
     with pytest.raises(SystemExit, match="refusing to bind to '0.0.0.0' without a bearer token"):
         main(["--host", "0.0.0.0", "--port", "1"])
     check_bind("127.0.0.1", None)        # local: fine without a token
-    check_bind("0.0.0.0", "a-token")     # elsewhere: fine with one
+    check_bind("0.0.0.0", "k3Y-" * 5)    # elsewhere: fine with a real one
+
+
+@pytest.mark.parametrize("token", ["x", " ", "    \t   ", "short-token", "sixteen chars ok", " " + "a" * 20])
+def test_non_local_bind_refuses_short_or_blank_tokens(monkeypatch, token):
+    # issue 13: a one-character or whitespace token was accepted for a non-local bind
+    monkeypatch.setenv("ROBUSTLENS_TOKEN", token)
+    with pytest.raises(SystemExit, match="refusing to bind to '0.0.0.0'"):
+        main(["--host", "0.0.0.0", "--port", "1"])
+
+
+def test_bearer_scheme_is_case_insensitive(service):
+    # issue 13: "bearer <token>" (RFC 7235: the scheme is case-insensitive) was refused
+    token = "a-long-enough-token-123"
+    http = TestClient(create_app(service, token=token), raise_server_exceptions=False)
+    for scheme in ("Bearer", "bearer", "BEARER", "BeArEr"):
+        assert http.get("/models", headers={"Authorization": f"{scheme} {token}"}).status_code == 200, scheme
+    for bad in (f"Basic {token}", f"Bearer {token}x", token, f"Bearer{token}"):
+        assert http.get("/models", headers={"Authorization": bad}).status_code == 401, bad
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"config":{"method":"ce","epochs":Infinity}}',
+    b'{"config":{"method":"ce","seed":1e400}}',
+    b'{"config":{"method":"ce","subset":NaN}}',
+])
+def test_non_finite_numbers_in_a_job_config_are_4xx(http, service, raw):
+    # issue 13: these were HTTP 500 (OverflowError from int() in jobs.py); no job may be created
+    before = len(service.list_jobs())
+    r = http.post("/jobs", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "finite" in r.json()["detail"]
+    assert len(service.list_jobs()) == before
+    still_up(http)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/attack", b'{"image_id":"samples:0","spec":{"method":"pgd","eps":NaN}}'),
+    ("/robustness_curve", b'{"eps_list":[Infinity],"n":2,"source":"samples"}'),
+    ("/explain", b'{"image_id":"samples:0","model_id":"tiny-ce","params":{"ig_steps":-Infinity}}'),
+])
+def test_non_finite_numbers_are_refused_in_every_config(http, path, body):
+    r = http.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "finite" in r.json()["detail"], r.text
+
+
+def test_json_bodies_are_capped_and_errors_quote_a_short_prefix(http):
+    # issue 13: a 20 MB image_id came back as a 20 MB error; 3 million model_ids were accepted
+    huge = http.post("/predict", json={"image_id": "x" * 20_000_000})
+    assert huge.status_code == 413 and len(huge.content) < 2000
+    assert "request body too large" in huge.json()["detail"]
+    many = http.post("/predict", json={"image_id": "samples:0", "model_ids": ["tiny-ce"] * 3_000_000})
+    assert many.status_code == 413
+    some = http.post("/predict", json={"image_id": "samples:0", "model_ids": ["tiny-ce"] * 100})
+    assert some.status_code == 422 and "at most 64" in some.json()["detail"]
+    long_id = http.post("/predict", json={"image_id": "y" * 150})  # within the field's bound: the service says no
+    assert long_id.status_code == 400 and len(long_id.json()["detail"]) < 400
+    assert "150 characters" in long_id.json()["detail"]
+    over = http.post("/predict", json={"image_id": "z" * 100_000})  # over the field's bound, under the body cap
+    assert over.status_code == 422 and len(over.content) < 1200
+    bad_type = http.post("/predict", json={"image_id": "samples:0", "topk": "k" * 100_000})
+    assert bad_type.status_code == 422 and len(bad_type.content) < 1200
+    still_up(http)
+
+
+def test_in_process_errors_quote_a_short_prefix(service):
+    with pytest.raises(ValueError) as e:
+        service.predict("q" * 1_000_000)
+    assert len(str(e.value)) < 400 and "1,000,000 characters" in str(e.value)
+
+
+def test_openapi_documents_every_error_answer(http):
+    spec = http.get("/openapi.json").json()
+    err = spec["components"]["schemas"]["ErrorBody"]
+    assert err["properties"]["detail"]["type"] == "string"
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for code in ("400", "404", "413", "422", "429", "503"):
+                assert code in op["responses"], f"{method.upper()} {path} does not document {code}"
+                ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorBody"), (path, code, ref)
+    # and the answers match: a 422 is {"detail": str}, not FastAPI's list of errors
+    r = http.post("/predict", json={"image_id": 5})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
 
 def free_port() -> int:

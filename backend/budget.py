@@ -1,0 +1,49 @@
+"""What a heavy request will cost, estimated before it runs, so a synchronous HTTP request that would
+take minutes on a CPU is refused with a clear message (and a pointer to the task API) instead of run.
+
+The unit is one image-pass: a forward plus a backward pass of one 32x32 image through a width-16
+ResNet-18 (a wider model costs (width/16)^2 as much). The rates are conservative readings of
+bench/interactive.py on the project's 2-core CPU under load (about 1,500 image-passes/s idle in
+PGD batches, and 10-20 ms per single-image optimisation step); on CUDA they are far higher.
+"""
+from __future__ import annotations
+
+PASSES_PER_S = {"cpu": 500.0, "cuda": 25000.0}
+STEP_S = {"cpu": 0.02, "cuda": 0.002}       # one single-image optimisation step (class visualisation)
+UMAP_S = {"cpu": 4.0, "cuda": 4.0}          # a UMAP fit of up to 2,000 points (CPU either way)
+
+
+def _scale(service, model_ids) -> list[float]:
+    ids = service.models.resolve(model_ids)
+    return [(int(service.models.card(m).get("width") or 16) / 16) ** 2 for m in ids]
+
+
+def estimate_s(service, kind: str, p: dict) -> float:
+    """Seconds that `kind` (robustness_curve | embed | class_visualisation) with parameters p would
+    take on service.device. Parameters are validated by the service itself; here only counted."""
+    dev = "cuda" if service.device.startswith("cuda") else "cpu"
+    if kind == "robustness_curve":
+        eps = p.get("eps_list")
+        n_attacked = 6 if eps is None else sum(1 for e in eps if e)
+        per_eps = 2 if p.get("method", "pgd") == "fgsm" else int(p.get("steps", 10)) + 1
+        passes = int(p.get("n", 100)) * (1 + n_attacked * per_eps)
+        return sum(s * passes for s in _scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]
+    if kind == "embed":
+        spec = p.get("spec") or {}
+        steps = 0 if not p.get("spec") else int(spec.get("steps") or 10) + 1
+        scale = _scale(service, [p["model_id"]])[0]
+        umap = UMAP_S[dev] if p.get("method", "umap") == "umap" else 0.0
+        return scale * int(p.get("n", 500)) * (1 + steps) / PASSES_PER_S[dev] + umap
+    if kind == "class_visualisation":
+        return sum(s * int(p.get("steps", 100)) * STEP_S[dev] for s in _scale(service, p.get("model_ids")))
+    raise ValueError(f"no cost estimate for {kind!r}")
+
+
+def check_sync(service, kind: str, p: dict, limit_s: float) -> None:
+    """ValueError when a synchronous request of `kind` would run past limit_s seconds."""
+    est = estimate_s(service, kind, p)
+    if est > limit_s:
+        raise ValueError(
+            f"this {kind.replace('_', ' ')} would take about {est:.0f} s on {service.device} (limit for one "
+            f"request: {limit_s:.0f} s); use fewer models, images or steps, or run it as a background task "
+            f"(POST /tasks with kind {kind!r}), which reports progress and can be cancelled")
