@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import streamlit as st
 
@@ -62,8 +63,19 @@ def _unavailable_types() -> tuple[type, ...]:
     return (BackendUnavailable, ConnectionError)
 
 
+def _busy_type() -> tuple[type, ...]:
+    try:
+        from backend.errors import BusyError
+    except ImportError:  # an older backend without the class
+        return ()
+    return (BusyError,)
+
+
 def explain_error(e: BaseException) -> str:
     """One clear sentence for the user about a failed backend call."""
+    if isinstance(e, _busy_type()):
+        return (f"The backend is busy serving other users and did not get to this request: {e}. "
+                "Try again in a few seconds.")
     if isinstance(e, _unavailable_types()):
         url = os.environ.get("BACKEND_URL", "")
         return (f"The backend is not reachable{f' at {url}' if url else ''}: {e}. Start it with "
@@ -76,10 +88,19 @@ def explain_error(e: BaseException) -> str:
 def call(name: str, *args, where=None, quiet: bool = False, **kwargs):
     """client.<name>(*args, **kwargs), or None after showing the error in `where` (default: st).
 
-    quiet=True logs the failure without showing it (for optional decorations of a page)."""
+    quiet=True logs the failure without showing it (for optional decorations of a page). A busy
+    backend (BusyError: the device queue is full) is retried twice, with "busy, retrying" shown."""
     try:
         client = get_client()
-        return getattr(client, name)(*args, **kwargs)
+        for attempt in range(3):
+            try:
+                return getattr(client, name)(*args, **kwargs)
+            except _busy_type() as e:
+                if attempt == 2:
+                    raise
+                if not quiet:
+                    st.toast("The backend is busy, retrying...", icon=":material/hourglass_top:")
+                time.sleep(min(max(getattr(e, "retry_after", 1.0), 0.1), 5.0))
     except Exception as e:  # the UI boundary: every failure becomes a message, the page lives on
         if not isinstance(e, ValueError):
             log.exception("backend call %s failed", name)

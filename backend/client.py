@@ -3,19 +3,24 @@
 Both expose the Service's methods with the same signatures and return the same types and values:
 numpy arrays travel over HTTP as {"dtype", "shape", "b64"} (raw little-endian bytes, so floats are
 bit-exact) and are rebuilt here. Every bad input raises ValueError with the server's message
-(unknown ids: NotFoundError, a ValueError); a server that cannot be reached raises BackendUnavailable.
+(unknown ids: NotFoundError, a ValueError); a server that cannot be reached raises BackendUnavailable;
+a busy server (429) is retried a few times after its Retry-After, then raises BusyError.
 The progress/should_stop callbacks of robustness_curve exist in-process only; over HTTP use the
 task API (start_task / task_status / cancel_task).
 """
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
 
-from .errors import NotFoundError
+from .errors import BusyError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 # The Service methods both clients expose (the contract in docs/ARCHITECTURE.md and service.py).
 API = ("list_models", "model_card", "image_sources", "classes", "list_images", "get_image", "random_image",
@@ -86,16 +91,24 @@ class HttpClient:
 
     base_url: e.g. "http://127.0.0.1:8765"; token: sent as `Authorization: Bearer <token>`;
     timeout: seconds per request (attacks on many models can take a while on a CPU);
-    http: an httpx.Client to use instead of a new one (tests pass FastAPI's TestClient).
+    http: an httpx.Client to use instead of a new one (tests pass FastAPI's TestClient);
+    session: sent as X-RobustLens-Session, the key the server shares the device fairly by (default
+    $ROBUSTLENS_SESSION, else the server uses the client's address); busy_retries: how many times a
+    429 is retried (after the server's Retry-After, at most max_wait_s each) before BusyError.
     """
 
     transport = "http"
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0, http=None):
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0, http=None, *,
+                 session: str | None = None, busy_retries: int = 3, max_wait_s: float = 5.0):
         import httpx
 
         self.base_url = base_url.rstrip("/")
+        self.busy_retries, self.max_wait_s = int(busy_retries), float(max_wait_s)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        session = session or os.environ.get("ROBUSTLENS_SESSION") or None
+        if session:
+            headers["X-RobustLens-Session"] = session
         if http is None:
             http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=5.0))
         http.headers.update(headers)
@@ -105,13 +118,21 @@ class HttpClient:
     def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
               content: bytes | None = None, headers: dict | None = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            r = self._http.request(method, path, params=params or None,
-                                   json=to_wire(json) if json is not None else None,
-                                   content=content, headers=headers)
-        except self._httpx.TransportError as e:  # connect refused, DNS, timeouts, broken connections
-            raise BackendUnavailable(f"backend at {self.base_url} is unavailable ({type(e).__name__}: {e}); "
-                                     "start it with `python -m backend.server` or unset BACKEND_URL") from e
+        body = to_wire(json) if json is not None else None
+        for attempt in range(self.busy_retries + 1):
+            try:
+                r = self._http.request(method, path, params=params or None, json=body, content=content,
+                                       headers=headers)
+            except self._httpx.TransportError as e:  # connect refused, DNS, timeouts, broken connections
+                raise BackendUnavailable(f"backend at {self.base_url} is unavailable ({type(e).__name__}: {e}); "
+                                         "start it with `python -m backend.server` or unset BACKEND_URL") from e
+            if r.status_code != 429:
+                break
+            wait = _retry_after(r, self.max_wait_s)
+            if attempt == self.busy_retries:
+                raise BusyError(f"{_detail(r)} (still busy after {self.busy_retries} retries)", retry_after=wait)
+            log.info("backend busy on %s %s: retrying in %.1f s", method, path, wait)
+            time.sleep(wait)
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)
@@ -243,6 +264,21 @@ class HttpClient:
 
     def limits(self) -> dict:
         return self._call("GET", "/limits")
+
+
+def _detail(r) -> str:
+    try:
+        detail = r.json().get("detail", r.text)
+    except ValueError:
+        detail = r.text
+    return detail if isinstance(detail, str) else str(detail)
+
+
+def _retry_after(r, cap: float) -> float:
+    try:
+        return min(max(float(r.headers.get("retry-after", "1")), 0.1), cap)
+    except ValueError:
+        return 1.0
 
 
 def _seg(value: Any) -> str:

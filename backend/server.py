@@ -311,6 +311,10 @@ class Admission:
             self._n += 1
             self._by[session] = self._by.get(session, 0) + 1
 
+    @property
+    def in_flight(self) -> int:
+        return self._n
+
     def leave(self, session: str) -> None:
         with self._lock:
             self._n -= 1
@@ -342,7 +346,7 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
     app = FastAPI(title="RobustLens backend", version=__version__, default_response_class=WireResponse,
                   description="HTTP mapping of backend.service.Service (see docs/ARCHITECTURE.md).",
                   responses=ERROR_RESPONSES)
-    app.state.service = svc
+    app.state.service, app.state.admission = svc, admission
     app.add_middleware(Guard, token=token)
 
     @app.exception_handler(NotFoundError)

@@ -1,0 +1,320 @@
+"""Sharing one device (issue 13): the fair priority lock, work scopes, single-flight, dynamic batching.
+
+Threads are ordered with events and the lock's own queue length, never with sleeps that hope the
+scheduler went one way; nothing here asserts a wall-clock time."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from backend import flight
+from backend.batching import Batcher
+from backend.errors import BusyError, Cancelled, DeadlineExceeded
+from backend.service import Service
+from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+
+PGD = {"method": "pgd", "eps": 8 / 255, "steps": 3}
+
+
+def wait_for(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.005)
+
+
+def queue(lock, order, jobs):
+    """Start one thread per (priority, session, name), each queued on lock in this order; returns them."""
+    threads = []
+    for pr, session, name in jobs:
+        def run(pr=pr, session=session, name=name):
+            with flight.scope(pr, session):
+                with lock:
+                    order.append(name)
+        n = lock.waiting()
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for(lambda n=n: lock.waiting() == n + 1)  # queued before the next one starts
+        threads.append(t)
+    return threads
+
+
+def test_interactive_goes_before_background_and_sessions_take_turns():
+    lock, order = flight.FairLock(), []
+    lock.acquire()  # the device is busy: everyone below queues
+    threads = queue(lock, order, [(flight.BACKGROUND, "teacher", "curve-1"),
+                                  (flight.BACKGROUND, "teacher", "curve-2"),
+                                  (flight.INTERACTIVE, "a", "a-1"), (flight.INTERACTIVE, "a", "a-2"),
+                                  (flight.INTERACTIVE, "a", "a-3"), (flight.INTERACTIVE, "b", "b-1"),
+                                  (flight.INTERACTIVE, "c", "c-1")])
+    lock.release()
+    for t in threads:
+        t.join(10)
+    # interactive first; among them a's queue does not starve b and c (round robin by session,
+    # arrival within a session); the background batches last, in order
+    assert order == ["a-1", "b-1", "c-1", "a-2", "a-3", "curve-1", "curve-2"]
+
+
+def test_background_waiter_is_not_starved_forever():
+    lock, order = flight.FairLock(age_s=0.0), []  # every waiter is "old": plain arrival order
+    lock.acquire()
+    threads = queue(lock, order, [(flight.BACKGROUND, "t", "bg"), (flight.INTERACTIVE, "s", "fg")])
+    lock.release()
+    for t in threads:
+        t.join(10)
+    assert order == ["bg", "fg"]
+
+
+def test_lock_is_reentrant_and_refuses_foreign_release():
+    lock = flight.FairLock()
+    with lock:
+        with lock:
+            assert lock._depth == 2
+        done = []
+        t = threading.Thread(target=lambda: done.append(pytest.raises(RuntimeError, lock.release)))
+        t.start()
+        t.join(5)
+        assert done
+    assert lock._owner is None
+
+
+def test_a_cancelled_waiter_leaves_the_queue_and_the_lock_stays_usable():
+    lock = flight.FairLock()
+    lock.acquire()
+    stop, errors = threading.Event(), []
+
+    def waiter():
+        with flight.scope(stop=stop):
+            try:
+                with lock:
+                    errors.append("ran")
+            except Cancelled as e:
+                errors.append(e)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    wait_for(lambda: lock.waiting() == 1)
+    stop.set()
+    t.join(10)
+    assert isinstance(errors[0], Cancelled) and lock.waiting() == 0
+    lock.release()
+    with lock:  # nobody left holding it
+        pass
+
+
+def test_deadline_is_its_own_error():
+    with flight.scope(timeout_s=0.0):
+        time.sleep(0.01)
+        with pytest.raises(DeadlineExceeded, match="deadline"):
+            flight.check()
+    flight.check()  # outside the scope: nothing to stop
+
+
+def test_a_full_queue_is_busy_not_a_hang():
+    lock = flight.FairLock(max_waiting=2)
+    lock.acquire()
+    stop = threading.Event()
+    threads = []
+    for _ in range(2):
+        def run():
+            with flight.scope(stop=stop):
+                try:
+                    with lock:
+                        pass
+                except Cancelled:
+                    pass
+        n = lock.waiting()
+        threads.append(threading.Thread(target=run))
+        threads[-1].start()
+        wait_for(lambda n=n: lock.waiting() == n + 1)
+    got = []
+    t = threading.Thread(target=lambda: got.append(pytest.raises(BusyError, lock.acquire).value))
+    t.start()
+    t.join(10)
+    assert got and got[0].retry_after > 0
+    stop.set()
+    for t in threads:
+        t.join(10)
+    lock.release()
+
+
+def test_single_flight_computes_once_and_a_cancelled_leader_hands_over():
+    sf, calls, gate = flight.SingleFlight(), [], threading.Event()
+
+    def compute():
+        calls.append(1)
+        gate.wait(10)
+        return {"value": 42}
+
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(sf.do("k", compute))) for _ in range(6)]
+    threads[0].start()
+    wait_for(lambda: len(calls) == 1)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: sf.shared == 0 and sf.in_flight() == 1)
+    time.sleep(0.1)  # let the followers reach their wait (if one were late it would simply find the call)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and out == [{"value": 42}] * 6 and sf.shared == 5
+
+    # the leader's client leaves: a follower whose client is still there computes it itself
+    started, release = threading.Event(), threading.Event()
+
+    def leader_work():
+        started.set()
+        release.wait(10)
+        raise Cancelled("leader's client left")
+
+    lead_err, follow = [], []
+    t1 = threading.Thread(target=lambda: lead_err.append(pytest.raises(Cancelled, sf.do, "j", leader_work)))
+    t1.start()
+    started.wait(10)
+    t2 = threading.Thread(target=lambda: follow.append(sf.do("j", lambda: "mine")))
+    t2.start()
+    time.sleep(0.05)
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert lead_err and follow == ["mine"]
+
+
+def test_single_flight_off_computes_every_call():
+    sf, calls = flight.SingleFlight(enabled=False), []
+    for _ in range(3):
+        sf.do("k", lambda: calls.append(1))
+    assert len(calls) == 3
+
+
+def test_batcher_joins_items_within_the_window_and_keeps_their_order():
+    calls = []
+
+    def double(group, items):
+        calls.append((group, list(items)))
+        return [group * 100 + v * 2 for v in items]
+
+    b = Batcher(double, window_s=0.5, max_batch=4)
+    out = {}
+    threads = [threading.Thread(target=lambda v=v: out.__setitem__(v, b.submit(1, v))) for v in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    # max_batch=4 closes the batch as soon as the 4th item joins: one call, whatever the timing
+    assert out == {v: 100 + 2 * v for v in range(4)} and len(calls) == 1
+    assert b.submit(2, 5) == 210 and calls[-1] == (2, [5])  # another group: its own batch
+
+
+def test_batcher_gives_every_item_the_error():
+    def fail(group, items):
+        raise ValueError("bad batch")
+
+    b = Batcher(fail, window_s=0.2, max_batch=2)
+    errs = []
+    threads = [threading.Thread(target=lambda: errs.append(pytest.raises(ValueError, b.submit, "g", 1)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(errs) == 2
+
+
+# ---- the service ---------------------------------------------------------------------------------
+@pytest.fixture
+def svc(tiny_checkpoint_root, tmp_path):  # noqa: F811
+    s = Service(tiny_checkpoint_root, jobs_root=tmp_path / "jobs")
+    yield s
+    s.close()
+
+
+def _count_attacks(monkeypatch):
+    import backend.service as service_mod
+
+    calls, real = [], service_mod.attacks.run_attack
+
+    def counting(*a, **k):
+        calls.append(a[1].shape[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(service_mod.attacks, "run_attack", counting)
+    return calls
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_a_class_following_its_teacher_costs_one_attack(svc, monkeypatch, coalesce):
+    calls = _count_attacks(monkeypatch)
+    svc._flight.enabled = coalesce
+    results = []
+    with svc.lock:  # the device is busy while the class asks: every request is in flight at once
+        threads = [threading.Thread(target=lambda: results.append(svc.attack("samples:3", PGD, ["tiny-ce"])))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: svc.lock.waiting() == (1 if coalesce else 6))
+        if coalesce:
+            wait_for(lambda: svc._flight.in_flight() >= 1)
+            time.sleep(0.1)
+    for t in threads:
+        t.join(30)
+    assert len(results) == 6
+    first = results[0]["results"]["tiny-ce"]["adv_pixels"]
+    assert all(np.array_equal(r["results"]["tiny-ce"]["adv_pixels"], first) for r in results)
+    if coalesce:
+        assert calls == [1]
+    else:  # computed by each: the first result is cached only after the others were already waiting
+        assert len(calls) == 6
+
+
+def test_batched_attacks_equal_one_image_attacks(svc, monkeypatch, tiny_checkpoint_root):  # noqa: F811
+    alone = {i: svc.attack(f"samples:{i}", PGD, ["tiny-pgd"])["results"]["tiny-pgd"] for i in range(4)}
+    monkeypatch.setenv("ROBUSTLENS_BATCH_WINDOW_MS", "300")
+    batched_svc = Service(tiny_checkpoint_root, jobs_root=svc._jobs_root)
+    try:
+        assert batched_svc._attack_batcher.enabled
+        calls = _count_attacks(monkeypatch)
+        out = {}
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(
+            i, batched_svc.attack(f"samples:{i}", PGD, ["tiny-pgd"])["results"]["tiny-pgd"])) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sum(calls) == 4 and len(calls) < 4  # four images, fewer attack calls
+        for i in range(4):
+            a, b = alone[i], out[i]
+            assert b["linf"] <= 8 / 255 + 1e-6
+            # per-image seeds: the same attack, up to float summation order in a batched conv
+            assert np.mean(np.isclose(a["adv_pixels"], b["adv_pixels"], atol=1e-4)) > 0.98
+            assert a["adv"]["pred"] == b["adv"]["pred"]
+    finally:
+        batched_svc.close()
+
+
+def test_background_task_yields_to_interactive_predicts(svc):
+    """While a long class visualisation task runs, predicts still answer (the task gives the device
+    up every 10 steps, and interactive requests go first)."""
+    task = svc.start_task("class_visualisation", {"target_class": 3, "steps": 500})
+    wait_for(lambda: svc.lock._owner is not None)  # the task is on the device
+    for i in range(3):
+        out = svc.predict(f"samples:{i}", ["tiny-ce"])
+        assert out["results"]["tiny-ce"]["probs"].shape == (10,)
+    assert svc.cancel_task(task)["state"] in ("cancelled", "done")
+
+
+def test_work_stops_when_its_scope_is_cancelled(svc):
+    stop = threading.Event()
+    stop.set()
+    with flight.scope(stop=stop):
+        with pytest.raises(Cancelled):
+            svc.robustness_curve(["tiny-ce"], eps_list=[0, 8 / 255], n=4, steps=2, source="samples")
+        with pytest.raises(Cancelled):
+            svc.attack("samples:0", PGD, ["tiny-ce", "tiny-pgd"])
+    # nothing half-done was cached: the same call outside the scope computes a full answer
+    out = svc.robustness_curve(["tiny-ce"], eps_list=[0, 8 / 255], n=4, steps=2, source="samples")
+    assert out["tiny-ce"]["n"] == 4
