@@ -1,0 +1,92 @@
+"""Shared by the app benchmarks: a real `streamlit run app/main.py` server (run from the repository
+root, so the project's .streamlit/config.toml applies) and Chromium driven by Playwright.
+
+Not a benchmark itself; imported by bench/app_vs_direct.py, bench/fair_share.py, bench/first_paint.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app/main.py does, before torch is imported
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IDLE_JS = ("() => document.querySelector('[data-testid=\"stApp\"]')"
+           "?.getAttribute('data-test-script-state') === 'notRunning'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(extra_args: list[str] | None = None, env: dict | None = None, start_s: float = 180):
+    """Yields (base url, log path) of a running app; the server's process group is stopped after."""
+    import httpx
+
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"robustlens-bench-app-{port}.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+           "--server.headless", "true", *(extra_args or [])]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                if httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the app did not start; see {log}")
+            time.sleep(0.3)
+        yield base, log
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+@contextlib.contextmanager
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, width: int = 1440, height: int = 1100, timeout_s: float = 1800):
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.set_default_timeout(timeout_s * 1000)
+    return page
+
+
+def wait_idle(page, settle_ms: int = 200) -> None:
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_function(IDLE_JS, polling=50)
+
+
+def load_avg() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
