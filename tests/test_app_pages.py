@@ -423,11 +423,12 @@ def test_train_start_refused_without_data(env, monkeypatch):
     message, and no job is created."""
     monkeypatch.delenv("ROBUSTLENS_JOB_DATA")
     at = ok(open_page("views/train.py"))
+    before = len(at.dataframe[0].value) if at.dataframe else 0  # earlier tests of this module may have jobs
     at.selectbox(key="job_method").set_value("ce")
     at.form_submit_button[0].click().run()
     ok(at)
     assert any("needs the CIFAR-10 training images" in w.value for w in at.warning)
-    assert not at.dataframe and "No jobs yet" in at.info[0].value
+    assert (len(at.dataframe[0].value) if at.dataframe else 0) == before  # no job was created
 
 
 def test_attack_lab_targeted_reports_target_reached(env):

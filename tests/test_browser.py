@@ -230,3 +230,103 @@ def test_embedding_point_opens_attack_lab(app_url, page):
     # the model chosen on the explorer carried over: one column
     assert main.get_by_text("Tiny rsupcon (random init)", exact=True).count() == 1
     shot(page, f"{transport}-embeddings_click_to_attack_lab")
+
+
+# ---- layout with the five shipped models, at two widths ----------------------------------------
+SHIPPED = REPO / "checkpoints"
+LAYOUT_WIDTHS = (1440, 1024)
+# url path + query -> (h1, the button that starts the page's work or None, text shown once it is done)
+LAYOUT_PAGES = {
+    "attack_lab": ("", "Attack lab", None, "L-inf 8.0/255 |"),
+    "saliency_studio": ("saliency_studio?sal_methods=gradient,gradcam&attack=fgsm", "Saliency studio", None,
+                        "drift rho"),
+    "embeddings": ("embeddings?emb_n=50&emb_pca=1", "Embedding explorer", "Compute maps", "predictions flipped"),
+    "robustness": ("robustness?rob_methods=fgsm&rob_eps=0,8&rob_n=20", "Robustness", "Run", "Flip matrix"),
+    "feature_lens": ("feature_lens?lens_steps=5&lens_vis_steps=5", "Feature lens", "Run the lens", "from noise: p="),
+    "train": ("train", "Train", None, "No jobs yet"),
+    "zoo": ("zoo", "Model zoo", None, "Comparison"),
+}
+# Every visible element of the main area and the sidebar must end inside the viewport; two pictures
+# (img elements) must not overlap. Plotly's and the data grid's internals are drawn and clipped by
+# their own libraries, so only their outer boxes are checked.
+LAYOUT_JS = """() => {
+  const vw = document.documentElement.clientWidth, bad = [], imgs = [];
+  const inner = el => el.closest('.js-plotly-plot .main-svg, .js-plotly-plot .modebar, [data-testid="stDataFrame"] canvas, .dvn-scroller, .gdg-overlay, [data-testid="stDataFrameResizable"] > div > div, [role="tooltip"]');
+  for (const el of document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1 || inner(el)) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden' || cs.display === 'none') continue;
+    if (r.right > vw + 1 || r.left < -1) bad.push(`${el.tagName}.${el.className && el.className.baseVal === undefined ? el.className : ''} [${el.getAttribute('data-testid') || ''}] ${Math.round(r.left)}..${Math.round(r.right)} > ${vw}`);
+    if (el.tagName === 'IMG') imgs.push([r, el.getAttribute('alt') || el.src.slice(-24)]);
+  }
+  const overlaps = [];
+  for (let i = 0; i < imgs.length; i++) for (let j = i + 1; j < imgs.length; j++) {
+    const [a] = imgs[i], [b] = imgs[j];
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 1 && h > 1) overlaps.push(`${Math.round(a.left)},${Math.round(a.top)} x ${Math.round(b.left)},${Math.round(b.top)}`);
+  }
+  return {vw, scroll: document.documentElement.scrollWidth, bad: bad.slice(0, 12), nbad: bad.length,
+          overlaps: overlaps.slice(0, 12), nimg: imgs.length};
+}"""
+
+
+@pytest.fixture(scope="module")
+def five_model_app(tmp_path_factory):
+    """The app on a copy of the five shipped checkpoints (cpu-preview cards with measured accuracy),
+    the offline samples only, in-process backend."""
+    import shutil
+
+    if len([p for p in SHIPPED.iterdir() if (p / "card.json").exists()]) < 5:
+        pytest.skip("needs the five shipped checkpoints in checkpoints/")
+    tmp = tmp_path_factory.mktemp("browser_five")
+    ckpt, nodata = tmp / "ckpt", tmp / "nodata"
+    shutil.copytree(SHIPPED, ckpt, ignore=shutil.ignore_patterns(".jobs", "job-*", "__pycache__"))
+    nodata.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic",
+               PYTHONPATH=str(REPO))
+    port = _free_port()
+    proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                   "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, tmp / "app.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("width", LAYOUT_WIDTHS)
+def test_layout_with_five_models(five_model_app, browser, width):
+    """Every page with the five shipped models at `width` px: no element past the viewport's edge, no
+    two pictures overlapping, no request to a host other than the app's (the app works offline),
+    every model's measured accuracy and status beside its name; a full-page screenshot per page."""
+    ctx = browser.new_context(viewport={"width": width, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(RENDER_S * 1000)
+    outside = []
+    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+        (five_model_app, "data:", "blob:", "about:", "ws://127.0.0.1", "http://127.0.0.1", "http://localhost"))
+        else None)
+    try:
+        for name, (path, title, button, done) in LAYOUT_PAGES.items():
+            pg.goto(f"{five_model_app}/{path}")
+            pg.get_by_role("heading", name=title, level=1).wait_for()
+            settle(pg)
+            if button:
+                pg.get_by_role("button", name=button, exact=True).click()
+            pg.locator('[data-testid="stMain"]').get_by_text(done, exact=False).first.wait_for()
+            settle(pg)
+            no_exception(pg)
+            pg.wait_for_timeout(500)  # images decoded, plots laid out
+            shot(pg, f"layout-{width}-{name}")
+            lay = pg.evaluate(LAYOUT_JS)
+            assert lay["scroll"] <= lay["vw"] + 1, (name, width, "page scrolls sideways", lay)
+            assert not lay["nbad"], (name, width, lay["bad"])
+            assert not lay["overlaps"], (name, width, lay["overlaps"])
+            if name in ("attack_lab", "saliency_studio", "feature_lens"):
+                main_text = pg.locator('[data-testid="stMain"]').inner_text()
+                assert main_text.count("cpu-preview") >= 5 and main_text.count("AutoAttack") >= 5, name
+        assert not outside, outside[:10]
+    finally:
+        ctx.close()

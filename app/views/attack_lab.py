@@ -167,15 +167,14 @@ def _preview(ids: list[str], label) -> None:
 def lab() -> None:
     class_names = classes()
     ids_all = [c["id"] for c in cards]
-    top = st.columns([2.2, 1.6, 1.2])
-    with top[0]:
-        ids = model_picker(cards)
-    mode = state.widget(top[1].radio, "Mode", "mode", "whitebox", options=list(MODES), format_func=MODES.get)
+    ids = model_picker(cards)  # full width: every model's chip visible at once
+    top = st.columns([1.6, 1.2, 1.2])
+    mode = state.widget(top[0].radio, "Mode", "mode", "whitebox", options=list(MODES), format_func=MODES.get)
     source = None
     if mode == "transfer":
-        source = state.widget(top[1].selectbox, "Crafted on", "source", ids_all[0], options=ids_all,
+        source = state.widget(top[0].selectbox, "Crafted on", "source", ids_all[0], options=ids_all,
                               format_func=lambda m: names.get(m, m))
-    sal = state.widget(top[2].selectbox, "Saliency", "sal", "gradient", options=list(SALIENCY),
+    sal = state.widget(top[1].selectbox, "Saliency", "sal", "gradient", options=list(SALIENCY),
                        format_func=SALIENCY.get, help="Which attribution method to show under each column.")
     scale = state.widget(top[2].radio, "Saliency scale", "sal_scale", "map", options=list(SCALES),
                          format_func=SCALES.get, horizontal=True,

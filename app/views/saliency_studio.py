@@ -38,10 +38,9 @@ def _fmt(v) -> str:
 
 @st.fragment
 def studio() -> None:
-    c1, c2 = st.columns([1.2, 1])
-    with c1:
-        ids = model_picker(cards)
-    meths = state.widget(c2.multiselect, "Methods", "sal_methods",
+    ids = model_picker(cards)  # full width: every model's chip visible at once
+    c1, c2 = st.columns([1.4, 1])
+    meths = state.widget(c1.multiselect, "Methods", "sal_methods",
                          ["gradient", "integrated_gradients", "smoothgrad", "gradcam"], options=list(METHODS),
                          format_func=METHODS.get)
     scale = state.widget(c2.radio, "Colour scale", "sal_scale", "map", options=list(SCALES), format_func=SCALES.get,
