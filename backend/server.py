@@ -40,6 +40,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import __version__, budget, flight
 from .client import to_wire
@@ -56,7 +58,10 @@ SESSION_HEADER = "x-robustlens-session"
 UPLOAD_PATH = "/images/upload"
 
 Id = Annotated[str, Field(max_length=200)]
-Ids = Annotated[list[Id], Field(max_length=64)]
+# examples (the shipped zoo's ids and an offline sample) let a schema fuzzer reach the real work
+ImageId = Annotated[str, Field(max_length=200, examples=["samples:3"])]
+ModelId = Annotated[str, Field(max_length=200, examples=["ce"])]
+Ids = Annotated[list[Id], Field(max_length=64, examples=[["ce", "pgd_at"]])]
 Name = Annotated[str, Field(max_length=64)]
 Params = Annotated[dict, Field(max_length=32)]
 
@@ -90,17 +95,18 @@ class WireResponse(JSONResponse):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: true/false are not integers (lax mode would read `"seed": false` as 0)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PredictBody(_Body):
-    image_id: Id
+    image_id: ImageId
     model_ids: Ids | None = None
     topk: int = 5
 
 
 class AttackBody(_Body):
-    image_id: Id
+    image_id: ImageId
     spec: Params
     model_ids: Ids | None = None
     mode: Literal["whitebox", "transfer"] = "whitebox"
@@ -110,8 +116,8 @@ class AttackBody(_Body):
 
 
 class ExplainBody(_Body):
-    image_id: Id
-    model_id: Id
+    image_id: ImageId
+    model_id: ModelId
     method: Name = "integrated_gradients"
     target: int | None = None
     spec: Params | None = None
@@ -119,20 +125,20 @@ class ExplainBody(_Body):
 
 
 class MetricsBody(_Body):
-    image_id: Id
-    model_id: Id
+    image_id: ImageId
+    model_id: ModelId
     method: Name = "integrated_gradients"
     spec: Params | None = None
 
 
 class SanityBody(_Body):
-    image_id: Id
-    model_id: Id
+    image_id: ImageId
+    model_id: ModelId
     method: Name = "gradient"
 
 
 class EmbedBody(_Body):
-    model_id: Id
+    model_id: ModelId
     n: int = 500
     spec: Params | None = None
     method: Literal["umap", "pca"] = "umap"
@@ -151,7 +157,7 @@ class CurveBody(_Body):
 
 
 class LensBody(_Body):
-    image_id: Id
+    image_id: ImageId
     target_class: int
     model_ids: Ids | None = None
     eps: float = 16 / 255
@@ -368,6 +374,18 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
     @app.exception_handler(Cancelled)
     async def stopped(request: Request, exc: Cancelled):
         return _error(503, str(exc) if isinstance(exc, DeadlineExceeded) else f"stopped: {exc}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods; list them all
+            # the routes of the first path template that matches (GET /images/{image_id} also
+            # matches /images/upload, but that resource is the POST route's)
+            hits = [r for r in app.router.routes if r.matches(request.scope)[0] != Match.NONE]
+            path = getattr(hits[0], "path", None) if hits else None
+            methods = {m for r in hits if getattr(r, "path", None) == path for m in (getattr(r, "methods", None) or ())}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _error(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -59,6 +59,10 @@ def still_up(http):
     ("/embed", {"model_id": "tiny-ce", "n": 100000, "source": "samples"}, 400, "n must be an integer in 5..2000"),
     ("/jobs", {"config": {"method": "ce", "width": 7}}, 400, "width must be one of"),
     ("/tasks", {"kind": "nap", "params": {}}, 400, "unknown task kind 'nap'"),
+    ("/class_visualisation", {"target_class": 1, "seed": False}, 422, "body.seed: Input should be a valid integer"),
+    ("/robustness_curve", {"eps_list": [False], "n": 2, "source": "samples"}, 422, "body.eps_list.0"),
+    # a synchronous request that would take minutes on a CPU is refused, not run blindly
+    ("/robustness_curve", {"source": "samples", "n": 20, "steps": 100}, 400, "too long for one request"),
 ])
 def test_bad_requests_get_clear_4xx_and_the_server_stays_up(http, path, body, status, match):
     r = http.post(path, json=body)
@@ -66,6 +70,14 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(http, path, body, st
     detail = r.json()["detail"]
     assert isinstance(detail, str) and match in detail
     still_up(http)
+
+
+def test_a_refused_heavy_request_points_to_the_task_api(http, service):
+    r = http.post("/robustness_curve", json={"source": "samples", "n": 20, "steps": 100})
+    assert r.status_code == 400 and "POST /tasks" in r.json()["detail"]
+    task = http.post("/tasks", json={"kind": "robustness_curve", "params": {"source": "samples", "n": 20, "steps": 100}})
+    assert task.status_code == 200  # the same work as a background task: accepted, cancellable
+    assert http.post(f"/tasks/{task.json()['task_id']}/cancel").json()["state"] in ("cancelled", "done")
 
 
 @pytest.mark.parametrize("path", ["/models/ghost", "/tasks/0123456789ab", "/jobs/0123456789ab",
