@@ -33,8 +33,8 @@ def estimate_s(service, kind: str, p: dict) -> float:
         passes = int(p.get("n", 100)) * (1 + n_attacked * per_eps)
         return sum(s * passes for s in _scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]
     if kind == "embed":
-        spec = p.get("spec") or {}
-        steps = 0 if not p.get("spec") else int(spec.get("steps") or 10) + 1
+        spec = p.get("spec")  # {} is an attack too: AttackSpec's defaults
+        steps = 0 if spec is None else int(spec.get("steps") or 10) + 1
         scale = _scale(service, [p["model_id"]])[0]
         umap = 0.0
         if p.get("method", "umap") == "umap":
