@@ -25,7 +25,17 @@ import streamlit as st  # noqa: E402
 
 from app.client import get_client, explain_error  # noqa: E402
 
-st.set_page_config(page_title="RobustLens", page_icon=":material/shield:", layout="wide",
+def _favicon():
+    """A shield drawn here: a ":material/..." or emoji page icon makes the browser fetch the icon from
+    fonts.gstatic.com (an outside host; the app must work offline). Served by the app itself."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(im).polygon([(32, 3), (58, 12), (55, 40), (32, 61), (9, 40), (6, 12)], fill="#2f5bd3")
+    return im
+
+
+st.set_page_config(page_title="RobustLens", page_icon=_favicon(), layout="wide",
                    initial_sidebar_state="expanded")
 
 # One file per page in app/views/. Not app/pages/: Streamlit treats a pages/ folder beside the entry

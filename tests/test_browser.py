@@ -318,9 +318,14 @@ def test_layout_with_five_models(five_model_app, browser, width):
             pg.locator('[data-testid="stMain"]').get_by_text(done, exact=False).first.wait_for()
             settle(pg)
             no_exception(pg)
-            pg.wait_for_timeout(500)  # images decoded, plots laid out
+            # the main area scrolls inside the page: make the viewport as tall as the content, so the
+            # screenshot shows all of it (and everything is laid out for the checks)
+            tall = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            pg.set_viewport_size({"width": width, "height": max(1000, min(int(tall) + 40, 8000))})
+            pg.wait_for_timeout(700)  # images decoded, plots laid out again
             shot(pg, f"layout-{width}-{name}")
             lay = pg.evaluate(LAYOUT_JS)
+            pg.set_viewport_size({"width": width, "height": 1000})
             assert lay["scroll"] <= lay["vw"] + 1, (name, width, "page scrolls sideways", lay)
             assert not lay["nbad"], (name, width, lay["bad"])
             assert not lay["overlaps"], (name, width, lay["overlaps"])
