@@ -76,9 +76,10 @@ def supcon_loss(anchor: torch.Tensor, anchor_labels: torch.Tensor, contrast: tor
     return per_anchor.sum() / has_pos.sum().clamp_min(1)
 
 
-def rsupcon_loss(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tensor,
-                 temperature: float = 0.07, base_temperature: float = 0.07) -> torch.Tensor:
-    """RSupCon training loss L_adv + L_cln, a scalar (float32).
+def rsupcon_terms(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tensor,
+                  temperature: float = 0.07,
+                  base_temperature: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
+    """RSupCon's two training terms (L_adv, L_cln), scalars (float32).
 
     z_adv: (V, B, d) features of the V adversarial views (view-major: z_adv[v, i] is view v of
     image i); z_base: (B, d) features of the clean base view; labels: (B,) int64.
@@ -98,6 +99,13 @@ def rsupcon_loss(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tensor
     l_adv = supcon_loss(adv, adv_labels, contrast, contrast_labels, temperature, base_temperature,
                         self_mask)
     l_cln = supcon_loss(z_base, labels, adv, adv_labels, temperature, base_temperature)
+    return l_adv, l_cln
+
+
+def rsupcon_loss(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tensor,
+                 temperature: float = 0.07, base_temperature: float = 0.07) -> torch.Tensor:
+    """RSupCon training loss L_adv + L_cln, a scalar (float32); see `rsupcon_terms`."""
+    l_adv, l_cln = rsupcon_terms(z_adv, z_base, labels, temperature, base_temperature)
     return l_adv + l_cln
 
 

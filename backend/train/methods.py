@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import view_b, view_s, view_t
-from ..losses import rsupcon_attack_loss, rsupcon_loss, supcon_loss
+from ..losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
 from ..pgd import pgd
 from .config import TrainConfig
 
@@ -165,10 +165,12 @@ def loss_supcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
     return supcon_loss(z, y2, z, y2, cfg.temperature, cfg.base_temperature, eye)
 
 
-def rsupcon_attack(nets: Nets, xt, xs, xb, y, ctx: StepContext) -> torch.Tensor:
+def rsupcon_attack(nets: Nets, xt, xs, xb, y, ctx: StepContext,
+                   x_init: torch.Tensor | None = None) -> torch.Tensor:
     """Adversarial t and s views, (2B,3,H,W) = [x~_t; x~_s], crafted by ascending the contrastive
     loss of the adversarial anchors against the clean contrast set [z_t, z_s, z_b], each anchor's
-    own clean source excluded (RSUPCON.md, "The attack"). Eval mode; PGD-k with random start."""
+    own clean source excluded (RSUPCON.md, "The attack"). Eval mode; PGD-k with random start
+    (x_init, (2B,3,H,W), replaces the random start: the side-by-side bench feeds the source's)."""
     cfg = ctx.cfg
     b = len(y)
     with eval_mode(nets.core):
@@ -182,18 +184,32 @@ def rsupcon_attack(nets: Nets, xt, xs, xb, y, ctx: StepContext) -> torch.Tensor:
             return rsupcon_attack_loss(z_adv, z_clean, y, cfg.temperature, cfg.base_temperature)
 
         return pgd(loss_fn, torch.cat([xt, xs]), cfg.eps, cfg.step_size, cfg.attack_steps,
-                   generator=ctx.gen_dev)
+                   generator=ctx.gen_dev, x_init=x_init)
+
+
+def rsupcon_views(x_u8, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three views (t, s, b) of a uint8 batch, each float (B,3,H,W), drawn in that order."""
+    return view_t(x_u8, ctx.gen_aug), view_s(x_u8, ctx.gen_aug), view_b(x_u8, ctx.gen_aug)
+
+
+def rsupcon_step(nets: Nets, xt, xs, xb, y, ctx: StepContext,
+                 x_init: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Everything one RSupCon step computes from given views: the adversarial views "x_adv"
+    (2B,3,H,W), the train-mode projections "z" (3,B,d) of [x~_t, x~_s, x_b], and the loss terms
+    "l_adv", "l_cln" (scalars; the training loss is their sum)."""
+    cfg = ctx.cfg
+    b = len(y)
+    x_adv = rsupcon_attack(nets, xt, xs, xb, y, ctx, x_init)
+    with ctx.autocast():
+        z = nets.train(torch.cat([x_adv, xb]), "proj").view(3, b, -1)  # [t~, s~, b]
+    l_adv, l_cln = rsupcon_terms(z[:2], z[2], y, cfg.temperature, cfg.base_temperature)
+    return {"x_adv": x_adv, "z": z, "l_adv": l_adv, "l_cln": l_cln}
 
 
 def loss_rsupcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
     """RSupCon: L_adv + L_cln from one train-mode forward on [x~_t, x~_s, x_b]."""
-    cfg = ctx.cfg
-    b = len(y)
-    xt, xs, xb = view_t(x_u8, ctx.gen_aug), view_s(x_u8, ctx.gen_aug), view_b(x_u8, ctx.gen_aug)
-    x_adv = rsupcon_attack(nets, xt, xs, xb, y, ctx)
-    with ctx.autocast():
-        z = nets.train(torch.cat([x_adv, xb]), "proj").view(3, b, -1)  # [t~, s~, b]
-    return rsupcon_loss(z[:2], z[2], y, cfg.temperature, cfg.base_temperature)
+    out = rsupcon_step(nets, *rsupcon_views(x_u8, ctx), y, ctx)
+    return out["l_adv"] + out["l_cln"]
 
 
 LOSSES: dict[str, Callable] = {"ce": loss_ce, "pgd_at": loss_pgd_at, "trades": loss_trades,
