@@ -6,11 +6,13 @@
 
 Protocol (shared/docs/RSUPCON.md): clean accuracy on the test split (all images unless --n-clean),
 PGD-20 (L-inf, eps 8/255, step 2/255, random start) on a balanced seeded subset, AutoAttack standard
-(APGD-CE, APGD-T, FAB-T, Square from torchattacks' components, run by backend.attacks with the reference's
-100 iterations, not torchattacks.AutoAttack's fixed 10; L-inf 8/255) on a balanced seeded subset. The numbers,
-the subset sizes, the data variant, the attack settings and the seed go into the card's metrics
-(atomically); the same command and seed give the same numbers. torchattacks is imported only
-when AutoAttack is requested.
+(APGD-CE, APGD-T, FAB-T, Square; L-inf 8/255) on a balanced seeded subset, by default from the
+reference implementation (`pyautoattack`, the package RobustBench uses: --aa-impl reference), or
+from torchattacks' components run by backend.attacks with the reference's 100 iterations
+(--aa-impl torchattacks, the interactive attacks' code). The numbers, their standard errors
+(binomial, sqrt(p(1-p)/N)), the subset sizes, the data variant, the attack settings and the seed
+go into the card's metrics (atomically); the same command and seed give the same numbers. The
+AutoAttack package is imported only when AutoAttack is requested.
 """
 from __future__ import annotations
 
@@ -35,6 +37,33 @@ from .pgd import pgd
 log = logging.getLogger(__name__)
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
 AA_STEPS = 100  # iterations of APGD-CE, APGD-T and FAB-T, as in the AutoAttack reference
+AA_IMPLS = ("reference", "torchattacks")
+
+
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy p measured on n images."""
+    return float(np.sqrt(p * (1 - p) / n)) if n else float("nan")
+
+
+def _reference_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+                          batch_size: int, device) -> np.ndarray:
+    """Per-image robustness (bool (n,)) under the reference AutoAttack, version standard, L-inf.
+
+    pyautoattack counts an image as robust only when its final prediction is right, so an image
+    misclassified when clean is never robust (as in our other metrics)."""
+    import pyautoattack
+
+    logging.getLogger("auto-attack").setLevel(logging.WARNING)  # it logs every batch at debug
+    aa = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed,
+                                 device=device)
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    return (y_adv == y).cpu().numpy()
+
+
+def reference_autoattack_version() -> str:
+    import pyautoattack
+
+    return f"pyautoattack {getattr(pyautoattack, '__version__', '?')}"
 
 
 def _acc_per_class(correct: np.ndarray, labels: np.ndarray, classes) -> dict:
@@ -50,15 +79,17 @@ def _batches(idx: np.ndarray, batch: int):
 def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = None, n_pgd: int = 2000,
                    n_aa: int = 0, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
-                   steps: int = PGD_STEPS, aa_steps: int = AA_STEPS,
+                   steps: int = PGD_STEPS, aa_steps: int = AA_STEPS, aa_impl: str = "reference",
                    should_stop: Callable[[], bool] = lambda: False) -> dict:
     """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
 
     n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
-    balanced seeded subsets for PGD-`steps` and AutoAttack with `aa_steps` iterations (0 skips).
-    Returns plain data:
-    {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack",
-     "per_class_clean", "per_class_pgd{steps}", "per_class_autoattack", "eval": {settings}}.
+    balanced seeded subsets for PGD-`steps` and AutoAttack (0 skips); aa_impl "reference"
+    (pyautoattack, standard version: its own 100 iterations; aa_steps does not apply) or
+    "torchattacks" (backend.attacks with `aa_steps` iterations). Returns plain data:
+    {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack", "se_clean",
+     "se_pgd{steps}", "se_autoattack", "per_class_clean", "per_class_pgd{steps}",
+     "per_class_autoattack", "eval": {settings}}.
     """
     n = len(split)
     for name, v in (("n_pgd", n_pgd), ("n_aa", n_aa), ("batch_size", batch_size)):
@@ -71,11 +102,15 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
         raise ValueError(f"bad attack settings eps={eps!r} step_size={step_size!r} steps={steps!r}")
     if model.training:
         raise ValueError("the model must be in eval mode (load_checkpoint returns it so)")
+    if aa_impl not in AA_IMPLS:
+        raise ValueError(f"aa_impl must be one of {AA_IMPLS}, got {aa_impl!r}")
     aa_spec = None
-    if n_aa:  # built (and so validated) before any work: a bad aa_steps fails at once
+    if n_aa and aa_impl == "torchattacks":  # built (and so validated) before any work
         from .attacks import MAX_BATCH, AttackSpec, run_attack  # lazy: torchattacks loads only for AutoAttack
 
         aa_spec = AttackSpec(method="autoattack", norm="linf", eps=eps, steps=aa_steps, seed=seed)
+    elif n_aa:
+        aa_version = reference_autoattack_version()  # fails at once when the package is missing
     device = torch.device(device)
     labels = split.labels.numpy()
     classes = list(split.classes)
@@ -113,18 +148,28 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     out["autoattack"], out["n_autoattack"], out["per_class_autoattack"] = None, 0, None
     if n_aa:
         idx = balanced_indices(labels, min(n_aa, n), seed)
-        hits = []
-        for x, y in map(batch, _batches(idx, min(batch_size, MAX_BATCH))):
-            r = run_attack(model, x, y, aa_spec)
-            hits.append(((r.pred_clean == y) & (r.pred_adv == y)).cpu().numpy())
-        hits = np.concatenate(hits)
+        if aa_spec is not None:
+            hits = []
+            for x, y in map(batch, _batches(idx, min(batch_size, MAX_BATCH))):
+                r = run_attack(model, x, y, aa_spec)
+                hits.append(((r.pred_clean == y) & (r.pred_adv == y)).cpu().numpy())
+            hits = np.concatenate(hits)
+        else:
+            x, y = batch(idx)
+            hits = _reference_autoattack(model, x, y, eps, seed, batch_size, device)
         out["autoattack"], out["n_autoattack"] = float(hits.mean()), int(len(idx))
         out["per_class_autoattack"] = _acc_per_class(hits, labels[idx], classes)
 
+    out["se_clean"] = standard_error(out["clean"], out["n_clean"])
+    out[f"se_{key}"] = standard_error(out[key], out[f"n_{key}"]) if out[key] is not None else None
+    out["se_autoattack"] = standard_error(out["autoattack"], out["n_autoattack"]) \
+        if out["autoattack"] is not None else None
     out["eval"] = {"split": split.split, "data_variant": split.variant, "seed": seed, "norm": "linf",
                    "eps": eps, "eps_255": round(eps * 255, 4), "pgd_steps": steps, "pgd_step_size": step_size,
                    "pgd_random_start": True, "autoattack_version": "standard" if n_aa else None,
-                   "autoattack_steps": aa_steps if n_aa else None,
+                   "autoattack_steps": (AA_STEPS if aa_impl == "reference" else aa_steps) if n_aa else None,
+                   "autoattack_impl": (aa_version if aa_impl == "reference" else
+                                       "torchattacks components via backend.attacks") if n_aa else None,
                    "subsets": "balanced over classes, seeded (backend.data.balanced_indices)"}
     return out
 
@@ -188,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--autoattack", action="store_true")
     ap.add_argument("--n-aa", type=int, default=200)
     ap.add_argument("--aa-steps", type=int, default=AA_STEPS,
-                    help="iterations of APGD-CE/APGD-T/FAB-T (the reference's 100)")
+                    help="iterations of APGD-CE/APGD-T/FAB-T for --aa-impl torchattacks (the reference's 100)")
+    ap.add_argument("--aa-impl", choices=AA_IMPLS, default="reference",
+                    help="reference: pyautoattack (what cards report); torchattacks: backend.attacks")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -201,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
     try:
         result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, n_clean=a.n_clean,
-                                     n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed, aa_steps=a.aa_steps,
+                                     n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed, aa_steps=a.aa_steps, aa_impl=a.aa_impl,
                                      batch_size=a.batch_size, device=device)
     except ValueError as e:
         ap.error(str(e))

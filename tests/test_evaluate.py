@@ -57,7 +57,8 @@ def test_autoattack_runs_the_100_iteration_components_not_torchattacks_10(tmp_pa
 
     model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
     split = tiny_split()
-    r = evaluate_model(model, split, n_clean=20, n_pgd=0, n_aa=8, aa_steps=7, batch_size=8)
+    r = evaluate_model(model, split, n_clean=20, n_pgd=0, n_aa=8, aa_steps=7, batch_size=8,
+                       aa_impl="torchattacks")
     assert r["eval"]["autoattack_steps"] == 7 and r["n_autoattack"] == 8
     idx = balanced_indices(split.labels.numpy(), 8, 0)
     y = split.labels[idx]
@@ -67,12 +68,41 @@ def test_autoattack_runs_the_100_iteration_components_not_torchattacks_10(tmp_pa
     assert np.isfinite(r["autoattack"]) and torch.is_tensor(direct.x_adv)
 
 
+def test_reference_autoattack_is_pyautoattack_on_the_balanced_subset(tmp_path):
+    """Cards' AutoAttack comes from the reference package (standard version, L-inf), on the same
+    balanced seeded subset, with its standard error; it never exceeds clean accuracy there."""
+    import numpy as np
+    import pyautoattack
+    import torch
+
+    from backend.data import balanced_indices
+
+    torch.manual_seed(0)  # a linear classifier: cheap enough for the attacks' full budgets
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    split = tiny_split()
+    r = evaluate_model(model, split, n_clean=40, n_pgd=0, n_aa=10, batch_size=8)
+    assert r["eval"]["autoattack_impl"] == f"pyautoattack {pyautoattack.__version__}"
+    assert r["eval"]["autoattack_steps"] == 100 and r["n_autoattack"] == 10
+    idx = balanced_indices(split.labels.numpy(), 10, 0)
+    x, y = split.float_images(idx), split.labels[idx]
+    aa = pyautoattack.AutoAttack(model, norm="Linf", eps=8 / 255, version="standard", seed=0, device="cpu")
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=8)
+    assert r["autoattack"] == float((y_adv == y).float().mean())
+    with torch.no_grad():
+        clean_on_subset = float((model(x).argmax(1) == y).float().mean())
+    assert r["autoattack"] <= clean_on_subset
+    p = r["autoattack"]
+    assert r["se_autoattack"] == np.sqrt(p * (1 - p) / 10) and r["se_pgd20"] is None
+    with pytest.raises(ValueError, match="aa_impl"):
+        evaluate_model(model, split, n_aa=4, aa_impl="cleverhans")
+
+
 def test_bad_autoattack_settings_fail_before_any_work_and_leave_the_card(tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path, "m")
     before = read_card(ckpt)
     calls = []
     with pytest.raises(ValueError, match="steps"):
-        evaluate_checkpoint(ckpt, split=tiny_split(), n_pgd=10, n_aa=4, aa_steps=0,
+        evaluate_checkpoint(ckpt, split=tiny_split(), n_pgd=10, n_aa=4, aa_steps=0, aa_impl="torchattacks",
                             should_stop=lambda: calls.append(1) or False)
     assert calls == [] and read_card(ckpt) == before
 
