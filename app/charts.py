@@ -106,8 +106,8 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
     if adv is not None and pa is not None:
         ca = np.asarray(adv, dtype=float)
         flip = pa != pc
-        for flag, nm, col, size, symbol in ((False, "twin: same prediction", SAME_COLOUR, 6, "circle-open"),
-                                            (True, "twin: prediction flipped", FLIP_COLOUR, 8, "x")):
+        for flag, nm, col, size, symbol in ((False, "twin: same pred.", SAME_COLOUR, 6, "circle-open"),
+                                            (True, "twin: flipped", FLIP_COLOUR, 8, "x")):
             sel = np.flatnonzero(flip == flag)
             if not len(sel):
                 continue
@@ -124,7 +124,8 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
     # point still selects that point (tests/test_browser.py clicks one); pan/zoom stay in the modebar
     return _layout(fig, title=title, height=520, dragmode="select",
                    legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
-                               title=dict(text="true class / twin", font=dict(size=10))))
+                               entrywidth=0.33, entrywidthmode="fraction",  # three per row, however narrow
+                               title=dict(text="true class / twin", font=dict(size=10), side="top")))
 
 
 def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:

@@ -51,6 +51,10 @@ PAGES = [
     st.Page("views/zoo.py", title="Model zoo", icon=":material/inventory_2:"),
 ]
 
+# Streamlit caps a multiselect at ~155 px and scrolls the rest: with five or more models some chips
+# were hidden (removing one took two clicks). Let the model pickers grow to show every chip.
+st.html('<style>[data-testid="stMultiSelect"] div { max-height: none !important; }</style>')
+
 nav = st.navigation(PAGES)
 
 with st.sidebar:

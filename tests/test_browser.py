@@ -322,13 +322,23 @@ def test_layout_with_five_models(five_model_app, browser, width):
             # screenshot shows all of it (and everything is laid out for the checks)
             tall = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
             pg.set_viewport_size({"width": width, "height": max(1000, min(int(tall) + 40, 8000))})
-            pg.wait_for_timeout(700)  # images decoded, plots laid out again
+            settle(pg)
+            pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
+                                 ".every(i => i.complete && i.naturalWidth > 0)")
+            pg.wait_for_timeout(500)  # plots laid out again
             shot(pg, f"layout-{width}-{name}")
             lay = pg.evaluate(LAYOUT_JS)
             pg.set_viewport_size({"width": width, "height": 1000})
             assert lay["scroll"] <= lay["vw"] + 1, (name, width, "page scrolls sideways", lay)
             assert not lay["nbad"], (name, width, lay["bad"])
             assert not lay["overlaps"], (name, width, lay["overlaps"])
+            chips = pg.evaluate("""() => { const ms = document.querySelector('[data-testid="stMultiSelect"]');
+                if (!ms) return null; const box = ms.getBoundingClientRect();
+                const labels = [...ms.querySelectorAll('span')].filter(e => !e.children.length && e.textContent.includes(' · '));
+                return labels.map(t => { const r = t.getBoundingClientRect();
+                  return r.top >= box.top - 1 && r.bottom <= box.bottom + 1; }); }""")
+            if chips is not None and name != "train":
+                assert len(chips) >= 5 and all(chips), (name, width, "a model chip is hidden", chips)
             if name in ("attack_lab", "saliency_studio", "feature_lens"):
                 main_text = pg.locator('[data-testid="stMain"]').inner_text()
                 assert main_text.count("cpu-preview") >= 5 and main_text.count("AutoAttack") >= 5, name

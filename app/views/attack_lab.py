@@ -91,24 +91,36 @@ def _verdict(r: dict, label: int | None, target: int | None, class_names: list[s
     return f"held: {after}", "green"
 
 
-def _column(m: str, r: dict, label: int | None, target: int | None, sal: dict | None,
-            class_names: list[str]) -> None:
-    model_header(by_id.get(m), m)
-    if r["crafted_on"] != m:
-        st.caption(f"adversarial image crafted on {names.get(r['crafted_on'], r['crafted_on'])}")
-    show_image(img["pixels"], caption="clean")
-    prob_bars(r["clean"]["top"], label)
-    show_image(r["adv_pixels"], caption="adversarial")
-    text, colour = _verdict(r, label, target, class_names)
-    badge(text, colour)
-    prob_bars(r["adv"]["top"], label, target)
-    pert, scale = amplify_delta(r["delta"])
-    show_image(pert, caption=f"perturbation x{scale:.0f}")
-    st.caption(f'L-inf {r["linf"] * 255:.1f}/255 | L2 {r["l2"]:.3f} | {r["iterations"]} it.')
-    if sal is not None:
-        show_image(heat_rgb(sal["clean"]), caption="saliency, clean")
-        show_image(heat_rgb(sal["adv"]), caption="saliency, adversarial")
-        colour_bar(*sal["bar"])
+def _rows(label: int | None, target: int | None, sal: bool, class_names: list[str]) -> list:
+    """The grid's rows, top to bottom: each draws one model's cell given (model id, result, maps).
+    Drawn row by row (one st.columns per row), so a row starts at the same height in every column
+    even when a name or a badge wraps in one of them."""
+    def head(m, r, _):
+        model_header(by_id.get(m), m)
+        if r["crafted_on"] != m:
+            st.caption(f"adversarial image crafted on {names.get(r['crafted_on'], r['crafted_on'])}")
+
+    def verdict(m, r, _):
+        text, colour = _verdict(r, label, target, class_names)
+        badge(text, colour)
+
+    def pert(m, r, _):
+        img_, scale = amplify_delta(r["delta"])
+        show_image(img_, caption=f"perturbation x{scale:.0f}")
+
+    rows = [head,
+            lambda m, r, _: show_image(img["pixels"], caption="clean"),
+            lambda m, r, _: prob_bars(r["clean"]["top"], label),
+            lambda m, r, _: show_image(r["adv_pixels"], caption="adversarial"),
+            verdict,
+            lambda m, r, _: prob_bars(r["adv"]["top"], label, target),
+            pert,
+            lambda m, r, _: st.caption(f'L-inf {r["linf"] * 255:.1f}/255 | L2 {r["l2"]:.3f} | {r["iterations"]} it.')]
+    if sal:
+        rows += [lambda m, r, s_: show_image(heat_rgb(s_["clean"]), caption="saliency, clean"),
+                 lambda m, r, s_: show_image(heat_rgb(s_["adv"]), caption="saliency, adversarial"),
+                 lambda m, r, s_: colour_bar(*s_["bar"])]
+    return rows
 
 
 def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, mode: str) -> tuple[dict, str]:
@@ -139,12 +151,13 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
 
 def _grid(res: dict, ids: list[str], label, target, sal_maps: dict | None, class_names: list[str]) -> None:
     k = per_row(len(ids))
+    rows = _rows(label, target, sal_maps is not None, class_names)
     for i in range(0, len(ids), k):
-        cols = st.columns(k)
-        for col, m in zip(cols, ids[i:i + k]):
-            with col:
-                _column(m, res["results"][m], label, target, None if sal_maps is None else sal_maps[m],
-                        class_names)
+        block = ids[i:i + k]
+        for draw in rows:
+            for col, m in zip(st.columns(k, vertical_alignment="top"), block):
+                with col:
+                    draw(m, res["results"][m], None if sal_maps is None else sal_maps[m])
 
 
 def _preview(ids: list[str], label) -> None:

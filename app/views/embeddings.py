@@ -104,13 +104,12 @@ for i in range(0, len(done_ids), per_row):
     for col, m in zip(cols, done_ids[i:i + per_row]):
         res = results[m]
         card = by_id.get(m) or {"id": m}
-        fig = charts.embedding_map(res, class_names, title=f"{names.get(m, m)} ({honesty.model_line(card)})",
-                                   show_arrows=arrows)
+        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows)
         ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
                               selection_mode=("points", "box", "lasso"))
         flips = None if res.get("pred_adv") is None else int((np.asarray(res["pred_adv"])
                                                                 != np.asarray(res["pred_clean"])).sum())
-        col.caption(f"{res['method'].upper()}"
+        col.caption(f"{honesty.model_line(card)}. {res['method'].upper()}"
                     + (", reference map reused" if res.get("from_reference") else "")
                     + (f"; adversarial points {PLACEMENT.get(res['placement'], 'placed by ' + str(res['placement']))}"
                        if res.get("coords_adv") is not None else "")
