@@ -106,8 +106,8 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
     if adv is not None and pa is not None:
         ca = np.asarray(adv, dtype=float)
         flip = pa != pc
-        for flag, nm, col, size, symbol in ((False, "twin: same pred.", SAME_COLOUR, 6, "circle-open"),
-                                            (True, "twin: flipped", FLIP_COLOUR, 8, "x")):
+        for flag, nm, col, size, symbol in ((False, "twin same", SAME_COLOUR, 6, "circle-open"),
+                                            (True, "twin flip", FLIP_COLOUR, 8, "x")):
             sel = np.flatnonzero(flip == flag)
             if not len(sel):
                 continue

@@ -71,7 +71,8 @@ st.subheader("Comparison")
 rows = []
 for c in cards:
     m, tr = c.get("metrics") or {}, c.get("training") or {}
-    rows.append({"model": c["id"], "method": c.get("method"), "arch": f"{c.get('arch')} w{c.get('width')}",
+    # method and architecture are on the cards above (and in the CSV): the table keeps what compares
+    rows.append({"model": c["id"], "method": c.get("method"),
                  "status": c.get("status"), "clean": m.get("clean"), "pgd20": m.get("pgd20"),
                  "autoattack": m.get("autoattack"),
                  "N": "/".join(str(m.get(k) or "-") for k in ("n_clean", "n_pgd20", "n_autoattack")),
@@ -88,7 +89,7 @@ pct = st.column_config.NumberColumn(format="percent")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={"clean": pct, "pgd20": st.column_config.NumberColumn("PGD-20", format="percent"),
                             "autoattack": st.column_config.NumberColumn("AutoAttack", format="percent"),
-                            "N": st.column_config.TextColumn("N (clean/PGD/AA)")})
+                            "N": st.column_config.TextColumn("N", help="test images: clean / PGD-20 / AutoAttack")})
 if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattack")):
     st.plotly_chart(charts.zoo_chart(rows), width="stretch", key="zoo_chart")
     st.caption("Light bars: clean accuracy; dark bars: accuracy under attack. A robust model loses less.")
