@@ -25,7 +25,11 @@ Additions to the contract (nothing was renamed or removed):
 - job config also takes "seed"; keys left out (or None) take the preset's value; presets smoke, short,
   full; job dicts add "device", "pid", "attempts", "exit_code"; job_events items carry "seq";
 - a cancelled in-process robustness_curve/embed/class_visualisation raises tasks.TaskCancelled;
-- HttpClient raises PermissionError for 401 (token) and RuntimeError for 5xx.
+- HttpClient raises PermissionError for 401 (token) and RuntimeError for 5xx;
+- sharing (backend.flight): work runs under the caller's scope; a cancelled scope (a disconnected HTTP
+  client, a cancelled task) raises errors.Cancelled at the next batch; background tasks queue for the
+  device behind interactive calls; errors.BusyError (not a ValueError) when the device queue is full,
+  which HttpClient also raises for a 429 it retried; identical concurrent calls are computed once.
 """
 from __future__ import annotations
 
