@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("rsupcon", "pgd_at", "trades", "supcon", "fgsm_rs", "ce")
-PRESETS = ("smoke", "short", "full")  # backend.train.config.PRESETS
+PRESETS = ("smoke", "short", "gpu12", "full")  # backend.train.config.PRESETS
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 LIMITS = {"widths": [16, 32, 64], "epochs": [1, 50], "subset": [64, 50000], "attack_steps": [1, 20],
           "batch_size": [8, 1024], "name_chars": 64, "methods": list(METHODS), "presets": list(PRESETS)}

@@ -2,17 +2,27 @@
 # Train and evaluate the shipped model zoo with the project's own code.
 #   scripts/train_zoo.sh cpu  OUTDIR [DATA]   # CPU preview (width 16, all 49k images x 5 epochs, PGD-3, cosine;
 #                                             # about 3 h of one core for all five, rsupcon half of it)
-#   scripts/train_zoo.sh gpu  OUTDIR [DATA]   # GPU (width 32, PGD-10, 30 epochs; about 30 min on one H100)
-# Each run resumes from runs/<id>/ when re-invoked with the same arguments (RESUME=1), so a long GPU run
-# can be split into chunks of under ten minutes. Evaluation is separate: python -m backend.evaluate writes
-# the test metrics into each card (see docs/GPU_RUN.md). The interpreter is python3 (PYTHON overrides it).
+#   scripts/train_zoo.sh gpu  OUTDIR [DATA]   # one GPU, one chunk of at most CHUNK_S seconds (default 510):
+#                                             # the five trainings run at once (preset gpu12: width 32, 8 epochs,
+#                                             # batch 512, PGD-10, bf16, channels-last, data on the device), then
+#                                             # every finished model is evaluated (PGD-20 and reference AutoAttack)
+# cpu: each run resumes from runs/<id>/ when re-invoked with RESUME=1.
+# gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
+#      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
+#      evaluation, and prints one status line per model. docs/GPU_RUN.md has the plan and its estimates.
+# Environment: PYTHON (python3), METHODS, THREADS (cpu), and for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
+#   DEVICE (cuda), N_PGD (2000), N_AA (1000; 0 = no AutoAttack), STATE (OUTDIR/runs), EXTRA (more
+#   backend.train flags).
+#   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
 set -euo pipefail
 mode=${1:?cpu or gpu}; out=${2:?output folder}; data=${3:-}
+py=${PYTHON:-python3}
 data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
-resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 methods=${METHODS:-"rsupcon pgd_at ce trades supcon"}
-for m in $methods; do
-  if [ "$mode" = cpu ]; then
+
+if [ "$mode" = cpu ]; then
+  resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)
+  for m in $methods; do
     # Same budget for every method: all 49,000 training images, 5 epochs, cosine lr with a half-epoch warm-up.
     case $m in
       ce)      extra=() ;;
@@ -21,12 +31,61 @@ for m in $methods; do
       supcon)  extra=(--probe-epochs 3) ;;
       rsupcon) extra=(--attack-steps 3 --step-size 3/255 --probe-epochs 3) ;;
     esac
-    "${PYTHON:-python3}" -m backend.train --method "$m" --preset short --subset 0 --epochs ${EPOCHS:-5} --width 16 --batch-size 128 \
+    "$py" -m backend.train --method "$m" --preset short --subset 0 --epochs ${EPOCHS:-5} --width 16 --batch-size 128 \
       --schedule cosine --warmup-epochs 0.5 \
       --val-robust-n 200 --threads "${THREADS:-1}" "${extra[@]}" "${data_arg[@]}" "${resume[@]}" \
       --out "$out/$m" --events "$out/$m.events.jsonl" --no-progress
-  else
-    "${PYTHON:-python3}" -m backend.train --method "$m" --preset full --device cuda "${data_arg[@]}" "${resume[@]}" \
-      --out "$out/$m" --events "$out/$m.events.jsonl" --no-progress
-  fi
+  done
+  exit 0
+fi
+[ "$mode" = gpu ] || { echo "mode must be cpu or gpu, got '$mode'" >&2; exit 2; }
+
+chunk=${CHUNK_S:-510}; eval_s=${EVAL_S:-150}; preset=${PRESET:-gpu12}; device=${DEVICE:-cuda}
+state=${STATE:-$out/runs}
+start=$(date +%s); deadline=$((start + chunk))
+mkdir -p "$out" "$state"
+n_aa=${N_AA:-1000}
+aa_arg=(); [ "$n_aa" -gt 0 ] && aa_arg=(--autoattack --n-aa "$n_aa")
+evaluated() { [ -f "$out/$1/card.json" ] && "$py" - "$out/$1/card.json" "$n_aa" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])).get("metrics", {})
+sys.exit(0 if m.get("pgd20") is not None and (m.get("n_autoattack") or sys.argv[2] == "0") else 1)
+PY
+}
+
+# 1. every unfinished training at once; each stops (state saved) eval_s before the deadline
+train_for=$((deadline - $(date +%s) - eval_s))
+pids=()
+for m in $methods; do
+  [ -f "$out/$m/card.json" ] && continue
+  if [ "$train_for" -le 10 ]; then break; fi
+  # several processes share the GPU; their CPU threads share the host's cores
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} timeout -s TERM "$train_for" "$py" -m backend.train --method "$m" \
+    --preset "$preset" --device "$device" "${data_arg[@]}" --resume --state-dir "$state/$m" ${EXTRA:-} \
+    --out "$out/$m" --events "$out/$m.events.jsonl" --no-progress --save-every-min 2 \
+    >> "$out/$m.log" 2>&1 &
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p" || true; done  # 124/143: stopped for the next chunk
+
+# 2. evaluate what finished, while the chunk has time (an evaluation cut short is redone next chunk)
+for m in $methods; do
+  [ -f "$out/$m/card.json" ] || continue
+  evaluated "$m" && continue
+  left=$((deadline - $(date +%s)))
+  if [ "$left" -le 20 ]; then break; fi
+  timeout -s TERM "$left" "$py" -m backend.evaluate --checkpoint "$out/$m" "${data_arg[@]}" --device "$device" \
+    --n-pgd "${N_PGD:-2000}" "${aa_arg[@]}" --seed 0 >> "$out/$m.eval.log" 2>&1 || true
+done
+
+# 3. status: one line per model; exit 0 only when every model is trained and evaluated
+all=0
+for m in $methods; do
+  if evaluated "$m"; then s="evaluated"
+  elif [ -f "$out/$m/card.json" ]; then s="trained, not evaluated"; all=3
+  else s="training: $(tail -n 1 "$out/$m.events.jsonl" 2>/dev/null | cut -c1-160 || true)"; all=3
+  fi
+  echo "zoo $m: $s"
+done
+echo "zoo chunk: $(( $(date +%s) - start )) s of $chunk"
+exit $all

@@ -9,7 +9,7 @@ CONTRASTIVE = ("supcon", "rsupcon")  # encoder + projection head, then a linear 
 ROBUST = ("pgd_at", "trades", "rsupcon", "fgsm_rs")  # checkpoint chosen by robust val accuracy
 SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
-STATUS = {"smoke": "smoke", "short": "cpu-preview", "full": "full"}
+STATUS = {"smoke": "smoke", "short": "cpu-preview", "gpu12": "gpu-short", "full": "full"}
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class TrainConfig:
     attack_steps: int = 10             # PGD steps for training examples (pgd_at, trades, rsupcon) and val
     fgsm_step: float = 10 / 255        # fgsm_rs single step (Wong et al.: 1.25 eps)
     trades_beta: float = 6.0
-    temperature: float = 0.07
+    temperature: float = 0.07          # the source's CIFAR-10 script; its code's default is 0.1
     base_temperature: float = 0.07
+    head_bn: bool = False              # [not the source] BatchNorm1d after the projection head's first layer
     probe_epochs: int = 10             # linear probe for supcon / rsupcon
     probe_lr: float = 1.0
     probe_batch_size: int = 512
@@ -107,6 +108,9 @@ PRESETS: dict[str, dict] = {
     # 3-step attacks (rsupcon ~5 min, pgd_at ~2-3 min, ce < 1 min on an idle 2-core CPU)
     "short": dict(width=16, epochs=2, batch_size=128, subset=2000, attack_steps=3, probe_epochs=3,
                   probe_batch_size=256, val_n=500, val_robust_n=100, ncm_n=1000, log_every=2),
+    # one H200 for about 12 minutes, five models at once (scripts/train_zoo.sh gpu, docs/GPU_RUN.md):
+    # width 32, batch 512, PGD-10, 8 epochs with a cosine schedule, 5 probe epochs
+    "gpu12": dict(epochs=8, schedule="cosine", probe_epochs=5, val_robust_n=500, log_every=20),
     # GPU, paper-like: width 32, 30 epochs, batch 512, PGD-10 (the dataclass defaults)
     "full": dict(),
 }
