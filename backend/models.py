@@ -44,7 +44,8 @@ class ResNet18(nn.Module):
     `layer4` is the last residual stage (the Grad-CAM layer).
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128):
+    def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128,
+                 head_bn: bool = False):
         super().__init__()
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
@@ -65,7 +66,8 @@ class ResNet18(nn.Module):
         self.head = None
         if head:
             f = self.feature_dim
-            self.head = nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True), nn.Linear(f, proj_dim))
+            mid = [nn.BatchNorm1d(f)] if head_bn else []  # an option, not the source's head
+            self.head = nn.Sequential(nn.Linear(f, f), *mid, nn.ReLU(inplace=True), nn.Linear(f, proj_dim))
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,11 +105,12 @@ def init_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(arch: str = "resnet18", width: int = 32, num_classes: int = 10, head: bool = False) -> ResNet18:
+def build_model(arch: str = "resnet18", width: int = 32, num_classes: int = 10, head: bool = False,
+                head_bn: bool = False) -> ResNet18:
     """Build an untrained model by name. Raises ValueError for an unknown architecture or width."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    return ResNet18(num_classes=num_classes, width=width, head=head)
+    return ResNet18(num_classes=num_classes, width=width, head=head, head_bn=head_bn)
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-epochs", type=_non_negative_float)
     ap.add_argument("--attack-steps", type=_int_at_least(1), help="PGD steps for training and val")
     ap.add_argument("--trades-beta", type=_positive_float)
+    ap.add_argument("--temperature", type=_positive_float, help="contrastive temperature (source: 0.07)")
+    ap.add_argument("--head-bn", action="store_true", default=None,
+                    help="BatchNorm1d in the projection head (not in the source; off by default)")
     ap.add_argument("--eps", type=_pixel_units, help="L-inf radius in pixel units, e.g. 8/255")
     ap.add_argument("--step-size", type=_pixel_units, help="PGD step in pixel units, e.g. 2/255")
     ap.add_argument("--probe-epochs", type=_int_at_least(1))
@@ -110,7 +113,7 @@ def parse(argv: list[str] | None = None):
     a = ap.parse_args(argv)
     overrides = {k: getattr(a, k) for k in (
         "method", "width", "epochs", "subset", "batch_size", "lr", "schedule", "warmup_epochs",
-        "attack_steps", "trades_beta", "eps", "step_size", "probe_epochs", "probe_batch_size", "adv_probe",
+        "attack_steps", "trades_beta", "temperature", "head_bn", "eps", "step_size", "probe_epochs", "probe_batch_size", "adv_probe",
         "val_n", "val_robust_n",
         "val_every", "seed", "log_every", "compile", "amp", "data")}
     try:

@@ -127,7 +127,8 @@ class _Run:
         self.val_x, self.val_y = dev(self.data.val_x), dev(self.data.val_y)
         self.ncm_x, self.ncm_y = dev(self.data.ncm_x), dev(self.data.ncm_y)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model("resnet18", cfg.width, len(self.data.classes), head=cfg.contrastive).to(device)
+        self.model = build_model("resnet18", cfg.width, len(self.data.classes), head=cfg.contrastive,
+                                 head_bn=cfg.head_bn).to(device)
         cl = device.type == "cuda" and cfg.channels_last
         if cl:
             self.model.to(memory_format=torch.channels_last)
