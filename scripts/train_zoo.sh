@@ -5,7 +5,7 @@
 #   scripts/train_zoo.sh gpu  OUTDIR [DATA]   # one GPU, one chunk of at most CHUNK_S seconds (default 510):
 #                                             # the five trainings run at once (preset gpu12: width 32, 8 epochs,
 #                                             # batch 512, PGD-10, bf16, channels-last, data on the device), then
-#                                             # every finished model is evaluated (PGD-20 and reference AutoAttack)
+#                                             # the finished models are evaluated at once (PGD-20, reference AutoAttack)
 # cpu: each run resumes from runs/<id>/ when re-invoked with RESUME=1.
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
@@ -68,15 +68,18 @@ for m in $methods; do
 done
 for p in "${pids[@]}"; do wait "$p" || true; done  # 124/143: stopped for the next chunk
 
-# 2. evaluate what finished, while the chunk has time (an evaluation cut short is redone next chunk)
+# 2. evaluate what finished, all at once, while the chunk has time (one cut short is redone next chunk)
+left=$((deadline - $(date +%s)))
+pids=()
 for m in $methods; do
   [ -f "$out/$m/card.json" ] || continue
   evaluated "$m" && continue
-  left=$((deadline - $(date +%s)))
   if [ "$left" -le 20 ]; then break; fi
-  timeout -s TERM "$left" "$py" -m backend.evaluate --checkpoint "$out/$m" "${data_arg[@]}" --device "$device" \
-    --n-pgd "${N_PGD:-2000}" "${aa_arg[@]}" --seed 0 >> "$out/$m.eval.log" 2>&1 || true
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} timeout -s TERM "$left" "$py" -m backend.evaluate --checkpoint "$out/$m" \
+    "${data_arg[@]}" --device "$device" --n-pgd "${N_PGD:-2000}" "${aa_arg[@]}" --seed 0 >> "$out/$m.eval.log" 2>&1 &
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p" || true; done
 
 # 3. status: one line per model; exit 0 only when every model is trained and evaluated
 all=0
