@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import math
 import os
@@ -51,7 +52,8 @@ import torch.nn as nn  # noqa: E402
 
 from backend import data as bdata  # noqa: E402
 from backend.models import build_model  # noqa: E402
-from backend.train.config import make_config  # noqa: E402
+from backend.train.config import TrainConfig, make_config  # noqa: E402
+from backend.train.loop import lr_at  # noqa: E402
 from backend.train.methods import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views  # noqa: E402
 
 REPORT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100)
@@ -177,12 +179,15 @@ def grad_norms(model: nn.Module, names: dict[str, str]) -> dict[str, float]:
 class Ours:
     """This project's model, optimiser and rsupcon_step, configured like backend.train."""
 
-    def __init__(self, a, seed: int, init: str):
-        self.cfg = make_config("full", method="rsupcon", width=a.width, batch_size=a.batch,
-                               attack_steps=a.attack_steps, step_size=a.step_size / 255, eps=a.eps / 255,
-                               temperature=a.temp, lr=a.lr, seed=seed)
+    def __init__(self, a, seed: int, init: str, overrides: dict | None = None):
+        values = dict(method="rsupcon", width=a.width, batch_size=a.batch, attack_steps=a.attack_steps,
+                      step_size=a.step_size / 255, eps=a.eps / 255, temperature=a.temp, lr=a.lr, seed=seed)
+        values.update(overrides or {})
+        self.cfg = make_config("full", **values)
+        self.steps_per_epoch = 49000 // self.cfg.batch_size
+        self.global_step = 0
         torch.manual_seed(seed)
-        self.model = build_model("resnet18", a.width, 10, head=True)
+        self.model = build_model("resnet18", a.width, 10, head=True, head_bn=self.cfg.head_bn)
         if init == "torch":
             torch_default_init(self.model)
         self.model.fc.requires_grad_(False)
@@ -195,6 +200,9 @@ class Ours:
 
     def step(self, xt, xs, xb, y, x_init=None) -> dict:
         self.model.train()
+        for group in self.opt.param_groups:  # backend.train's schedule (constant lr 0.1 by default)
+            group["lr"] = lr_at(self.cfg, self.global_step, self.steps_per_epoch)
+        self.global_step += 1
         out = rsupcon_step(self.nets, xt, xs, xb, y, self.ctx, x_init)
         loss = out["l_adv"] + out["l_cln"]
         self.opt.zero_grad(set_to_none=True)
@@ -271,7 +279,7 @@ def run_seed(au: Authors, a, seed: int, images: torch.Tensor, labels: torch.Tens
     if "sameinit" in a.modes:
         same = Ours(a, seed, "source")
         copy_authors_to_ours(au.model(seed), same.model)
-    ours = Ours(a, seed, a.init) if "ours" in a.modes else None
+    ours = Ours(a, seed, a.init, a.ours_set) if "ours" in a.modes else None
     mix = au.transform()
     t0 = time.time()
     for step in range(1, a.steps + 1):
@@ -294,7 +302,7 @@ def run_seed(au: Authors, a, seed: int, images: torch.Tensor, labels: torch.Tens
         x_u8 = x_nhwc.permute(0, 3, 1, 2).contiguous()
         for name, run in (("sameinit", same), ("ours", ours)):
             if run is not None:
-                runs[name].append(run.step(*rsupcon_views(x_u8, run.ctx), y))
+                runs[name].append(run.step(*rsupcon_views(x_u8[:run.cfg.batch_size], run.ctx), y[:run.cfg.batch_size]))
         for r in runs.values():
             if r:
                 r[-1].pop("x_adv", None)
@@ -322,6 +330,17 @@ def fmt_table(results: dict, steps: list[int], seeds: list[int], modes: list[str
     return "\n".join(lines)
 
 
+def _field(kv: str, ap) -> tuple[str, object]:
+    name, _, text = kv.partition("=")
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    if name not in kinds or not text:
+        ap.error(f"--ours-set {kv!r}: use FIELD=VALUE with a TrainConfig field")
+    kind = kinds[name]
+    if kind in ("bool", bool):
+        return name, text.lower() in ("1", "true", "yes")
+    return name, (int if kind in ("int", int) else float if kind in ("float", float) else str)(text)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--authors", type=Path, required=True, help="checkout of K25n/RSupCon")
@@ -340,10 +359,14 @@ def main(argv=None) -> None:
     ap.add_argument("--eps", type=float, default=8.0, help="L-inf radius, in 1/255")
     ap.add_argument("--temp", type=float, default=0.07)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--ours-set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a TrainConfig field for the 'ours' run, e.g. warmup_epochs=1, temperature=0.1, "
+                         "head_bn=true, batch_size=64 (repeatable); recipe search without changing the others")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--anomaly", action="store_true", help="keep their autograd anomaly detection on")
     a = ap.parse_args(argv)
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    a.ours_set = dict(_field(kv, ap) for kv in a.ours_set)
     if bad := set(a.modes) - set(MODES):
         ap.error(f"unknown modes {sorted(bad)}")
     if a.threads:
@@ -353,6 +376,8 @@ def main(argv=None) -> None:
     tr, _ = bdata.train_val_indices(len(split), 1000, seed=0, labels=split.labels.numpy())
     images, labels = split.images[torch.from_numpy(tr)], split.labels[torch.from_numpy(tr)]
     collapsed = math.log(3 * a.batch - 1) + math.log(2 * a.batch)
+    if a.ours_set:
+        print(f"'ours' run with {a.ours_set}")
     print(f"RSupCon side by side: width {a.width}, batch {a.batch}, PGD-{a.attack_steps} step "
           f"{a.step_size:g}/255 eps {a.eps:g}/255, tau {a.temp}, SGD lr {a.lr}; {split.variant}; "
           f"collapsed loss log(3B-1)+log(2B) = {collapsed:.3f}; torch {torch.__version__}, "
