@@ -213,7 +213,7 @@ class Ours:
                "linf": float((out["x_adv"] - torch.cat([xt, xs])).abs().amax() * 255),
                "x_adv": out["x_adv"]}
         rec.update(grad_norms(self.model, {"g_conv1": "conv1.weight", "g_l4": "layer4.1.conv2.weight",
-                                           "g_head": "head.2.weight"}))
+                                           "g_head": f"head.{len(self.model.head) - 1}.weight"}))
         self.opt.step()
         rec["bn1_var"] = float(self.model.bn1.running_var.mean())
         return rec
