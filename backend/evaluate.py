@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
 AA_STEPS = 100  # iterations of APGD-CE, APGD-T and FAB-T, as in the AutoAttack reference
 AA_IMPLS = ("reference", "torchattacks")
+# AutoAttack accuracy is also kept on these prefixes of the balanced subset (every prefix is itself
+# balanced): a card measured on 500 then states its number on the 200 images older cards used
+AA_PREFIXES = (200, 1000)
+AA_KEYS = ("autoattack", "n_autoattack", "se_autoattack", "per_class_autoattack", "autoattack_prefix")
 
 
 def standard_error(p: float, n: int) -> float:
@@ -146,6 +150,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
         out[f"per_class_{key}"] = _acc_per_class(hits, labels[idx], classes)
 
     out["autoattack"], out["n_autoattack"], out["per_class_autoattack"] = None, 0, None
+    out["autoattack_prefix"] = {}
     if n_aa:
         idx = balanced_indices(labels, min(n_aa, n), seed)
         if aa_spec is not None:
@@ -158,6 +163,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
             x, y = batch(idx)
             hits = _reference_autoattack(model, x, y, eps, seed, batch_size, device)
         out["autoattack"], out["n_autoattack"] = float(hits.mean()), int(len(idx))
+        out["autoattack_prefix"] = {k: float(hits[:k].mean()) for k in AA_PREFIXES if k < len(hits)}
         out["per_class_autoattack"] = _acc_per_class(hits, labels[idx], classes)
 
     out["se_clean"] = standard_error(out["clean"], out["n_clean"])
@@ -175,11 +181,12 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
 
 
 def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, write: bool = True,
-                        split: Split | None = None, **kwargs) -> dict:
+                        split: Split | None = None, only_autoattack: bool = False, **kwargs) -> dict:
     """Load a checkpoint, evaluate it on the test split and (write=True) merge the numbers into its
     card's metrics atomically. data: a root for backend.data.load_split, or "synthetic" (the
     training code's synthetic task, for checkpoints trained on it); split: evaluate on this Split
-    instead. kwargs go to evaluate_model. Returns the metrics added."""
+    instead. only_autoattack: run and write the AutoAttack part only (the card keeps its clean and
+    PGD numbers). kwargs go to evaluate_model. Returns the metrics added."""
     from .checkpoints import load_checkpoint, read_card, write_card
 
     device = kwargs.get("device", "cpu")
@@ -198,12 +205,24 @@ def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, wr
         raise ValueError(f"the test split's classes {list(split.classes)} differ from the checkpoint's "
                          f"{loaded.card['classes']}")
     t = time.time()
+    if only_autoattack:
+        if not kwargs.get("n_aa"):
+            raise ValueError("only_autoattack needs n_aa > 0")
+        kwargs.update(n_pgd=0, n_clean=1)
     result = evaluate_model(loaded.model, split, **kwargs)
     result["eval"]["time_s"] = round(time.time() - t, 1)
     result["eval"]["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if only_autoattack:
+        aa_eval = {k: v for k, v in result["eval"].items() if k.startswith("autoattack")}
+        result = {k: result[k] for k in AA_KEYS}
     if write:
         card = read_card(ckpt_dir)
-        card["metrics"] = {**card.get("metrics", {}), **result}
+        metrics = {**card.get("metrics", {}), **result}
+        if only_autoattack:
+            metrics["eval"] = {**metrics.get("eval", {}), **aa_eval,
+                               "autoattack_time_s": round(time.time() - t, 1),
+                               "autoattack_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        card["metrics"] = metrics
         write_card(ckpt_dir, card)
     return result
 
@@ -240,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--only-autoattack", action="store_true",
+                    help="run and write only the AutoAttack part (the card keeps its clean and PGD numbers)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave the card unchanged")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -247,11 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
     try:
-        result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, n_clean=a.n_clean,
+        if a.only_autoattack and not a.autoattack:
+            raise ValueError("--only-autoattack needs --autoattack")
+        result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, only_autoattack=a.only_autoattack,
+                                     n_clean=a.n_clean,
                                      n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed, aa_steps=a.aa_steps, aa_impl=a.aa_impl,
                                      batch_size=a.batch_size, device=device)
     except ValueError as e:
         ap.error(str(e))
+    if a.only_autoattack:
+        prefix = ", ".join(f"first {k}: {v:.4f}" for k, v in result["autoattack_prefix"].items())
+        sys.stdout.write(f"{a.checkpoint}: reference AutoAttack {result['autoattack']:.4f} +- "
+                         f"{result['se_autoattack']:.4f} on {result['n_autoattack']}"
+                         + (f" ({prefix})" if prefix else "") + "\n")
+        return 0
     sys.stdout.write(f"{a.checkpoint} ({result['eval']['data_variant']}, seed {a.seed})\n"
                      f"{format_table(result, list(result['per_class_clean']))}\n")
     return 0

@@ -97,6 +97,23 @@ def test_reference_autoattack_is_pyautoattack_on_the_balanced_subset(tmp_path):
         evaluate_model(model, split, n_aa=4, aa_impl="cleverhans")
 
 
+def test_only_autoattack_updates_that_part_of_the_card(tmp_path):
+    """--only-autoattack re-measures AutoAttack alone: clean and PGD numbers in the card stay."""
+    ckpt = write_tiny_checkpoint(tmp_path, "m")
+    evaluate_checkpoint(ckpt, split=tiny_split(), n_pgd=10, steps=2, n_aa=0)
+    before = read_card(ckpt)["metrics"]
+    r = evaluate_checkpoint(ckpt, split=tiny_split(), only_autoattack=True, n_aa=4, aa_impl="torchattacks",
+                            aa_steps=2, batch_size=8)
+    after = read_card(ckpt)["metrics"]
+    assert set(r) == {"autoattack", "n_autoattack", "se_autoattack", "per_class_autoattack", "autoattack_prefix"}
+    for k in ("clean", "n_clean", "pgd2", "n_pgd2", "per_class_clean"):
+        assert after[k] == before[k]
+    assert after["n_autoattack"] == 4 and after["eval"]["autoattack_steps"] == 2
+    assert after["eval"]["pgd_steps"] == 2 and after["eval"]["time_s"] == before["eval"]["time_s"]
+    with pytest.raises(ValueError, match="n_aa"):
+        evaluate_checkpoint(ckpt, split=tiny_split(), only_autoattack=True, n_aa=0)
+
+
 def test_bad_autoattack_settings_fail_before_any_work_and_leave_the_card(tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path, "m")
     before = read_card(ckpt)
