@@ -4,8 +4,10 @@ cards say.
     python scripts/results_table.py [--checkpoints checkpoints]
 
 One row per checkpoint, in the registry's order (rsupcon first): method, width, epochs and training
-images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, status, hardware and
-training time. A metric the card does not have prints as "-".
+images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, the AutoAttack
+standard error (binomial, in points) and code (reference: pyautoattack; torchattacks: backend.attacks
+on torchattacks' components), status, hardware and training time. A metric the card does not have
+prints as "-".
 """
 from __future__ import annotations
 
@@ -40,17 +42,28 @@ def _attack(card: dict) -> str:
     return f"PGD-{cfg.get('attack_steps')}" + (f", step {step * 255:.3g}/255" if step else "")
 
 
+def _aa(m: dict) -> tuple[str, str]:
+    """(accuracy +- standard error, code) of the card's AutoAttack figure."""
+    p, n = m.get("autoattack"), m.get("n_autoattack") or 0
+    if p is None or not n:
+        return "-", "-"
+    se = m.get("se_autoattack")
+    se = (p * (1 - p) / n) ** 0.5 if se is None else se
+    impl = (m.get("eval") or {}).get("autoattack_impl") or "torchattacks"
+    return f"{100 * p:.1f} ± {100 * se:.1f}", "reference" if impl.startswith("pyautoattack") else "torchattacks"
+
+
 def rows(root: Path) -> list[str]:
-    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack | N (clean / PGD / AA) "
-           "| status | hardware | training time |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE | N (clean / PGD / AA) "
+           "| AA code | status | hardware | training time |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in list_checkpoints(root):
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
         minutes = t.get("time_s")
         out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
-                   f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {_pct(m, 'autoattack')} | {n} "
-                   f"| {card.get('status')} | {t.get('hardware', '?')} "
+                   f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {_aa(m)[0]} | {n} "
+                   f"| {_aa(m)[1]} | {card.get('status')} | {t.get('hardware', '?')} "
                    f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")
     return out
 
