@@ -84,3 +84,18 @@ def test_rsupcon_attack_starts_from_a_given_point_when_asked():
     out = rsupcon_step(nets, xt, xs, xb, y, _ctx(cfg3), x_init=start)
     d = (out["x_adv"] - torch.cat([xt, xs])).abs().amax()
     assert d <= cfg3.eps + 1e-6 and not torch.equal(out["x_adv"], start)
+
+
+def test_departures_from_the_source_are_named_options_off_by_default():
+    """BN in the projection head and another temperature are options (recorded in the card's
+    train_config); the defaults are the source's head and its CIFAR-10 script's 0.07."""
+    from backend.train.__main__ import parse
+
+    cfg = make_config("full", method="rsupcon")
+    assert cfg.head_bn is False and cfg.temperature == 0.07 == cfg.base_temperature
+    plain = build_model("resnet18", 16, 10, head=True)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.head)
+    bn = build_model("resnet18", 16, 10, head=True, head_bn=True)
+    assert [type(m) for m in bn.head] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    cfg, _, _ = parse(["--method", "rsupcon", "--out", "/tmp/x-head-bn", "--head-bn", "--temperature", "0.1"])
+    assert cfg.head_bn is True and cfg.temperature == 0.1 and cfg.to_dict()["head_bn"] is True
