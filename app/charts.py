@@ -72,7 +72,8 @@ def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
     return _layout(fig, height=380, barmode="group", legend=dict(orientation="h", y=-0.3))
 
 
-def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: bool = True) -> go.Figure:
+def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: bool = True,
+                  box_select: bool = False) -> go.Figure:
     """One model's map. res: Service.embed output (coords_clean (n,2), coords_adv (n,2)|None,
     labels/pred_clean/pred_adv (n,), image_ids). Clean points coloured by true class (one legend
     entry per class); each adversarial twin sits at the end of a grey segment: a black cross when the
@@ -120,9 +121,10 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
     fig.update_xaxes(showticklabels=False, title=None)
     # no equal-aspect lock: UMAP axes carry no units, and the map should use the column's width
     fig.update_yaxes(showticklabels=False, title=None)
-    # dragmode "select": dragging draws a selection box at once (no tool to pick first); a click on a
-    # point still selects that point (tests/test_browser.py clicks one); pan/zoom stay in the modebar
-    return _layout(fig, title=title, height=520, dragmode="select",
+    # box_select: dragmode "select", so dragging draws a selection box at once (no tool to pick
+    # first). Streamlit then selects nothing on a click, so it is the user's choice: without it a
+    # drag pans and a click on a point selects it (and opens it in the attack lab).
+    return _layout(fig, title=title, height=520, **({"dragmode": "select"} if box_select else {}),
                    legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
                                entrywidth=0.33, entrywidthmode="fraction",  # three per row, however narrow
                                title=dict(text="true class / twin", font=dict(size=10), side="top")))

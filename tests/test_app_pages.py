@@ -257,6 +257,15 @@ def test_embedding_explorer_task_and_maps(env):
     assert res["coords_clean"].shape == (20, 2) and res["coords_adv"].shape == (20, 2)
     assert len(at.get("plotly_chart")) == len(MODEL_IDS)
     assert "20 samples images, PCA, FGSM eps 8/255" in texts(at)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert '"dragmode":"select"' not in spec.replace(" ", "")  # default: a click opens a point
+    # twin states use no class colour (flipped: black, same: dark grey), with a legend entry each
+    from app.charts import FLIP_COLOUR, SAME_COLOUR
+    from app.imaging import CLASS_COLOURS
+    assert FLIP_COLOUR not in CLASS_COLOURS and SAME_COLOUR not in CLASS_COLOURS
+    at.radio(key="w_emb_mouse").set_value("box").run()
+    ok(at)
+    assert '"dragmode":"select"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")  # drag = box select
 
 
 def test_robustness_curves_and_cancel(env):

@@ -96,6 +96,11 @@ def _open(image_id: str) -> None:
     st.switch_page("views/attack_lab.py")
 
 
+MOUSE = {"click": "click a point to open it", "box": "drag a box to list several"}
+mouse = state.widget(st.radio, "Mouse on the maps", "emb_mouse", "click", options=list(MOUSE), format_func=MOUSE.get,
+                     horizontal=True, help="Click: a click on a point opens that image in the attack lab (drag "
+                                           "pans). Box: dragging draws a selection box at once; the selected images "
+                                           "are listed with thumbnails below the maps.")
 chosen: list[str] = []
 done_ids = [m for m in q["key"]["models"] if m in results]
 per_row = 1 if len(done_ids) == 1 else 2
@@ -104,7 +109,8 @@ for i in range(0, len(done_ids), per_row):
     for col, m in zip(cols, done_ids[i:i + per_row]):
         res = results[m]
         card = by_id.get(m) or {"id": m}
-        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows)
+        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows,
+                                   box_select=mouse == "box")
         ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
                               selection_mode=("points", "box", "lasso"))
         flips = None if res.get("pred_adv") is None else int((np.asarray(res["pred_adv"])
@@ -160,6 +166,6 @@ e1.download_button("Coordinates (CSV)", lambda: pd.DataFrame(_rows()).to_csv(ind
 e2.download_button("Settings + coordinates (JSON)", lambda: json.dumps({"settings": q["key"], "points": _rows()}),
                    "robustlens_embedding.json", "application/json", on_click="ignore",
                    icon=":material/data_object:")
-st.caption("Hover a point for its id and predictions; click one to open it in the attack lab, or drag across the "
-           "map to box-select several (their thumbnails are listed above; double-click clears). Pan and zoom are "
-           "in the toolbar above each map; the camera icon saves it as PNG.")
+st.caption("Hover a point for its id and predictions. With 'click', a click on a point opens it in the attack lab; "
+           "with 'box', dragging across a map selects several (listed above with thumbnails; double-click clears). "
+           "Pan, zoom and lasso are in the toolbar above each map; the camera icon saves it as PNG.")
