@@ -418,7 +418,10 @@ def test_train_preset_text_comes_from_the_registry(env):
 
     at = ok(open_page("views/train.py"))
     line = next(c.value for c in at.caption if c.value.startswith("Presets: "))
-    for preset in PRESETS:
+    from backend.jobs import PRESETS as JOB_PRESETS  # the presets a job may use: each one's text is shown
+
+    assert set(JOB_PRESETS) <= set(PRESETS)
+    for preset in JOB_PRESETS:
         cfg = make_config(preset, method="ce")
         images = "all 49,000 images" if not cfg.subset else f"{cfg.subset:,} images"
         epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"

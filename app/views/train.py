@@ -38,7 +38,8 @@ st.caption("Training runs in its own process on the backend's machine, one job a
            "queue. Closing the browser does not stop a job.")
 
 lim = (call("limits", quiet=True) or {}).get("jobs") or {}
-presets = [p for p in PRESETS if p in lim.get("presets", list(PRESETS))]
+# every preset the backend's job runner offers (a new preset in the registry appears here by itself)
+presets = list(lim.get("presets") or PRESETS)
 preset_values = lim.get("preset_values") or {}
 PRESET_HELP = "  \n".join(preset_text(p, preset_values[p]) for p in presets if p in preset_values) or None
 sources = call("image_sources", quiet=True) or {}
@@ -49,7 +50,8 @@ methods = [m for m in METHODS if m in lim.get("methods", list(METHODS))]
 with st.form("new_job"):
     c1, c2 = st.columns(2)
     method = c1.selectbox("Method", methods, format_func=METHODS.get, key="job_method")
-    preset = c2.selectbox("Preset", presets, format_func=PRESETS.get, key="job_preset", help=PRESET_HELP)
+    preset = c2.selectbox("Preset", presets, format_func=lambda p: PRESETS.get(p, p), key="job_preset",
+                          index=presets.index("short") if "short" in presets else 0, help=PRESET_HELP)
     name = c1.text_input("Name (optional)", max_chars=int(lim.get("name_chars", 64)), key="job_name")
     with st.expander("Override the preset"):
         o1, o2, o3 = st.columns(3)
