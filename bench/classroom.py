@@ -3,6 +3,7 @@
     python bench/classroom.py [--students 30] [--follow 0.7] [--seconds 60] [--think 1 3]
                               [--modes on,off] [--checkpoints DIR] [--seed 0]
     python bench/classroom.py --soak [--seconds 600]      # memory over a long run, coalescing on
+    python bench/classroom.py --batch-ms 5 ...            # with dynamic batching on the CPU too
 
 For each mode (coalescing on: ROBUSTLENS_COALESCE=1; off: =0) it starts `python -m backend.server`
 on 127.0.0.1 (a free port; only loopback traffic), loads every model once, then runs, for
@@ -64,9 +65,11 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
 class Server:
     """`python -m backend.server` on 127.0.0.1 in a subprocess, stopped on exit."""
 
-    def __init__(self, coalesce: bool, checkpoints: str | None):
+    def __init__(self, coalesce: bool, checkpoints: str | None, batch_ms: float | None = None):
         self.port = free_port()
         env = {**os.environ, "ROBUSTLENS_COALESCE": "1" if coalesce else "0", "ROBUSTLENS_WARM_UP": "0"}
+        if batch_ms is not None:
+            env["ROBUSTLENS_BATCH_WINDOW_MS"] = str(batch_ms)
         cmd = [sys.executable, "-m", "backend.server", "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning"]
         if checkpoints:
@@ -211,6 +214,8 @@ def main(argv=None) -> None:
     p.add_argument("--react", type=float, default=1.5, help="followers start the teacher's view within this")
     p.add_argument("--modes", default="on,off", help="coalescing modes to run: on, off or on,off")
     p.add_argument("--checkpoints", default=None)
+    p.add_argument("--batch-ms", type=float, default=None,
+                   help="the server's dynamic batching window (ROBUSTLENS_BATCH_WINDOW_MS; default: its own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--soak", action="store_true", help="one long run with coalescing on; RSS per minute")
     a = p.parse_args(argv)
@@ -224,7 +229,7 @@ def main(argv=None) -> None:
           f"load average at start {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs", flush=True)
     rows = []
     for mode in modes:
-        server = Server(mode == "on", a.checkpoints)
+        server = Server(mode == "on", a.checkpoints, a.batch_ms)
         try:
             probe = HttpClient(server.url, timeout=120)
             models = [m["id"] for m in probe.list_models()]
