@@ -34,7 +34,10 @@ def estimate_s(service, kind: str, p: dict) -> float:
         return sum(s * passes for s in _scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]
     if kind == "embed":
         spec = p.get("spec")  # {} is an attack too: AttackSpec's defaults
-        steps = 0 if spec is None else int(spec.get("steps") or 10) + 1
+        if spec is None:
+            steps = 0
+        else:  # FGSM: one gradient step and one check
+            steps = 2 if spec.get("method") == "fgsm" else int(spec.get("steps") or 10) + 1
         scale = _scale(service, [p["model_id"]])[0]
         umap = 0.0
         if p.get("method", "umap") == "umap":
