@@ -71,9 +71,9 @@ st.subheader("Comparison")
 rows = []
 for c in cards:
     m, tr = c.get("metrics") or {}, c.get("training") or {}
-    # method and architecture are on the cards above (and in the CSV): the table keeps what compares
-    rows.append({"model": c["id"], "method": c.get("method"),
-                 "status": c.get("status"), "clean": m.get("clean"), "pgd20": m.get("pgd20"),
+    # method and architecture are on the cards above (and in the CSV): the table keeps what compares,
+    # narrow enough for a 1024 px window
+    rows.append({"model": c["id"], "status": c.get("status"), "clean": m.get("clean"), "pgd20": m.get("pgd20"),
                  "autoattack": m.get("autoattack"),
                  "N": "/".join(str(m.get(k) or "-") for k in ("n_clean", "n_pgd20", "n_autoattack")),
                  "train time": _hours(c)})
