@@ -11,6 +11,11 @@ checks the scope while it waits, so abandoned work ends within one batch and nev
 waiter with the best (priority, least recently served session, arrival) - so a student's predict
 waits for at most one batch of another student's curve, and one session cannot starve the others.
 A background waiter that has waited `age_s` is treated as interactive, so it is never starved.
+One interactive request is often many short acquisitions in sequence (an attack over five models
+takes the lock per model and step; a Streamlit page makes several calls). So that such a request
+waits for at most one background unit in all, not one per acquisition, an interactive release
+opens a short grace window (`grace_s`, ROBUSTLENS_LOCK_GRACE_MS, default 100 ms) in which a
+background waiter does not take the lock; any interactive work that comes within it goes first.
 
 `SingleFlight` computes identical concurrent requests (same cache key) once: the first caller
 computes, the others wait for its result; a follower whose leader was cancelled computes itself.
@@ -102,13 +107,21 @@ class FairLock:
     """A reentrant lock whose waiters are served by priority, then session round robin, then arrival.
 
     max_waiting: more waiters than this raise BusyError (the caller answers 429); age_s: a waiter
-    older than this counts as interactive. Waiting threads re-check their scope every `poll_s`, so
+    older than this counts as interactive (and is not held back by the grace window); grace_s: after
+    an interactive owner releases, background waiters wait this long for interactive work to come
+    back before they take the lock (see the module docstring). Waiting threads re-check their scope every `poll_s`, so
     a cancelled request leaves the queue promptly (Cancelled) instead of running when its turn comes.
     """
 
-    def __init__(self, max_waiting: int | None = None, age_s: float = 10.0, poll_s: float = 0.05):
+    def __init__(self, max_waiting: int | None = None, age_s: float = 10.0, poll_s: float = 0.05,
+                 grace_s: float | None = None):
         self.max_waiting = int(max_waiting or os.environ.get("ROBUSTLENS_MAX_WAITING") or 128)
         self.age_s, self.poll_s = age_s, poll_s
+        if grace_s is None:
+            grace_s = float(os.environ.get("ROBUSTLENS_LOCK_GRACE_MS") or 100) / 1000.0
+        self.grace_s = max(0.0, float(grace_s))
+        self._owner_priority = INTERACTIVE
+        self._grace_until = 0.0  # time.monotonic(): background waiters hold back until then
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
@@ -117,14 +130,20 @@ class FairLock:
         self._grants = itertools.count(1)
         self._seq = itertools.count()
 
+    def _effective(self, w: _Waiter, now: float) -> int:
+        return INTERACTIVE if now - w.since > self.age_s else w.priority
+
     def _next(self, now: float) -> _Waiter:
         def rank(w: _Waiter):
-            pr = INTERACTIVE if now - w.since > self.age_s else w.priority
-            return pr, self._served.get(w.session, 0), w.seq
+            return self._effective(w, now), self._served.get(w.session, 0), w.seq
         return min(self._waiters, key=rank)
 
-    def _take(self, me: int, session: str) -> None:
-        self._owner, self._depth = me, 1
+    def _held_back(self, priority: int, now: float) -> float:
+        """Seconds a taker of this (effective) priority must still wait for the grace window; 0: may take."""
+        return 0.0 if priority == INTERACTIVE else max(0.0, self._grace_until - now)
+
+    def _take(self, me: int, session: str, priority: int) -> None:
+        self._owner, self._depth, self._owner_priority = me, 1, priority
         self._served[session] = next(self._grants)
         if len(self._served) > 4096:  # forget the oldest sessions (bounded memory over a long run)
             for s, _ in sorted(self._served.items(), key=lambda kv: kv[1])[:2048]:
@@ -138,8 +157,8 @@ class FairLock:
                 return
             if not _rejoin:
                 sc.check()
-            if self._owner is None and not self._waiters:
-                self._take(me, sc.session)
+            if self._owner is None and not self._waiters and not self._held_back(sc.priority, time.monotonic()):
+                self._take(me, sc.session, sc.priority)
                 return
             if len(self._waiters) >= self.max_waiting and not _rejoin:
                 raise BusyError(f"the device is busy: {len(self._waiters)} requests are waiting (limit "
@@ -148,12 +167,16 @@ class FairLock:
             self._waiters.append(w)
             try:
                 while True:
-                    if self._owner is None and self._next(time.monotonic()) is w:
-                        self._take(me, sc.session)
-                        return
+                    now, timeout = time.monotonic(), self.poll_s
+                    if self._owner is None and self._next(now) is w:
+                        hold = self._held_back(self._effective(w, now), now)
+                        if not hold:
+                            self._take(me, sc.session, sc.priority)
+                            return
+                        timeout = min(timeout, hold)  # wake when the grace window ends
                     if sc.cancelled() and not _rejoin:
                         raise sc.error()
-                    self._cond.wait(self.poll_s)
+                    self._cond.wait(timeout)
             finally:
                 self._waiters.remove(w)
                 self._cond.notify_all()  # the best waiter may have changed
@@ -165,6 +188,9 @@ class FairLock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
+                if self._owner_priority == INTERACTIVE and self.grace_s:
+                    # the same request's next acquisition (or anyone's interactive work) comes first
+                    self._grace_until = time.monotonic() + self.grace_s
                 self._cond.notify_all()
 
     def yield_to_waiters(self) -> None:

@@ -69,6 +69,97 @@ def test_background_waiter_is_not_starved_forever():
     assert order == ["bg", "fg"]
 
 
+def _background_units(lock, unit_s, session="teacher"):
+    """A thread that holds `lock` in units of unit_s seconds at background priority and re-queues at
+    once after each (a robustness curve's batches); returns (thread, units done, stop, started)."""
+    units, stop, started = [0], threading.Event(), threading.Event()
+
+    def run():
+        with flight.scope(flight.BACKGROUND, session):
+            while not stop.is_set():
+                with lock:
+                    started.set()
+                    time.sleep(unit_s)
+                    units[0] += 1
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    assert started.wait(10)
+    return th, units, stop
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.003])
+def test_an_interactive_sequence_waits_for_at_most_one_background_unit(gap_s):
+    """Issue 14 (bench/fair_lock_handover.py): a request made of N short sequential acquisitions
+    (an attack over five models: a step, a model at a time), with a little work between them outside
+    the lock, waits for the background unit in progress and then keeps the device: the lock is not
+    handed to the waiting background thread between two of its acquisitions."""
+    lock = flight.FairLock()
+    th, units, stop = _background_units(lock, 0.03)
+    try:
+        with flight.scope(flight.INTERACTIVE, "student"):
+            before = units[0]
+            for i in range(10):
+                with lock:
+                    time.sleep(0.002)
+                    if i == 9:
+                        during = units[0] - before
+                time.sleep(gap_s)
+    finally:
+        stop.set()
+        th.join(10)
+    assert during <= 1, f"{during} background units ran inside one interactive request"
+
+
+def test_background_takes_the_lock_once_interactive_work_stops():
+    """The grace window after an interactive release only holds background back while interactive
+    work keeps coming: afterwards the waiting background unit runs (within a generous bound)."""
+    lock = flight.FairLock()
+    lock.acquire()  # interactive (the default scope)
+    got = threading.Event()
+
+    def bg():
+        with flight.scope(flight.BACKGROUND, "teacher"):
+            with lock:
+                got.set()
+
+    t = threading.Thread(target=bg)
+    t.start()
+    wait_for(lambda: lock.waiting() == 1)
+    lock.release()
+    assert got.wait(5)
+    t.join(5)
+
+
+def test_a_steady_interactive_stream_does_not_starve_background():
+    """Interactive requests back to back, each within the grace window of the last: a background
+    waiter still gets the device once it has waited age_s (here 0.3 s)."""
+    lock = flight.FairLock(age_s=0.3)
+    got, stop = threading.Event(), threading.Event()
+
+    def bg():
+        with flight.scope(flight.BACKGROUND, "teacher"):
+            with lock:
+                got.set()
+
+    def fg():
+        with flight.scope(flight.INTERACTIVE, "student"):
+            while not stop.is_set():
+                with lock:
+                    time.sleep(0.005)
+
+    f = threading.Thread(target=fg)
+    f.start()
+    t = threading.Thread(target=bg)
+    t.start()
+    try:
+        assert got.wait(10)
+    finally:
+        stop.set()
+        f.join(10)
+        t.join(10)
+
+
 def test_lock_is_reentrant_and_refuses_foreign_release():
     lock = flight.FairLock()
     with lock:
