@@ -8,14 +8,29 @@ so a test (or a server) that points the app somewhere else gets a client for tha
 `call(name, ...)` runs one client method and turns every failure into an `st.error` message and a
 None result, so a bad upload, an out-of-range parameter or a stopped backend never takes the page
 down: the user reads what went wrong and the rest of the page keeps working.
+
+Sessions (issue 13 item 1, issue 14 fair sharing): inside a script run `get_client()` returns a
+`SessionClient`, the shared client seen by that Streamlit session. Each of its calls runs under
+`backend.flight.scope(session=<the session's id>)`, so the device lock takes the sessions in turn
+(and a task started from it runs as that session), and with a `watch` on the run's script requests:
+once Streamlit has asked this run to stop (the browser left) or to rerun the whole script (a widget
+changed), the call's cancellation checks (between batches, models, lock polls) end it within one
+unit of work and it frees the device lock; Streamlit then ends the run at once, as its next `st`
+call would. Tasks a session started are cancelled by `SessionTasks` once the Streamlit runtime has
+not listed the session as connected for SESSION_GONE_S seconds.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from functools import partial
 
 import streamlit as st
+
+from backend import flight
+from backend.errors import Cancelled, DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +61,175 @@ def _make_client(env_key: tuple):
 
 
 def get_client():
-    """The shared client (InProcessClient, or HttpClient when BACKEND_URL is set)."""
-    return _make_client(_env_key())
+    """The shared client (InProcessClient, or HttpClient when BACKEND_URL is set); inside a script
+    run, wrapped as this session's SessionClient."""
+    client = _make_client(_env_key())
+    ctx = _script_ctx()
+    if ctx is None or not getattr(ctx, "session_id", None):
+        return client
+    return SessionClient(client, ctx)
+
+
+def _script_ctx():
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:
+        return None
+    return get_script_run_ctx(suppress_warning=True)
+
+
+def superseded(requests) -> bool:
+    """True once Streamlit has asked the script run behind `requests` (its ScriptRequests) to stop
+    (the session left) or to rerun the whole script: the run ends at its next `st` call, so its
+    backend work is moot. A fragment's timed rerun (the task poller) does not supersede a run.
+
+    Reads the requests' state without taking it (as ScriptRunner's own fast path does); any
+    change in Streamlit's internals makes this False (nothing is cancelled), not an error."""
+    if requests is None:
+        return False
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import (
+            ScriptRequestType, _fragment_run_should_not_preempt_script)
+
+        state = requests._state
+        if state == ScriptRequestType.STOP:
+            return True
+        if state == ScriptRequestType.RERUN:
+            data = requests._rerun_data
+            return not _fragment_run_should_not_preempt_script(data.fragment_id_queue,
+                                                               data.is_fragment_scoped_rerun)
+    except Exception:  # noqa: BLE001 - an unknown Streamlit: never cancel on a guess
+        return False
+    return False
+
+
+class SessionClient:
+    """The shared client as one Streamlit script run sees it (see the module docstring).
+
+    Attributes are the client's; each method call runs under a flight scope: interactive, the
+    session's id, a fresh stop event and a watch for this run being superseded. A call that the
+    watch cancelled ends the script run (Streamlit's RerunException / StopException) instead of
+    showing an error. `start_task` also hands the new task to SESSION_TASKS."""
+
+    def __init__(self, client, ctx):
+        self._client, self._ctx = client, ctx
+        self.session_id = str(ctx.session_id)
+        self._requests = getattr(ctx, "script_requests", None)
+
+    @property
+    def raw(self):
+        return self._client
+
+    def superseded(self) -> bool:
+        return superseded(self._requests)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call_in_scope(*args, **kwargs):
+            with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
+                              watch=partial(superseded, self._requests)):
+                try:
+                    out = attr(*args, **kwargs)
+                except Cancelled:
+                    if self.superseded():
+                        getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
+                    raise
+            if name == "start_task":
+                SESSION_TASKS.track(self._client, out, self.session_id)
+            return out
+
+        call_in_scope.__name__ = name
+        return call_in_scope
+
+
+def _session_connected(session_id: str) -> bool:
+    """Whether the Streamlit runtime lists the session as connected. Without a runtime (AppTest,
+    a bare script) nothing can be known: treated as connected, so nothing is cancelled."""
+    try:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return True
+        return bool(runtime.get_instance().is_active_session(session_id))
+    except Exception:  # noqa: BLE001
+        return True
+
+
+# A session the runtime has not listed as connected for this long has left (closed tab, reload:
+# a reload is a new session); its tasks are cancelled. Streamlit keeps a disconnected session for a
+# reconnect, so a network blip shorter than this keeps its tasks.
+SESSION_GONE_S = float(os.environ.get("ROBUSTLENS_SESSION_GONE_S") or 2.0)
+
+
+class SessionTasks:
+    """Background tasks per session; a daemon thread cancels those of sessions that have left.
+
+    Streamlit has no "session closed" callback, so this polls (every `every_s`) whether each
+    session with tasks is still connected (`connected`, default: the Streamlit runtime's
+    is_active_session); after `gone_s` seconds of not connected, every task it started is cancelled
+    through the client (in-process or HTTP), which frees the device within one batch. A task's
+    record is dropped then, or with its session's; finished tasks cost one small tuple until then."""
+
+    def __init__(self, connected=_session_connected, gone_s: float | None = None, every_s: float = 0.5):
+        self.connected, self.every_s = connected, every_s
+        self.gone_s = SESSION_GONE_S if gone_s is None else gone_s
+        self._lock = threading.Lock()
+        self._tasks: dict[str, tuple] = {}  # task_id -> (client, session)
+        self._gone_since: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        self.cancelled: list[str] = []  # task ids this asked to cancel (for tests and logs)
+
+    def track(self, client, task_id: str, session: str) -> None:
+        with self._lock:
+            self._tasks[str(task_id)] = (client, session)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="robustlens-session-tasks", daemon=True)
+                self._thread.start()
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """One pass: cancel the tasks of sessions gone for gone_s; returns their ids."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            sessions = {s for _, s in self._tasks.values()}
+        gone = set()
+        for s in sessions:
+            if self.connected(s):
+                self._gone_since.pop(s, None)
+            elif now - self._gone_since.setdefault(s, now) >= self.gone_s:
+                gone.add(s)
+        with self._lock:
+            doomed = [(tid, c) for tid, (c, s) in self._tasks.items() if s in gone]
+            for tid, _ in doomed:
+                del self._tasks[tid]
+            for s in gone:
+                self._gone_since.pop(s, None)
+        for tid, client in doomed:
+            self.cancelled.append(tid)
+            try:
+                client.cancel_task(tid)
+            except Exception:  # noqa: BLE001 - finished and expired, or the backend is down
+                pass
+        if doomed:
+            log.info("cancelled %d task(s) of %d session(s) that left", len(doomed), len(gone))
+        return [tid for tid, _ in doomed]
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the watcher must outlive one bad pass
+                log.exception("session task sweep failed")
+            with self._lock:
+                if not self._tasks:
+                    self._thread = None
+                    return
+
+
+SESSION_TASKS = SessionTasks()
 
 
 def backend_key() -> str:
@@ -102,6 +284,8 @@ def call(name: str, *args, where=None, quiet: bool = False, **kwargs):
                     st.toast("The backend is busy, retrying...", icon=":material/hourglass_top:")
                 time.sleep(min(max(getattr(e, "retry_after", 1.0), 0.1), 5.0))
     except Exception as e:  # the UI boundary: every failure becomes a message, the page lives on
+        if isinstance(e, Cancelled) and not isinstance(e, DeadlineExceeded):
+            return None  # this run was superseded (or the session left): nothing to tell anyone
         if not isinstance(e, ValueError):
             log.exception("backend call %s failed", name)
         if not quiet:

@@ -29,6 +29,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import BusyError, Cancelled, DeadlineExceeded
 
@@ -37,14 +38,22 @@ INTERACTIVE, BACKGROUND = 0, 1
 
 @dataclass
 class Scope:
-    """Who the work in this thread is for. deadline: time.monotonic() value, or None."""
+    """Who the work in this thread is for. deadline: time.monotonic() value, or None; watch: an
+    optional cheap predicate polled with the stop event (True = the asker is gone: sets stop), for
+    askers that cannot set an event themselves (a Streamlit script run that is superseded)."""
     priority: int = INTERACTIVE
     session: str = "-"
     stop: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
+    watch: Callable[[], bool] | None = None
 
     def cancelled(self) -> bool:
-        return self.stop.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+        if self.stop.is_set():
+            return True
+        if self.watch is not None and self.watch():
+            self.stop.set()
+            return True
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     def error(self) -> Cancelled:
         if self.stop.is_set():
@@ -67,9 +76,10 @@ def current() -> Scope:
 
 @contextmanager
 def scope(priority: int | None = None, session: str | None = None, stop: threading.Event | None = None,
-          timeout_s: float | None = None):
+          timeout_s: float | None = None, watch: Callable[[], bool] | None = None):
     """Run the body under a scope. Arguments left out are inherited from the enclosing scope, so
-    a task started with its own stop event keeps the caller's session."""
+    a task started with its own stop event keeps the caller's session. A new stop event starts a
+    new cancellation domain: the outer scope's watch is inherited only together with its stop."""
     outer = current()
     deadline = outer.deadline
     if timeout_s is not None:
@@ -77,7 +87,7 @@ def scope(priority: int | None = None, session: str | None = None, stop: threadi
         deadline = mine if deadline is None else min(deadline, mine)
     sc = Scope(outer.priority if priority is None else priority, outer.session if session is None else session,
                stop if stop is not None else (outer.stop if outer is not _DEFAULT else threading.Event()),
-               deadline)
+               deadline, watch if watch is not None else (outer.watch if stop is None else None))
     token = _current.set(sc)
     try:
         yield sc

@@ -1,0 +1,205 @@
+"""Streamlit sessions and the backend (issue 13 item 1, issue 14 fair sharing): each session's backend
+calls run in a flight scope with that session's id; a rerun (or the session leaving) supersedes the
+run's interactive call, which ends within one unit of work and frees the device lock; a session that
+has left gets its background tasks cancelled.
+
+The script run's side is Streamlit's own ScriptRequests object (what AppSession uses to ask a run to
+rerun or stop); the backend is the real Service on tiny checkpoints. Threads are ordered with
+events and the lock's state; time bounds are generous."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
+from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests
+from streamlit.testing.v1 import AppTest
+
+from app import client as app_client
+from backend import flight
+from backend.client import InProcessClient
+from backend.errors import Cancelled
+from backend.service import Service
+from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+
+
+def wait_for(cond, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def svc(tiny_checkpoint_root, tmp_path):  # noqa: F811
+    s = Service(tiny_checkpoint_root, jobs_root=tmp_path / "jobs")
+    yield s
+    s.close()
+
+
+def fake_ctx(session_id: str, yield_check=lambda: None):
+    """What app.client reads from Streamlit's ScriptRunContext: the session id, the run's requests."""
+    return SimpleNamespace(session_id=session_id, script_requests=ScriptRequests(), yield_check=yield_check)
+
+
+def test_calls_run_in_a_scope_with_the_sessions_id():
+    class Recorder:
+        transport = "inprocess"
+
+        def predict(self, *a, **k):
+            sc = flight.current()
+            return sc.session, sc.priority
+
+    a, b = (app_client.SessionClient(Recorder(), fake_ctx(s)) for s in ("session-a", "session-b"))
+    assert a.predict("x") == ("session-a", flight.INTERACTIVE)
+    assert b.predict("x") == ("session-b", flight.INTERACTIVE)
+    assert a.transport == "inprocess"  # attributes pass through
+    assert flight.current().session == "-"  # nothing leaks out of the call
+
+
+def test_get_client_in_a_script_run_is_the_sessions_client(monkeypatch):
+    """Through Streamlit itself (AppTest): the page's client is a SessionClient bound to the run's
+    session id (AppTest names every session "test session id") and its script requests."""
+    monkeypatch.setattr(app_client, "_make_client", lambda env_key: SimpleNamespace(transport="fake"))
+
+    def script():
+        import streamlit as st
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        from app.client import get_client
+
+        c, ctx = get_client(), get_script_run_ctx()
+        st.write(f"{type(c).__name__}|{getattr(c, 'session_id', '')}|{ctx.session_id}|"
+                 f"{getattr(c, '_requests', None) is ctx.script_requests}|{c.transport}")
+
+    at = AppTest.from_function(script).run(timeout=30)
+    assert not at.exception
+    kind, sid, ctx_sid, same_requests, transport = at.markdown[0].value.split("|")
+    assert kind == "SessionClient" and sid == ctx_sid and sid
+    assert same_requests == "True" and transport == "fake"
+    assert isinstance(app_client.get_client(), SimpleNamespace)  # outside a script run: the plain client
+
+
+def test_superseded_reads_streamlits_requests():
+    req = ScriptRequests()
+    assert not app_client.superseded(req)
+    req.request_rerun(RerunData(fragment_id_queue=["poller"]))  # the task poller's timed rerun
+    assert not app_client.superseded(req)
+    req = ScriptRequests()
+    req.request_rerun(RerunData())  # a widget changed: the whole script reruns
+    assert app_client.superseded(req)
+    req = ScriptRequests()
+    req.request_stop()  # the session left
+    assert app_client.superseded(req)
+    assert not app_client.superseded(None)
+
+
+def _long_call_then(svc, ctx, supersede):
+    """Run a 500-step class visualisation through the session's client in a thread, wait until it is
+    on the device, supersede it; returns (what the thread raised or returned, seconds it took to end)."""
+    sc = app_client.SessionClient(InProcessClient(svc), ctx)
+    out = {}
+
+    def run():
+        try:
+            out["value"] = sc.class_visualisation(3, ["tiny-ce"], steps=500)
+        except BaseException as e:  # noqa: BLE001 - RerunException is a BaseException
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_for(lambda: svc.lock._owner is not None or not t.is_alive(), what="the call on the device")
+    t0 = time.monotonic()
+    supersede(ctx.script_requests)
+    t.join(60)
+    return out, time.monotonic() - t0, t
+
+
+@pytest.mark.parametrize("how", ["rerun", "stop"])
+def test_a_rerun_or_leaving_supersedes_the_running_call_and_frees_the_lock(svc, how):
+    ctx = fake_ctx("s1")
+    out, took, t = _long_call_then(
+        svc, ctx, (lambda r: r.request_rerun(RerunData())) if how == "rerun" else (lambda r: r.request_stop()))
+    assert not t.is_alive(), "the superseded call kept running"
+    assert "value" not in out, "the call ran to its end although its run was superseded"
+    assert isinstance(out["error"], Cancelled)
+    assert took < 20  # generous: it ends within 10 steps of PGD on a tiny model
+    assert svc.lock._owner is None and svc.lock.waiting() == 0
+    # the device is free for the next run: a predict answers
+    assert svc.predict("samples:0", ["tiny-ce"])["results"]["tiny-ce"]["probs"].shape == (10,)
+
+
+def test_a_superseded_call_ends_the_script_run_as_streamlit_would(svc):
+    """Inside Streamlit the cancelled call raises the run's RerunException (ctx.yield_check), so
+    the page does not show an error for work nobody is waiting for."""
+    def yield_check():
+        raise RerunException(RerunData())
+
+    out, _, t = _long_call_then(svc, fake_ctx("s1", yield_check), lambda r: r.request_rerun(RerunData()))
+    assert not t.is_alive()
+    assert isinstance(out["error"], RerunException)
+
+
+def test_a_fragment_rerun_does_not_cancel_the_running_call():
+    """The task poller's timed fragment rerun must not cancel the page's call."""
+    ctx = fake_ctx("s1")
+    ctx.script_requests.request_rerun(RerunData(fragment_id_queue=["poller"]))
+
+    class Work:
+        def compute(self):
+            for _ in range(5):
+                flight.check()
+            return "done"
+
+    assert app_client.SessionClient(Work(), ctx).compute() == "done"
+
+
+def test_tasks_of_a_session_that_left_are_cancelled(svc, monkeypatch):
+    left = set()
+    watcher = app_client.SessionTasks(connected=lambda s: s not in left, gone_s=0.3, every_s=0.05)
+    monkeypatch.setattr(app_client, "SESSION_TASKS", watcher)
+    raw = InProcessClient(svc)
+    gone = app_client.SessionClient(raw, fake_ctx("leaves"))
+    stays = app_client.SessionClient(raw, fake_ctx("stays"))
+    t_gone = gone.start_task("class_visualisation", {"target_class": 3, "steps": 500})
+    t_stays = stays.start_task("class_visualisation", {"target_class": 4, "steps": 500})
+    assert svc.tasks._tasks[t_gone].session == "leaves"  # the task runs as its session (round robin)
+    try:
+        time.sleep(0.5)  # both connected: nothing is cancelled
+        assert svc.task_status(t_gone)["state"] == "running" and not watcher.cancelled
+        left.add("leaves")
+        wait_for(lambda: svc.task_status(t_gone)["state"] != "running", what="the left session's task ending")
+        assert svc.task_status(t_gone)["state"] == "cancelled"
+        assert watcher.cancelled == [t_gone]
+        assert svc.task_status(t_stays)["state"] == "running"
+    finally:
+        svc.tasks.cancel(t_stays, wait_s=20)
+        svc.tasks.cancel(t_gone, wait_s=20)
+
+
+def test_a_session_back_within_the_grace_keeps_its_tasks():
+    up = {"s": True}
+    cancelled = []
+    watcher = app_client.SessionTasks(connected=lambda s: up["s"], gone_s=5.0, every_s=3600)
+    watcher.track(SimpleNamespace(cancel_task=cancelled.append), "t1", "s")
+    up["s"] = False
+    assert watcher.sweep(now=100.0) == []
+    assert watcher.sweep(now=102.0) == []  # a network blip: disconnected 2 s
+    up["s"] = True
+    assert watcher.sweep(now=103.0) == []  # reconnected: the clock starts again
+    up["s"] = False
+    assert watcher.sweep(now=104.0) == [] and watcher.sweep(now=109.5) == ["t1"]
+    assert cancelled == ["t1"]
+
+
+def test_session_connected_asks_the_streamlit_runtime(monkeypatch):
+    from streamlit import runtime
+
+    monkeypatch.setattr(runtime, "exists", lambda: True)
+    monkeypatch.setattr(runtime, "get_instance", lambda: SimpleNamespace(is_active_session=lambda s: s == "on"))
+    assert app_client._session_connected("on") and not app_client._session_connected("off")
+    monkeypatch.setattr(runtime, "exists", lambda: False)
+    assert app_client._session_connected("off")  # no runtime (AppTest): nothing is cancelled
