@@ -103,11 +103,26 @@ def superseded(requests) -> bool:
     return False
 
 
+def run_going(requests) -> bool:
+    """True while the script run behind `requests` has not ended (Streamlit sets STOP when a run
+    ends with no rerun pending, or when the session leaves); False when it cannot be told."""
+    if requests is None:
+        return False
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        return requests._state != ScriptRequestType.STOP
+    except Exception:  # noqa: BLE001
+        return False
+
+
 class SessionClient:
     """The shared client as one Streamlit script run sees it (see the module docstring).
 
     Attributes are the client's; each method call runs under a flight scope: interactive, the
-    session's id, a fresh stop event and a watch for this run being superseded. A call that the
+    session's id, a fresh stop event, a watch for this run being superseded and a hold while the run
+    goes on (the device lock keeps background batches back between the page's calls, while the page
+    draws, so one page update waits for at most one background batch). A call that the
     watch cancelled ends the script run (Streamlit's RerunException / StopException) instead of
     showing an error. `start_task` also hands the new task to SESSION_TASKS."""
 
@@ -130,7 +145,7 @@ class SessionClient:
 
         def call_in_scope(*args, **kwargs):
             with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
-                              watch=partial(superseded, self._requests)):
+                              watch=partial(superseded, self._requests), hold=partial(run_going, self._requests)):
                 try:
                     out = attr(*args, **kwargs)
                 except Cancelled:

@@ -16,6 +16,9 @@ takes the lock per model and step; a Streamlit page makes several calls). So tha
 waits for at most one background unit in all, not one per acquisition, an interactive release
 opens a short grace window (`grace_s`, ROBUSTLENS_LOCK_GRACE_MS, default 100 ms) in which a
 background waiter does not take the lock; any interactive work that comes within it goes first.
+A request whose scope has a `hold` predicate (an app page run, whose calls are separated by drawing)
+keeps background waiters back while the predicate is true, for at most `hold_s` (ROBUSTLENS_LOCK_HOLD_S,
+default 2 s) after its last release; a background waiter older than `age_s` ignores both.
 
 `SingleFlight` computes identical concurrent requests (same cache key) once: the first caller
 computes, the others wait for its result; a follower whose leader was cancelled computes itself.
@@ -40,12 +43,15 @@ INTERACTIVE, BACKGROUND = 0, 1
 class Scope:
     """Who the work in this thread is for. deadline: time.monotonic() value, or None; watch: an
     optional cheap predicate polled with the stop event (True = the asker is gone: sets stop), for
-    askers that cannot set an event themselves (a Streamlit script run that is superseded)."""
+    askers that cannot set an event themselves (a Streamlit script run that is superseded); hold: an
+    optional cheap predicate, True while the request this work belongs to is still going between its
+    lock acquisitions (a Streamlit script run drawing the page between two calls): see FairLock."""
     priority: int = INTERACTIVE
     session: str = "-"
     stop: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
     watch: Callable[[], bool] | None = None
+    hold: Callable[[], bool] | None = None
 
     def cancelled(self) -> bool:
         if self.stop.is_set():
@@ -76,10 +82,11 @@ def current() -> Scope:
 
 @contextmanager
 def scope(priority: int | None = None, session: str | None = None, stop: threading.Event | None = None,
-          timeout_s: float | None = None, watch: Callable[[], bool] | None = None):
+          timeout_s: float | None = None, watch: Callable[[], bool] | None = None,
+          hold: Callable[[], bool] | None = None):
     """Run the body under a scope. Arguments left out are inherited from the enclosing scope, so
     a task started with its own stop event keeps the caller's session. A new stop event starts a
-    new cancellation domain: the outer scope's watch is inherited only together with its stop."""
+    new cancellation domain: the outer scope's watch and hold are inherited only with its stop."""
     outer = current()
     deadline = outer.deadline
     if timeout_s is not None:
@@ -87,7 +94,8 @@ def scope(priority: int | None = None, session: str | None = None, stop: threadi
         deadline = mine if deadline is None else min(deadline, mine)
     sc = Scope(outer.priority if priority is None else priority, outer.session if session is None else session,
                stop if stop is not None else (outer.stop if outer is not _DEFAULT else threading.Event()),
-               deadline, watch if watch is not None else (outer.watch if stop is None else None))
+               deadline, watch if watch is not None else (outer.watch if stop is None else None),
+               hold if hold is not None else (outer.hold if stop is None else None))
     token = _current.set(sc)
     try:
         yield sc
@@ -117,19 +125,24 @@ class FairLock:
     """A reentrant lock whose waiters are served by priority, then session round robin, then arrival.
 
     max_waiting: more waiters than this raise BusyError (the caller answers 429); age_s: a waiter
-    older than this counts as interactive (and is not held back by the grace window); grace_s: after
-    an interactive owner releases, background waiters wait this long for interactive work to come
-    back before they take the lock (see the module docstring). Waiting threads re-check their scope every `poll_s`, so
-    a cancelled request leaves the queue promptly (Cancelled) instead of running when its turn comes.
+    older than this counts as interactive (and is not held back); grace_s: after an interactive owner
+    releases, background waiters wait this long for interactive work to come back before they take
+    the lock; hold_s: how long a scope's `hold` keeps them back after its last release (see the
+    module docstring). Waiting threads re-check their scope every `poll_s`, so a cancelled request
+    leaves the queue promptly (Cancelled) instead of running when its turn comes.
     """
 
     def __init__(self, max_waiting: int | None = None, age_s: float = 10.0, poll_s: float = 0.05,
-                 grace_s: float | None = None):
+                 grace_s: float | None = None, hold_s: float | None = None):
         self.max_waiting = int(max_waiting or os.environ.get("ROBUSTLENS_MAX_WAITING") or 128)
         self.age_s, self.poll_s = age_s, poll_s
         if grace_s is None:
             grace_s = float(os.environ.get("ROBUSTLENS_LOCK_GRACE_MS") or 100) / 1000.0
         self.grace_s = max(0.0, float(grace_s))
+        if hold_s is None:
+            hold_s = float(os.environ.get("ROBUSTLENS_LOCK_HOLD_S") or 2.0)
+        self.hold_s = max(0.0, float(hold_s))
+        self._holds: dict[str, tuple[Callable[[], bool], float]] = {}  # session -> (request going?, until)
         self._owner_priority = INTERACTIVE
         self._grace_until = 0.0  # time.monotonic(): background waiters hold back until then
         self._cond = threading.Condition(threading.Lock())
@@ -149,8 +162,21 @@ class FairLock:
         return min(self._waiters, key=rank)
 
     def _held_back(self, priority: int, now: float) -> float:
-        """Seconds a taker of this (effective) priority must still wait for the grace window; 0: may take."""
-        return 0.0 if priority == INTERACTIVE else max(0.0, self._grace_until - now)
+        """Seconds a taker of this (effective) priority must still wait (grace window, or an interactive
+        request that holds the device between its acquisitions); 0: may take it now."""
+        if priority == INTERACTIVE:
+            return 0.0
+        if self._grace_until > now:
+            return self._grace_until - now
+        for session, (going, until) in list(self._holds.items()):
+            try:
+                alive = now < until and going()
+            except Exception:  # noqa: BLE001 - a broken predicate never blocks the device
+                alive = False
+            if alive:
+                return min(self.poll_s, until - now)  # re-check the predicate soon
+            del self._holds[session]
+        return 0.0
 
     def _take(self, me: int, session: str, priority: int) -> None:
         self._owner, self._depth, self._owner_priority = me, 1, priority
@@ -198,9 +224,12 @@ class FairLock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
-                if self._owner_priority == INTERACTIVE and self.grace_s:
+                if self._owner_priority == INTERACTIVE:
                     # the same request's next acquisition (or anyone's interactive work) comes first
-                    self._grace_until = time.monotonic() + self.grace_s
+                    now, sc = time.monotonic(), current()
+                    self._grace_until = now + self.grace_s
+                    if sc.hold is not None and self.hold_s:
+                        self._holds[sc.session] = (sc.hold, now + self.hold_s)
                 self._cond.notify_all()
 
     def yield_to_waiters(self) -> None:

@@ -97,6 +97,25 @@ def test_superseded_reads_streamlits_requests():
     assert not app_client.superseded(None)
 
 
+def test_run_going_is_false_once_the_run_has_ended():
+    req = ScriptRequests()
+    req.request_rerun(RerunData())
+    req.on_scriptrunner_ready()  # the run starts
+    assert app_client.run_going(req)
+    req.on_scriptrunner_ready()  # it ended with no rerun pending: Streamlit sets STOP
+    assert not app_client.run_going(req) and not app_client.run_going(None)
+
+
+def test_calls_carry_a_hold_while_the_run_goes_on():
+    ctx = fake_ctx("s1")
+
+    class Recorder:
+        def predict(self):
+            return flight.current().hold()
+
+    assert app_client.SessionClient(Recorder(), ctx).predict() is True
+
+
 def _long_call_then(svc, ctx, supersede):
     """Run a 500-step class visualisation through the session's client in a thread, wait until it is
     on the device, supersede it; returns (what the thread raised or returned, seconds it took to end)."""

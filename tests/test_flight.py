@@ -111,6 +111,51 @@ def test_an_interactive_sequence_waits_for_at_most_one_background_unit(gap_s):
     assert during <= 1, f"{during} background units ran inside one interactive request"
 
 
+def test_a_held_request_keeps_background_back_between_calls_until_it_ends():
+    """An app page run (scope with `hold`) makes calls separated by drawing the page (here 0.3 s,
+    longer than the grace window): background batches wait while the run goes on, so the page
+    waits for at most the unit in progress; when the run ends the background goes on at once."""
+    lock = flight.FairLock()
+    th, units, stop = _background_units(lock, 0.03)
+    going = threading.Event()
+    going.set()
+    try:
+        with flight.scope(flight.INTERACTIVE, "page", hold=going.is_set):
+            before = units[0]
+            for i in range(4):
+                with lock:
+                    if i == 3:
+                        during = units[0] - before
+                time.sleep(0.3)  # drawing, outside the lock
+            ended = units[0]
+        assert units[0] - ended == 0  # still held: the run has not ended yet (0.3 s < hold_s)
+        going.clear()  # the run ended
+        wait_for(lambda: units[0] > ended, timeout=5)
+    finally:
+        stop.set()
+        th.join(10)
+    assert during <= 1, f"{during} background units ran inside one page run"
+
+
+def test_a_hold_expires_after_hold_s():
+    """A request that keeps its hold but makes no more calls holds background back only hold_s."""
+    lock = flight.FairLock(hold_s=0.2)
+    with flight.scope(flight.INTERACTIVE, "page", hold=lambda: True):
+        with lock:
+            pass
+    got = threading.Event()
+
+    def bg():
+        with flight.scope(flight.BACKGROUND, "teacher"):
+            with lock:
+                got.set()
+
+    t = threading.Thread(target=bg)
+    t.start()
+    assert got.wait(5)
+    t.join(5)
+
+
 def test_background_takes_the_lock_once_interactive_work_stops():
     """The grace window after an interactive release only holds background back while interactive
     work keeps coming: afterwards the waiting background unit runs (within a generous bound)."""
