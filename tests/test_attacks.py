@@ -34,7 +34,7 @@ def easy_weights() -> dict:
     model = build_model("resnet18", width=16, num_classes=10)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for i in range(30):
+    for i in range(45):  # 30 sufficed from PyTorch's default conv init; the source's Kaiming init needs more
         x, y = channel_task(64, seed=100 + i)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
