@@ -137,63 +137,33 @@ def _embed_direct(ids: list[str], n: int, repeats: int) -> dict:
 def bench_embed_browser(n: int, repeats: int) -> dict:
     """The embedding explorer in Chromium against `streamlit run app/main.py`: from the click on
     "Compute maps" to every model's map drawn (the polling fragment reruns alone, as for a user)."""
-    import socket
-
-    import httpx
-    from playwright.sync_api import sync_playwright
+    from appserver import IDLE_JS, app_server, chromium
 
     from backend.checkpoints import list_checkpoints
 
     ids = [c["id"] for c in list_checkpoints(os.environ["ROBUSTLENS_CHECKPOINTS"])]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(Path(tempfile.gettempdir()) / f"robustlens-bench-app-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", MAIN, "--server.port", str(port),
-                             "--server.headless", "true"], cwd=REPO, env=os.environ, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"the app did not start (see {log.name})")
-            time.sleep(0.3)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.set_default_timeout(1_800_000)
-            idle = ("() => document.querySelector('[data-testid=\"stApp\"]')"
-                    "?.getAttribute('data-test-script-state') === 'notRunning'")
-            done = (f"() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .scatterlayer').length"
-                    f" === {len(ids)} && !document.querySelector('[data-testid=\"stProgress\"]') && ({idle})()")
+    with app_server() as (base, _log), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.set_default_timeout(1_800_000)
+        done = (f"() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .scatterlayer').length"
+                f" === {len(ids)} && !document.querySelector('[data-testid=\"stProgress\"]') && ({IDLE_JS})()")
 
-            def compute(seed: int) -> float:
-                page.goto(f"{base}/embeddings?emb_src=test&emb_n={n}&emb_attack=fgsm&emb_eps=8&emb_seed={seed}")
-                button = page.get_by_role("button", name="Compute maps")
-                button.wait_for()
-                page.wait_for_function(idle)
-                t = time.perf_counter()
-                button.click()
-                page.wait_for_timeout(100)  # let the click's rerun start
-                page.wait_for_function(done, polling=20)
-                return time.perf_counter() - t
+        def compute(seed: int) -> float:
+            page.goto(f"{base}/embeddings?emb_src=test&emb_n={n}&emb_attack=fgsm&emb_eps=8&emb_seed={seed}")
+            button = page.get_by_role("button", name="Compute maps")
+            button.wait_for()
+            page.wait_for_function(IDLE_JS)
+            t = time.perf_counter()
+            button.click()
+            page.wait_for_timeout(100)  # let the click's rerun start
+            page.wait_for_function(done, polling=20)
+            return time.perf_counter() - t
 
-            compute(0)  # warm-up: decode the test set, load the models, compile UMAP
-            miss, hit = [], []
-            for s in range(1, 1 + repeats):
-                miss.append(compute(s))  # new images: computed
-                hit.append(compute(s))   # the same view again (e.g. back from the attack lab): cached
-            browser.close()
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        compute(0)  # warm-up: decode the test set, load the models, compile UMAP
+        miss, hit = [], []
+        for s in range(1, 1 + repeats):
+            miss.append(compute(s))  # new images: computed
+            hit.append(compute(s))   # the same view again (e.g. back from the attack lab): cached
     return {"models": ids, "n": n, "miss": _stats(miss), "hit": _stats(hit), "direct": _embed_direct(ids, n, repeats)}
 
 
