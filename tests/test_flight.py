@@ -137,12 +137,8 @@ def test_a_held_request_keeps_background_back_between_calls_until_it_ends():
     assert during <= 1, f"{during} background units ran inside one page run"
 
 
-def test_a_hold_expires_after_hold_s():
-    """A request that keeps its hold but makes no more calls holds background back only hold_s."""
-    lock = flight.FairLock(hold_s=0.2)
-    with flight.scope(flight.INTERACTIVE, "page", hold=lambda: True):
-        with lock:
-            pass
+def _background_taker(lock) -> tuple[threading.Event, threading.Thread]:
+    """A started thread that takes `lock` once at background priority; the event is set when it has."""
     got = threading.Event()
 
     def bg():
@@ -152,6 +148,16 @@ def test_a_hold_expires_after_hold_s():
 
     t = threading.Thread(target=bg)
     t.start()
+    return got, t
+
+
+def test_a_hold_expires_after_hold_s():
+    """A request that keeps its hold but makes no more calls holds background back only hold_s."""
+    lock = flight.FairLock(hold_s=0.2)
+    with flight.scope(flight.INTERACTIVE, "page", hold=lambda: True):
+        with lock:
+            pass
+    got, t = _background_taker(lock)
     assert got.wait(5)
     t.join(5)
 
@@ -161,15 +167,7 @@ def test_background_takes_the_lock_once_interactive_work_stops():
     work keeps coming: afterwards the waiting background unit runs (within a generous bound)."""
     lock = flight.FairLock()
     lock.acquire()  # interactive (the default scope)
-    got = threading.Event()
-
-    def bg():
-        with flight.scope(flight.BACKGROUND, "teacher"):
-            with lock:
-                got.set()
-
-    t = threading.Thread(target=bg)
-    t.start()
+    got, t = _background_taker(lock)
     wait_for(lambda: lock.waiting() == 1)
     lock.release()
     assert got.wait(5)
