@@ -32,8 +32,9 @@ def test_convolutions_start_from_the_sources_kaiming_fan_out_init(width):
     for m in convs:
         fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
         want = math.sqrt(2.0 / fan_out)
-        assert abs(float(m.weight.std()) / want - 1) < 0.15, (m, float(m.weight.std()), want)
-        assert abs(float(m.weight.mean())) < 0.1 * want
+        w = m.weight.detach()
+        assert abs(float(w.std()) / want - 1) < 0.15, (m, float(w.std()), want)
+        assert abs(float(w.mean())) < 0.1 * want
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
