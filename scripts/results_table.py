@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend.checkpoints import list_checkpoints  # noqa: E402
+from backend.evaluate import standard_error  # noqa: E402
 
 ATTACKED = {"pgd_at", "trades", "rsupcon", "fgsm_rs"}
 
@@ -48,7 +49,7 @@ def _aa(m: dict) -> tuple[str, str]:
     if p is None or not n:
         return "-", "-"
     se = m.get("se_autoattack")
-    se = (p * (1 - p) / n) ** 0.5 if se is None else se
+    se = standard_error(p, n) if se is None else se
     impl = (m.get("eval") or {}).get("autoattack_impl") or "torchattacks"
     return f"{100 * p:.1f} ± {100 * se:.1f}", "reference" if impl.startswith("pyautoattack") else "torchattacks"
 
@@ -61,9 +62,10 @@ def rows(root: Path) -> list[str]:
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
         minutes = t.get("time_s")
+        aa, aa_code = _aa(m)
         out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
-                   f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {_aa(m)[0]} | {n} "
-                   f"| {_aa(m)[1]} | {card.get('status')} | {t.get('hardware', '?')} "
+                   f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {aa} | {n} "
+                   f"| {aa_code} | {card.get('status')} | {t.get('hardware', '?')} "
                    f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")
     return out
 
