@@ -258,12 +258,12 @@ class AuthorsRun:
         return rec
 
 
-def draw_random_start(views, eps: float, seed: int) -> tuple[torch.Tensor, int]:
+def draw_random_start(views, eps: float, seed: int) -> torch.Tensor:
     """The uniform start their SupConRepAdv draws for t then s from torch's global RNG after
     manual_seed(seed), as one (2B,3,H,W) starting point for our attack."""
     torch.manual_seed(seed)
     noise = [torch.FloatTensor(v.shape).uniform_(-eps, eps).float() for v in views[:2]]
-    return torch.clamp(torch.cat(views[:2]) + torch.cat(noise), 0, 1), seed
+    return torch.clamp(torch.cat(views[:2]) + torch.cat(noise), 0, 1)
 
 
 # ------------------------------------------------------------------------------ the runs
@@ -290,7 +290,7 @@ def run_seed(au: Authors, a, seed: int, images: torch.Tensor, labels: torch.Tens
             views = au.views(mix, x_nhwc)  # [t, s, b]
             noise_seed = 10 ** 7 * (seed + 1) + step
             if lock is not None:
-                x_init, _ = draw_random_start(views, a.eps / 255, noise_seed)
+                x_init = draw_random_start(views, a.eps / 255, noise_seed)
                 runs["lockstep"].append(lock.step(*views, y, x_init))
             torch.manual_seed(noise_seed)  # their perturb draws the same start
             rec = theirs.step(views, y)
