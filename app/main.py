@@ -1,13 +1,11 @@
 """RobustLens: `streamlit run app/main.py`. Navigation over the pages in app/pages/.
 
 The backend runs in this process by default; set BACKEND_URL=http://host:port to use a server
-started with `python -m backend.server` instead.
+started with `python -m backend.transport.server` instead.
 """
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 # Before anything imports torch: OpenMP threads that spin while they wait make every forward pass of
 # the interactive pages ~100x slower whenever the cores are shared (a training job, a second user's
@@ -15,15 +13,11 @@ from pathlib import Path
 # one width-16 forward pass with 2 threads. Passive waiting has no such cliff.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# `streamlit run app/main.py` puts app/ (not the repo root) on sys.path; the app imports the
-# packages `app` and `backend` from the root.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
+# The packages `app` and `backend` come from the installed project (`make install`: pip install -e .).
 import streamlit as st  # noqa: E402
 
-from app.client import get_client, explain_error  # noqa: E402
+from app.session.client import explain_error, get_client  # noqa: E402
+
 
 def _favicon():
     """A shield drawn here: a ":material/..." or emoji page icon makes the browser fetch the icon from

@@ -37,8 +37,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app/main.py does, before torch is imported
 REPO = Path(__file__).resolve().parent.parent
 MAIN = str(REPO / "app" / "main.py")
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def _cold_child() -> None:
@@ -57,9 +55,9 @@ def _cold_child() -> None:
 def _stand_ins(n: int, width: int) -> Path:
     import torch
 
-    from backend.checkpoints import new_card, save_checkpoint
-    from backend.data import CIFAR10_CLASSES
-    from backend.models import build_model
+    from backend.core.checkpoints import new_card, save_checkpoint
+    from backend.core.data import CIFAR10_CLASSES
+    from backend.core.models import build_model
 
     root = Path(tempfile.mkdtemp(prefix="robustlens-bench-"))
     for i, method in enumerate(("rsupcon", "pgd_at", "trades", "ce", "supcon", "fgsm_rs")[:n]):
@@ -92,7 +90,7 @@ def bench_cold() -> dict:
 def bench_attack_lab(repeats: int) -> dict:
     from streamlit.testing.v1 import AppTest
 
-    from backend.client import make_client
+    from backend.transport.client import make_client
 
     at = AppTest.from_file(MAIN, default_timeout=600).run()  # warm: models loaded, first attack done
     ids = at.session_state["p_models"]
@@ -119,7 +117,7 @@ def bench_attack_lab(repeats: int) -> dict:
 
 def _embed_direct(ids: list[str], n: int, repeats: int) -> dict:
     """Reference: the same maps from a Service in this process (its own caches, seeds 1..repeats)."""
-    from backend.client import make_client
+    from backend.transport.client import make_client
 
     direct = make_client()
     spec = {"method": "fgsm", "norm": "linf", "eps": 8 / 255}
@@ -139,7 +137,7 @@ def bench_embed_browser(n: int, repeats: int) -> dict:
     "Compute maps" to every model's map drawn (the polling fragment reruns alone, as for a user)."""
     from appserver import IDLE_JS, app_server, chromium
 
-    from backend.checkpoints import list_checkpoints
+    from backend.core.checkpoints import list_checkpoints
 
     ids = [c["id"] for c in list_checkpoints(os.environ["ROBUSTLENS_CHECKPOINTS"])]
     with app_server() as (base, _log), chromium() as browser:
@@ -172,7 +170,7 @@ def bench_embed(n: int, repeats: int) -> dict:
     whole page where a browser reruns only the polling fragment, so this overstates the app's cost."""
     from streamlit.testing.v1 import AppTest
 
-    from app.tasks import POLL_S
+    from app.session.tasks import POLL_S
 
     at = AppTest.from_file(MAIN, default_timeout=600)
     at.switch_page("views/embeddings.py")
@@ -221,7 +219,7 @@ def main() -> None:
     os.environ.pop("BACKEND_URL", None)
     if a.data:
         os.environ["RSUPCON_DATA"] = a.data
-    from backend.checkpoints import default_root, list_checkpoints
+    from backend.core.checkpoints import default_root, list_checkpoints
 
     root = a.checkpoints or default_root()
     note, temp = f"models in {root}", None

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import app_server, chromium, load_avg, new_page, wait_idle  # noqa: E402
+from appserver import app_server, chromium, load_avg, new_page, wait_idle
 
 PROGRESS_GONE = "!document.querySelector('[data-testid=\"stProgress\"]')"
 
@@ -83,7 +80,7 @@ def run_app(page, base: str, w: Workloads, kind: str, i: int, cap_s: float | Non
         page.wait_for_function(_done_js(kind, n_models), polling=50,
                                timeout=None if cap_s is None else cap_s * 1000)
         wait_idle(page, 0)
-    except Exception:  # noqa: BLE001 - the capped control run: report "more than cap"
+    except Exception:
         if cap_s is None:
             raise
         return None
@@ -98,7 +95,7 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=180.0)
     a = ap.parse_args()
 
-    from app import honesty
+    from app.widgets import honesty
     from backend.service import Service
 
     svc = Service()
@@ -137,7 +134,8 @@ def main() -> None:
             control = (control, time.perf_counter() - t)
     names = {"embed": "embed: ce, N=500, FGSM 8/255, UMAP", "curve": "curve: ce+pgd_at, PGD-5, eps 0/4/8, N=100",
              "lens": f"lens + class visualisation, {len(ids)} models, 40 + 100 steps"}
-    print(f"\n| {'workload':<52} | {'in-app s (median)':>17} | {'direct s (median)':>17} | {'app/direct':>10} | goal <=1.3")
+    print(f"\n| {'workload':<52} | {'in-app s (median)':>17} | {'direct s (median)':>17} | {'app/direct':>10} "
+          "| goal <=1.3")
     print(f"|{'-' * 54}|{'-' * 19}|{'-' * 19}|{'-' * 12}|-----------")
     for kind in a.only:
         app_s, dir_s = statistics.median(rows[kind]["app"]), statistics.median(rows[kind]["direct"])

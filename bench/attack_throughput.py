@@ -7,7 +7,7 @@ Model: --checkpoint DIR (a trained RobustLens checkpoint), else a randomly initi
 ResNet-18 whose batch-norm statistics were moved off their defaults by a few train-mode passes
 (PGD/FGSM cost depends on the architecture, not the weights; C&W and DeepFool stop early, so their
 latency depends on the model: use a trained checkpoint for those rows). Images: seeded CIFAR-10 test
-images when backend.data finds them, else uniform noise (the header says which). Labels: the
+images when backend.core.data finds them, else uniform noise (the header says which). Labels: the
 model's own clean predictions, so every image starts correctly classified. The success column is
 the fraction of images each implementation misclassifies after its last timed run.
 
@@ -15,7 +15,7 @@ Rows (median of --repeat runs; ours and the reference alternate within each repe
 the same machine load; the ratio of the best runs is printed too, as other processes inflate
 medians on a shared machine):
   - PGD-10 L-inf (eps 8/255, step 2/255, random start) on --batch images, images/s:
-    run_attack, the bare backend.pgd primitive with NCHW input (shows what the channels-last input
+    run_attack, the bare backend.attacks.pgd primitive with NCHW input (shows what the channels-last input
     buys), and torchattacks.PGD; ratio = ours / torchattacks.PGD (target >= 1.0x);
   - FGSM (eps 8/255): run_attack vs torchattacks.FGSM;
   - C&W-L2 (c=1, 100 steps, lr 0.01) and DeepFool (50 steps, overshoot 0.02) per-image latency on
@@ -29,17 +29,14 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from backend.attacks import AttackSpec, run_attack  # noqa: E402
-from backend.checkpoints import load_checkpoint  # noqa: E402
-from backend.models import build_model, freeze  # noqa: E402
-from backend.pgd import pgd  # noqa: E402
+from backend.attacks import AttackSpec, run_attack
+from backend.attacks.pgd import pgd
+from backend.core.checkpoints import load_checkpoint
+from backend.core.models import build_model, freeze
 
 
 def _model(width: int, device: str) -> torch.nn.Module:
@@ -54,7 +51,7 @@ def _model(width: int, device: str) -> torch.nn.Module:
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, str]:
     try:
-        from backend.data import load_split
+        from backend.core.data import load_split
         split = load_split(split="test")
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
         return split.float_images(idx), f"CIFAR-10 test ({split.variant})"
@@ -142,7 +139,7 @@ def main() -> None:
     sections = {  # name: (title, images, labels, ours {label: fn}, (reference label, fn), per-image unit)
         "pgd": ("PGD-10 Linf 8/255", x, y, {
             "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(eps=eps, step_size=alpha, steps=10)).x_adv,
-            "ours: backend.pgd, NCHW": bare_pgd},
+            "ours: backend.attacks.pgd, NCHW": bare_pgd},
             ("torchattacks.PGD", lambda: ta.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)),
             False),
         "fgsm": ("FGSM Linf 8/255", x, y, {

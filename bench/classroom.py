@@ -5,7 +5,7 @@
     python bench/classroom.py --soak [--seconds 600]      # memory over a long run, coalescing on
     python bench/classroom.py --batch-ms 5 ...            # with dynamic batching on the CPU too
 
-For each mode (coalescing on: ROBUSTLENS_COALESCE=1; off: =0) it starts `python -m backend.server`
+For each mode (coalescing on: ROBUSTLENS_COALESCE=1; off: =0) it starts `python -m backend.transport.server`
 on 127.0.0.1 (a free port; only loopback traffic), loads every model once, then runs, for
 --seconds each and against the same server:
   1. one user alone (an explorer: every request is new to the server's caches), the reference;
@@ -39,9 +39,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from backend.client import HttpClient  # noqa: E402
+from backend.transport.client import HttpClient  # noqa: E402
 
 EPS = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
 SALIENCY = ["integrated_gradients", "gradcam"]
@@ -63,14 +62,14 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
 
 
 class Server:
-    """`python -m backend.server` on 127.0.0.1 in a subprocess, stopped on exit."""
+    """`python -m backend.transport.server` on 127.0.0.1 in a subprocess, stopped on exit."""
 
     def __init__(self, coalesce: bool, checkpoints: str | None, batch_ms: float | None = None):
         self.port = free_port()
         env = {**os.environ, "ROBUSTLENS_COALESCE": "1" if coalesce else "0", "ROBUSTLENS_WARM_UP": "0"}
         if batch_ms is not None:
             env["ROBUSTLENS_BATCH_WINDOW_MS"] = str(batch_ms)
-        cmd = [sys.executable, "-m", "backend.server", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "backend.transport.server", "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning"]
         if checkpoints:
             cmd += ["--checkpoints", checkpoints]
@@ -82,7 +81,7 @@ class Server:
             try:
                 client.health()
                 break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 if self.proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"server did not start: {self.proc.stderr.read().decode()[-2000:]}")
                 time.sleep(0.2)
@@ -153,7 +152,7 @@ def user_loop(url: str, name: str, until: float, think: tuple[float, float], see
                 try:
                     call()
                     out.append((kind, time.monotonic() - t0))
-                except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+                except Exception as e:
                     errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
                 time.sleep(rng.uniform(*think))
     finally:

@@ -7,7 +7,7 @@ umap's numba JIT compilation, then warm; transform of M new points (first call c
 PCA fit / transform; knn_place. Ratios are against the warm PCA fit of the same run. Saliency rows:
 per-image latency of each method with default SaliencyParams at batch 1 and batch 8, ratios against
 the plain gradient at the same batch size. Features come from a randomly initialised width-`width`
-ResNet-18 (or --checkpoint DIR) on real CIFAR-10 test images when backend.data finds them
+ResNet-18 (or --checkpoint DIR) on real CIFAR-10 test images when backend.core.data finds them
 (RSUPCON_DATA or ../shared), else on uniform random images; the table says which.
 """
 from __future__ import annotations
@@ -17,17 +17,14 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, str]:
     try:
-        from backend.data import load_split
+        from backend.core.data import load_split
         split = load_split(split="test")
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
         return split.float_images(idx), f"CIFAR-10 test ({split.variant})"
@@ -57,12 +54,12 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
 
-    from backend import embed
-    from backend.models import build_model, freeze
-    from backend.saliency import METHODS, SaliencyParams, attribute
+    from backend.core.models import build_model, freeze
+    from backend.explain import embed
+    from backend.explain.saliency import METHODS, SaliencyParams, attribute
 
     if a.checkpoint:
-        from backend.checkpoints import load_checkpoint
+        from backend.core.checkpoints import load_checkpoint
         model, what = load_checkpoint(a.checkpoint, device=a.device).model, f"checkpoint {a.checkpoint}"
     else:
         torch.manual_seed(0)

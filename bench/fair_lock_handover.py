@@ -1,5 +1,5 @@
 """Why an attack-lab update waits for many background batches, not one (bench/fair_share.py): a
-reproduction on backend.flight.FairLock alone, no models.
+reproduction on backend.service.flight.FairLock alone, no models.
 
 A background thread holds the lock in units of --unit seconds (like a robustness curve's batches)
 and re-queues at once after each. A foreground request makes --acquisitions short sequential
@@ -13,13 +13,10 @@ acquisitions, the busy time is about acquisitions x unit instead of at most one 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backend import flight  # noqa: E402
+from backend.service import flight
 
 
 def main() -> None:
@@ -59,7 +56,8 @@ def main() -> None:
     waited = units[0] - before
     stop.set()
     th.join()
-    print(f"| foreground: {a.acquisitions} acquisitions x {a.work * 1000:.0f} ms, {a.gap * 1000:.0f} ms apart | seconds |"
+    print(f"| foreground: {a.acquisitions} acquisitions x {a.work * 1000:.0f} ms, {a.gap * 1000:.0f} ms apart "
+          "| seconds |"
           "\n|---|---|")
     print(f"| background idle | {idle:.2f} |")
     print(f"| background busy ({a.unit:.2f} s units) | {busy:.2f} |")

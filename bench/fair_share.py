@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import REPO, app_server, chromium, load_avg, new_page, wait_idle  # noqa: E402
+from appserver import REPO, app_server, chromium, load_avg, new_page, wait_idle
 
 
 def lab_update(page, eps: int, n_models: int) -> float:
@@ -42,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3, help="slider steps measured idle, and again busy")
     a = ap.parse_args()
-    from backend.checkpoints import default_root, list_checkpoints
+    from backend.core.checkpoints import default_root, list_checkpoints
 
     n = len(list_checkpoints(default_root()))
     head = subprocess.run(["git", "log", "--oneline", "-1"], cwd=REPO, capture_output=True, text=True).stdout.strip()

@@ -13,12 +13,9 @@ context (a new session) afterwards, served from the precomputed caches.
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import app_server, chromium, load_avg, new_page, wait_idle  # noqa: E402
+from appserver import app_server, chromium, load_avg, new_page, wait_idle
 
 
 def visit(browser, base: str, n: int) -> dict:
@@ -38,7 +35,7 @@ def visit(browser, base: str, n: int) -> dict:
 
 
 def main() -> None:
-    from backend.checkpoints import default_root, list_checkpoints
+    from backend.core.checkpoints import default_root, list_checkpoints
 
     n = len(list_checkpoints(default_root()))
     print(f"# first paint, attack lab, {n} models, Chromium 1440x1100; load {load_avg()} at start")

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server and the trainer do, before torch loads
 
-import torch  # noqa: E402
+import torch
 
 STAND_INS = ("rsupcon", "pgd_at", "trades", "supcon", "ce")
 PGD10 = {"method": "pgd", "norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
@@ -38,9 +36,9 @@ PGD10 = {"method": "pgd", "norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, 
 
 def write_stand_ins(root: Path, width: int = 32) -> None:
     """Random-init ResNet-18 checkpoints, one per method (seeded)."""
-    from backend.checkpoints import new_card, save_checkpoint
-    from backend.data import CIFAR10_CLASSES
-    from backend.models import build_model
+    from backend.core.checkpoints import new_card, save_checkpoint
+    from backend.core.data import CIFAR10_CLASSES
+    from backend.core.models import build_model
 
     for i, method in enumerate(STAND_INS):
         torch.manual_seed(i)
@@ -71,7 +69,7 @@ def ms(t: tuple[float, float]) -> tuple[str, str]:
 def images(n: int, seed: int = 0):
     """(x (n,3,32,32) in [0,1], y (n,), description): CIFAR-10 test images when found, else random."""
     try:
-        from backend.data import balanced_indices, load_split
+        from backend.core.data import balanced_indices, load_split
 
         split = load_split(split="test")
         idx = balanced_indices(split.labels, n, seed)
@@ -93,8 +91,9 @@ def main(argv=None) -> None:
                     "checkpoints exist (the latency targets are stated for width-32 models)")
     args = ap.parse_args(argv)
 
-    from backend import attacks, embed
-    from backend.checkpoints import default_root, list_checkpoints
+    from backend import attacks
+    from backend.core.checkpoints import default_root, list_checkpoints
+    from backend.explain import embed
     from backend.service import Service
 
     root = args.checkpoints or default_root()
@@ -111,7 +110,8 @@ def main(argv=None) -> None:
     src = f"STAND-INS (random-init width-32, written to a temp folder: {why})" if tmp else root
     print(f"# models: {len(ids)} from {src}: {', '.join(ids)}")
     print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    print(f"# widths {widths}; device {svc.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores")
+    print(f"# widths {widths}; device {svc.device}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {cores} cores")
     r = args.repeat
     img = lambda i: f"samples:{i % 20}"  # noqa: E731
     rows: list[tuple[str, ...]] = []
@@ -124,7 +124,8 @@ def main(argv=None) -> None:
         one = [mid]
         rows += [
             (f"predict [{mid}]", "1 image", *ms(median_s(lambda i: svc.predict(img(i), one), r, svc.clear_caches))),
-            (f"PGD-10 [{mid}]", "1 image", *ms(median_s(lambda i: svc.attack(img(i), PGD10, one), r, svc.clear_caches))),
+            (f"PGD-10 [{mid}]", "1 image",
+             *ms(median_s(lambda i: svc.attack(img(i), PGD10, one), r, svc.clear_caches))),
             (f"IG-32 [{mid}]", "1 image", *ms(median_s(lambda i: svc.explain(
                 img(i), mid, "integrated_gradients", params={"ig_steps": 32}), r, svc.clear_caches))),
             (f"Grad-CAM [{mid}]", "1 image", *ms(median_s(lambda i: svc.explain(img(i), mid, "gradcam"), r,

@@ -21,10 +21,10 @@ Runs, per seed, on the same image batches (a seeded permutation of the training 
              the same views, the same random start as their attack draws; shows whether the two
              codes compute the same thing (it drifts only by float rounding through chaos)
   sameinit   this project's training with the authors' initial weights but its own views (batched
-             tensor ops, backend.augment), random starts and generators: what remains when the
+             tensor ops, backend.train.augment), random starts and generators: what remains when the
              initial draw is shared
   ours       this project's training as `python -m backend.train --method rsupcon` does it: its
-             own initialisation (backend.models.init_weights, the source's Kaiming fan-out; --init
+             own initialisation (backend.core.models.init_weights, the source's Kaiming fan-out; --init
              torch gives PyTorch's default conv init, what this project used before), its views
 Printed: loss and mean pairwise cosine of the train-mode projections (1.0 = the collapsed
 solution, whose loss is log(3B-1) + log(2B)) at chosen steps, then the lock-step agreement, then
@@ -44,17 +44,16 @@ import types
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn as nn
 
-from backend import data as bdata  # noqa: E402
-from backend.models import build_model  # noqa: E402
-from backend.train.config import TrainConfig, make_config  # noqa: E402
-from backend.train.loop import lr_at  # noqa: E402
-from backend.train.methods import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views  # noqa: E402
+from backend.core import data as bdata
+from backend.core.models import build_model
+from backend.train.config import TrainConfig, make_config
+from backend.train.loop import lr_at
+from backend.train.methods import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
 
 REPORT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100)
 MODES = ("authors", "lockstep", "sameinit", "ours")
@@ -344,13 +343,13 @@ def _field(kv: str, ap) -> tuple[str, object]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--authors", type=Path, required=True, help="checkout of K25n/RSupCon")
-    ap.add_argument("--data", default=None, help="CIFAR-10 root (default: backend.data.resolve_root())")
+    ap.add_argument("--data", default=None, help="CIFAR-10 root (default: backend.core.data.resolve_root())")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--modes", default="authors,lockstep,sameinit,ours",
                     help="comma list of " + ",".join(MODES))
     ap.add_argument("--init", choices=("source", "torch"), default="source",
-                    help="initialisation of the 'ours' run: source = backend.models.init_weights (what "
+                    help="initialisation of the 'ours' run: source = backend.core.models.init_weights (what "
                          "backend.train uses), torch = PyTorch's default conv init (before the fix)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch", type=int, default=128)

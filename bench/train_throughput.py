@@ -14,18 +14,14 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training CLI does, before torch loads
-import torch  # noqa: E402
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from backend.models import build_model  # noqa: E402
-from backend.train.config import CONTRASTIVE, METHODS, make_config  # noqa: E402
-from backend.train.methods import LOSSES, Nets, StepContext, TrainNet  # noqa: E402
+from backend.core.models import build_model
+from backend.train.config import CONTRASTIVE, METHODS, make_config
+from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
 
 
 def make_step(method: str, args, device: torch.device):

@@ -16,9 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from app.imaging import compose_grid_png, overlay  # noqa: E402
+from app.widgets.imaging import compose_grid_png, overlay  # noqa: E402
 from backend.service import Service  # noqa: E402
 
 

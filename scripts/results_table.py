@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from backend.checkpoints import list_checkpoints  # noqa: E402
-from backend.evaluate import standard_error  # noqa: E402
+from backend.core.checkpoints import list_checkpoints  # noqa: E402
+from backend.eval.evaluate import standard_error  # noqa: E402
 
 ATTACKED = {"pgd_at", "trades", "rsupcon", "fgsm_rs"}
 
@@ -55,7 +54,8 @@ def _aa(m: dict) -> tuple[str, str]:
 
 
 def rows(root: Path) -> list[str]:
-    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE | N (clean / PGD / AA) "
+    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE "
+           "| N (clean / PGD / AA) "
            "| AA code | status | hardware | training time |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in list_checkpoints(root):

@@ -4,10 +4,10 @@ claim ("its saliency concentrates on human-perceived, object-centred features"),
     python scripts/saliency_summary.py [--checkpoints checkpoints] [--n 500] [--seed 0] [--data DIR]
         [--threads N]
 
-For each checkpoint, on N class-balanced seeded test images (backend.data.balanced_indices), with
+For each checkpoint, on N class-balanced seeded test images (backend.core.data.balanced_indices), with
 the true class as target:
   - alignment: centred image-gradient alignment |<x - mean, g>| / (|x - mean| |g|) (Etmann et al.
-    2019; backend.saliency_metrics.alignment_measures); higher = the gradient looks more like the image;
+    2019; backend.explain.saliency_metrics.alignment_measures); higher = the gradient looks more like the image;
   - deletion / insertion AUC of the Integrated-Gradients ranking (32 steps, black baseline; pixels
     replaced by / inserted into a blurred copy; Petsiuk et al. 2018): a lower deletion and a higher
     insertion AUC mean the map ranks the pixels the model actually uses (both scale with the model's
@@ -26,15 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from backend.pgd import pgd  # noqa: E402
-from backend.saliency import SaliencyParams, attribute, to_heatmap  # noqa: E402
-from backend.saliency_metrics import alignment_measures, deletion_insertion, drift  # noqa: E402
+from backend.attacks.pgd import pgd  # noqa: E402
+from backend.explain.saliency import SaliencyParams, attribute, to_heatmap  # noqa: E402
+from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift  # noqa: E402
 
 COLUMNS = ("alignment", "deletion_auc", "insertion_auc", "ins_minus_del", "drift_spearman", "drift_top10")
 
@@ -81,14 +80,14 @@ def table(rows: list[tuple[str, dict[str, np.ndarray]]]) -> str:
 
 
 def main(argv=None) -> int:
-    from backend.checkpoints import list_checkpoints, load_checkpoint
-    from backend.data import balanced_indices, load_split
+    from backend.core.checkpoints import list_checkpoints, load_checkpoint
+    from backend.core.data import balanced_indices, load_split
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
     ap.add_argument("--n", type=int, default=500, help="test images (balanced over classes)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", help="data root (default: backend.data.resolve_root())")
+    ap.add_argument("--data", help="data root (default: backend.core.data.resolve_root())")
     ap.add_argument("--threads", type=int)
     a = ap.parse_args(argv)
     if a.n < 2:

@@ -75,7 +75,7 @@ for m in $methods; do
   [ -f "$out/$m/card.json" ] || continue
   evaluated "$m" && continue
   if [ "$left" -le 20 ]; then break; fi
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} timeout -s TERM "$left" "$py" -m backend.evaluate --checkpoint "$out/$m" \
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} timeout -s TERM "$left" "$py" -m backend.eval.evaluate --checkpoint "$out/$m" \
     "${data_arg[@]}" --device "$device" --n-pgd "${N_PGD:-2000}" "${aa_arg[@]}" --seed 0 >> "$out/$m.eval.log" 2>&1 &
   pids+=($!)
 done

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.models import build_model, freeze
+from backend.core.models import build_model, freeze
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"

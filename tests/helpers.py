@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.checkpoints import new_card, save_checkpoint
-from backend.models import build_model
+from backend.core.checkpoints import new_card, save_checkpoint
+from backend.core.models import build_model
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -109,7 +109,7 @@ def default_sample_by_rule(model_ids: list[str]) -> set[str]:
     """The documented default (app.honesty): the first offline sample every compared model gets right
     when clean; else one of those that the most models get right (the set of allowed ids). Computed
     here on the backend."""
-    from backend.client import make_client
+    from backend.transport.client import make_client
 
     c = make_client()
     items = c.list_images("samples", None, 0, 20)["items"]
@@ -262,8 +262,8 @@ def test_embedding_explorer_task_and_maps(env):
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"dragmode":"select"' not in spec.replace(" ", "")  # default: a click opens a point
     # twin states use no class colour (flipped: black, same: dark grey), with a legend entry each
-    from app.charts import FLIP_COLOUR, SAME_COLOUR
-    from app.imaging import CLASS_COLOURS
+    from app.widgets.charts import FLIP_COLOUR, SAME_COLOUR
+    from app.widgets.imaging import CLASS_COLOURS
     assert FLIP_COLOUR not in CLASS_COLOURS and SAME_COLOUR not in CLASS_COLOURS
     at.radio(key="w_emb_mouse").set_value("box").run()
     ok(at)
@@ -360,7 +360,7 @@ def test_imaging_helpers():
     import numpy as np
     from PIL import Image
 
-    from app.imaging import amplify_delta, compose_grid_png, heat_rgb, upscale
+    from app.widgets.imaging import amplify_delta, compose_grid_png, heat_rgb, upscale
 
     img = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
     big = upscale(img, 160)
@@ -382,7 +382,7 @@ def test_imaging_helpers():
 
 
 def test_url_values_parse_like_their_defaults():
-    from app.state import _format, _parse
+    from app.session.state import _format, _parse
 
     assert _parse("8", 8) == 8 and _parse("0.5", 0.5) == 0.5 and _parse("1", False) is True
     assert _parse(["a,b", "c,d"], []) == ["c", "d"] and _parse("x", "y") == "x"
@@ -393,12 +393,12 @@ def test_url_values_parse_like_their_defaults():
 
 
 def test_shared_saliency_scale_matches_the_backend_per_map():
-    """app.imaging's raw maps reduce attributions as backend.saliency does: one map on its own
+    """app.widgets.imaging's raw maps reduce attributions as backend.explain.saliency does: one map on its own
     shared scale equals the backend's per-map heatmap, for every method in the backend's registry."""
     import numpy as np
 
-    from app.imaging import POSITIVE_METHODS, raw_map, scaled, shared_scale
-    from backend.saliency import METHOD_INFO, to_heatmap
+    from app.widgets.imaging import POSITIVE_METHODS, raw_map, scaled, shared_scale
+    from backend.explain.saliency import METHOD_INFO, to_heatmap
 
     assert set(POSITIVE_METHODS) == {m for m, info in METHOD_INFO.items() if info["display"] == "positive"}
     attr = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
@@ -420,7 +420,7 @@ def test_train_preset_text_comes_from_the_registry(env):
 
     at = ok(open_page("views/train.py"))
     line = next(c.value for c in at.caption if c.value.startswith("Presets: "))
-    from backend.jobs import PRESETS as JOB_PRESETS  # the presets a job may use: each one's text is shown
+    from backend.service.jobs import PRESETS as JOB_PRESETS  # the presets a job may use: each one's text is shown
 
     assert set(JOB_PRESETS) <= set(PRESETS)
     for preset in JOB_PRESETS:
@@ -453,7 +453,7 @@ def test_attack_lab_targeted_reports_target_reached(env):
     html_all = html_text(at)
     m = re.search(r"target (not )?reached: airplane \(p=([0-9.]+)\)", html_all)
     assert m, html_all[-2000:]
-    from backend.client import make_client
+    from backend.transport.client import make_client
 
     r = make_client().attack(at.session_state["p_image"], {"method": "pgd", "norm": "linf", "eps": 32 / 255,
                              "steps": 20, "random_start": True, "targeted": True, "target_class": 0},
@@ -466,8 +466,8 @@ def test_attack_lab_targeted_reports_target_reached(env):
 def test_prewarm_computes_the_attack_labs_default_view(env):
     """app.prewarm precomputes what the home page asks for by default: the same image (the rule) and
     the same attack as the page's default widget values."""
-    from app import prewarm
-    from backend.client import make_client
+    from app.session import prewarm
+    from backend.transport.client import make_client
 
     at = ok(open_page())
     ss = at.session_state

@@ -17,11 +17,10 @@ from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
 from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests
 from streamlit.testing.v1 import AppTest
 
-from app import client as app_client
-from backend import flight
-from backend.client import InProcessClient
-from backend.errors import Cancelled
-from backend.service import Service
+from app.session import client as app_client
+from backend.core.errors import Cancelled
+from backend.service import Service, flight
+from backend.transport.client import InProcessClient
 from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
 
 
@@ -69,7 +68,7 @@ def test_get_client_in_a_script_run_is_the_sessions_client(monkeypatch):
         import streamlit as st
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-        from app.client import get_client
+        from app.session.client import get_client
 
         c, ctx = get_client(), get_script_run_ctx()
         st.write(f"{type(c).__name__}|{getattr(c, 'session_id', '')}|{ctx.session_id}|"
@@ -125,7 +124,7 @@ def _long_call_then(svc, ctx, supersede):
     def run():
         try:
             out["value"] = sc.class_visualisation(3, ["tiny-ce"], steps=500)
-        except BaseException as e:  # noqa: BLE001 - RerunException is a BaseException
+        except BaseException as e:
             out["error"] = e
 
     t = threading.Thread(target=run)

@@ -13,9 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.attacks import (LIMITS, MAX_BATCH, AttackResult, AttackSpec, accuracy_under_attack,
-                             robustness_curve, run_attack, sanity_checks)
-from backend.models import build_model, freeze
+from backend.attacks import (
+    LIMITS,
+    MAX_BATCH,
+    AttackResult,
+    AttackSpec,
+    accuracy_under_attack,
+    robustness_curve,
+    run_attack,
+    sanity_checks,
+)
+from backend.core.models import build_model, freeze
 
 
 def channel_task(n: int, seed: int, size: int = 16):
@@ -275,7 +283,8 @@ def test_autoattack_reaches_fab_and_square_on_channels_last_input(tiny_model, mo
     ran = []
     for cls in (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB, torchattacks.Square):
         orig = cls.forward
-        monkeypatch.setattr(cls, "forward", lambda self, *a, _o=orig, _n=cls.__name__, **k: ran.append(_n) or _o(self, *a, **k))
+        monkeypatch.setattr(cls, "forward",
+                            lambda self, *a, _o=orig, _n=cls.__name__, **k: ran.append(_n) or _o(self, *a, **k))
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -429,7 +438,7 @@ def test_works_inside_inference_mode(easy_model, easy_data):
 
 
 def test_pgd_primitive_solves_linear_objectives_exactly():
-    from backend.pgd import pgd
+    from backend.attacks.pgd import pgd
     x = 0.2 + 0.6 * torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     # L-inf: ascending sum(x) ends at the upper corner of the box [x - eps, x + eps] n [0, 1];
     # descending ends at the lower one (the autograd gradient here is an expanded view).

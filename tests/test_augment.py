@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend import augment as A
+from backend.train import augment as A
 
 
 def images(n=16, seed=0):

@@ -1,5 +1,5 @@
 """The app in a real browser: `streamlit run app/main.py` driven by Playwright on Debian's Chromium, once
-with the backend in the app's process and once over HTTP (`python -m backend.server`, BACKEND_URL).
+with the backend in the app's process and once over HTTP (`python -m backend.transport.server`, BACKEND_URL).
 
 Every page is opened and must render without an exception; the attack lab must show images and
 numbers and react to the image picker and the eps slider; a point clicked in the embedding explorer
@@ -91,13 +91,12 @@ def app_url(request, tmp_path_factory):
     write_tiny_models(ckpt)
     nodata.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
-    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic",
-               PYTHONPATH=str(REPO))
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
     procs = []
     try:
         if request.param == "http":
             port = _free_port()
-            procs.append(_start([sys.executable, "-m", "backend.server", "--port", str(port)], env, tmp / "server.log"))
+            procs.append(_start([sys.executable, "-m", "backend.transport.server", "--port", str(port)], env, tmp / "server.log"))
             _wait_http(f"http://127.0.0.1:{port}/health", procs[-1], tmp / "server.log")
             env["BACKEND_URL"] = f"http://127.0.0.1:{port}"
         port = _free_port()
@@ -284,8 +283,7 @@ def five_model_app(tmp_path_factory):
     shutil.copytree(SHIPPED, ckpt, ignore=shutil.ignore_patterns(".jobs", "job-*", "__pycache__"))
     nodata.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
-    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic",
-               PYTHONPATH=str(REPO))
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
     port = _free_port()
     proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
                    "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")

@@ -10,9 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
-from backend import data
-from backend.data import (CIFAR10_CLASSES, DataNotFoundError, Split, available_sources, balanced_indices,
-                          load_split, resolve_root, sample_images, to_float, to_uint8, train_val_indices)
+from backend.core import data
+from backend.core.data import (
+    CIFAR10_CLASSES,
+    DataNotFoundError,
+    Split,
+    available_sources,
+    balanced_indices,
+    load_split,
+    resolve_root,
+    sample_images,
+    to_float,
+    to_uint8,
+    train_val_indices,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TOY_CLASSES = ("cat", "dog", "frog")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.checkpoints import load_checkpoint
+from backend.core.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from backend.embed import (REFERENCE_FILE, Embedder, EmbedderCache, ReferenceEmbedding, compute_reference,
-                           extract_features, knn_place, load_reference, place, save_reference, standardise,
-                           warm_up)
+from backend.explain.embed import (
+    REFERENCE_FILE,
+    Embedder,
+    EmbedderCache,
+    ReferenceEmbedding,
+    compute_reference,
+    extract_features,
+    knn_place,
+    load_reference,
+    place,
+    save_reference,
+    standardise,
+    warm_up,
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from backend.checkpoints import load_checkpoint, read_card
-from backend.data import Split
-from backend.evaluate import evaluate_checkpoint, evaluate_model, main
+from backend.core.checkpoints import load_checkpoint, read_card
+from backend.core.data import Split
+from backend.eval.evaluate import evaluate_checkpoint, evaluate_model, main
 from backend.train.inputs import synthetic_task
 from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
 
@@ -53,7 +53,7 @@ def test_autoattack_runs_the_100_iteration_components_not_torchattacks_10(tmp_pa
     import torch
 
     from backend.attacks import AttackSpec, run_attack
-    from backend.data import balanced_indices
+    from backend.core.data import balanced_indices
 
     model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
     split = tiny_split()
@@ -75,7 +75,7 @@ def test_reference_autoattack_is_pyautoattack_on_the_balanced_subset(tmp_path):
     import pyautoattack
     import torch
 
-    from backend.data import balanced_indices
+    from backend.core.data import balanced_indices
 
     torch.manual_seed(0)  # a linear classifier: cheap enough for the attacks' full budgets
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()

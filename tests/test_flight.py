@@ -10,10 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from backend import flight
-from backend.batching import Batcher
-from backend.errors import BusyError, Cancelled, DeadlineExceeded
-from backend.service import Service
+from backend.core.errors import BusyError, Cancelled, DeadlineExceeded
+from backend.service import Service, flight
+from backend.service.batching import Batcher
 from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
 
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 3}
@@ -368,7 +367,7 @@ def svc(tiny_checkpoint_root, tmp_path):  # noqa: F811
 
 
 def _count_attacks(monkeypatch):
-    import backend.service as service_mod
+    import backend.service.facade as service_mod
 
     calls, real = [], service_mod.attacks.run_attack
 

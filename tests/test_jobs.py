@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from backend import jobs as jobs_mod
-from backend.errors import NotFoundError
-from backend.jobs import JobConfig, JobManager
+from backend.core.errors import NotFoundError
 from backend.service import Service
+from backend.service import jobs as jobs_mod
+from backend.service.jobs import JobConfig, JobManager
 
 SMOKE = {"method": "ce", "preset": "smoke"}
 LONG = {"method": "ce", "preset": "smoke", "epochs": 20, "subset": 64}  # long enough to cancel mid-run

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.losses import rsupcon_attack_loss, rsupcon_loss, supcon_loss
+from backend.train.losses import rsupcon_attack_loss, rsupcon_loss, supcon_loss
 
 
 def naive(anchor, al, contrast, cl, tau=0.07, tau_base=0.07, exclude=None):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.data import sample_images
-from backend.embed import REFERENCE_FILE, load_reference, save_reference
-from backend.references import build_reference, main
+from backend.core.data import sample_images
+from backend.eval.references import build_reference, main
+from backend.explain.embed import REFERENCE_FILE, load_reference, save_reference
 from backend.service import Service
 from tests.helpers import fresh_checkpoint_root  # noqa: F401 (fixture)
 
@@ -16,7 +16,8 @@ def test_service_reuses_the_stored_map_for_a_covered_sample(fresh_checkpoint_roo
     ckpt = fresh_checkpoint_root / "tiny-ce"
     ref = build_reference(ckpt, n=20, method="pca", split=sample_images(), source="samples")
     assert ref.image_ids[0].startswith("samples:") and ref.features.dtype == np.float16
-    assert ref.coords.shape == (20, 2) and sorted(set(ref.labels.tolist())) == sorted(set(sample_images().labels.tolist()))
+    assert ref.coords.shape == (20, 2)
+    assert sorted(set(ref.labels.tolist())) == sorted(set(sample_images().labels.tolist()))
     save_reference(ckpt, ref)
     stored = load_reference(ckpt)
     assert stored is not None and stored.image_ids == ref.image_ids

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from backend.losses import rsupcon_loss, rsupcon_terms
-from backend.models import build_model
+from backend.core.models import build_model
 from backend.train.config import make_config
 from backend.train.inputs import synthetic_task
+from backend.train.losses import rsupcon_loss, rsupcon_terms
 from backend.train.methods import Nets, StepContext, TrainNet, loss_rsupcon, rsupcon_step, rsupcon_views
 
 

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from backend.saliency import (METHOD_INFO, METHODS, SaliencyParams, attribute, baseline_images,
-                              signed_map, to_heatmap)
+from backend.explain.saliency import (
+    METHOD_INFO,
+    METHODS,
+    SaliencyParams,
+    attribute,
+    baseline_images,
+    signed_map,
+    to_heatmap,
+)
 
 # Small budgets keep the tests quick; occlusion with an 8-px window and stride gives 16 positions.
 FAST = SaliencyParams(ig_steps=8, smoothgrad_samples=4, occlusion_window=8, occlusion_stride=8)

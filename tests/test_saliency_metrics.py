@@ -6,9 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from backend.saliency import SaliencyParams, baseline_images
-from backend.saliency_metrics import (alignment_measures, deletion_insertion, drift, gradient_alignment,
-                                      randomisation_check)
+from backend.explain.saliency import SaliencyParams, baseline_images
+from backend.explain.saliency_metrics import (
+    alignment_measures,
+    deletion_insertion,
+    drift,
+    gradient_alignment,
+    randomisation_check,
+)
 
 
 class LinearPixels(nn.Module):

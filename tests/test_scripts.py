@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.checkpoints import CARD, write_card
+from backend.core.checkpoints import CARD, write_card
 from tests.helpers import fresh_checkpoint_root, write_tiny_models  # noqa: F401 (fixture)
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -54,7 +54,7 @@ def test_results_table_prints_what_the_cards_say(fresh_checkpoint_root, capsys):
 def test_saliency_summary_measures_are_in_range_and_deterministic():
     ss = _load("saliency_summary")
     torch.manual_seed(0)
-    from backend.models import build_model, freeze
+    from backend.core.models import build_model, freeze
 
     model = build_model("resnet18", width=16, num_classes=10)
     model.train()

@@ -13,9 +13,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from backend.client import BackendUnavailable, HttpClient, make_client
-from backend.server import check_bind, create_app, main
 from backend.service import Service
+from backend.transport.client import BackendUnavailable, HttpClient, make_client
+from backend.transport.server import check_bind, create_app, main
 from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
 
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 2}
@@ -75,7 +75,8 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(http, path, body, st
 def test_a_refused_heavy_request_points_to_the_task_api(http, service):
     r = http.post("/robustness_curve", json={"source": "samples", "n": 20, "steps": 100})
     assert r.status_code == 400 and "POST /tasks" in r.json()["detail"]
-    task = http.post("/tasks", json={"kind": "robustness_curve", "params": {"source": "samples", "n": 20, "steps": 100}})
+    task = http.post("/tasks", json={"kind": "robustness_curve",
+                                      "params": {"source": "samples", "n": 20, "steps": 100}})
     assert task.status_code == 200  # the same work as a background task: accepted, cancellable
     assert http.post(f"/tasks/{task.json()['task_id']}/cancel").json()["state"] in ("cancelled", "done")
 
@@ -306,7 +307,7 @@ def test_an_abandoned_request_stops_and_the_next_predict_answers_within_2_s(serv
 def test_a_full_queue_is_429_with_retry_after_and_the_client_raises_busy(service):
     from contextlib import contextmanager
 
-    from backend.errors import BusyError
+    from backend.core.errors import BusyError
 
     @contextmanager
     def running(app):
@@ -355,6 +356,6 @@ def test_make_client_defaults_to_in_process(tiny_checkpoint_root, monkeypatch): 
         assert [m["id"] for m in client.list_models()] == ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]
         assert "predict" in dir(client)
         with pytest.raises(AttributeError):
-            client.not_a_method  # noqa: B018
+            client.not_a_method
     finally:
         client.close()

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from backend.client import HttpClient, InProcessClient
-from backend.errors import NotFoundError
-from backend.server import create_app
+from backend.core.errors import NotFoundError
 from backend.service import Service
+from backend.transport.client import HttpClient, InProcessClient
+from backend.transport.server import create_app
 from tests.helpers import CIFAR10_CLASSES, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the order list_models must give (rsupcon first)

@@ -3,8 +3,8 @@ attack, the schedule, the CLI's argument checks and SIGTERM handling."""
 from __future__ import annotations
 
 import contextlib
-import math
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.checkpoints import load_checkpoint, read_card
-from backend.losses import rsupcon_attack_loss
-from backend.models import build_model
+from backend.core.checkpoints import load_checkpoint, read_card
+from backend.core.models import build_model
 from backend.train import RunOptions, make_config, train
 from backend.train import state as st
 from backend.train.__main__ import parse
 from backend.train.config import METHODS
 from backend.train.loop import lr_at
+from backend.train.losses import rsupcon_attack_loss
 from backend.train.methods import Cancelled, Nets, StepContext, TrainNet, rsupcon_attack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,7 +246,7 @@ def test_training_and_evaluation_import_no_app_only_packages(tmp_path):
     code = (
         "import sys\n"
         "from backend.train.__main__ import main as train\n"
-        "from backend.evaluate import main as evaluate\n"
+        "from backend.eval.evaluate import main as evaluate\n"
         f"out = {str(tmp_path / 'm')!r}\n"
         "rc = train(['--method', 'rsupcon', '--preset', 'smoke', '--data', 'synthetic', '--out', out,\n"
         f"            '--state-dir', {str(tmp_path / 's')!r}, '--no-progress', '--threads', '1'])\n"

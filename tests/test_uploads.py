@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from backend.uploads import UploadError, UploadLimits, decode_upload, image_sha256
+from backend.core.uploads import UploadError, UploadLimits, decode_upload, image_sha256
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -10,11 +10,20 @@ import json
 
 import streamlit as st
 
-from app import attack_ui, state
-from app.client import call, classes, models
-from app.components import (badge, colour_bar, image_picker, model_header, model_picker, no_models_notice,
-                            prob_bars, show_image)
-from app.imaging import amplify_delta, compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, to_uint8
+from app.session import state
+from app.session.client import call, classes, models
+from app.widgets import attack_ui
+from app.widgets.components import (
+    badge,
+    colour_bar,
+    image_picker,
+    model_header,
+    model_picker,
+    no_models_notice,
+    prob_bars,
+    show_image,
+)
+from app.widgets.imaging import amplify_delta, compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, to_uint8
 
 SALIENCY = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
             "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "none": "off (faster)"}
@@ -220,7 +229,8 @@ def lab() -> None:
                "CPU-trained models). Rows: the clean image and the model's top-5 (a check marks the true class); the "
                "adversarial image (flip = the top class changed; for a targeted attack, whether the target became the "
                "prediction and its probability; a bullseye marks the target); the perturbation, magnified so grey is "
-               "'unchanged'; saliency (bright = the pixels that most move the predicted class; the bar gives the scale).")
+               "'unchanged'; saliency (bright = the pixels that most move the predicted class; "
+               "the bar gives the scale).")
     heads, rows, notes = _export_rows(res, ids)
     numbers = _numbers(res, ids)
     meta = {"image_id": img["image_id"], "spec": res["spec"], "mode": mode, "source_model": source,

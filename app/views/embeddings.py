@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, state, tasks
-from app.client import classes, get_image
-from app import honesty
-from app.components import data_sources, model_picker, page_setup
-from app.imaging import THUMB_PX, upscale
+from app.session import state, tasks
+from app.session.client import classes, get_image
+from app.widgets import charts, honesty
+from app.widgets.components import data_sources, model_picker, page_setup
+from app.widgets.imaging import THUMB_PX, upscale
 
 SLOT = "emb_queue"
 PLACEMENT = {

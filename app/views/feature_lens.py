@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state, tasks
-from app.client import call, classes
-from app.components import model_header, model_picker, page_setup, show_image
-from app.imaging import amplify_delta, compose_grid_png
+from app.session import state, tasks
+from app.session.client import call, classes
+from app.widgets.components import model_header, model_picker, page_setup, show_image
+from app.widgets.imaging import amplify_delta, compose_grid_png
 
 SLOT = "classvis_queue"
 

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import charts, state, tasks
-from app.client import call, classes
-from app import honesty
-from app.components import data_sources, model_picker, page_setup
+from app.session import state, tasks
+from app.session.client import call, classes
+from app.widgets import charts, honesty
+from app.widgets.components import data_sources, model_picker, page_setup
 
 SLOT = "curve_queue"
 EPS_CHOICES = [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32]  # k/255

@@ -8,10 +8,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import attack_ui, charts, state
-from app.client import call, classes
-from app.components import colour_bar, model_header, model_picker, page_setup, show_image
-from app.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
+from app.session import state
+from app.session.client import call, classes
+from app.widgets import attack_ui, charts
+from app.widgets.components import colour_bar, model_header, model_picker, page_setup, show_image
+from app.widgets.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
 
 METHODS = {"gradient": "Gradient", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
            "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "occlusion": "Occlusion (slow)"}

@@ -7,8 +7,8 @@ import time
 
 import streamlit as st
 
-from app import charts
-from app.client import call
+from app.session.client import call
+from app.widgets import charts
 
 METHODS = {"rsupcon": "RSupCon (robust supervised contrastive)", "pgd_at": "PGD adversarial training",
            "trades": "TRADES", "fgsm_rs": "FGSM-RS (fast adversarial training)",

@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import charts, state
-from app.client import models
-from app.components import no_models_notice
+from app.session import state
+from app.session.client import models
+from app.widgets import charts
+from app.widgets.components import no_models_notice
 
 st.title("Model zoo")
 st.caption("Every installed model with what was measured on it. Accuracies are fractions of N test images; "
@@ -94,7 +95,7 @@ if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattac
     st.plotly_chart(charts.zoo_chart(rows), width="stretch", key="zoo_chart")
     st.caption("Light bars: clean accuracy; dark bars: accuracy under attack. A robust model loses less.")
 else:
-    st.info("No accuracies measured yet: `python -m backend.evaluate --checkpoint checkpoints/<id> "
+    st.info("No accuracies measured yet: `python -m backend.eval.evaluate --checkpoint checkpoints/<id> "
             "[--autoattack]` measures them and writes them into the card.")
 c1, c2 = st.columns(2)
 c1.download_button("Table (CSV)", df.to_csv(index=False), "robustlens_models.csv", "text/csv",

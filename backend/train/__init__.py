@@ -3,7 +3,7 @@
     from backend.train import make_config, RunOptions, train
     train(make_config("smoke", method="rsupcon", data="synthetic"), RunOptions(out=Path("checkpoints/x")))
 
-Imports only torch, torchvision (via backend.data), numpy, safetensors, tqdm and the standard library,
+Imports only torch, torchvision (via backend.core.data), numpy, safetensors, tqdm and the standard library,
 so a bare GPU machine can train.
 """
 import os
@@ -13,9 +13,9 @@ import os
 # own choice wins; no effect when torch is already loaded.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .config import CONTRASTIVE, METHODS, PRESETS, ROBUST, TrainConfig, make_config
-from .loop import RunOptions, lr_at, train
-from .methods import Cancelled
+from backend.train.config import CONTRASTIVE, METHODS, PRESETS, ROBUST, TrainConfig, make_config
+from backend.train.loop import RunOptions, lr_at, train
+from backend.train.methods import Cancelled
 
 __all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "make_config", "RunOptions",
            "lr_at", "train", "Cancelled"]

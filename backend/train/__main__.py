@@ -15,9 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import METHODS, PRESETS, SCHEDULES
-from .loop import RunOptions, train
-from .methods import Cancelled
+from backend.train.config import METHODS, PRESETS, SCHEDULES
+from backend.train.loop import RunOptions, train
+from backend.train.methods import Cancelled
 
 log = logging.getLogger("backend.train")
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--method", required=True, choices=METHODS)
     ap.add_argument("--out", required=True, type=Path, help="checkpoint folder (its name is the model id)")
     ap.add_argument("--preset", default="full", choices=tuple(PRESETS))
-    ap.add_argument("--data", help="data root, or 'synthetic' (default: backend.data.resolve_root())")
+    ap.add_argument("--data", help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")
     ap.add_argument("--width", type=int, choices=(16, 32, 64))
     ap.add_argument("--epochs", type=_int_at_least(1))
     ap.add_argument("--subset", type=_int_at_least(0), help="training images (0 = all 49,000)")
@@ -107,18 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str] | None = None):
     """(TrainConfig, RunOptions) from the command line; argparse errors (exit 2) for bad values."""
-    from .config import make_config
+    from backend.train.config import make_config
 
     ap = build_parser()
     a = ap.parse_args(argv)
     overrides = {k: getattr(a, k) for k in (
         "method", "width", "epochs", "subset", "batch_size", "lr", "schedule", "warmup_epochs",
-        "attack_steps", "trades_beta", "temperature", "head_bn", "eps", "step_size", "probe_epochs", "probe_batch_size", "adv_probe",
+        "attack_steps", "trades_beta", "temperature", "head_bn", "eps", "step_size", "probe_epochs", "probe_batch_size",
+        "adv_probe",
         "val_n", "val_robust_n",
         "val_every", "seed", "log_every", "compile", "amp", "data")}
     try:
         cfg = make_config(a.preset, **overrides)
-        from ..checkpoints import validate_id
+        from backend.core.checkpoints import validate_id
         validate_id(a.out.name)
     except ValueError as e:
         ap.error(str(e))

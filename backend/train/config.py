@@ -45,7 +45,7 @@ class TrainConfig:
     ncm_n: int = 2000                  # training images whose class means classify val (contrastive)
     val_every: int = 1                 # epochs between validations (the last epoch always validates)
     seed: int = 0
-    data: str | None = None            # data root, "synthetic", or None = backend.data.resolve_root()
+    data: str | None = None            # data root, "synthetic", or None = backend.core.data.resolve_root()
     synthetic_n: int = 512             # training images of the synthetic task
     dataset: str = "cifar10"
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import data as bdata
-from .config import TrainConfig
+from backend.core import data as bdata
+from backend.train.config import TrainConfig
 
 HELD_OUT = 1000
 SYNTHETIC = "synthetic"

@@ -22,14 +22,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..checkpoints import new_card, save_checkpoint, validate_id
-from ..models import build_model
-from . import state as st
-from .config import STATUS, TrainConfig, config_from_dict
-from .events import EventLog, hardware
-from .inputs import load_inputs
-from .methods import LABELS, LOSSES, Cancelled, Nets, StepContext, TrainNet
-from .probe import NearestClassMean, class_means, linear_probe, logits_classifier, validate
+from backend.core.checkpoints import new_card, save_checkpoint, validate_id
+from backend.core.models import build_model
+from backend.train import state as st
+from backend.train.config import STATUS, TrainConfig, config_from_dict
+from backend.train.events import EventLog, hardware
+from backend.train.inputs import load_inputs
+from backend.train.methods import LABELS, LOSSES, Cancelled, Nets, StepContext, TrainNet
+from backend.train.probe import NearestClassMean, class_means, linear_probe, logits_classifier, validate
 
 log = logging.getLogger(__name__)
 # fields that may differ between a run and its resumption (they do not change the result)
@@ -412,7 +412,7 @@ class _Run:
                         display_name=f"{LABELS[cfg.method]} w{cfg.width} ({cfg.epochs} ep)",
                         dataset=cfg.dataset, data_variant=self.data.variant, train_config=cfg.to_dict(),
                         metrics=metrics, training=training, status=STATUS[cfg.preset],
-                        notes="trained by python -m backend.train; test metrics come from backend.evaluate")
+                        notes="trained by python -m backend.train; test metrics come from backend.eval.evaluate")
         # no projection head: load_checkpoint(head=False) rejects unexpected keys, and resuming
         # contrastive training uses the resume state, which keeps the head
         save_checkpoint(self.model, card, out, include_head=False)

@@ -1,7 +1,7 @@
 """One training loss per batch for each method: ce, pgd_at, trades, supcon, rsupcon, fgsm_rs.
 
 Every method takes a batch of uint8 images (B, 3, 32, 32) on the training device and labels (B,),
-draws its views with backend.augment, crafts adversarial examples with backend.pgd.pgd, and returns
+draws its views with backend.train.augment, crafts adversarial examples with backend.attacks.pgd.pgd, and returns
 the scalar loss of one train-mode forward pass (the caller does backward and the optimiser step).
 
 Attacks run with the network in eval mode (batch-norm running statistics, no statistics updates),
@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import view_b, view_s, view_t
-from ..losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
-from ..pgd import pgd
-from .config import TrainConfig
+from backend.attacks.pgd import pgd
+from backend.train.augment import view_b, view_s, view_t
+from backend.train.config import TrainConfig
+from backend.train.losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
 
 
 class Cancelled(Exception):

@@ -1,0 +1,1 @@
+"""Per-session plumbing of the app: the backend client, URL-mirrored state, the task queue, prewarming."""

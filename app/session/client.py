@@ -1,0 +1,350 @@
+"""The app's one backend client, shared by every session, and the error boundary around its calls.
+
+`get_client()` is the only `st.cache_resource` in the app: the client (and, in-process, the Service
+with its loaded models) is immutable shared infrastructure. Everything a user chooses lives in
+`st.session_state`. The cache key holds the environment that decides what `make_client()` builds,
+so a test (or a server) that points the app somewhere else gets a client for that place.
+
+`call(name, ...)` runs one client method and turns every failure into an `st.error` message and a
+None result, so a bad upload, an out-of-range parameter or a stopped backend never takes the page
+down: the user reads what went wrong and the rest of the page keeps working.
+
+Sessions (issue 13 item 1, issue 14 fair sharing): inside a script run `get_client()` returns a
+`SessionClient`, the shared client seen by that Streamlit session. Each of its calls runs under
+`backend.service.flight.scope(session=<the session's id>)`, so the device lock takes the sessions in turn
+(and a task started from it runs as that session), and with a `watch` on the run's script requests:
+once Streamlit has asked this run to stop (the browser left) or to rerun the whole script (a widget
+changed), the call's cancellation checks (between batches, models, lock polls) end it within one
+unit of work and it frees the device lock; Streamlit then ends the run at once, as its next `st`
+call would. Tasks a session started are cancelled by `SessionTasks` once the Streamlit runtime has
+not listed the session as connected for SESSION_GONE_S seconds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from functools import partial
+
+import streamlit as st
+
+from backend.core.errors import Cancelled, DeadlineExceeded
+from backend.service import flight
+
+log = logging.getLogger(__name__)
+
+_ENV_KEYS = ("BACKEND_URL", "ROBUSTLENS_TOKEN", "ROBUSTLENS_CHECKPOINTS", "RSUPCON_DATA",
+             "ROBUSTLENS_JOB_DATA")
+
+
+def _env_key() -> tuple:
+    return tuple(os.environ.get(k) for k in _ENV_KEYS)
+
+
+@st.cache_resource(show_spinner="Starting the backend...", max_entries=4)
+def _make_client(env_key: tuple):
+    # env_key only keys the cache; make_client reads the same variables itself.
+    from backend.transport.client import make_client
+
+    client = make_client()
+    service = getattr(client, "service", None)  # in-process: warm UMAP and the reference maps now
+    if service is not None:
+        from backend.service import warm_up_enabled  # already loaded: the in-process client holds a Service
+
+        if warm_up_enabled():
+            service.warm_up()
+            from app.session import prewarm  # the home page's default view, in the background (issue 14)
+
+            prewarm.start(client)
+    return client
+
+
+def get_client():
+    """The shared client (InProcessClient, or HttpClient when BACKEND_URL is set); inside a script
+    run, wrapped as this session's SessionClient."""
+    client = _make_client(_env_key())
+    ctx = _script_ctx()
+    if ctx is None or not getattr(ctx, "session_id", None):
+        return client
+    return SessionClient(client, ctx)
+
+
+def _script_ctx():
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:
+        return None
+    return get_script_run_ctx(suppress_warning=True)
+
+
+def superseded(requests) -> bool:
+    """True once Streamlit has asked the script run behind `requests` (its ScriptRequests) to stop
+    (the session left) or to rerun the whole script: the run ends at its next `st` call, so its
+    backend work is moot. A fragment's timed rerun (the task poller) does not supersede a run.
+
+    Reads the requests' state without taking it (as ScriptRunner's own fast path does); any
+    change in Streamlit's internals makes this False (nothing is cancelled), not an error."""
+    if requests is None:
+        return False
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import (
+            ScriptRequestType,
+            _fragment_run_should_not_preempt_script,
+        )
+
+        state = requests._state
+        if state == ScriptRequestType.STOP:
+            return True
+        if state == ScriptRequestType.RERUN:
+            data = requests._rerun_data
+            return not _fragment_run_should_not_preempt_script(data.fragment_id_queue,
+                                                               data.is_fragment_scoped_rerun)
+    except Exception:
+        return False
+    return False
+
+
+def run_going(requests) -> bool:
+    """True while the script run behind `requests` has not ended (Streamlit sets STOP when a run
+    ends with no rerun pending, or when the session leaves); False when it cannot be told."""
+    if requests is None:
+        return False
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        return requests._state != ScriptRequestType.STOP
+    except Exception:
+        return False
+
+
+class SessionClient:
+    """The shared client as one Streamlit script run sees it (see the module docstring).
+
+    Attributes are the client's; each method call runs under a flight scope: interactive, the
+    session's id, a fresh stop event, a watch for this run being superseded and a hold while the run
+    goes on (the device lock keeps background batches back between the page's calls, while the page
+    draws, so one page update waits for at most one background batch). A call that the
+    watch cancelled ends the script run (Streamlit's RerunException / StopException) instead of
+    showing an error. `start_task` also hands the new task to SESSION_TASKS."""
+
+    def __init__(self, client, ctx):
+        self._client, self._ctx = client, ctx
+        self.session_id = str(ctx.session_id)
+        self._requests = getattr(ctx, "script_requests", None)
+
+    @property
+    def raw(self):
+        return self._client
+
+    def superseded(self) -> bool:
+        return superseded(self._requests)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call_in_scope(*args, **kwargs):
+            with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
+                              watch=partial(superseded, self._requests), hold=partial(run_going, self._requests)):
+                try:
+                    out = attr(*args, **kwargs)
+                except Cancelled:
+                    if self.superseded():
+                        getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
+                    raise
+            if name == "start_task":
+                SESSION_TASKS.track(self._client, out, self.session_id)
+            return out
+
+        call_in_scope.__name__ = name
+        return call_in_scope
+
+
+def _session_connected(session_id: str) -> bool:
+    """Whether the Streamlit runtime lists the session as connected. Without a runtime (AppTest,
+    a bare script) nothing can be known: treated as connected, so nothing is cancelled."""
+    try:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return True
+        return bool(runtime.get_instance().is_active_session(session_id))
+    except Exception:
+        return True
+
+
+# A session the runtime has not listed as connected for this long has left (closed tab, reload:
+# a reload is a new session); its tasks are cancelled. Streamlit keeps a disconnected session for a
+# reconnect, so a network blip shorter than this keeps its tasks.
+SESSION_GONE_S = float(os.environ.get("ROBUSTLENS_SESSION_GONE_S") or 2.0)
+
+
+class SessionTasks:
+    """Background tasks per session; a daemon thread cancels those of sessions that have left.
+
+    Streamlit has no "session closed" callback, so this polls (every `every_s`) whether each
+    session with tasks is still connected (`connected`, default: the Streamlit runtime's
+    is_active_session); after `gone_s` seconds of not connected, every task it started is cancelled
+    through the client (in-process or HTTP), which frees the device within one batch. A task's
+    record is dropped then, or with its session's; finished tasks cost one small tuple until then."""
+
+    def __init__(self, connected=_session_connected, gone_s: float | None = None, every_s: float = 0.5):
+        self.connected, self.every_s = connected, every_s
+        self.gone_s = SESSION_GONE_S if gone_s is None else gone_s
+        self._lock = threading.Lock()
+        self._tasks: dict[str, tuple] = {}  # task_id -> (client, session)
+        self._gone_since: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        self.cancelled: list[str] = []  # task ids this asked to cancel (for tests and logs)
+
+    def track(self, client, task_id: str, session: str) -> None:
+        with self._lock:
+            self._tasks[str(task_id)] = (client, session)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="robustlens-session-tasks", daemon=True)
+                self._thread.start()
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """One pass: cancel the tasks of sessions gone for gone_s; returns their ids."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            sessions = {s for _, s in self._tasks.values()}
+        gone = set()
+        for s in sessions:
+            if self.connected(s):
+                self._gone_since.pop(s, None)
+            elif now - self._gone_since.setdefault(s, now) >= self.gone_s:
+                gone.add(s)
+        with self._lock:
+            doomed = [(tid, c) for tid, (c, s) in self._tasks.items() if s in gone]
+            for tid, _ in doomed:
+                del self._tasks[tid]
+            for s in gone:
+                self._gone_since.pop(s, None)
+        for tid, client in doomed:
+            self.cancelled.append(tid)
+            try:
+                client.cancel_task(tid)
+            except Exception:
+                pass
+        if doomed:
+            log.info("cancelled %d task(s) of %d session(s) that left", len(doomed), len(gone))
+        return [tid for tid, _ in doomed]
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("session task sweep failed")
+            with self._lock:
+                if not self._tasks:
+                    self._thread = None
+                    return
+
+
+SESSION_TASKS = SessionTasks()
+
+
+def backend_key() -> str:
+    """A short string naming the backend, for keying st.cache_data results per backend."""
+    return "|".join(str(v) for v in _env_key())
+
+
+def _unavailable_types() -> tuple[type, ...]:
+    try:
+        from backend.transport.client import BackendUnavailable
+    except ImportError:  # an older client without the class: connection errors are OSErrors
+        return (ConnectionError,)
+    return (BackendUnavailable, ConnectionError)
+
+
+def _busy_type() -> tuple[type, ...]:
+    try:
+        from backend.core.errors import BusyError
+    except ImportError:  # an older backend without the class
+        return ()
+    return (BusyError,)
+
+
+def explain_error(e: BaseException) -> str:
+    """One clear sentence for the user about a failed backend call."""
+    if isinstance(e, _busy_type()):
+        return (f"The backend is busy serving other users and did not get to this request: {e}. "
+                "Try again in a few seconds.")
+    if isinstance(e, _unavailable_types()):
+        url = os.environ.get("BACKEND_URL", "")
+        return (f"The backend is not reachable{f' at {url}' if url else ''}: {e}. Start it with "
+                "`python -m backend.transport.server` (or unset BACKEND_URL to run it inside the app), then retry.")
+    if isinstance(e, ValueError):
+        return str(e)
+    return f"Unexpected backend error ({type(e).__name__}): {e}"
+
+
+def call(name: str, *args, where=None, quiet: bool = False, **kwargs):
+    """client.<name>(*args, **kwargs), or None after showing the error in `where` (default: st).
+
+    quiet=True logs the failure without showing it (for optional decorations of a page). A busy
+    backend (BusyError: the device queue is full) is retried twice, with "busy, retrying" shown."""
+    try:
+        client = get_client()
+        for attempt in range(3):
+            try:
+                return getattr(client, name)(*args, **kwargs)
+            except _busy_type() as e:
+                if attempt == 2:
+                    raise
+                if not quiet:
+                    st.toast("The backend is busy, retrying...", icon=":material/hourglass_top:")
+                time.sleep(min(max(getattr(e, "retry_after", 1.0), 0.1), 5.0))
+    except Exception as e:  # the UI boundary: every failure becomes a message, the page lives on
+        if isinstance(e, Cancelled) and not isinstance(e, DeadlineExceeded):
+            return None  # this run was superseded (or the session left): nothing to tell anyone
+        if not isinstance(e, ValueError):
+            log.exception("backend call %s failed", name)
+        if not quiet:
+            (where or st).error(explain_error(e), icon=":material/error:")
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _image(backend: str, image_id: str) -> dict:
+    # Pure: an image id names fixed pixels (uploads are named by their content hash).
+    return get_client().get_image(image_id)
+
+
+def get_image(image_id: str, where=None, quiet: bool = False) -> dict | None:
+    """The image dict {"image_id","label","class_name","pixels" (32,32,3) uint8}, cached per backend."""
+    try:
+        return _image(backend_key(), image_id)
+    except Exception as e:
+        if not quiet:
+            (where or st).error(explain_error(e), icon=":material/error:")
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _classes(backend: str) -> list[str]:
+    return list(get_client().classes())
+
+
+def classes() -> list[str]:
+    """Class names (CIFAR-10 order); falls back to CIFAR-10 if the backend cannot be asked."""
+    try:
+        return _classes(backend_key())
+    except Exception as e:
+        st.error(explain_error(e), icon=":material/error:")
+        from backend.core.data import CIFAR10_CLASSES
+
+        return list(CIFAR10_CLASSES)
+
+
+def models() -> list[dict]:
+    """Model cards, rsupcon first; [] (with the error shown) when the backend cannot list them.
+
+    Not cached here: a finished training job must appear on the next rerun."""
+    out = call("list_models")
+    return list(out) if out else []

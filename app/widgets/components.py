@@ -1,0 +1,245 @@
+"""Reusable Streamlit pieces: probability bars, image panels, the image picker, the model picker.
+
+Images are drawn with `st.image` on nearest-neighbour upscaled arrays (see app.imaging); bars are
+small HTML blocks so their numbers are real text (readable, selectable, testable in a browser).
+"""
+from __future__ import annotations
+
+import html
+import random
+
+import streamlit as st
+
+from app.session import state
+from app.session.client import call, classes, get_image, models
+from app.widgets import honesty
+from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, upscale
+
+SOURCE_LABELS = {"samples": "Sample images", "test": "CIFAR-10 test set", "train": "CIFAR-10 train set",
+                 "upload": "Upload an image"}
+BROWSE_PAGE = 12  # thumbnails per browser page
+
+
+def prob_bars(top: list[dict], true_label: int | None = None, target: int | None = None,
+              where=None) -> None:
+    """Top-k probability bars as HTML. top: [{"index","class_name","prob"}] best first. The true
+    class is marked with a check, the attack's target class with a bullseye."""
+    rows = []
+    for t in top:
+        idx, p = int(t["index"]), float(t["prob"])
+        mark = " &#10003;" if true_label is not None and idx == true_label else ""
+        mark += " &#9678;" if target is not None and idx == target else ""
+        rows.append(
+            f'<div style="display:flex;align-items:center;gap:4px;font-size:0.8rem;line-height:1.35;min-width:0">'
+            f'<span style="flex:0 1 88px;min-width:0;white-space:nowrap;overflow:hidden;text-overflow:ellipsis"'
+            f' title="{html.escape(str(t["class_name"]))}">{html.escape(str(t["class_name"]))}'
+            f'{mark}</span><span style="flex:1 1 20px;min-width:12px;background:#e8ebf1;height:10px;'
+            f'border-radius:3px"><span style="display:block;height:10px;border-radius:3px;'
+            f'width:{max(p, 0.0) * 100:.1f}%;background:{class_colour(idx)}"></span></span>'
+            f'<span style="flex:0 0 auto;text-align:right" class="rl-prob">{p * 100:.1f}%</span></div>')
+    (where or st).html(f'<div class="rl-bars">{"".join(rows)}</div>')
+
+
+def show_image(img, caption: str | None = None, px: int = DISPLAY_PX, where=None) -> None:
+    """One picture, nearest-neighbour upscaled to px x px (never below its own size: a 224-px image
+    stays 224), drawn at that size but never wider than its column (width="content"), so a row of
+    8 models fits the page instead of overflowing it."""
+    side = max(int(px), int(getattr(img, "shape", (px,))[0]))
+    (where or st).image(upscale(img, side), caption=caption, width="content")
+
+
+BADGE_COLOURS = {"red": ("#fde8e8", "#b42318"), "green": ("#e6f4ea", "#1e6b34"), "gray": ("#eef0f3", "#3d4451"),
+                 "orange": ("#fff1e0", "#9a4b00"), "blue": ("#e6eefc", "#1f4bb8")}
+
+
+def badge(text: str, colour: str = "gray", where=None) -> None:
+    """A badge whose text wraps inside its column (st.badge cuts long text off with an ellipsis)."""
+    bg, fg = BADGE_COLOURS.get(colour, BADGE_COLOURS["gray"])
+    (where or st).html(f'<div class="rl-badge" style="display:inline-block;max-width:100%;white-space:normal;'
+                       f'overflow-wrap:anywhere;background:{bg};color:{fg};border-radius:6px;padding:1px 7px;'
+                       f'font-size:0.8rem;line-height:1.35">{html.escape(text)}</div>')
+
+
+def colour_bar(lo: str, hi: str, title: str, where=None) -> None:
+    """The saliency colour map as a bar with its scale: `lo` under the dark end, `hi` under the
+    bright end, `title` above (what the numbers mean)."""
+    (where or st).html(
+        f'<div class="rl-colourbar" style="font-size:0.72rem;line-height:1.25;color:#3d4451;max-width:100%">'
+        f'<div style="overflow-wrap:anywhere">{html.escape(title)}</div>'
+        f'<div style="height:9px;border-radius:2px;background:linear-gradient(to right,{INFERNO_CSS})"></div>'
+        f'<div style="display:flex;justify-content:space-between;gap:4px"><span>{html.escape(lo)}</span>'
+        f'<span style="text-align:right">{html.escape(hi)}</span></div></div>')
+
+
+def model_header(card: dict | None, model_id: str, where=None) -> None:
+    """A model's name in bold, with its measured accuracy and status beneath (from the card)."""
+    box = where or st
+    name = (card or {}).get("display_name") or model_id
+    box.markdown(f"**{name}**")
+    box.caption(honesty.model_line(card or {"id": model_id}))
+
+
+def no_models_notice() -> None:
+    """What to do when no model is installed (the app still browses images)."""
+    st.warning("No models are installed yet. Train a short one on the Train page (a few minutes on a "
+               "CPU), or copy checkpoint folders (model.safetensors + card.json) into the checkpoints "
+               "folder ($ROBUSTLENS_CHECKPOINTS, default `checkpoints/`).", icon=":material/info:")
+    st.page_link("views/train.py", label="Go to the Train page", icon=":material/model_training:")
+
+
+def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[str, str]]:
+    """(picked image or None, model cards, {model id: display name}) for a page. with_image shows the
+    sidebar image picker first and stops the page until an image is picked; with no model installed
+    the page shows the notice and stops."""
+    img = image_picker() if with_image else None
+    cards = models()
+    names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+    if with_image and img is None:
+        st.stop()
+    if not cards:
+        no_models_notice()
+        st.stop()
+    return img, cards, names
+
+
+def data_sources() -> tuple[list[str], dict[str, int]]:
+    """The image sources a batch page can sample from (test, samples, train: those available) and
+    their image counts; the offline samples when the service says nothing."""
+    sources = call("image_sources", quiet=True) or {}
+    opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
+    return opts, {s: int((sources.get(s) or {}).get("count") or 20) for s in opts}
+
+
+def model_picker(cards: list[dict], name: str = "models", label: str = "Models", where=None,
+                 max_default: int | None = None) -> list[str]:
+    """Multiselect of model ids (default: every model, rsupcon first); returns the chosen ids."""
+    ids = [c["id"] for c in cards]
+    # short chips (name, clean/robust %, status) so five or more fit on one line of a full-width picker
+    names = {c["id"]: honesty.picker_label(c) for c in cards}
+    default = ids[:max_default] if max_default else ids
+    chosen = state.widget((where or st).multiselect, label, name, default, options=ids,
+                          format_func=lambda m: names.get(m, m),
+                          help="Each model: its name, clean / robust test accuracy (AutoAttack, else "
+                               "PGD-20, from its card) and status. cpu-preview = a small ResNet-18 trained "
+                               "for 5 epochs on a CPU, not the paper's network.")
+    return [m for m in ids if m in (chosen or [])]  # keep the registry's order (rsupcon first)
+
+
+def _pick(image_id: str) -> None:
+    state.put("image", image_id)
+
+
+def _sources() -> list[str]:
+    src = call("image_sources", quiet=True) or {}
+    out = [s for s in ("samples", "test", "train") if (src.get(s) or {}).get("available")]
+    return out + ["upload"]
+
+
+def image_picker(where=None) -> dict | None:
+    """Choose an image (browse by class, random, the offline samples, or upload); returns the
+    chosen image dict (see Service.get_image) or None. The choice is the "image" param."""
+    box = where or st.sidebar
+    with box:
+        st.subheader("Image")
+        sources = _sources()
+        source = state.widget(st.radio, "Source", "src", sources[0], options=sources,
+                              format_func=lambda s: SOURCE_LABELS.get(s, s), horizontal=False)
+        if source == "upload":
+            _upload_box()
+        else:
+            _browse_box(source)
+        image_id = state.get("image", None)
+        img = get_image(image_id) if image_id else None
+        if image_id and img is None:
+            state.put("image", None)  # a stale id (e.g. an upload from another server run)
+        if img is None:
+            first = default_image_id(sources[0] if sources[0] != "upload" else "samples")
+            if first:
+                img = get_image(first)
+                if img is not None:
+                    state.put("image", img["image_id"])
+        if img is not None:
+            cap = f'{img["image_id"]}' + (f' - {img["class_name"]}' if img.get("class_name") else "")
+            show_image(img["pixels"], caption=cap)
+        else:
+            st.info("No image available: upload one, or provide CIFAR-10 (see the Model zoo page).")
+        return img
+
+
+def compared_models() -> list[str]:
+    """The models the page compares: the "models" param (session or link), else every model."""
+    ids = [c["id"] for c in models()]
+    raw = st.session_state.get("p_models")
+    if raw is None and "models" in st.query_params:
+        raw = [v for v in st.query_params.get("models", "").split(",") if v]
+    chosen = [m for m in ids if m in (raw or [])]
+    return chosen or ids
+
+
+def default_image_id(source: str = "samples") -> str | None:
+    """The first image of `source` by the rule in app.honesty (every compared model right when
+    clean), computed once per session and model choice."""
+    ids = compared_models()
+    key = ("_default_image", source, tuple(ids))
+    ss = st.session_state
+    if ss.get("_default_image_key") == key:
+        return ss.get("_default_image")
+    listing = call("list_images", source, None, 0, 20, quiet=True)
+    items = (listing or {}).get("items") or []
+    if not items:
+        return None
+    probs: dict[str, list] = {m: [] for m in ids}
+    for it in items:
+        out = call("predict", it["image_id"], ids, quiet=True) if ids else None
+        if out is None:
+            return items[0]["image_id"]
+        for m in ids:
+            probs[m].append(list(out["results"][m]["probs"]))
+    iid = honesty.default_sample([it["image_id"] for it in items], [it.get("label") for it in items], probs)
+    ss["_default_image_key"], ss["_default_image"] = key, iid
+    return iid
+
+
+def _browse_box(source: str) -> None:
+    names = classes()
+    cls = state.widget(st.selectbox, "Class", "cls", "any", options=["any"] + names)
+    class_name = None if cls == "any" else cls
+    if st.button("Random image", icon=":material/casino:", key="pick_random", width="stretch"):
+        img = call("random_image", source, class_name, random.randrange(2**31))
+        if img:
+            state.put("image", img["image_id"])
+    listing = call("list_images", source, class_name, 0, 1)
+    total = int(listing["total"]) if listing else 0
+    if total == 0:
+        st.caption("No images here.")
+        return
+    pages = max(1, -(-total // BROWSE_PAGE))
+    page = state.widget(st.number_input, f"Browse page (of {pages})", f"page_{source}_{cls}", 1,
+                        lo=1, hi=pages, min_value=1, max_value=pages, step=1)
+    listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE)
+    items = listing["items"] if listing else []
+    cols = st.columns(4)
+    for i, it in enumerate(items):
+        with cols[i % 4]:
+            im = get_image(it["image_id"], quiet=True)
+            if im is not None:
+                st.image(upscale(im["pixels"], THUMB_PX), width=THUMB_PX)
+            st.button(it["image_id"].split(":")[-1], key=f"pick_{it['image_id']}", on_click=_pick,
+                      args=(it["image_id"],), help=f'{it["image_id"]} ({it.get("class_name")})',
+                      width="stretch")
+    st.caption(f"{total} images; click a number to analyse that image.")
+
+
+def _upload_box() -> None:
+    up = st.file_uploader("Image file (any size; centre-cropped and resized to 32x32)",
+                          type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"], key="upload")
+    if up is None:
+        return
+    done = st.session_state.setdefault("_uploads", {})  # file id -> image id, per session
+    if up.file_id not in done:
+        img = call("upload_image", up.getvalue())
+        if img is None:
+            return
+        done[up.file_id] = img["image_id"]
+        state.put("image", img["image_id"])
+    st.caption("Uploads are kept in the server's memory for a while; the link holds their id.")

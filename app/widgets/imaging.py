@@ -1,0 +1,156 @@
+"""Pure image helpers for display and export (numpy + PIL; no Streamlit).
+
+Images arrive as (32, 32, 3) uint8 or float in [0, 1]; maps as (32, 32) float in [0, 1]. Small
+pictures are shown upscaled with nearest-neighbour so every CIFAR pixel stays a crisp square.
+One colour map per meaning, used everywhere: "inferno" for saliency (dark = unimportant),
+neutral grey = no change for perturbations, the Tableau-10 palette for classes.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+DISPLAY_PX = 160  # side of an image in the grids
+THUMB_PX = 64     # side of a thumbnail in the image browser
+# Tableau 10: one colour per CIFAR-10 class, in class order (plots, bars and legends share it).
+CLASS_COLOURS = ("#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2",
+                 "#FF9DA6", "#9D755D", "#BAB0AC")
+SALIENCY_CMAP = "inferno"
+_INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06",
+            "#f7d13d", "#fcffa4")
+
+
+INFERNO_CSS = ",".join(_INFERNO)  # the same colour map as a CSS gradient (for colour bars)
+# How backend.explain.saliency.to_heatmap reduces each method's attribution (METHOD_INFO[m]["display"]):
+# "positive" methods take the channel mean and its positive part, the rest |attr| summed over
+# channels. tests/test_app_pages.py checks this against the backend's registry.
+POSITIVE_METHODS = ("gradcam", "occlusion")
+
+
+def raw_map(attribution, method: str) -> np.ndarray:
+    """(3,H,W) attribution -> (H,W) float32 importance before any scaling (see POSITIVE_METHODS)."""
+    a = np.asarray(attribution, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"an attribution must be (3,H,W), got shape {a.shape}")
+    return np.maximum(a.mean(axis=0), 0.0) if method in POSITIVE_METHODS else np.abs(a).sum(axis=0)
+
+
+def shared_scale(maps: list[np.ndarray], method: str) -> float:
+    """One top value for several raw maps of `method`, as backend.explain.saliency.to_heatmap picks one per
+    map (the 99th percentile for "abs" methods, the maximum for positive ones): the largest of them,
+    so the strongest map sets the top for all."""
+    q = 100.0 if method in POSITIVE_METHODS else 99.0
+    tops = [float(np.percentile(np.nan_to_num(m), q)) for m in maps if m is not None and np.size(m)]
+    return max(tops, default=0.0)
+
+
+def scaled(m: np.ndarray, top: float) -> np.ndarray:
+    """Raw map / top, clipped to [0, 1] (all zeros when top is 0)."""
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
+    return np.zeros_like(m) if top <= 0 else np.clip(m / top, 0.0, 1.0)
+
+
+def class_colour(i: int) -> str:
+    return CLASS_COLOURS[int(i) % len(CLASS_COLOURS)]
+
+
+def to_uint8(img) -> np.ndarray:
+    """(H,W,3) or (H,W) uint8 or float in [0,1] -> uint8 of the same shape (floats clipped, rounded)."""
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a
+    return np.round(np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def upscale(img, px: int = DISPLAY_PX) -> np.ndarray:
+    """Nearest-neighbour upscale of an (H,W,3) / (H,W) image to (px, px[, 3]) uint8."""
+    a = to_uint8(img)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise ValueError(f"expected an (H,W) or (H,W,3) image, got shape {a.shape}")
+    return np.asarray(Image.fromarray(a).resize((px, px), Image.NEAREST))
+
+
+def _lut(stops: tuple[str, ...]) -> np.ndarray:
+    rgb = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in stops], dtype=np.float32)
+    x = np.linspace(0, 1, len(stops))
+    t = np.linspace(0, 1, 256)
+    return np.stack([np.interp(t, x, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+_INFERNO_LUT = _lut(_INFERNO)  # (256, 3) uint8; read-only after import
+
+
+def heat_rgb(heatmap) -> np.ndarray:
+    """(H,W) map in [0,1] -> (H,W,3) uint8 through the saliency colour map (NaN -> 0)."""
+    m = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
+    if m.ndim != 2:
+        raise ValueError(f"a heatmap must be (H,W), got shape {m.shape}")
+    return _INFERNO_LUT[np.round(np.clip(m, 0.0, 1.0) * 255).astype(np.int64)]
+
+
+def overlay(img, heatmap, alpha: float = 0.55) -> np.ndarray:
+    """Heatmap blended over the image: (H,W,3) uint8."""
+    base = to_uint8(img).astype(np.float32)
+    heat = heat_rgb(heatmap).astype(np.float32)
+    return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
+
+
+def amplify_delta(delta) -> tuple[np.ndarray, float]:
+    """Perturbation (H,W,3) float (pixel units, in [-eps, eps]) -> (image (H,W,3) uint8, scale).
+
+    Shown as 0.5 + scale * delta, with scale chosen so the largest |delta| reaches the ends of
+    the range: grey means unchanged, the scale says how much it was magnified."""
+    d = np.asarray(delta, dtype=np.float32)
+    top = float(np.abs(d).max()) if d.size else 0.0
+    scale = 0.5 / top if top > 0 else 1.0
+    return to_uint8(0.5 + scale * d), scale
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def compose_grid_png(col_labels: list[str], rows: list[tuple[str, list]], title: str = "",
+                     px: int = DISPLAY_PX, notes: list[list[str]] | None = None) -> bytes:
+    """One PNG of a grid of images: a header row of `col_labels`, then for each (row label, images)
+    one row; an image may be None (left blank). notes[r][c], if given, is printed under cell (r, c).
+    Returns the PNG bytes."""
+    ncol = len(col_labels)
+    if any(len(imgs) != ncol for _, imgs in rows):
+        raise ValueError(f"every row needs {ncol} images")
+    pad, label_w, head_h, note_h = 8, 150, 28, 18 if notes else 0
+    title_h = 30 if title else 0
+    w = label_w + ncol * (px + pad) + pad
+    h = title_h + head_h + len(rows) * (px + pad + note_h) + pad
+    canvas = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(canvas)
+    f_title, f_text = _font(18), _font(13)
+    if title:
+        draw.text((pad, 6), title, fill="black", font=f_title)
+    for c, lab in enumerate(col_labels):
+        draw.text((label_w + c * (px + pad), title_h + 6), str(lab)[:24], fill="black", font=f_text)
+    for r, (lab, imgs) in enumerate(rows):
+        y = title_h + head_h + r * (px + pad + note_h)
+        draw.text((pad, y + px // 2 - 8), str(lab)[:22], fill="black", font=f_text)
+        for c, img in enumerate(imgs):
+            x = label_w + c * (px + pad)
+            if img is not None:
+                canvas.paste(Image.fromarray(upscale(img, px)), (x, y))
+            if notes and r < len(notes) and c < len(notes[r]) and notes[r][c]:
+                draw.text((x, y + px + 2), str(notes[r][c])[:30], fill="#333333", font=f_text)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def png_bytes(img, px: int | None = None) -> bytes:
+    """One image as PNG bytes (optionally upscaled to px)."""
+    a = upscale(img, px) if px else to_uint8(img)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()

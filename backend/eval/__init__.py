@@ -1,0 +1,1 @@
+"""Evaluation of checkpoints (clean / PGD-20 / AutoAttack) and their reference embeddings."""

@@ -1,0 +1,1 @@
+"""Explanations of a model: saliency maps and their metrics, the feature lens, embeddings."""
