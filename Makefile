@@ -2,11 +2,12 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-dev app server test bench
+.PHONY: install install-dev app server test lint bench
 
 install:
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(PIP) --no-deps -e .
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt
@@ -15,10 +16,14 @@ app: install
 	$(PY) -m streamlit run app/main.py
 
 server: install
-	$(PY) -m backend.server
+	$(PY) -m backend.transport.server
 
 test: install-dev
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: install
 	$(PY) bench/interactive.py
+
+lint:
+	$(PY) -m ruff check .
