@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=180.0)
     a = ap.parse_args()
 
-    from app.widgets import honesty
+    from app.session import honesty
     from backend.service import Service
 
     svc = Service()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from app.widgets import honesty
+from app.session import honesty
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.session import state, tasks
+from app.session import honesty, state, tasks
 from app.session.client import classes, get_image
-from app.widgets import charts, honesty
+from app.widgets import charts
 from app.widgets.components import data_sources, model_picker, page_setup
 from app.widgets.imaging import THUMB_PX, upscale
 

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.session import state, tasks
+from app.session import honesty, state, tasks
 from app.session.client import call, classes
-from app.widgets import charts, honesty
+from app.widgets import charts
 from app.widgets.components import data_sources, model_picker, page_setup
 
 SLOT = "curve_queue"

@@ -10,9 +10,8 @@ import random
 
 import streamlit as st
 
-from app.session import state
+from app.session import honesty, state
 from app.session.client import call, classes, get_image, models
-from app.widgets import honesty
 from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, upscale
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "CIFAR-10 test set", "train": "CIFAR-10 train set",
