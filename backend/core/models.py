@@ -1,4 +1,5 @@
-"""ResNet-18 with the CIFAR stem, a width parameter and an optional projection head.
+"""ResNet-18 with the CIFAR stem, a width parameter and an optional projection head: the first entry
+of the architecture registry (backend.core.archs, which also writes down the model contract).
 
 Inputs are float images N x 3 x H x W in [0, 1]; there is no normalisation layer (the RSupCon
 source uses none), so every attack and saliency method works directly in pixel space.
@@ -9,8 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backend.core.archs_meta import WIDTHS
+
 ARCHITECTURES = ("resnet18",)
-WIDTHS = (16, 32, 64)  # base channels; 64 is the paper's network
 
 
 class BasicBlock(nn.Module):
@@ -41,17 +43,21 @@ class ResNet18(nn.Module):
 
     features(x): (N, 8*width) encoder output; logits(x) = forward(x): (N, num_classes);
     project(x): (N, proj_dim) L2-normalised projection-head output (only if built with head=True).
-    `layer4` is the last residual stage (the Grad-CAM layer).
+    Contract members (backend.core.archs): classifier = fc, cam_layer = layer4 (the last residual
+    stage), stages() = fc, layer4, layer3, layer2, layer1, stem (conv1 + bn1). input_size only
+    records the side the model is meant for (global pooling accepts any size).
     """
 
     def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128,
-                 head_bn: bool = False):
+                 head_bn: bool = False, input_size: int = 32):
         super().__init__()
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-        self.width, self.num_classes = width, num_classes
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
+            raise ValueError(f"input_size must be an integer >= 8, got {input_size!r}")
+        self.width, self.num_classes, self.input_size = width, num_classes, input_size
         self.feature_dim = 8 * width
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -69,6 +75,19 @@ class ResNet18(nn.Module):
             mid = [nn.BatchNorm1d(f)] if head_bn else []  # an option, not the source's head
             self.head = nn.Sequential(nn.Linear(f, f), *mid, nn.ReLU(inplace=True), nn.Linear(f, proj_dim))
         init_weights(self)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.fc
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.layer4
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Output to input: the parts the randomisation check re-initialises in this order."""
+        return [("fc", self.fc), ("layer4", self.layer4), ("layer3", self.layer3), ("layer2", self.layer2),
+                ("layer1", self.layer1), ("stem", nn.ModuleList([self.conv1, self.bn1]))]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) in [0, 1] -> (N, 8*width) pooled encoder features."""
@@ -105,12 +124,23 @@ def init_weights(model: nn.Module) -> nn.Module:
     return model
 
 
+def _build_resnet18(num_classes: int = 10, width: int = 32, proj_dim: int = 128, head_bn: bool = False,
+                    input_size: int = 32, head: bool = False) -> ResNet18:
+    return ResNet18(num_classes=num_classes, width=width, head=head, proj_dim=proj_dim, head_bn=head_bn,
+                    input_size=input_size)
+
+
+RESNET18 = register_arch(ArchSpec(
+    "resnet18", _build_resnet18, {"num_classes": 10, "width": 32, "proj_dim": 128, "head_bn": False,
+                                  "input_size": 32},
+    label="ResNet-18 (CIFAR stem)", head_arg="head", choices={"width": WIDTHS}), replace=True)
+
+
 def build_model(arch: str = "resnet18", width: int = 32, num_classes: int = 10, head: bool = False,
-                head_bn: bool = False) -> ResNet18:
-    """Build an untrained model by name. Raises ValueError for an unknown architecture or width."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    return ResNet18(num_classes=num_classes, width=width, head=head, head_bn=head_bn)
+                head_bn: bool = False) -> nn.Module:
+    """Build an untrained ResNet-style model (one with a `width` argument) through the registry.
+    Raises ValueError for an unknown architecture or width. See backend.core.archs.build_arch."""
+    return build_arch(arch, {"width": width, "num_classes": num_classes, "head_bn": head_bn}, head=head)
 
 
 def freeze(model: nn.Module) -> nn.Module:
