@@ -10,9 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backend.core.archs import ArchSpec, build_arch, register_arch
 from backend.core.archs_meta import WIDTHS
-
-ARCHITECTURES = ("resnet18",)
 
 
 class BasicBlock(nn.Module):

@@ -1,0 +1,207 @@
+"""The model contract and the architecture registry: what every classifier in RobustLens provides.
+
+The contract (`ClassifierModel`, a typing.Protocol; checked at build time by `check_model`):
+
+- input: float images (N, 3, S, S) with S = `input_size`, values in `input_range` = (0.0, 1.0); no
+  normalisation outside the model (a model that needs one carries it as its first module), so every
+  attack and saliency method works in pixel space;
+- `features(x) -> (N, feature_dim)`: the pooled encoder output (what the embedding maps, what the
+  contrastive losses train);
+- `classifier`: the module with `logits(x) == classifier(features(x))`; `forward(x) == logits(x)`,
+  shape (N, num_classes), unnormalised scores;
+- `cam_layer`: the module whose output Grad-CAM weighs (the last spatial feature map, (N, C, h, w));
+- `stages()`: the model's parts ordered from the output to the input, [(name, module), ...]; the
+  parameter-randomisation check re-initialises them top down in this order (its "top" mode takes
+  the first two at once);
+- `num_classes`, `feature_dim`, `input_size` (ints).
+
+The registry maps an architecture name to its builder and the builder's arguments with their
+defaults (`ArchSpec`). A model card stores `arch` and `arch_args` (every builder argument, filled in
+by `full_args`), and loading rebuilds the network from here: weights are never unpickled.
+
+How to add an architecture (five lines):
+1. Write an nn.Module with the members above (see backend.core.models.ResNet18).
+2. Write `build(**args) -> module` whose arguments all have defaults (num_classes and input_size
+   among them).
+3. `register_arch(ArchSpec("name", build, {"num_classes": 10, "input_size": 32, ...}, "label"))`
+   in the module that defines it (import that module before loading its checkpoints).
+4. Save with backend.core.checkpoints.new_card(..., arch="name", arch_args=...) + save_checkpoint.
+5. Test it as tests/test_contracts.py does the toy CNN (service, attacks, saliency, embedding, app).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+import torch.nn as nn
+
+INPUT_RANGE: tuple[float, float] = (0.0, 1.0)
+
+
+@runtime_checkable
+class ClassifierModel(Protocol):
+    """What the attacks, saliency methods, embeddings, lens and training read from a model."""
+
+    num_classes: int
+    feature_dim: int
+    input_size: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def classifier(self) -> nn.Module: ...
+
+    @property
+    def cam_layer(self) -> nn.Module: ...
+
+    def stages(self) -> list[tuple[str, nn.Module]]: ...
+
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: `build(**args)` returns an untrained model that satisfies the contract.
+
+    defaults: every builder argument with its default (the card stores them all, so a change of
+    default never changes what an old checkpoint rebuilds). head_arg: the name of a builder
+    argument that adds a projection head for contrastive training (not part of the card's
+    arch_args, since checkpoints drop the head unless asked), or None."""
+    name: str
+    build: Builder
+    defaults: dict[str, Any]
+    label: str = ""
+    head_arg: str | None = None
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values per argument
+
+    def __post_init__(self) -> None:
+        for key in ("num_classes", "input_size"):
+            if key not in self.defaults:
+                raise ValueError(f"architecture {self.name!r}: defaults must include {key!r}")
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+_LOCK = threading.Lock()
+
+
+def register_arch(spec: ArchSpec, replace: bool = False) -> ArchSpec:
+    """Add an architecture to the registry. ValueError if the name is taken (unless replace)."""
+    if not isinstance(spec, ArchSpec):
+        raise ValueError(f"register_arch needs an ArchSpec, got {type(spec).__name__}")
+    with _LOCK:
+        if spec.name in _REGISTRY and not replace:
+            raise ValueError(f"architecture {spec.name!r} is already registered")
+        _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_arch(name: str) -> None:
+    """Remove an architecture (tests that register a toy one call this when done)."""
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+
+
+def _ensure_builtin() -> None:
+    # The built-in entries live beside their modules; importing models registers ResNet-18.
+    import backend.core.models  # noqa: F401
+
+
+def names() -> list[str]:
+    """Registered architecture names, in registration order (ResNet-18 first)."""
+    _ensure_builtin()
+    with _LOCK:
+        return list(_REGISTRY)
+
+
+def get_arch(name: str) -> ArchSpec:
+    _ensure_builtin()
+    with _LOCK:
+        spec = _REGISTRY.get(name)
+        known = ", ".join(_REGISTRY)
+    if spec is None:
+        raise ValueError(f"unknown architecture {name!r}; known: {known}")
+    return spec
+
+
+def full_args(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The builder's complete arguments: the defaults overlaid with `args`. ValueError for an
+    unknown argument or a value outside the spec's choices."""
+    spec = get_arch(name)
+    given = dict(args or {})
+    unknown = sorted(set(given) - set(spec.defaults))
+    if unknown:
+        raise ValueError(f"architecture {name!r} has no arguments {unknown}; it takes {sorted(spec.defaults)}")
+    out = {**spec.defaults, **given}
+    for key, allowed in spec.choices.items():
+        if out[key] not in allowed:
+            raise ValueError(f"{key} must be one of {tuple(allowed)}, got {out[key]!r}")
+    return out
+
+
+def build_arch(name: str, args: dict[str, Any] | None = None, head: bool = False) -> nn.Module:
+    """An untrained model of architecture `name` with `args` (missing ones take their defaults),
+    checked against the contract. head=True adds the projection head where the spec has one."""
+    spec = get_arch(name)
+    kwargs = full_args(name, args)
+    if head:
+        if spec.head_arg is None:
+            raise ValueError(f"architecture {name!r} has no projection head")
+        kwargs[spec.head_arg] = True
+    return check_model(spec.build(**kwargs), name)
+
+
+def check_model(model: Any, name: str = "model") -> nn.Module:
+    """The model itself if it satisfies the contract; ValueError naming what is missing."""
+    missing = [m for m in ("features", "logits", "forward", "classifier", "cam_layer", "stages", "num_classes",
+                           "feature_dim", "input_size") if not hasattr(model, m)]
+    if missing or not isinstance(model, nn.Module):
+        raise ValueError(f"{name} does not satisfy the model contract (backend.core.archs): "
+                         f"{'not an nn.Module; ' if not isinstance(model, nn.Module) else ''}"
+                         f"missing {', '.join(missing) or 'nothing'}")
+    for attr in ("classifier", "cam_layer"):
+        if not isinstance(getattr(model, attr), nn.Module):
+            raise ValueError(f"{name}.{attr} must be an nn.Module, got {type(getattr(model, attr)).__name__}")
+    return model
+
+
+def cam_layer(model: nn.Module) -> nn.Module:
+    """The model's Grad-CAM layer (contract member `cam_layer`); ValueError if it has none."""
+    layer = getattr(model, "cam_layer", None)
+    if not isinstance(layer, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no `cam_layer` module (see backend.core.archs)")
+    return layer
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The module mapping features to logits (contract member `classifier`)."""
+    layer = getattr(model, "classifier", None)
+    if not isinstance(layer, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no `classifier` module (see backend.core.archs)")
+    return layer
+
+
+def stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's parts from output to input (contract member `stages()`), checked: at least two,
+    distinct non-empty names, every part an nn.Module."""
+    fn = getattr(model, "stages", None)
+    if not callable(fn):
+        raise ValueError(f"{type(model).__name__} has no `stages()` (see backend.core.archs)")
+    out = [(str(n), m) for n, m in fn()]
+    names_ = [n for n, _ in out]
+    if len(out) < 2 or len(set(names_)) != len(out) or not all(names_):
+        raise ValueError(f"stages() must name at least two distinct parts, got {names_}")
+    if not all(isinstance(m, nn.Module) for _, m in out):
+        raise ValueError("every stage must be an nn.Module")
+    return out
+
+
+def input_size(model: nn.Module, default: int = 32) -> int:
+    """The side in pixels of the images the model was built for (contract member `input_size`)."""
+    return int(getattr(model, "input_size", default))
