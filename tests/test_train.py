@@ -146,12 +146,15 @@ def test_lr_schedules():
 
 @pytest.mark.parametrize("argv,message", [
     (["--method", "magic"], "invalid choice: 'magic'"),
-    (["--method", "ce", "--epochs", "0"], "must be >= 1, got 0"),
+    (["--method", "ce", "--epochs", "0"], "epochs=0: must be a positive integer"),
     (["--method", "ce", "--width", "20"], "invalid choice: 20"),
-    (["--method", "ce", "--lr", "-1"], "must be a finite number > 0"),
+    (["--method", "ce", "--lr", "-1"], "lr=-1.0: must be > 0"),
+    (["--method", "ce", "--lr", "inf"], "lr=inf: must be a finite number"),
     (["--method", "ce", "--batch-size", "x"], "expected an integer, got 'x'"),
     (["--method", "ce", "--val-n", "10", "--val-robust-n", "20"], "val_robust_n=20"),
     (["--method", "ce", "--subset", "1"], "subset=1"),
+    (["--method", "ce", "--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["--preset", "smoke"], "--method is required"),
 ])
 def test_cli_rejects_bad_arguments(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:

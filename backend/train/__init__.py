@@ -3,9 +3,14 @@
     from backend.train import make_config, RunOptions, train
     train(make_config("smoke", method="rsupcon", data="synthetic"), RunOptions(out=Path("checkpoints/x")))
 
-Imports only torch, torchvision (via backend.core.data), numpy, safetensors, tqdm and the standard library,
-so a bare GPU machine can train.
+The registry (backend.train.registry: methods, presets) and the config (backend.train.config) are
+torch-free, and importing them through this package loads no torch: the names below that need torch
+(RunOptions, lr_at, train, Cancelled) are loaded on first use (PEP 562). The trainer itself imports only
+torch, torchvision (via backend.core.data), numpy, safetensors, tqdm and the standard library, so a bare
+GPU machine can train.
 """
+from __future__ import annotations
+
 import os
 
 # Before torch loads: OpenMP threads that spin while waiting made training steps 3-4x slower on a
@@ -13,9 +18,26 @@ import os
 # own choice wins; no effect when torch is already loaded.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from backend.train.config import CONTRASTIVE, METHODS, PRESETS, ROBUST, TrainConfig, make_config
-from backend.train.loop import RunOptions, lr_at, train
-from backend.train.methods import Cancelled
+from backend.train.config import (  # noqa: E402 (after the OpenMP setting)
+    CONTRASTIVE,
+    METHODS,
+    PRESETS,
+    ROBUST,
+    TrainConfig,
+    config_from_dict,
+    make_config,
+)
 
-__all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "make_config", "RunOptions",
-           "lr_at", "train", "Cancelled"]
+_LAZY = {"RunOptions": "backend.train.loop", "lr_at": "backend.train.loop", "train": "backend.train.loop",
+         "Cancelled": "backend.train.methods"}
+
+__all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "config_from_dict", "make_config",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'backend.train' has no attribute {name!r}")

@@ -1,99 +1,115 @@
 """Command line: python -m backend.train --method rsupcon --width 32 --epochs 30 --data DIR --out checkpoints/NAME
+           or: python -m backend.train --config run.json --out checkpoints/NAME
 
-Explicit flags override the preset (--preset smoke | short | full; default full). Under
-`torchrun --nproc_per_node=N` the same command trains with DistributedDataParallel (gloo on CPU,
-nccl on GPU). SIGTERM/SIGINT stop within a step: an "error" event with "cancelled": true is written,
-the resume state is saved, no checkpoint appears, and the exit code is 128 + the signal number.
-Any failure exits non-zero with the traceback on stderr.
+--config FILE reads a JSON object of TrainConfig fields (what a training job writes; the card's
+train_config has the same form). Explicit flags override the file, and the file (or the flags) override
+the preset (--preset smoke | short | gpu12 | full; default full). Both build one dict that
+backend.train.config.config_from_dict validates. Under `torchrun --nproc_per_node=N` the same command
+trains with DistributedDataParallel (gloo on CPU, nccl on GPU). SIGTERM/SIGINT stop within a step: an
+"error" event with "cancelled": true is written, the resume state is saved, no checkpoint appears, and
+the exit code is 128 + the signal number. Any failure exits non-zero with the traceback on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from backend.train.config import METHODS, PRESETS, SCHEDULES
-from backend.train.loop import RunOptions, train
-from backend.train.methods import Cancelled
+from backend.core.archs_meta import WIDTHS
+from backend.train.config import DEVICES, SCHEDULES, TrainConfig, config_from_dict
+from backend.train.registry import DATASETS, METHODS, PRESETS
 
 log = logging.getLogger("backend.train")
 
 
-def _int_at_least(lo: int):
+def _integer(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+
+
+def _number(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+
+
+def _int_at_least(lo: int):  # for the run options (not config fields: config_from_dict checks those)
     def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        v = _integer(s)
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
         return v
     return parse
 
 
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+def _non_negative_float(s: str) -> float:
+    v = _number(s)
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
     return v
 
 
-def _non_negative_float(s: str) -> float:
-    return 0.0 if s.strip() in ("0", "0.0") else _positive_float(s)
-
-
 def _pixel_units(text: str) -> float:
-    """'8/255' or '0.0314' -> float in [0, 1] (argparse type)."""
+    """'8/255' or '0.0314' -> float (argparse type; the range is config_from_dict's to check)."""
     try:
         num, _, den = text.partition("/")
-        value = float(num) / (float(den) if den else 1.0)
+        return float(num) / (float(den) if den else 1.0)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 8/255") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1] (pixel units)")
-    return value
+
+
+# config flags: (TrainConfig field, argparse keyword arguments); each sets that one field
+_CONFIG_FLAGS = (
+    ("method", dict(choices=METHODS)),
+    ("preset", dict(choices=tuple(PRESETS), help="default: full (or the --config file's)")),
+    ("dataset", dict(choices=DATASETS, help="default: cifar10")),
+    ("data", dict(help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")),
+    ("width", dict(type=int, choices=WIDTHS)),
+    ("epochs", dict(type=_integer)),
+    ("subset", dict(type=_integer, help="training images (0 = all 49,000)")),
+    ("batch_size", dict(type=_integer)),
+    ("lr", dict(type=_number)),
+    ("schedule", dict(choices=SCHEDULES)),
+    ("warmup_epochs", dict(type=_number)),
+    ("attack_steps", dict(type=_integer, help="PGD steps for training and val")),
+    ("trades_beta", dict(type=_number)),
+    ("temperature", dict(type=_number, help="contrastive temperature (source: 0.07)")),
+    ("head_bn", dict(action="store_true",
+                     help="BatchNorm1d in the projection head (not in the source; off by default)")),
+    ("eps", dict(type=_pixel_units, help="L-inf radius in pixel units, e.g. 8/255")),
+    ("step_size", dict(type=_pixel_units, help="PGD step in pixel units, e.g. 2/255")),
+    ("probe_epochs", dict(type=_integer)),
+    ("probe_batch_size", dict(type=_integer)),
+    ("adv_probe", dict(action="store_true",
+                       help="fit the linear probe on PGD examples of the full model (supcon/rsupcon)")),
+    ("val_n", dict(type=_integer, help="held-out images validated (of 1,000)")),
+    ("val_robust_n", dict(type=_integer, help="of those, attacked each validation")),
+    ("val_every", dict(type=_integer)),
+    ("seed", dict(type=_integer)),
+    ("log_every", dict(type=_integer, help="steps between progress events")),
+    ("compile", dict(action="store_true", help="torch.compile the network")),
+    ("amp", dict(flag="--no-amp", action="store_false", help="no bf16 autocast on CUDA")),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", required=True, choices=METHODS)
+    ap.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (a training job writes one)")
     ap.add_argument("--out", required=True, type=Path, help="checkpoint folder (its name is the model id)")
-    ap.add_argument("--preset", default="full", choices=tuple(PRESETS))
-    ap.add_argument("--data", help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")
-    ap.add_argument("--width", type=int, choices=(16, 32, 64))
-    ap.add_argument("--epochs", type=_int_at_least(1))
-    ap.add_argument("--subset", type=_int_at_least(0), help="training images (0 = all 49,000)")
-    ap.add_argument("--batch-size", type=_int_at_least(1))
-    ap.add_argument("--lr", type=_positive_float)
-    ap.add_argument("--schedule", choices=SCHEDULES)
-    ap.add_argument("--warmup-epochs", type=_non_negative_float)
-    ap.add_argument("--attack-steps", type=_int_at_least(1), help="PGD steps for training and val")
-    ap.add_argument("--trades-beta", type=_positive_float)
-    ap.add_argument("--temperature", type=_positive_float, help="contrastive temperature (source: 0.07)")
-    ap.add_argument("--head-bn", action="store_true", default=None,
-                    help="BatchNorm1d in the projection head (not in the source; off by default)")
-    ap.add_argument("--eps", type=_pixel_units, help="L-inf radius in pixel units, e.g. 8/255")
-    ap.add_argument("--step-size", type=_pixel_units, help="PGD step in pixel units, e.g. 2/255")
-    ap.add_argument("--probe-epochs", type=_int_at_least(1))
-    ap.add_argument("--probe-batch-size", type=_int_at_least(1))
-    ap.add_argument("--adv-probe", action="store_true", default=None,
-                    help="fit the linear probe on PGD examples of the full model (supcon/rsupcon)")
-    ap.add_argument("--val-n", type=_int_at_least(0), help="held-out images validated (of 1,000)")
-    ap.add_argument("--val-robust-n", type=_int_at_least(0), help="of those, attacked each validation")
-    ap.add_argument("--val-every", type=_int_at_least(1))
-    ap.add_argument("--seed", type=_int_at_least(0))
-    ap.add_argument("--log-every", type=_int_at_least(1), help="steps between progress events")
-    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
-    ap.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                    help="no bf16 autocast on CUDA")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    cfg = ap.add_argument_group("training config (each flag sets one TrainConfig field)")
+    for name, kw in _CONFIG_FLAGS:
+        kw = dict(kw)
+        flag = kw.pop("flag", "--" + name.replace("_", "-"))
+        cfg.add_argument(flag, dest=name, default=None, **kw)
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--threads", type=_int_at_least(1), help="CPU threads (default: all cores)")
     ap.add_argument("--resume", action="store_true", help="continue from the state in --state-dir")
     ap.add_argument("--state-dir", type=Path, help="resume state folder (default runs/<out name>)")
@@ -105,24 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse(argv: list[str] | None = None):
-    """(TrainConfig, RunOptions) from the command line; argparse errors (exit 2) for bad values."""
-    from backend.train.config import make_config
+def read_config_file(path: Path) -> dict:
+    """The JSON object of a --config file; ValueError when it is unreadable or not an object."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of TrainConfig fields, got {type(d).__name__}")
+    return d
 
+
+def config_dict(a: argparse.Namespace) -> dict:
+    """The config dict the command line describes: the --config file, then every flag given."""
+    d = read_config_file(a.config) if a.config is not None else {}
+    d.update({name: getattr(a, name) for name, _ in _CONFIG_FLAGS if getattr(a, name) is not None})
+    return d
+
+
+def parse(argv: list[str] | None = None) -> tuple[TrainConfig, object, bool]:
+    """(TrainConfig, RunOptions, verbose) from the command line; argparse errors (exit 2) for bad values."""
     ap = build_parser()
     a = ap.parse_args(argv)
-    overrides = {k: getattr(a, k) for k in (
-        "method", "width", "epochs", "subset", "batch_size", "lr", "schedule", "warmup_epochs",
-        "attack_steps", "trades_beta", "temperature", "head_bn", "eps", "step_size", "probe_epochs", "probe_batch_size",
-        "adv_probe",
-        "val_n", "val_robust_n",
-        "val_every", "seed", "log_every", "compile", "amp", "data")}
     try:
-        cfg = make_config(a.preset, **overrides)
+        d = config_dict(a)
+        if "method" not in d:
+            raise ValueError("--method is required (or a --config file with a method)")
+        cfg = config_from_dict(d)
         from backend.core.checkpoints import validate_id
         validate_id(a.out.name)
     except ValueError as e:
         ap.error(str(e))
+    from backend.train.loop import RunOptions  # torch: only once the arguments are known to be good
+
     opts = RunOptions(out=a.out, state_dir=a.state_dir, events=a.events, resume=a.resume, device=a.device,
                       threads=a.threads, save_every_min=a.save_every_min, progress_bar=not a.no_progress)
     return cfg, opts, a.verbose
@@ -142,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from backend.train.loop import train
+    from backend.train.methods import Cancelled
+
     try:
         out = train(cfg, opts, should_stop=lambda: bool(received))
     except Cancelled:

@@ -1,15 +1,24 @@
-"""Training configuration: one frozen dataclass, three presets, validation with clear messages."""
+"""Training configuration: one frozen dataclass and its one validation, `config_from_dict`.
+
+Torch-free (standard library only): the job runner validates a job's config here at submit time and
+the trainer validates the same dict again when it reads it (`python -m backend.train --config FILE`);
+the checkpoint card's train_config is that dict. Methods and presets live in backend.train.registry.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-METHODS = ("ce", "pgd_at", "trades", "supcon", "rsupcon", "fgsm_rs")
-CONTRASTIVE = ("supcon", "rsupcon")  # encoder + projection head, then a linear probe
-ROBUST = ("pgd_at", "trades", "rsupcon", "fgsm_rs")  # checkpoint chosen by robust val accuracy
+from backend.core.archs_meta import WIDTHS
+from backend.core.errors import short
+from backend.train.registry import CONTRASTIVE, DATASETS, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS
+
+__all__ = ["CONTRASTIVE", "DATASETS", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
+           "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "make_config"]
+
 SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
-STATUS = {"smoke": "smoke", "short": "cpu-preview", "gpu12": "gpu-short", "full": "full"}
 
 
 @dataclass(frozen=True)
@@ -19,7 +28,7 @@ class TrainConfig:
     Defaults are the "full" preset (GPU, paper-like but shorter than the paper's 200 epochs)."""
     method: str = "rsupcon"
     preset: str = "full"
-    width: int = 32                    # ResNet-18 base channels (16/32/64)
+    width: int = 32                    # ResNet-18 base channels (backend.core.archs_meta.WIDTHS)
     epochs: int = 30
     batch_size: int = 512              # global batch (split across DDP ranks)
     lr: float = 0.1                    # not scaled with batch size (the source uses 0.1 at 128 and 512)
@@ -47,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     data: str | None = None            # data root, "synthetic", or None = backend.core.data.resolve_root()
     synthetic_n: int = 512             # training images of the synthetic task
-    dataset: str = "cifar10"
+    dataset: str = "cifar10"           # backend.train.registry.DATASETS
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True         # on CUDA
     compile: bool = False              # torch.compile the network
@@ -58,15 +67,17 @@ class TrainConfig:
         def bad(name, why):
             raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
         if self.method not in METHODS:
-            bad("method", f"unknown method; known: {', '.join(METHODS)}")
+            bad("method", f"unknown training method; known: {', '.join(METHODS)}")
         if self.preset not in PRESETS:
             bad("preset", f"unknown preset; known: {', '.join(PRESETS)}")
-        if self.width not in (16, 32, 64):
-            bad("width", "must be 16, 32 or 64")
+        if self.width not in WIDTHS:
+            bad("width", f"must be one of {', '.join(map(str, WIDTHS))}")
+        if self.dataset not in DATASETS:
+            bad("dataset", f"unknown data set; known: {', '.join(DATASETS)}")
         for name in ("epochs", "batch_size", "probe_batch_size", "val_every", "log_every", "synthetic_n"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
-        for name in ("attack_steps", "probe_epochs", "val_n", "val_robust_n", "ncm_n"):
+        for name in ("attack_steps", "probe_epochs", "val_n", "val_robust_n", "ncm_n", "seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         if self.val_robust_n > self.val_n:
@@ -90,49 +101,72 @@ class TrainConfig:
 
     @property
     def contrastive(self) -> bool:
-        return self.method in CONTRASTIVE
+        return METHOD_INFO[self.method].contrastive
 
     @property
     def robust(self) -> bool:
-        return self.method in ROBUST
+        return METHOD_INFO[self.method].robust
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, dict] = {
-    # seconds on a laptop CPU: for tests and a first look at the pipeline
-    "smoke": dict(width=16, epochs=1, batch_size=32, subset=64, attack_steps=2, probe_epochs=1,
-                  probe_batch_size=64, val_n=32, val_robust_n=16, ncm_n=64, synthetic_n=64, log_every=1),
-    # a few minutes on a 2-core CPU (the app's training jobs): width 16, 2,000 images, 2 epochs,
-    # 3-step attacks (rsupcon ~5 min, pgd_at ~2-3 min, ce < 1 min on an idle 2-core CPU)
-    "short": dict(width=16, epochs=2, batch_size=128, subset=2000, attack_steps=3, probe_epochs=3,
-                  probe_batch_size=256, val_n=500, val_robust_n=100, ncm_n=1000, log_every=2),
-    # one H200 for about 12 minutes, five models at once (scripts/train_zoo.sh gpu, docs/GPU_RUN.md):
-    # width 32, batch 512, PGD-10, 8 epochs with a cosine schedule, 5 probe epochs
-    "gpu12": dict(epochs=8, schedule="cosine", probe_epochs=5, val_robust_n=500, log_every=20),
-    # GPU, paper-like: width 32, 30 epochs, batch 512, PGD-10 (the dataclass defaults)
-    "full": dict(),
-}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value):
+    """Plain data (JSON, a form, argparse) -> the field's type; ValueError naming the field otherwise.
+    An integral float is an integer (JSON numbers); bools are never numbers; numbers must be finite."""
+    kind = str(_FIELDS[name].type).replace(" ", "")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={short(value)}: must be true or false")
+        return value
+    if kind in ("str", "str|None"):
+        if not isinstance(value, str) and not (value is None and kind == "str|None"):
+            raise ValueError(f"{name}={short(value)}: must be a string")
+        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
+        raise ValueError(f"{name}={short(value)}: must be {'an integer' if kind == 'int' else 'a finite number'}")
+    if kind == "int":
+        if int(value) != value:
+            raise ValueError(f"{name}={short(value)}: must be an integer")
+        return int(value)
+    return float(value)
+
+
+def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
+    """The one validation of a training config, from plain data: a job's fields (at submit time), the
+    JSON config file the trainer reads, the CLI flags, a saved resume state.
+
+    d: TrainConfig fields; d["preset"] (default "full") supplies every field that d leaves out or sets
+    to None. bounds: narrower limits a caller allows, {field: (lo, hi)} or {field: [allowed values]}
+    (the job runner's). ValueError names the first bad field and value; nothing else is raised."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a training config must be a dict of TrainConfig fields, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown}; known: {sorted(_FIELDS)}")
+    preset = d.get("preset")
+    preset = "full" if preset is None else preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset={short(preset)}: unknown preset; known: {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset], preset=preset)
+    values.update({k: _coerce(k, v) for k, v in d.items() if v is not None and k != "preset"})
+    cfg = TrainConfig(**values).validate()
+    for name, allowed in (bounds or {}).items():
+        v = getattr(cfg, name)
+        if isinstance(allowed, tuple) and len(allowed) == 2:
+            lo, hi = allowed
+            if not lo <= v <= hi:
+                raise ValueError(f"{name}={short(v)}: must be in {lo}..{hi}")
+        elif v not in allowed:
+            raise ValueError(f"{name}={short(v)}: must be one of {', '.join(map(str, allowed))}")
+    return cfg
 
 
 def make_config(preset: str = "full", **overrides) -> TrainConfig:
-    """The preset's values, then every non-None override; validated. ValueError for unknown names."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r}: unknown preset; known: {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown config fields {unknown}; known: {sorted(fields)}")
-    values = dict(PRESETS[preset], preset=preset)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**values).validate()
+    """The preset's values, then every non-None override; validated (see config_from_dict)."""
+    return config_from_dict({**overrides, "preset": preset})
 
-
-def config_from_dict(d: dict) -> TrainConfig:
-    """Rebuild a config saved with to_dict (resume state); ValueError for unknown fields."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ValueError(f"saved config has unknown fields {unknown}")
-    return TrainConfig(**d).validate()

@@ -25,11 +25,12 @@ from tqdm import tqdm
 from backend.core.checkpoints import new_card, save_checkpoint, validate_id
 from backend.core.models import build_model
 from backend.train import state as st
-from backend.train.config import STATUS, TrainConfig, config_from_dict
+from backend.train.config import TrainConfig, config_from_dict
 from backend.train.events import EventLog, hardware
 from backend.train.inputs import load_inputs
-from backend.train.methods import LABELS, LOSSES, Cancelled, Nets, StepContext, TrainNet
+from backend.train.methods import LOSSES, Cancelled, Nets, StepContext, TrainNet
 from backend.train.probe import NearestClassMean, class_means, linear_probe, logits_classifier, validate
+from backend.train.registry import METHOD_INFO, PRESET_INFO
 
 log = logging.getLogger(__name__)
 # fields that may differ between a run and its resumption (they do not change the result)
@@ -401,17 +402,16 @@ class _Run:
         attack = f"PGD-{cfg.attack_steps} linf eps {cfg.eps * 255:g}/255 step {cfg.step_size * 255:g}/255"
         training = {"time_s": round(self._elapsed(), 1), "hardware": hardware(self.device, self.world),
                     "device": self.device.type, "world_size": self.world, "epochs": cfg.epochs,
-                    "attack_steps": 1 if cfg.method == "fgsm_rs" else
-                    (0 if cfg.method in ("ce", "supcon") else cfg.attack_steps),
+                    "attack_steps": METHOD_INFO[cfg.method].training_attack_steps(cfg.attack_steps),
                     "n_train": self.n_train, "batch_size": self.batch, "best_epoch": p.best_epoch,
                     "selection": "val_robust" if cfg.robust else "val_clean",
                     "val_classifier": "linear probe (epochs: NCM on features)" if cfg.contrastive else "logits",
                     "val_attack": attack, "attack_mode": "eval", "lr_scaling": "none",
                     "history": p.history, "data_source": self.data.source}
         card = new_card(out.name, cfg.method, "resnet18", cfg.width, list(self.data.classes),
-                        display_name=f"{LABELS[cfg.method]} w{cfg.width} ({cfg.epochs} ep)",
+                        display_name=f"{METHOD_INFO[cfg.method].label} w{cfg.width} ({cfg.epochs} ep)",
                         dataset=cfg.dataset, data_variant=self.data.variant, train_config=cfg.to_dict(),
-                        metrics=metrics, training=training, status=STATUS[cfg.preset],
+                        metrics=metrics, training=training, status=PRESET_INFO[cfg.preset].status,
                         notes="trained by python -m backend.train; test metrics come from backend.eval.evaluate")
         # no projection head: load_checkpoint(head=False) rejects unexpected keys, and resuming
         # contrastive training uses the resume state, which keeps the head

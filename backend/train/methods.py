@@ -212,7 +212,6 @@ def loss_rsupcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
     return out["l_adv"] + out["l_cln"]
 
 
+# one loss per method of backend.train.registry (tests/test_train_registry.py checks that they match)
 LOSSES: dict[str, Callable] = {"ce": loss_ce, "pgd_at": loss_pgd_at, "trades": loss_trades,
                                "supcon": loss_supcon, "rsupcon": loss_rsupcon, "fgsm_rs": loss_fgsm_rs}
-LABELS = {"ce": "CE", "pgd_at": "PGD-AT", "trades": "TRADES", "supcon": "SupCon", "rsupcon": "RSupCon",
-          "fgsm_rs": "FGSM-RS"}
