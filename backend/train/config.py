@@ -141,7 +141,7 @@ def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
     JSON config file the trainer reads, the CLI flags, a saved resume state.
 
     d: TrainConfig fields; d["preset"] (default "full") supplies every field that d leaves out or sets
-    to None. bounds: narrower limits a caller allows, {field: (lo, hi)} or {field: [allowed values]}
+    to None. bounds: narrower limits on the values d sets, {field: (lo, hi)} or {field: [allowed values]}
     (the job runner's). ValueError names the first bad field and value; nothing else is raised."""
     if not isinstance(d, dict):
         raise ValueError(f"a training config must be a dict of TrainConfig fields, got {type(d).__name__}")
@@ -156,6 +156,8 @@ def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
     values.update({k: _coerce(k, v) for k, v in d.items() if v is not None and k != "preset"})
     cfg = TrainConfig(**values).validate()
     for name, allowed in (bounds or {}).items():
+        if d.get(name) is None:
+            continue  # the preset's value: bounds limit what a caller sets
         v = getattr(cfg, name)
         if isinstance(allowed, tuple) and len(allowed) == 2:
             lo, hi = allowed
