@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.core import data
+from backend.core import data, imagefiles
 from backend.core.data import (
     CIFAR10_CLASSES,
     DataNotFoundError,
@@ -77,7 +77,7 @@ def test_imagefolder_loads_and_caches_outside_repo(tmp_path, monkeypatch):
     assert load_split(tmp_path / "toy", "train", dataset="toy", cache_dir=cache) is s
 
     # a new process (memory cleared) reads the disk cache: no decoding at all
-    def no_decode(paths):
+    def no_decode(paths, size=32):
         raise AssertionError("decoded although a valid cache exists")
     data.clear_memory_cache()
     monkeypatch.setattr(data, "_decode_imagefolder", no_decode)
@@ -87,9 +87,9 @@ def test_imagefolder_loads_and_caches_outside_repo(tmp_path, monkeypatch):
 
     # adding a file makes both caches stale: the split is decoded again and has 13 images
     calls = []
-    def counting_decode(paths):
+    def counting_decode(paths, size=32):
         calls.append(len(paths))
-        return data._decode_paths(paths)
+        return data._decode_paths(paths, size)
     monkeypatch.setattr(data, "_decode_imagefolder", counting_decode)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "toy" / "train" / "dog" / "0099.png")
     s3 = load_split(tmp_path / "toy", "train", dataset="toy", cache_dir=cache)
@@ -154,7 +154,7 @@ def test_missing_data_explains_how_to_provide_it(tmp_path, monkeypatch):
     (tmp_path / "tv" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
     with pytest.raises(DataNotFoundError, match="torchvision could not read cifar10"):
         load_split(tmp_path / "tv", "train", cache_dir=tmp_path / "c")
-    monkeypatch.setattr(data, "SHARED_CIFAR", tmp_path / "absent")
+    monkeypatch.setattr(imagefiles, "SHARED_CIFAR", tmp_path / "absent")
     assert resolve_root() is None
     with pytest.raises(DataNotFoundError, match="No CIFAR data set configured"):
         load_split(None, "test")
@@ -169,7 +169,9 @@ def test_resolve_root_and_env(tmp_path, monkeypatch):
     assert len(s) == 3 and s.source == str((tmp_path / "toy" / "test").resolve())
     avail = available_sources(dataset="toy")
     assert avail["root"] == str(tmp_path / "toy")
-    assert avail["train"]["available"] and avail["test"]["available"] and avail["samples"]["available"]
+    assert avail["train"]["available"] and avail["test"]["available"]
+    # offline samples belong to a data set (the registry's DatasetSpec.samples): CIFAR-10 has foolbox's
+    assert not avail["samples"]["available"] and available_sources()["samples"]["available"]
     missing = available_sources(tmp_path / "nope")
     assert not missing["train"]["available"] and "RSUPCON_DATA=" in missing["test"]["message"]
 
@@ -187,7 +189,7 @@ def test_sample_images_from_foolbox():
 
 
 def test_sample_images_without_foolbox(monkeypatch):
-    monkeypatch.setattr(data, "_SAMPLES", [])
+    monkeypatch.setattr(data, "_SAMPLES", {})
     monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataNotFoundError, match="pip install"):
         sample_images()

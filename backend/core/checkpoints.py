@@ -1,5 +1,10 @@
 """Self-describing checkpoints: safetensors weights + a JSON model card. Loading never unpickles.
 
+The card names the architecture (`arch`, an entry of the registry in backend.core.archs) and every
+argument of its builder (`arch_args`), and the input size; loading rebuilds the network from the
+registry and loads the weights into it. Cards written before arch_args existed (arch, width and
+num_classes only) load as ResNet-18 cards with the other arguments at their defaults.
+
 Layout of one checkpoint (a folder named by its id):
     <root>/<id>/model.safetensors   weights (fp16 for shipping, fp32 otherwise)
     <root>/<id>/card.json           the model card (see `new_card`)
@@ -25,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from backend import REPO, __version__
-from backend.core.models import build_model
+from backend.core import archs
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +76,66 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def new_card(model_id: str, method: str, arch: str, width: int, classes: list[str], *,
+def new_card(model_id: str, method: str, arch: str, width: int | None, classes: list[str], *,
              display_name: str | None = None, dataset: str = "cifar10", data_variant: str = "unknown",
              train_config: dict | None = None, metrics: dict | None = None,
-             training: dict | None = None, status: str = "experimental", notes: str = "") -> dict:
+             training: dict | None = None, status: str = "experimental", notes: str = "",
+             arch_args: dict | None = None, input_size: int | None = None) -> dict:
     """A model card with every required field. `metrics` holds measured numbers only, e.g.
     {"clean": 0.91, "n_clean": 10000, "pgd20": 0.45, "n_pgd20": 2000, "autoattack": None, ...};
-    `training` holds {"time_s": float, "hardware": str, "epochs": int}."""
+    `training` holds {"time_s": float, "hardware": str, "epochs": int}.
+
+    arch_args: the builder's arguments (backend.core.archs; missing ones are filled in with their
+    defaults, num_classes from `classes`, width from `width` when the architecture takes one,
+    input_size from `input_size`, else the dataset's image size). width may be None for an
+    architecture without one."""
     validate_id(model_id)
+    args = _card_arch_args(arch, width, classes, dataset, arch_args, input_size)
     return {
         "schema": CARD_SCHEMA, "id": model_id, "display_name": display_name or model_id,
-        "method": method, "arch": arch, "width": int(width), "num_classes": len(classes),
+        "method": method, "arch": arch, "arch_args": args, "input_size": int(args["input_size"]),
+        "width": args.get("width"), "num_classes": len(classes),
         "classes": list(classes), "dataset": dataset, "data_variant": data_variant,
         "train_config": dict(train_config or {}), "metrics": dict(metrics or {}),
         "training": dict(training or {}), "status": status, "notes": notes,
         "code_version": code_version(), "weights_sha256": None, "weights_dtype": None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _card_arch_args(arch: str, width: int | None, classes: list[str], dataset: str, arch_args: dict | None,
+                    input_size: int | None) -> dict:
+    from backend.core.datasets import image_size_of
+
+    spec = archs.get_arch(arch)
+    args = dict(arch_args or {})
+    if args.get("num_classes", len(classes)) != len(classes):
+        raise ValueError(f"arch_args num_classes={args['num_classes']} but {len(classes)} class names given")
+    args["num_classes"] = len(classes)
+    if width is not None and "width" in spec.defaults:
+        if args.get("width", width) != width:
+            raise ValueError(f"arch_args width={args['width']} differs from width={width}")
+        args["width"] = int(width)
+    if input_size is not None:
+        args["input_size"] = int(input_size)
+    args.setdefault("input_size", image_size_of(dataset))
+    return archs.full_args(arch, args)
+
+
+def card_arch_args(card: dict) -> dict:
+    """The complete builder arguments of a card; an old card (arch, width and num_classes only)
+    gets the rest from the registry's defaults."""
+    args = dict(card.get("arch_args") or {})
+    if not args:
+        args = {"num_classes": int(card["num_classes"])}
+        if card.get("width") is not None:
+            args["width"] = int(card["width"])
+        if card.get("input_size") is not None:
+            args["input_size"] = int(card["input_size"])
+    try:
+        return archs.full_args(card["arch"], args)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {card.get('id')!r}: {e}") from None
 
 
 def save_checkpoint(model: torch.nn.Module, card: dict, out_dir: str | os.PathLike,
@@ -218,8 +266,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
                 f"checkpoint {card['id']!r}: weights sha256 {digest[:12]}... does not match the card "
                 f"({str(card['weights_sha256'])[:12]}...); the file is corrupt or was replaced")
     state = load_file(str(wpath), device="cpu")
-    model = build_model(card["arch"], int(card["width"]), int(card["num_classes"]),
-                        head=head and bool(card.get("has_head")))
+    model = archs.build_arch(card["arch"], card_arch_args(card), head=head and bool(card.get("has_head")))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
