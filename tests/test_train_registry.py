@@ -1,0 +1,134 @@
+"""The training registry (methods, presets) and the one training-config schema: torch-free imports,
+one validation (config_from_dict) for plain data from a form, a JSON file, the CLI and saved state."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.core.archs_meta import WIDTHS
+from backend.train.__main__ import parse
+from backend.train.config import TrainConfig, config_from_dict, make_config
+from backend.train.registry import (
+    CONTRASTIVE,
+    DATASETS,
+    LABELS,
+    METHOD_INFO,
+    METHODS,
+    PRESET_INFO,
+    PRESETS,
+    ROBUST,
+    STATUS,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_registry_and_config_and_job_runner_import_without_torch():
+    """The job runner (and an HTTP-only app) read the registry without loading torch."""
+    code = ("import sys\n"
+            "import backend.train.config, backend.train.registry, backend.service.jobs\n"
+            "from backend.train import make_config, METHODS\n"
+            "make_config('short', method=METHODS[0])\n"
+            "loaded = sorted(m for m in ('torch', 'numpy', 'torchvision') if m in sys.modules)\n"
+            "assert not loaded, loaded\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_method_has_a_loss_and_every_preset_a_valid_config():
+    from backend.train.methods import LOSSES
+
+    assert set(LOSSES) == set(METHODS) == set(LABELS) and len(set(LABELS.values())) == len(METHODS)
+    assert set(CONTRASTIVE) < set(METHODS) and set(ROBUST) < set(METHODS)
+    for m in METHOD_INFO.values():
+        assert set(m.needs) <= FIELDS, m.name
+        assert (m.attack is not None) == m.robust  # a robust method trains on crafted examples
+        assert m.training_attack_steps(7) == {"pgd": 7, "fgsm": 1, None: 0}[m.attack]
+    assert set(PRESETS) == set(PRESET_INFO) == set(STATUS)
+    for name, preset in PRESET_INFO.items():
+        assert set(preset.values) <= FIELDS and preset.use and preset.label.startswith(name)
+        for method in METHODS:
+            cfg = make_config(name, method=method)
+            assert cfg.preset == name and all(getattr(cfg, k) == v for k, v in preset.values.items())
+            assert cfg.contrastive == (method in CONTRASTIVE) and cfg.robust == (method in ROBUST)
+    assert make_config("short", method="ce").width in WIDTHS
+
+
+def test_config_from_dict_round_trips_through_json():
+    cfg = make_config("smoke", method="trades", dataset="cifar100", data="synthetic", eps=4 / 255)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert config_from_dict(d) == cfg and config_from_dict(d).to_dict() == d
+    # JSON has one number type: an integral float is an integer, an integer a float where a float is wanted
+    c = config_from_dict({"method": "ce", "preset": "smoke", "epochs": 3.0, "lr": 1})
+    assert c.epochs == 3 and isinstance(c.epochs, int) and c.lr == 1.0 and isinstance(c.lr, float)
+    # None means "the preset's value"
+    assert config_from_dict({"method": "ce", "preset": "short", "width": None, "epochs": None}) \
+        == make_config("short", method="ce")
+
+
+@pytest.mark.parametrize("d, match", [
+    ({"method": "ce", "epochs": 2.5}, r"epochs=2\.5: must be an integer"),
+    ({"method": "ce", "epochs": True}, r"epochs=True: must be an integer"),
+    ({"method": "ce", "lr": float("nan")}, r"lr=nan: must be a finite number"),
+    ({"method": "ce", "eps": 8}, r"eps=8\.0: must be in \[0, 1\]"),
+    ({"method": "ce", "amp": "yes"}, r"amp='yes': must be true or false"),
+    ({"method": "ce", "dataset": "mnist"}, r"dataset='mnist': unknown data set; known: cifar10, cifar100"),
+    ({"method": "ce", "width": 48}, r"width=48: must be one of 16, 32, 64"),
+    ({"method": "ce", "seed": -1}, r"seed=-1: must be a non-negative integer"),
+    ({"method": "magic"}, r"method='magic': unknown training method"),
+    ({"method": "ce", "preset": "huge"}, r"preset='huge': unknown preset"),
+    ({"method": "ce", "learning_rate": 0.1}, r"unknown config fields \['learning_rate'\]"),
+    ("ce", r"must be a dict"),
+])
+def test_config_from_dict_names_the_bad_value(d, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(d)
+
+
+def test_bounds_apply_to_the_values_a_caller_sets():
+    bounds = {"subset": (64, 50000), "epochs": (1, 50)}
+    assert config_from_dict({"method": "ce", "preset": "full"}, bounds=bounds).subset == 0  # the preset's "all"
+    with pytest.raises(ValueError, match=r"subset=10: must be in 64\.\.50000"):
+        config_from_dict({"method": "ce", "subset": 10}, bounds=bounds)
+    with pytest.raises(ValueError, match="width=32: must be one of 16"):
+        config_from_dict({"method": "ce", "width": 32}, bounds={"width": [16]})
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_cli_dataset_flag(dataset, tmp_path):
+    cfg, _, _ = parse(["--method", "ce", "--dataset", dataset, "--out", str(tmp_path / "m")])
+    assert cfg.dataset == dataset and cfg.to_dict()["dataset"] == dataset
+    assert parse(["--method", "ce", "--out", str(tmp_path / "m")])[0].dataset == "cifar10"  # the default
+
+
+def test_cli_config_file_and_flags_build_the_same_config(tmp_path):
+    """--config FILE (what a job writes) and the flags describe one dict; a flag overrides the file."""
+    flags = ["--method", "pgd_at", "--preset", "smoke", "--epochs", "3", "--dataset", "cifar100", "--eps", "4/255",
+             "--data", "synthetic", "--out", str(tmp_path / "m")]
+    from_flags, _, _ = parse(flags)
+    f = tmp_path / "run.json"
+    f.write_text(json.dumps(from_flags.to_dict()))
+    from_file, opts, _ = parse(["--config", str(f), "--out", str(tmp_path / "m")])
+    assert from_file == from_flags and opts.out == tmp_path / "m"
+    overridden, _, _ = parse(["--config", str(f), "--epochs", "5", "--out", str(tmp_path / "m")])
+    assert overridden == dataclasses.replace(from_flags, epochs=5)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"method": "ce", "lr": 0.1, "momentun": 0.9}', "unknown config fields ['momentun']"),
+    ('{"method": "ce", "epochs": 0}', "epochs=0: must be a positive integer"),
+    ('["ce"]', "expected a JSON object of TrainConfig fields"),
+    ('{"method": ', "run.json"),
+])
+def test_cli_config_file_errors(content, message, tmp_path, capsys):
+    f = tmp_path / "run.json"
+    f.write_text(content)
+    with pytest.raises(SystemExit) as e:
+        parse(["--config", str(f), "--out", str(tmp_path / "m")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
