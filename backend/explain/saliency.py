@@ -39,7 +39,7 @@ METHOD_INFO: dict[str, dict] = {
                 "that is not about the object."},
     "gradcam": {
         "name": "Grad-CAM", "display": "positive",
-        "info": "Which regions of the last convolutional stage (layer4) support the class, "
+        "info": "Which regions of the last convolutional stage (the CAM layer) support the class, "
                 "upsampled to the image: coarse but class-specific."},
     "guided_backprop": {
         "name": "Guided Backprop", "display": "abs",
@@ -145,13 +145,23 @@ def _twin(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _cam_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM weighs: the model contract's `cam_layer` (backend.core.archs)."""
+    from backend.core.archs import cam_layer
+
+    try:
+        return cam_layer(model)
+    except ValueError as e:
+        raise ValueError(f"gradcam needs a model with a CAM layer: {e}") from None
+
+
 def attribute(model: nn.Module, x: torch.Tensor, target, method: str,
               params: SaliencyParams = SaliencyParams()) -> torch.Tensor:
     """Attribution of the target-class logit to each input value.
 
     model: a frozen classifier returning logits; x: (N,3,H,W) float in [0,1]; target: (N,) int64
     class indices (an int is broadcast). Returns (N,3,H,W) float32 on x's device. Grad-CAM's
-    layer4 map (N,1,h,w) is upsampled bilinearly to (H,W) and repeated over the 3 channels.
+    map of the model's cam_layer (N,1,h,w) is upsampled bilinearly to (H,W) and repeated over the 3 channels.
     Each image's result depends on that image only (batch == per-example, up to float error).
     """
     from captum.attr import GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
@@ -175,9 +185,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target, method: str,
         attr = _smoothgrad(Saliency(model), inp, tgt, params)
     elif method == "gradcam":
         twin = _twin(model)
-        if not isinstance(getattr(twin, "layer4", None), nn.Module):
-            raise ValueError("gradcam needs a model with a `layer4` module")
-        cam = LayerGradCam(twin, twin.layer4).attribute(inp, target=tgt)  # (N,1,h',w')
+        cam = LayerGradCam(twin, _cam_layer(twin)).attribute(inp, target=tgt)  # (N,1,h',w')
         cam = LayerAttribution.interpolate(cam, (h, w), interpolate_mode="bilinear")
         attr = cam.expand(-1, 3, -1, -1).contiguous()  # (N,3,H,W)
     elif method == "guided_backprop":
