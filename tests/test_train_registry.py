@@ -15,7 +15,6 @@ from backend.train.__main__ import parse
 from backend.train.config import TrainConfig, config_from_dict, make_config
 from backend.train.registry import (
     CONTRASTIVE,
-    DATASETS,
     LABELS,
     METHOD_INFO,
     METHODS,
@@ -23,6 +22,7 @@ from backend.train.registry import (
     PRESETS,
     ROBUST,
     STATUS,
+    datasets,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def test_bounds_apply_to_the_values_a_caller_sets():
         config_from_dict({"method": "ce", "width": 32}, bounds={"width": [16]})
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("dataset", datasets())
 def test_cli_dataset_flag(dataset, tmp_path):
     cfg, _, _ = parse(["--method", "ce", "--dataset", dataset, "--out", str(tmp_path / "m")])
     assert cfg.dataset == dataset and cfg.to_dict()["dataset"] == dataset

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from backend.core.archs_meta import WIDTHS
 from backend.train.config import DEVICES, SCHEDULES, TrainConfig, config_from_dict
-from backend.train.registry import DATASETS, METHODS, PRESETS
+from backend.train.registry import METHODS, PRESETS, datasets
 
 log = logging.getLogger("backend.train")
 
@@ -69,7 +69,7 @@ def _pixel_units(text: str) -> float:
 _CONFIG_FLAGS = (
     ("method", dict(choices=METHODS)),
     ("preset", dict(choices=tuple(PRESETS), help="default: full (or the --config file's)")),
-    ("dataset", dict(choices=DATASETS, help="default: cifar10")),
+    ("dataset", dict(choices=datasets(), help="default: cifar10")),
     ("data", dict(help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")),
     ("width", dict(type=int, choices=WIDTHS)),
     ("epochs", dict(type=_integer)),

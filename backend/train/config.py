@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from backend.core.archs_meta import WIDTHS
 from backend.core.errors import short
-from backend.train.registry import CONTRASTIVE, DATASETS, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS
+from backend.train.registry import CONTRASTIVE, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS, datasets
 
-__all__ = ["CONTRASTIVE", "DATASETS", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
+__all__ = ["CONTRASTIVE", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
            "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "make_config"]
 
 SCHEDULES = ("step", "cosine")
@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     data: str | None = None            # data root, "synthetic", or None = backend.core.data.resolve_root()
     synthetic_n: int = 512             # training images of the synthetic task
-    dataset: str = "cifar10"           # backend.train.registry.DATASETS
+    dataset: str = "cifar10"           # a registered data set (backend.core.datasets)
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True         # on CUDA
     compile: bool = False              # torch.compile the network
@@ -72,8 +72,8 @@ class TrainConfig:
             bad("preset", f"unknown preset; known: {', '.join(PRESETS)}")
         if self.width not in WIDTHS:
             bad("width", f"must be one of {', '.join(map(str, WIDTHS))}")
-        if self.dataset not in DATASETS:
-            bad("dataset", f"unknown data set; known: {', '.join(DATASETS)}")
+        if self.dataset not in datasets():
+            bad("dataset", f"unknown data set; known: {', '.join(datasets())}")
         for name in ("epochs", "batch_size", "probe_batch_size", "val_every", "log_every", "synthetic_n"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")

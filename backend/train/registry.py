@@ -3,7 +3,8 @@
 Everything else reads these: the trainer (backend.train.config, .methods, the CLI choices), the job
 runner (backend.service.jobs, which must not load torch), the checkpoint listing order
 (backend.core.checkpoints) and, through Service.limits()["jobs"], the Train page's labels and preset
-texts. Widths come from backend.core.archs_meta.WIDTHS, the architecture's list.
+texts. Widths come from backend.core.archs_meta.WIDTHS, the architecture's list, and the data sets a
+run may train on from the dataset registry (backend.core.datasets, torch-free too).
 
 How to add a training method: add a Method below (name, labels, robust?, contrastive?, the TrainConfig
 fields it reads), write its loss in backend/train/methods.py and add it to LOSSES there, and run
@@ -13,6 +14,8 @@ How to add a preset: add a Preset below (its TrainConfig values, a one-line use,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from backend.core import datasets as _datasets
 
 # the TrainConfig fields every method reads (the model, optimiser, data and validation); a Method's
 # `needs` lists what it reads beyond these
@@ -90,6 +93,7 @@ PRESET_INFO: dict[str, Preset] = {p.name: p for p in _PRESETS}
 PRESETS: dict[str, dict] = {p.name: p.values for p in _PRESETS}
 STATUS: dict[str, str] = {p.name: p.status for p in _PRESETS}
 
-# The data sets a run may train on (TrainConfig.dataset, --dataset): those backend.core.data reads from a
-# torchvision root or an ImageFolder tree. [to be read from the dataset registry once it is torch-free]
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100")
+
+def datasets() -> tuple[str, ...]:
+    """The data sets a run may train on (TrainConfig.dataset, --dataset): every registered one."""
+    return tuple(_datasets.names())
