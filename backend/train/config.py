@@ -15,7 +15,7 @@ from backend.core.errors import short
 from backend.train.registry import CONTRASTIVE, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS, datasets
 
 __all__ = ["CONTRASTIVE", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
-           "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "make_config"]
+           "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "describe", "make_config"]
 
 SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -172,3 +172,14 @@ def make_config(preset: str = "full", **overrides) -> TrainConfig:
     """The preset's values, then every non-None override; validated (see config_from_dict)."""
     return config_from_dict({**overrides, "preset": preset})
 
+
+
+def describe() -> dict:
+    """The registry as a form shows it (Service.limits()["jobs"]): each method's title, each preset's
+    label, one-line use and the values it trains with (so the page's texts cannot drift from them)."""
+    shown = ("width", "epochs", "subset", "batch_size", "attack_steps", "probe_epochs", "synthetic_n")
+    return {"method_titles": {m: info.title for m, info in METHOD_INFO.items()},
+            "preset_labels": {p: info.label for p, info in PRESET_INFO.items()},
+            "preset_use": {p: info.use for p, info in PRESET_INFO.items()},
+            "preset_values": {p: {k: getattr(c, k) for k in shown}
+                              for p in PRESETS for c in [make_config(p, method=METHODS[0])]}}
