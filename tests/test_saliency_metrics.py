@@ -177,5 +177,5 @@ def test_randomisation_check_validation(tiny_model, tiny_batch):
     x, y = tiny_batch
     with pytest.raises(ValueError, match="'all'"):
         randomisation_check(tiny_model, x, y, "gradient", layers="all")
-    with pytest.raises(ValueError, match="ResNet18"):
+    with pytest.raises(ValueError, match="stages"):
         randomisation_check(LinearPixels(), torch.rand(1, 3, 8, 8), [0], "gradient")

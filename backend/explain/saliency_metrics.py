@@ -11,6 +11,8 @@ Images are (N,3,H,W) float in [0,1]; saliency maps are (N,H,W) (e.g. saliency.to
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -160,12 +162,9 @@ def drift(map_a, map_b, k: float = 0.1) -> dict:
             "topk_overlap": overlap.astype(np.float32)}
 
 
-CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
-
-
 def _reinit(module: nn.Module, gen: torch.Generator) -> None:
-    """Fresh weights from a seeded generator: conv/linear He-normal, zero bias; batch-norm to
-    identity (weight 1, bias 0, running mean 0, variance 1)."""
+    """Fresh weights from a seeded generator: conv/linear He-normal, zero bias; normalisation
+    layers to identity (batch norm: weight 1, bias 0, running mean 0, variance 1)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fan_in = m.weight[0].numel()
@@ -173,8 +172,8 @@ def _reinit(module: nn.Module, gen: torch.Generator) -> None:
             m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
             if m.bias is not None:
                 m.bias.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
-            m.reset_parameters()  # also resets running statistics
+        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+            m.reset_parameters()  # batch norm: also resets running statistics
 
 
 def randomisation_check(model: nn.Module, x: torch.Tensor, target, method: str,
@@ -182,41 +181,43 @@ def randomisation_check(model: nn.Module, x: torch.Tensor, target, method: str,
                         seed: int = 0, k: float = 0.1) -> dict:
     """Parameter-randomisation sanity check (Adebayo et al. 2018).
 
-    A fresh model with the same architecture is built (backend.core.models.build_model), given the
-    shared model's weights, and then re-initialised from the top down with a fixed seed: "top"
-    randomises the classifier and the last residual stage (fc + layer4) at once; "cascade"
-    randomises cumulatively fc, +layer4, +layer3, +layer2, +layer1, +stem (conv1/bn1), one map per
-    stage. The shared model is only read. A method that depends on what the model learned gives
-    LOW similarity between the original and randomised maps.
+    A private copy of the model (same modules, copied weights) is re-initialised from the top down
+    with a fixed seed, following the model contract's stages() (backend.core.archs; output to
+    input): "top" randomises the first two stages at once (for ResNet-18 fc + layer4); "cascade"
+    randomises them cumulatively, one map per stage (fc, +layer4, +layer3, +layer2, +layer1, +stem).
+    The shared model is only read. A method that depends on what the model learned gives LOW
+    similarity between the original and randomised maps.
 
     x (N,3,H,W) in [0,1]; target (N,) int64. Returns {"stages": [str], "spearman": (S, N) and
     "topk_overlap": (S, N) float32 (similarities in [-1,1] / [0,1], of to_heatmap maps),
     "mean_spearman": (S,), "original_heatmap": (N,H,W), "randomised_heatmaps": (S,N,H,W)}.
     """
-    from backend.core.models import ResNet18, build_model, freeze
+    from backend.core.archs import stages as model_stages
+    from backend.core.models import freeze
 
     check_method(method)
     if layers not in ("top", "cascade"):
         raise ValueError(f"layers must be 'top' or 'cascade', got {layers!r}")
-    if not isinstance(model, ResNet18):
-        raise ValueError(f"randomisation_check needs a backend.core.models.ResNet18, got {type(model).__name__}")
+    try:
+        model_stages(model)
+    except ValueError as e:
+        raise ValueError(f"randomisation_check needs a model with stages() (the model contract): {e}") from None
     xs, t = check_inputs(model, x, target)
     original = to_heatmap(attribute(model, xs, t, method, params), method)
 
-    rnd = build_model("resnet18", width=model.width, num_classes=model.num_classes,
-                      head=model.head is not None)
-    rnd.load_state_dict(model.state_dict(), strict=True)
+    rnd = copy.deepcopy(model)  # the weights are copied: re-initialising the copy leaves the model as it is
     freeze(rnd.to(xs.device))
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    stem = nn.ModuleList([rnd.conv1, rnd.bn1])
-    parts = {"fc": rnd.fc, "layer4": rnd.layer4, "layer3": rnd.layer3, "layer2": rnd.layer2,
-             "layer1": rnd.layer1, "stem": stem}
-    stages = [("fc+layer4", ("fc", "layer4"))] if layers == "top" else [(s, (s,)) for s in CASCADE]
+    parts = model_stages(rnd)
+    if layers == "top":
+        stages = [("+".join(n for n, _ in parts[:2]), [m for _, m in parts[:2]])]
+    else:
+        stages = [(n, [m]) for n, m in parts]
     names, maps, rho, ovl = [], [], [], []
-    for name, keys in stages:
+    for name, modules in stages:
         with torch.no_grad():
-            for key in keys:
-                _reinit(parts[key], gen)
+            for module in modules:
+                _reinit(module, gen)
         heat = to_heatmap(attribute(rnd, xs, t, method, params), method)
         d = drift(original, heat, k=k)
         names.append(name)
