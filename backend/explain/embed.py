@@ -1,7 +1,8 @@
 """Encoder features and 2-D maps of them (UMAP or PCA), with reference maps stored beside checkpoints.
 
 Images are (N,3,H,W) float in [0,1] (uint8 0..255 is accepted and divided by 255). Features are the
-model's pooled encoder output (N, F), F = 8*width. Maps are coordinates (N,2) float32.
+model's pooled encoder output (N, F), F = feature_dim of the model contract (backend.core.archs; 8*width
+for our ResNet-18). Maps are coordinates (N,2) float32.
 
 Before fitting or transforming, every feature row is L2-normalised (so the map reflects feature
 directions, which is what the contrastive models are trained on, and fit and transform see the
@@ -31,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from backend.core.archs import classifier
+
 log = logging.getLogger(__name__)
 
 EMBED_METHODS = ("umap", "pca")
@@ -54,12 +57,16 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
                      with_preds: bool = False):
     """Encoder features (N, F) float32 numpy of images x (N,3,H,W) in [0,1] (or uint8), computed
     batch by batch on the model's device under inference mode. with_preds=True also returns the
-    predicted classes (N,) int64, from the model's classifier `fc` on the same features."""
+    predicted classes (N,) int64, from the model's `classifier` (the contract) on the same features."""
     x = _as_images(x)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if with_preds and not isinstance(getattr(model, "fc", None), nn.Module):
-        raise ValueError("with_preds needs a model whose logits are fc(features)")
+    head = None
+    if with_preds:
+        try:
+            head = classifier(model)
+        except ValueError as e:
+            raise ValueError(f"with_preds needs a model whose logits are classifier(features): {e}") from None
     p = next(model.parameters(), None)
     dev = p.device if p is not None else torch.device("cpu")
     feats, preds = [], []
@@ -69,8 +76,8 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
             xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
             f = model.features(xb)  # (B, F)
             feats.append(f.float().cpu())
-            if with_preds:
-                preds.append(model.fc(f).argmax(1).cpu())
+            if head is not None:
+                preds.append(head(f).argmax(1).cpu())
     f_np = (torch.cat(feats).numpy() if feats else np.zeros((0, getattr(model, "feature_dim", 0)), np.float32))
     if not with_preds:
         return f_np.astype(np.float32, copy=False)
@@ -182,7 +189,7 @@ class ReferenceEmbedding:
 def compute_reference(model: nn.Module, images: torch.Tensor, labels, method: str = "umap",
                       seed: int = 0, image_ids: list[str] | None = None, n_neighbors: int = 15,
                       min_dist: float = 0.1, weights_sha256: str | None = None) -> ReferenceEmbedding:
-    """Features, predictions and a 2-D map of images (N,3,32,32) in [0,1] with labels (N,).
+    """Features, predictions and a 2-D map of images (N,3,H,W) in [0,1] with labels (N,).
     The map is fitted on the fp16-rounded features that are stored, so a later refit on the
     stored features sees exactly the same input."""
     images = _as_images(images)
