@@ -1,4 +1,4 @@
-"""The upload guard: every common format decodes to (32, 32, 3) uint8; every bad file is refused by name."""
+"""The upload guard: every common format decodes to (S, S, 3) uint8 (S = 32 by default); bad files are refused."""
 from __future__ import annotations
 
 import hashlib
@@ -184,3 +184,27 @@ def test_image_sha256():
     for bad in (a.astype(np.float32), a[:16], a[..., :1]):
         with pytest.raises(ValueError, match="uint8 array"):
             image_sha256(bad)
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_upload_resized_for_the_models_input_size(size):
+    """A 300x200 photo-like picture becomes (size, size, 3): the shorter side scaled to size, the
+    centre kept; a flat colour stays that colour at every size."""
+    flat = np.zeros((200, 300, 3), np.uint8)
+    flat[...] = (200, 40, 90)
+    out = decode_upload(encode(Image.fromarray(flat), "PNG"), size=size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    assert (np.abs(out.astype(int) - (200, 40, 90)) <= 1).all()
+    assert len(image_sha256(out)) == 64
+    # a left half red and right half blue picture keeps its halves at every size (centre crop, not a squash)
+    halves = np.zeros((100, 100, 3), np.uint8)
+    halves[:, :50] = (255, 0, 0)
+    halves[:, 50:] = (0, 0, 255)
+    out = decode_upload(encode(Image.fromarray(halves), "PNG"), size=size)
+    assert out[:, : size // 4, 0].min() > 200 and out[:, -size // 4:, 2].min() > 200
+
+
+@pytest.mark.parametrize("size", [0, 7, 4096, 32.0, True])
+def test_upload_size_must_be_a_sensible_side(size):
+    with pytest.raises(ValueError, match="size must be"):
+        decode_upload(encode(Image.fromarray(noise(32, 32)), "PNG"), size=size)

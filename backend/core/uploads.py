@@ -1,4 +1,7 @@
-"""Turn an uploaded image file into one CIFAR-sized picture: (32, 32, 3) uint8 RGB, or UploadError.
+"""Turn an uploaded image file into one model-sized picture: (S, S, 3) uint8 RGB, or UploadError.
+
+S is the side the model takes (its card's input_size); by default the image size of CIFAR-10 in the
+dataset registry (backend.core.datasets), 32.
 
 Uploads are untrusted. The guards, in order: byte count; a format allow-list (PIL can also open
 formats that shell out to other programs, such as EPS via Ghostscript); pixel count and side length
@@ -16,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-SIDE = 32  # output side in pixels
+from backend.core.datasets import CIFAR10
+
+SIDE = CIFAR10.image_size  # default output side in pixels
+MAX_SIDE = 1024            # largest output side a caller may ask for
 # Formats PIL decodes natively (no external programs); MPO is what many cameras call their JPEGs.
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO", "AVIF")
 
@@ -56,10 +62,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, RGBX, ...
 
 
-def decode_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> np.ndarray:
-    """Decode an uploaded file (PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ...) to (32, 32, 3)
-    uint8 RGB: EXIF rotation applied, scaled so the shorter side is 32 (Lanczos, antialiased), then
-    centre-cropped. Raises UploadError (a ValueError) naming the problem."""
+def decode_upload(data: bytes, limits: UploadLimits = UploadLimits(), size: int = SIDE) -> np.ndarray:
+    """Decode an uploaded file (PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ...) to (size, size, 3)
+    uint8 RGB: EXIF rotation applied, scaled so the shorter side is `size` (Lanczos, antialiased),
+    then centre-cropped. Raises UploadError (a ValueError) naming the problem."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_SIDE:
+        raise ValueError(f"size must be an integer in [8, {MAX_SIDE}], got {size!r}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise UploadError(f"upload must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -98,23 +106,24 @@ def decode_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> np.ndar
                 raise UploadError(f"image rejected as a decompression bomb: {e}") from e
             except Exception as e:
                 raise UploadError(f"corrupt or truncated {im.format or 'image'} file: {e}") from e
-    return _fit(rgb)
+    return _fit(rgb, size)
 
 
-def _fit(rgb: Image.Image) -> np.ndarray:
-    """Central square of the image scaled to SIDE x SIDE in one resampling step: (32, 32, 3) uint8."""
+def _fit(rgb: Image.Image, side: int = SIDE) -> np.ndarray:
+    """Central square of the image scaled to side x side in one resampling step: (side, side, 3) uint8."""
     w, h = rgb.size
     s = min(w, h)
     left, top = (w - s) / 2, (h - s) / 2
     # reducing_gap: a cheap box reduction first for big photos, then Lanczos; same look, far faster.
-    out = rgb.resize((SIDE, SIDE), Image.Resampling.LANCZOS, box=(left, top, left + s, top + s),
+    out = rgb.resize((side, side), Image.Resampling.LANCZOS, box=(left, top, left + s, top + s),
                      reducing_gap=3.0)
-    return np.array(out, dtype=np.uint8).reshape(SIDE, SIDE, 3)
+    return np.array(out, dtype=np.uint8).reshape(side, side, 3)
 
 
 def image_sha256(pixels: np.ndarray) -> str:
-    """Hex sha256 of a (32, 32, 3) uint8 image's bytes (row-major): the id of an uploaded image."""
-    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.shape == (SIDE, SIDE, 3)):
-        raise ValueError(f"pixels must be a uint8 array ({SIDE}, {SIDE}, 3), got "
+    """Hex sha256 of a square (S, S, 3) uint8 image's bytes (row-major): the id of an uploaded image."""
+    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
+            and pixels.shape[0] == pixels.shape[1] and pixels.shape[2] == 3):
+        raise ValueError(f"pixels must be a uint8 array (S, S, 3), got "
                          f"{getattr(pixels, 'dtype', type(pixels))} {getattr(pixels, 'shape', '')}")
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
