@@ -1,8 +1,9 @@
 """Training inputs: CIFAR splits (49,000 train / 1,000 held out) or a synthetic task made in code.
 
-All images here are uint8 (N, 3, 32, 32) CPU tensors (channels first, ready for the views), labels
-int64 (N,). The held-out images are always the same 1,000 (train_val_indices, seed 0, stratified),
-so every model is validated on the same images; val_n picks a balanced prefix of them.
+All images here are uint8 (N, 3, S, S) CPU tensors (channels first, ready for the views), S the
+data set's image size (backend.core.datasets; 32 for CIFAR and the synthetic task), labels int64
+(N,). The held-out images are always the same 1,000 (train_val_indices, seed 0, stratified), so
+every model is validated on the same images; val_n picks a balanced prefix of them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from backend.core import data as bdata
+from backend.core.datasets import image_size_of
 from backend.train.config import TrainConfig
 
 HELD_OUT = 1000
@@ -21,9 +23,9 @@ SYNTHETIC = "synthetic"
 
 @dataclass(frozen=True, eq=False)
 class Inputs:
-    train_x: torch.Tensor  # (N, 3, 32, 32) uint8
+    train_x: torch.Tensor  # (N, 3, S, S) uint8
     train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor  # (V, 3, 32, 32) uint8, balanced order (every prefix is balanced)
+    val_x: torch.Tensor  # (V, 3, S, S) uint8, balanced order (every prefix is balanced)
     val_y: torch.Tensor
     ncm_x: torch.Tensor  # training images for the nearest-class-mean classifier
     ncm_y: torch.Tensor
@@ -32,21 +34,23 @@ class Inputs:
     source: str
 
 
-def synthetic_task(n: int, seed: int, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images (n, 3, 32, 32) uint8 of a learnable 10-class task: each class has its own colour
-    and stripe orientation/frequency; noise and random phase make every image different."""
+def synthetic_task(n: int, seed: int, num_classes: int = 10, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images (n, 3, size, size) uint8 of a learnable num_classes-class task: each class has its
+    own colour and stripe orientation/frequency; noise and random phase make every image different.
+    Stripe frequencies are per 32 pixels, so a larger size shows the same pattern at a finer grain."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randperm(n, generator=g) % num_classes
     palette = torch.Generator().manual_seed(12345)  # the task itself is fixed across seeds
     colours = 0.2 + 0.6 * torch.rand(num_classes, 3, generator=palette)
     angle = torch.arange(num_classes) * math.pi / num_classes
     freq = 0.3 + 0.05 * torch.arange(num_classes)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    grid = torch.arange(float(size)) * (32.0 / size)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
     a, f = angle[labels].view(-1, 1, 1), freq[labels].view(-1, 1, 1)
     phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
-    stripes = 0.5 + 0.5 * torch.sin(f * (xx * torch.cos(a) + yy * torch.sin(a)) + phase)  # (n,32,32)
+    stripes = 0.5 + 0.5 * torch.sin(f * (xx * torch.cos(a) + yy * torch.sin(a)) + phase)  # (n,size,size)
     img = colours[labels].view(n, 3, 1, 1) * (0.5 + 0.5 * stripes.unsqueeze(1))
-    img = img + 0.08 * torch.randn(n, 3, 32, 32, generator=g)
+    img = img + 0.08 * torch.randn(n, 3, size, size, generator=g)
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
@@ -58,8 +62,9 @@ def load_inputs(cfg: TrainConfig) -> Inputs:
     """The training, validation and class-mean images for cfg (data, subset, val_n, ncm_n)."""
     if cfg.data == SYNTHETIC:
         n_train = cfg.subset or cfg.synthetic_n
-        tx, ty = synthetic_task(n_train, seed=1000 + cfg.seed)
-        vx, vy = synthetic_task(max(cfg.val_n, 1), seed=999)  # same val images for every seed
+        size = image_size_of(cfg.dataset)
+        tx, ty = synthetic_task(n_train, seed=1000 + cfg.seed, size=size)
+        vx, vy = synthetic_task(max(cfg.val_n, 1), seed=999, size=size)  # same val images for every seed
         vx, vy = vx[:cfg.val_n], vy[:cfg.val_n]
         classes = tuple(f"class{k}" for k in range(10))
         variant, source = SYNTHETIC, "synthetic task (backend.train.inputs.synthetic_task)"
