@@ -134,7 +134,7 @@ class _Run:
         if cl:
             self.model.to(memory_format=torch.channels_last)
         if cfg.contrastive:  # the classifier is fit later by the probe; DDP must not track it
-            self.model.fc.requires_grad_(False)
+            self.model.classifier.requires_grad_(False)
         core = TrainNet(self.model, channels_last=cl)
         train_fwd = core
         if world > 1:
@@ -367,7 +367,7 @@ class _Run:
         if self.world > 1:  # rank 0 chose the best encoder: everyone probes that one
             for t in self.model.state_dict().values():
                 dist.broadcast(t, 0)
-        self.model.fc.requires_grad_(True)
+        self.model.classifier.requires_grad_(True)
 
         def on_epoch(epoch, loss):
             if self._stopping():

@@ -118,7 +118,7 @@ def _feature_stats(nets: Nets, images: torch.Tensor, autocast, n: int = 4096, ba
 
 def linear_probe(nets: Nets, images: torch.Tensor, labels: torch.Tensor, ctx: StepContext,
                  rank: int = 0, world: int = 1, on_epoch: Callable[[int, float], None] | None = None) -> None:
-    """Fit nets.core.model.fc on frozen eval-mode encoder features: cross-entropy, view t
+    """Fit nets.core.model.classifier (fc) on frozen eval-mode encoder features: cross-entropy, view t
     (TrivialAugmentWide + flip), SGD(probe_lr, momentum 0.9, no weight decay), cosine decay over
     the probe's steps, global batch probe_batch_size split across ranks. Trains fc in place.
 
@@ -129,7 +129,7 @@ def linear_probe(nets: Nets, images: torch.Tensor, labels: torch.Tensor, ctx: St
     cfg.adv_probe: the inputs are PGD-attack_steps examples of the current classifier instead
     (random starts from the training device generator)."""
     cfg = ctx.cfg
-    fc: nn.Linear = nets.core.model.fc
+    fc: nn.Linear = nets.core.model.classifier
     _reset_linear(fc, cfg.seed + 104729)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 + rank)  # the probe's own augmentation draws
     order = torch.Generator().manual_seed(cfg.seed + 7919)  # same batch order on every rank
