@@ -1,4 +1,5 @@
-"""Plotly figures for every page: one template, class colours from app.imaging, eps shown in k/255.
+"""Plotly figures for every page: one template, class colours from the dataset registry's palette
+(app.widgets.imaging.class_colour), eps shown in k/255.
 
 Each function takes plain data (lists / numpy arrays from the service) and returns a go.Figure;
 nothing here talks to the backend or to Streamlit.
@@ -13,8 +14,8 @@ from app.widgets.imaging import class_colour
 
 TEMPLATE = "plotly_white"
 MODEL_COLOURS = ("#2f5bd3", "#d1495b", "#2a9d8f", "#e9a23b", "#6c4ab6", "#577590", "#8d6e63", "#43aa8b")
-# The states of an adversarial twin use no class colour (classes take the ten Tableau colours,
-# red and grey among them): flipped = black cross, same prediction = dark grey open circle.
+# The states of an adversarial twin use no class colour (classes take the registry's palette, whose
+# first ten are Tableau 10, red and grey among them): flipped = black cross, same prediction = dark grey open circle.
 FLIP_COLOUR = "#111111"
 SAME_COLOUR = "#5f6670"
 
@@ -73,12 +74,13 @@ def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
 
 
 def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: bool = True,
-                  box_select: bool = False) -> go.Figure:
+                  box_select: bool = False, dataset: str | None = None) -> go.Figure:
     """One model's map. res: Service.embed output (coords_clean (n,2), coords_adv (n,2)|None,
     labels/pred_clean/pred_adv (n,), image_ids). Clean points coloured by true class (one legend
     entry per class); each adversarial twin sits at the end of a grey segment: a black cross when the
     attack flipped the prediction, a grey open circle when it did not (colours no class uses).
-    customdata = row index (for selections)."""
+    customdata = row index (for selections). dataset: whose class colours to use (else a palette
+    sized to len(classes))."""
     cc = np.asarray(res["coords_clean"], dtype=float)
     lab = np.asarray(res["labels"]).astype(int)
     pc = np.asarray(res["pred_clean"]).astype(int)
@@ -103,7 +105,7 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
         fig.add_trace(go.Scatter(
             x=cc[sel, 0], y=cc[sel, 1], mode="markers", name=classes[k], customdata=sel, text=hover,
             hovertemplate="%{text}<extra>clean</extra>",
-            marker=dict(color=class_colour(k), size=6, line=dict(width=0.5, color="white"))))
+            marker=dict(color=class_colour(k, len(classes), dataset), size=6, line=dict(width=0.5, color="white"))))
     if adv is not None and pa is not None:
         ca = np.asarray(adv, dtype=float)
         flip = pa != pc

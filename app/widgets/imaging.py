@@ -3,7 +3,8 @@
 Images arrive as (32, 32, 3) uint8 or float in [0, 1]; maps as (32, 32) float in [0, 1]. Small
 pictures are shown upscaled with nearest-neighbour so every CIFAR pixel stays a crisp square.
 One colour map per meaning, used everywhere: "inferno" for saliency (dark = unimportant),
-neutral grey = no change for perturbations, the Tableau-10 palette for classes.
+neutral grey = no change for perturbations, the dataset registry's palette for classes (Tableau 10
+for up to ten classes, hues around the wheel for more; backend.core.datasets via app.session.palette).
 """
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from app.session.palette import class_colours
+
 DISPLAY_PX = 160  # side of an image in the grids
 THUMB_PX = 64     # side of a thumbnail in the image browser
-# Tableau 10: one colour per CIFAR-10 class, in class order (plots, bars and legends share it).
-CLASS_COLOURS = ("#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2",
-                 "#FF9DA6", "#9D755D", "#BAB0AC")
 SALIENCY_CMAP = "inferno"
 _INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06",
             "#f7d13d", "#fcffa4")
@@ -52,8 +52,10 @@ def scaled(m: np.ndarray, top: float) -> np.ndarray:
     return np.zeros_like(m) if top <= 0 else np.clip(m / top, 0.0, 1.0)
 
 
-def class_colour(i: int) -> str:
-    return CLASS_COLOURS[int(i) % len(CLASS_COLOURS)]
+def class_colour(i: int, n: int = 10, dataset: str | None = None) -> str:
+    """The display colour of class i of n (the data set's own colours when it has n classes)."""
+    colours = class_colours(max(int(n), int(i) + 1), dataset)
+    return colours[int(i)]
 
 
 def to_uint8(img) -> np.ndarray:
