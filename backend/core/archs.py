@@ -130,6 +130,13 @@ def get_arch(name: str) -> ArchSpec:
     return spec
 
 
+def describe(name: str) -> dict[str, Any]:
+    """Plain-data form of an architecture (for the service's limits() and the UI)."""
+    spec = get_arch(name)
+    return {"name": spec.name, "label": spec.label or spec.name, "defaults": dict(spec.defaults),
+            "choices": {k: list(v) for k, v in spec.choices.items()}, "head": spec.head_arg is not None}
+
+
 def full_args(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     """The builder's complete arguments: the defaults overlaid with `args`. ValueError for an
     unknown argument or a value outside the spec's choices."""
