@@ -277,9 +277,9 @@ def test_autoattack_reaches_fab_and_square_on_channels_last_input(tiny_model, mo
     """Regression: with a budget too small to flip anything, every AutoAttack stage runs, FAB
     included (it once crashed on channels-last input gradients); the result is still the clean one."""
     torchattacks = pytest.importorskip("torchattacks")
-    import backend.attacks as attacks_mod
+    from backend.attacks.methods import autoattack
 
-    monkeypatch.setattr(attacks_mod, "_SQUARE_QUERIES", 20)  # the stage order matters here, not its budget
+    monkeypatch.setattr(autoattack, "SQUARE_QUERIES", 20)  # the stage order matters here, not its budget
     ran = []
     for cls in (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB, torchattacks.Square):
         orig = cls.forward

@@ -1,0 +1,177 @@
+"""The attack registry: the one list of attacks, each with its norms, labels, parameters, ranges and defaults.
+
+How to add an attack (one new module plus its tests):
+1. Write backend/attacks/methods/<name>.py; every module there is imported at start (no list to edit).
+2. In it, run(model, x, y, target, spec) -> (x_adv, iterations (N,), logits of x_adv or None, logits of x
+   or None), following the contract of backend.attacks.spec (inputs only, shared frozen model).
+3. Declare its Params: at least eps per norm and steps (backend.attacks.common.eps_param/steps_param),
+   each an AttackSpec field with range, default, step; `shown` ones become controls in the app.
+4. register(Attack(name, label, variants, params, run, order=...)) at the module's end; the service's
+   limits() serves it, the app's menus and AttackSpec's validation read it; test it in tests/.
+
+An Attack is pure description plus its run function. AttackSpec (backend.attacks.spec) resolves and
+validates a spec from it: a field the attack declares takes the declared default and must lie in the
+declared range; a field it does not declare must keep its neutral value. Menus list the variants
+(attack, norm) of the `interactive` attacks in `order`, cheapest first.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+KINDS = ("int", "float", "bool")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One attack parameter: the AttackSpec field `name`, its accepted range and its control.
+
+    default: the value when the spec leaves the field None; None = "auto" (the attack's resolve()
+    computes it, e.g. PGD's step size). lo/hi: accepted range (lo_open: lo itself excluded).
+    offer: the narrower (lo, hi) the app's control offers (default: the accepted range). step: the
+    control's step. options: a menu of values instead of a range (plus "auto" when default is None).
+    norm: the norm it belongs to (None: every norm of the attack). unit: "1/255" shows values in k/255.
+    key: the control's id in links and saved views (attacks meaning the same thing share one).
+    shown: False = accepted in specs but no control in the app.
+    """
+    name: str
+    label: str
+    kind: str = "float"
+    default: Any = None
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    offer: tuple | None = None
+    step: float | None = None
+    options: tuple = ()
+    norm: str | None = None
+    unit: str = ""
+    key: str = ""
+    help: str = ""
+    shown: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"param kind must be one of {KINDS}, got {self.kind!r}")
+
+    def check(self, v):
+        """v converted to the param's kind when it is allowed; else ValueError naming the value."""
+        if self.kind == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{self.name} must be true or false, got {v!r}")
+            return v
+        if self.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{self.name} must be an integer, got {v!r}")
+            if not self.lo <= int(v) <= self.hi:
+                raise ValueError(f"{self.name} must be in [{self.lo}, {self.hi}], got {v!r}")
+            return int(v)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise ValueError(f"{self.name} must be a finite number, got {v!r}")
+        f = float(v)
+        if f < self.lo or f > self.hi or (self.lo_open and f == self.lo):
+            raise ValueError(f"{self.name} must be in {'(' if self.lo_open else '['}{self.lo}, {self.hi}], got {v!r}")
+        return f
+
+    def describe(self) -> dict:
+        """Plain JSON-able description, for the service's limits()."""
+        return {"name": self.name, "label": self.label, "kind": self.kind, "default": self.default,
+                "range": [self.lo, self.hi], "lo_open": self.lo_open,
+                "offer": list(self.offer) if self.offer is not None else [self.lo, self.hi],
+                "step": self.step, "options": list(self.options), "norm": self.norm, "unit": self.unit,
+                "key": self.key, "help": self.help, "shown": self.shown}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One menu entry of an attack: the attack in one norm, with its label and help."""
+    norm: str
+    label: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One registered attack. variants: its norms in preference order (the first is the default
+    norm), each with a menu label. targeted: it can push toward a target class. minimal: a
+    minimal-perturbation attack (eps is an optional cap, 0 = unbounded; curves run it once, unbounded).
+    interactive: offered in the app's menus (False: evaluation only). curve: offered for robustness
+    curves. resolve(values, norm) -> values fills "auto" (None) params; check(values) raises
+    ValueError for combinations the ranges cannot express."""
+    name: str
+    label: str
+    variants: tuple[Variant, ...]
+    params: tuple[Param, ...]
+    run: Callable
+    targeted: bool = False
+    minimal: bool = False
+    interactive: bool = True
+    curve: bool = False
+    order: int = 100
+    resolve: Callable[[dict, str], dict] | None = None
+    check: Callable[[dict], None] | None = None
+    doc: str = field(default="", compare=False)
+
+    @property
+    def norms(self) -> tuple[str, ...]:
+        return tuple(v.norm for v in self.variants)
+
+    def params_for(self, norm: str) -> dict[str, Param]:
+        """{field name: Param} of the params that apply to `norm`."""
+        return {p.name: p for p in self.params if p.norm in (None, norm)}
+
+    def variant_key(self, norm: str) -> str:
+        """The menu key of (attack, norm): the name for the default norm, "<name>-<norm>" otherwise."""
+        return self.name if norm == self.norms[0] else f"{self.name}-{norm}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "label": self.label, "order": self.order, "norms": list(self.norms),
+                "variants": [{"key": self.variant_key(v.norm), "norm": v.norm, "label": v.label, "help": v.help}
+                             for v in self.variants],
+                "params": [p.describe() for p in self.params], "targeted": self.targeted,
+                "minimal": self.minimal, "interactive": self.interactive, "curve": self.curve}
+
+
+_ATTACKS: dict[str, Attack] = {}
+REQUIRED = ("eps", "steps")  # every attack declares these for every norm it supports
+
+
+def register(attack: Attack, replace: bool = False) -> Attack:
+    """Add `attack` (ValueError if its name is taken, unless replace, or if it lacks eps/steps)."""
+    if not isinstance(attack, Attack):
+        raise ValueError(f"register takes an Attack, got {type(attack).__name__}")
+    if attack.name in _ATTACKS and not replace:
+        raise ValueError(f"attack {attack.name!r} is already registered")
+    if not attack.variants:
+        raise ValueError(f"attack {attack.name!r} declares no variant (norm)")
+    for norm in attack.norms:
+        missing = [f for f in REQUIRED if f not in attack.params_for(norm)]
+        if missing:
+            raise ValueError(f"attack {attack.name!r} declares no {', '.join(missing)} for norm {norm!r}")
+    _ATTACKS[attack.name] = attack
+    return attack
+
+
+def unregister(name: str) -> None:
+    """Remove an attack (tests that registered a toy one); unknown names are ignored."""
+    _ATTACKS.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    """Every registered attack, in menu order."""
+    return tuple(a.name for a in sorted(_ATTACKS.values(), key=lambda a: (a.order, a.name)))
+
+
+def get(name) -> Attack:
+    """The attack called `name`; ValueError naming it and the known ones otherwise."""
+    a = _ATTACKS.get(name) if isinstance(name, str) else None
+    if a is None:
+        raise ValueError(f"unknown attack method {name!r}; known: {', '.join(names())}")
+    return a
+
+
+def describe() -> dict[str, dict]:
+    """{name: Attack.describe()} in menu order (what the service's limits() serves)."""
+    return {n: _ATTACKS[n].describe() for n in names()}
