@@ -10,23 +10,15 @@ import streamlit as st
 from app.session.client import call
 from app.widgets import charts
 
-METHODS = {"rsupcon": "RSupCon (robust supervised contrastive)", "pgd_at": "PGD adversarial training",
-           "trades": "TRADES", "fgsm_rs": "FGSM-RS (fast adversarial training)",
-           "supcon": "SupCon (contrastive, not robust)", "ce": "Cross-entropy (standard, not robust)"}
-PRESETS = {"short": "short (minutes on a CPU)", "smoke": "smoke (seconds, learns nothing)",
-           "full": "full (hours, for a GPU)"}
-PRESET_USE = {"short": "minutes on a 2-core CPU", "smoke": "seconds; checks the pipeline, learns nothing",
-              "full": "hours; for a GPU"}
 
-
-def preset_text(name: str, v: dict) -> str:
-    """One line saying what preset `name` trains, from its registry values (Service.limits()
-    jobs.preset_values, i.e. backend.train.config.PRESETS): never a copy of the numbers."""
+def preset_text(name: str, v: dict, use: str | None = None) -> str:
+    """One line saying what preset `name` trains, from its registry values and use (Service.limits()
+    jobs.preset_values / preset_use, i.e. backend.train.registry): never a copy of the numbers."""
     images = "all 49,000 images" if not v.get("subset") else f"{int(v['subset']):,} images"
     return (f"**{name}**: width {v['width']}, {v['epochs']} epoch{'s' if v['epochs'] != 1 else ''} on {images}, "
             f"batch {v['batch_size']}, {v['attack_steps']}-step PGD for the robust methods"
             + (f", {v['probe_epochs']}-epoch linear probe for the contrastive ones" if v.get("probe_epochs") else "")
-            + (f" ({PRESET_USE[name]})" if name in PRESET_USE else "") + ".")
+            + (f" ({use})" if use else "") + ".")
 
 
 ACTIVE = ("queued", "running")
@@ -38,21 +30,30 @@ st.caption("Training runs in its own process on the backend's machine, one job a
            "queue. Closing the browser does not stop a job.")
 
 lim = (call("limits", quiet=True) or {}).get("jobs") or {}
-# every preset the backend's job runner offers (a new preset in the registry appears here by itself)
-presets = list(lim.get("presets") or PRESETS)
-preset_values = lim.get("preset_values") or {}
-PRESET_HELP = "  \n".join(preset_text(p, preset_values[p]) for p in presets if p in preset_values) or None
+# every method and preset of the training registry, with its labels and values, comes from the backend
+# (backend.train.registry through Service.limits()): a new one appears here by itself
+methods, presets = list(lim.get("methods") or []), list(lim.get("presets") or [])
+if not methods or not presets:
+    st.error("The backend did not say which training methods and presets it offers; reload once it answers.",
+             icon=":material/error:")
+    st.stop()
+titles, preset_labels = lim.get("method_titles") or {}, lim.get("preset_labels") or {}
+preset_values, preset_use = lim.get("preset_values") or {}, lim.get("preset_use") or {}
+PRESET_HELP = "  \n".join(preset_text(p, preset_values[p], preset_use.get(p))
+                          for p in presets if p in preset_values) or None
+datasets = list(lim.get("datasets") or [])  # the data sets whose training images the backend holds
 sources = call("image_sources", quiet=True) or {}
 # a job trains on the backend's train split (or on synthetic data where the backend is set up so)
 can_train = bool(lim.get("synthetic_data")) or bool((sources.get("train") or {}).get("available"))
-methods = [m for m in METHODS if m in lim.get("methods", list(METHODS))]
 
 with st.form("new_job"):
     c1, c2 = st.columns(2)
-    method = c1.selectbox("Method", methods, format_func=METHODS.get, key="job_method")
-    preset = c2.selectbox("Preset", presets, format_func=lambda p: PRESETS.get(p, p), key="job_preset",
+    method = c1.selectbox("Method", methods, format_func=lambda m: titles.get(m, m), key="job_method")
+    preset = c2.selectbox("Preset", presets, format_func=lambda p: preset_labels.get(p, p), key="job_preset",
                           index=presets.index("short") if "short" in presets else 0, help=PRESET_HELP)
     name = c1.text_input("Name (optional)", max_chars=int(lim.get("name_chars", 64)), key="job_name")
+    # a choice only where the backend holds more than one data set's training images
+    dataset = c2.selectbox("Data set", datasets, key="job_dataset") if len(datasets) > 1 else None
     with st.expander("Override the preset"):
         o1, o2, o3 = st.columns(3)
         width = o1.selectbox("Width", [None] + list(lim.get("widths", [16, 32, 64])), key="job_width",
@@ -78,7 +79,7 @@ if start and not can_train:
                "the app. The offline sample images are enough for every other page, not for training.",
                icon=":material/database_off:")
 elif start:
-    config = {"method": method, "preset": preset, "name": name.strip() or None, "width": width,
+    config = {"method": method, "preset": preset, "dataset": dataset, "name": name.strip() or None, "width": width,
               "epochs": None if epochs is None else int(epochs), "subset": None if subset is None else int(subset),
               "attack_steps": None if steps is None else int(steps),
               "batch_size": None if batch is None else int(batch),
@@ -171,7 +172,7 @@ def _detail(job_id: str) -> bool:
                    icon=":material/check_circle:")
         st.page_link("views/zoo.py", label="Open the model zoo", icon=":material/inventory_2:")
     if job.get("error"):
-        st.error(job["error"].split("\n--- log tail ---")[0], icon=":material/error:")
+        st.error(job["error"], icon=":material/error:")  # the log is below (job_log; the record's log_tail)
     with st.expander("Log (last 60 lines)", expanded=job["state"] in ("failed",)):
         st.code(call("job_log", job_id, 60, quiet=True) or "(empty)", language=None)
     with st.expander("Configuration"):

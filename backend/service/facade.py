@@ -540,13 +540,11 @@ class Service(BatchAnalyses):
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"]},
                 "upload": {"max_bytes": up.max_bytes, "max_pixels": up.max_pixels, "min_side": up.min_side},
-                # preset_values: what each preset of the registry (backend.train.config.PRESETS) trains,
-                # so the UI's text comes from the registry instead of a copy of it
-                "jobs": {**jobs_mod.LIMITS, "preset_values": {
-                    p: {k: getattr(c, k) for k in ("width", "epochs", "subset", "batch_size", "attack_steps",
-                                                   "probe_epochs", "synthetic_n")}
-                    for p in train_config.PRESETS for c in [train_config.make_config(p, method="ce")]},
-                    "synthetic_data": self._job_data == "synthetic"},  # else jobs need the train split
+                # the training registry as the Train page shows it (method titles, preset labels, uses and
+                # values: backend.train.config.describe), and the data sets a job can train on here
+                "jobs": {**jobs_mod.LIMITS, **train_config.describe(),
+                         "datasets": jobs_mod.trainable_datasets(self._job_data),
+                         "synthetic_data": self._job_data == "synthetic"},  # else jobs need the train split
                 "tasks": {"max_running": self.tasks.max_running, "kinds": list(self.TASK_KINDS)},
                 "device": self.device}
 
