@@ -10,7 +10,7 @@
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
 #      evaluation, and prints one status line per model. docs/GPU_RUN.md has the plan and its estimates.
-# Environment: PYTHON (python3), METHODS, THREADS (cpu), and for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
+# Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), THREADS (cpu), and for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
 #   DEVICE (cuda), N_PGD (2000), N_AA (1000; 0 = no AutoAttack), STATE (OUTDIR/runs), EXTRA (more
 #   backend.train flags).
 #   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
@@ -18,7 +18,7 @@ set -euo pipefail
 mode=${1:?cpu or gpu}; out=${2:?output folder}; data=${3:-}
 py=${PYTHON:-python3}
 data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
-methods=${METHODS:-"rsupcon pgd_at ce trades supcon"}
+methods=${METHODS:-$("$py" -c 'from backend.train.registry import ZOO; print(*ZOO)')}
 
 if [ "$mode" = cpu ]; then
   resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)

@@ -22,6 +22,7 @@ from backend.train.registry import (
     PRESETS,
     ROBUST,
     STATUS,
+    ZOO,
     datasets,
 )
 
@@ -50,6 +51,7 @@ def test_every_method_has_a_loss_and_every_preset_a_valid_config():
         assert set(m.needs) <= FIELDS, m.name
         assert (m.attack is not None) == m.robust  # a robust method trains on crafted examples
         assert m.training_attack_steps(7) == {"pgd": 7, "fgsm": 1, None: 0}[m.attack]
+    assert set(ZOO) <= set(METHODS) and len(set(ZOO)) == len(ZOO)
     assert set(PRESETS) == set(PRESET_INFO) == set(STATUS)
     for name, preset in PRESET_INFO.items():
         assert set(preset.values) <= FIELDS and preset.use and preset.label.startswith(name)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.train.registry import ZOO as METHODS
+
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ["rsupcon", "pgd_at", "ce", "trades", "supcon"]
 
 
 def _zoo(out: Path, **env) -> subprocess.CompletedProcess:

@@ -73,6 +73,8 @@ METHODS: tuple[str, ...] = tuple(METHOD_INFO)
 CONTRASTIVE: tuple[str, ...] = tuple(m.name for m in _METHODS if m.contrastive)
 ROBUST: tuple[str, ...] = tuple(m.name for m in _METHODS if m.robust)
 LABELS: dict[str, str] = {m.name: m.label for m in _METHODS}
+# the shipped model zoo, in the order scripts/train_zoo.sh trains it (METHODS=... there picks others)
+ZOO: tuple[str, ...] = ("rsupcon", "pgd_at", "ce", "trades", "supcon")
 
 _PRESETS = (
     # seconds on a laptop CPU: for tests and a first look at the pipeline
