@@ -9,6 +9,10 @@ gradients are taken with respect to a private copy of the input only, and the tw
 methods (Grad-CAM, Guided Backprop) run on a per-call "twin" of the model: new module objects
 (with their own hook dictionaries) that share the frozen parameter tensors, so hooks never land
 on the shared model. There is no module-level mutable state.
+
+The methods themselves are registered in backend.explain.saliency_registry (how to add one is at
+its top); the built-ins live in backend/explain/saliency_methods/, one module each. Parameter ranges
+(SaliencyParams) are declared once, in the registry's PARAMS.
 """
 from __future__ import annotations
 
@@ -21,45 +25,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-METHODS = ("gradient", "integrated_gradients", "smoothgrad", "gradcam", "guided_backprop", "occlusion")
+from backend.explain import saliency_registry
 
-# display: how to_heatmap reduces a map: "abs" = magnitude of a signed per-pixel score;
-# "positive" = keep the evidence for the target only (negative values mean "against").
-METHOD_INFO: dict[str, dict] = {
-    "gradient": {
-        "name": "Gradient (vanilla saliency)", "display": "abs",
-        "info": "How much each pixel would change the class score if nudged: the raw input gradient."},
-    "integrated_gradients": {
-        "name": "Integrated Gradients", "display": "abs",
-        "info": "Gradients averaged along a straight path from a baseline image to the input, "
-                "times the difference; the attributions add up to the score change."},
-    "smoothgrad": {
-        "name": "SmoothGrad", "display": "abs",
-        "info": "The gradient averaged over noisy copies of the image, which removes speckle "
-                "that is not about the object."},
-    "gradcam": {
-        "name": "Grad-CAM", "display": "positive",
-        "info": "Which regions of the last convolutional stage (the CAM layer) support the class, "
-                "upsampled to the image: coarse but class-specific."},
-    "guided_backprop": {
-        "name": "Guided Backprop", "display": "abs",
-        "info": "The gradient with negative signals blocked at every ReLU: sharp, edge-like "
-                "maps that can look good even for a random model (see the sanity check)."},
-    "occlusion": {
-        "name": "Occlusion", "display": "positive",
-        "info": "Slide a patch of baseline colour over the image and record how much the class "
-                "score drops: slow, but needs no gradients."},
-}
-
-BASELINES = ("black", "blur", "mean")
+BASELINES = next(p.options for p in saliency_registry.PARAMS if p.name == "baseline")
 BLUR_SIGMA = 3.0  # pixels; strong enough to remove 32x32 object detail, keeps the colour layout
-_CHUNK = 256      # images per forward/backward pass when a method expands the batch
+CHUNK = 256       # images per forward/backward pass when a method expands the batch
 
 
 @dataclass(frozen=True)
 class SaliencyParams:
-    ig_steps: int = 32               # integration points for Integrated Gradients (1..256)
-    smoothgrad_samples: int = 16     # noisy copies for SmoothGrad (1..64)
+    """The parameters every method may read (each method declares which); ranges: saliency_registry.PARAMS."""
+    ig_steps: int = 32               # integration points for Integrated Gradients
+    smoothgrad_samples: int = 16     # noisy copies for SmoothGrad
     smoothgrad_stdev: float = 0.1    # noise std as a fraction of the input range [0, 1]
     occlusion_window: int = 4        # occluding square side, pixels
     occlusion_stride: int = 2        # pixels between occlusion positions
@@ -67,27 +44,24 @@ class SaliencyParams:
     seed: int = 0                    # SmoothGrad noise seed (same noise for every image)
 
     def __post_init__(self):
-        _int_in("ig_steps", self.ig_steps, 1, 256)
-        _int_in("smoothgrad_samples", self.smoothgrad_samples, 1, 64)
-        s = self.smoothgrad_stdev
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0.0 < s <= 1.0):
-            raise ValueError(f"smoothgrad_stdev must be a number in (0, 1], got {s!r}")
-        _int_in("occlusion_window", self.occlusion_window, 1, 1024)
-        _int_in("occlusion_stride", self.occlusion_stride, 1, 1024)
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        _int_in("seed", self.seed, 0, 2**63 - 1)
-
-
-def _int_in(name: str, v, lo: int, hi: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (lo <= v <= hi):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        for p in saliency_registry.PARAMS:  # the ranges are declared once, in the registry
+            p.check(getattr(self, p.name))
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; known: {', '.join(METHODS)}")
+    """`method` when it is a registered saliency method; else ValueError naming it and the known ones."""
+    saliency_registry.get(method)
     return method
+
+
+def __getattr__(name: str):
+    # METHODS / METHOD_INFO read the registry now (a toy method registered by a test is included)
+    if name == "METHODS":
+        return saliency_registry.names()
+    if name == "METHOD_INFO":
+        return {n: {"name": m.label, "display": m.display, "info": m.info}
+                for n in saliency_registry.names() for m in [saliency_registry.get(n)]}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -138,21 +112,11 @@ def baseline_images(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
 
 
-def _twin(model: nn.Module) -> nn.Module:
+def twin(model: nn.Module) -> nn.Module:
     """New module objects sharing the (frozen) parameter and buffer tensors: hooks registered on
     the twin never reach the shared model, and no weights are copied (a few ms)."""
     memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return copy.deepcopy(model, memo)
-
-
-def _cam_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM weighs: the model contract's `cam_layer` (backend.core.archs)."""
-    from backend.core.archs import cam_layer
-
-    try:
-        return cam_layer(model)
-    except ValueError as e:
-        raise ValueError(f"gradcam needs a model with a CAM layer: {e}") from None
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target, method: str,
@@ -164,67 +128,18 @@ def attribute(model: nn.Module, x: torch.Tensor, target, method: str,
     map of the model's cam_layer (N,1,h,w) is upsampled bilinearly to (H,W) and repeated over the 3 channels.
     Each image's result depends on that image only (batch == per-example, up to float error).
     """
-    from captum.attr import GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
-
-    check_method(method)
+    m = saliency_registry.get(method)
     if not isinstance(params, SaliencyParams):
         raise ValueError(f"params must be a SaliencyParams, got {type(params).__name__}")
     out_device = x.device if isinstance(x, torch.Tensor) else None
     inp, tgt = check_inputs(model, x, target)
-    inp = inp.clone().requires_grad_(method != "occlusion")  # a private copy: gradients go to it only
-    n, _, h, w = inp.shape
-
-    if method == "gradient":
-        attr = Saliency(model).attribute(inp, target=tgt, abs=False)
-    elif method == "integrated_gradients":
-        per_pass = max(2, _CHUNK // n)  # integration points per forward pass
-        attr = IntegratedGradients(model).attribute(
-            inp, baselines=baseline_images(inp.detach(), params.baseline), target=tgt,
-            n_steps=params.ig_steps, internal_batch_size=n * per_pass)
-    elif method == "smoothgrad":
-        attr = _smoothgrad(Saliency(model), inp, tgt, params)
-    elif method == "gradcam":
-        twin = _twin(model)
-        cam = LayerGradCam(twin, _cam_layer(twin)).attribute(inp, target=tgt)  # (N,1,h',w')
-        cam = LayerAttribution.interpolate(cam, (h, w), interpolate_mode="bilinear")
-        attr = cam.expand(-1, 3, -1, -1).contiguous()  # (N,3,H,W)
-    elif method == "guided_backprop":
-        attr = GuidedBackprop(_twin(model)).attribute(inp, target=tgt)
-    else:  # occlusion
-        win, stride = params.occlusion_window, params.occlusion_stride
-        if win > min(h, w) or stride > min(h, w):
-            raise ValueError(f"occlusion_window {win} / occlusion_stride {stride} exceed the image "
-                             f"size {h}x{w}")
-        attr = Occlusion(model).attribute(
-            inp, sliding_window_shapes=(3, win, win), strides=(3, stride, stride),
-            baselines=baseline_images(inp.detach(), params.baseline), target=tgt,
-            perturbations_per_eval=max(1, _CHUNK // n))
+    inp = inp.clone().requires_grad_(m.gradients)  # a private copy: gradients go to it only
+    attr = m.compute(model, inp, tgt, params)
+    if not isinstance(attr, torch.Tensor) or attr.shape != inp.shape:
+        raise ValueError(f"saliency method {method!r} returned {getattr(attr, 'shape', type(attr).__name__)}, "
+                         f"expected {tuple(inp.shape)}")
     attr = attr.detach().to(torch.float32)
     return attr.to(out_device) if out_device is not None else attr
-
-
-def _smoothgrad(sal, inp: torch.Tensor, tgt: torch.Tensor, params: SaliencyParams) -> torch.Tensor:
-    """Mean input gradient over S noisy copies x + e_s, e_s ~ N(0, stdev^2), unclipped (Smilkov et
-    al. 2017). Captum's NoiseTunnel draws its noise from torch's global RNG, which would make maps
-    change between calls, make a batch differ from its single images, and cannot be seeded safely
-    from several threads; so the noise comes from a private seeded generator, the same S draws for
-    every image, and the gradients from captum's Saliency."""
-    n = inp.shape[0]
-    s_total = params.smoothgrad_samples
-    gen = torch.Generator(device="cpu").manual_seed(params.seed)
-    noise = torch.randn((s_total, *inp.shape[1:]), generator=gen) * params.smoothgrad_stdev
-    noise = noise.to(inp.device)
-    inp = inp.detach()
-    total = torch.zeros_like(inp)
-    per_pass = max(1, _CHUNK // n)
-    for s0 in range(0, s_total, per_pass):
-        e = noise[s0:s0 + per_pass]  # (k,3,H,W)
-        k = e.shape[0]
-        noisy = (inp.unsqueeze(0) + e.unsqueeze(1)).reshape(k * n, *inp.shape[1:])  # (k*N,3,H,W)
-        noisy.requires_grad_(True)
-        g = sal.attribute(noisy, target=tgt.repeat(k), abs=False)
-        total += g.reshape(k, *inp.shape).sum(0)
-    return total / s_total
 
 
 def _as_numpy(attr) -> np.ndarray:
@@ -242,11 +157,11 @@ def to_heatmap(attr, method: str = "gradient", percentile: float = 99.0) -> np.n
     rest), scaled to [0,1]. "positive" methods (Grad-CAM, occlusion): channel mean, ReLU, divided
     by the per-image maximum. An all-zero map stays zero.
     """
-    check_method(method)
+    display = saliency_registry.get(method).display
     if not (0.0 < percentile <= 100.0):
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
     a = _as_numpy(attr)
-    if METHOD_INFO[method]["display"] == "positive":
+    if display == "positive":
         m = np.maximum(a.mean(axis=1), 0.0)
         top = m.reshape(len(m), -1).max(axis=1)
     else:

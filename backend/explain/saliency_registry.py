@@ -1,0 +1,122 @@
+"""The saliency registry: the one list of saliency methods, each with its label, description, display rule,
+the parameters it reads, and its compute function; plus the shared parameters' ranges.
+
+How to add a saliency method (one new module plus its tests):
+1. Write backend/explain/saliency_methods/<name>.py; every module there is imported on first use.
+2. In it, compute(model, inp, target, params) -> attributions (N,3,H,W): inp (N,3,H,W) in [0,1] is a
+   private copy (requires_grad when `gradients`), target (N,) int64, params a SaliencyParams.
+3. Never mutate the shared frozen model: put hooks on backend.explain.saliency.twin(model).
+4. register(SaliencyMethod(name, label, info, compute, display="abs" or "positive", params=(the
+   SaliencyParams fields it reads), order=...)); limits() serves it, attribute/to_heatmap and the app read it.
+
+display: how to_heatmap reduces a map: "abs" = magnitude of a signed per-pixel score; "positive" =
+keep the evidence for the target only (negative values mean "against").
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from backend.attacks.registry import Param
+
+DISPLAYS = ("abs", "positive")
+BUILTIN_MODULES = ("backend.explain.saliency_methods",)  # imported (and so registered) on first use
+
+# The SaliencyParams fields, with their accepted ranges and the step of a control (the defaults are
+# SaliencyParams' own). SaliencyParams validates with these.
+PARAMS = (
+    Param("ig_steps", "IG integration points", kind="int", lo=1, hi=256, step=1, key="ig_steps"),
+    Param("smoothgrad_samples", "SmoothGrad noisy copies", kind="int", lo=1, hi=64, step=1,
+          key="smoothgrad_samples"),
+    Param("smoothgrad_stdev", "SmoothGrad noise (std, fraction of [0, 1])", lo=0.0, hi=1.0, lo_open=True,
+          step=0.01, key="smoothgrad_stdev"),
+    Param("occlusion_window", "Occlusion window (px)", kind="int", lo=1, hi=1024, offer=(1, 32), step=1,
+          key="occlusion_window"),
+    Param("occlusion_stride", "Occlusion stride (px)", kind="int", lo=1, hi=1024, offer=(1, 32), step=1,
+          key="occlusion_stride"),
+    Param("baseline", "Baseline image", kind="choice", options=("black", "blur", "mean"), key="baseline",
+          help="Reference image for Integrated Gradients and occlusion."),
+    Param("seed", "Noise seed", kind="int", lo=0, hi=2**63 - 1, step=1, key="sal_seed", shown=False),
+)
+
+
+@dataclass(frozen=True)
+class SaliencyMethod:
+    """One registered saliency method. params: the SaliencyParams fields it reads; baseline: it reads
+    params.baseline; gradients: it needs input gradients (False: the input is not made to require
+    them); slow: seconds per map on a CPU (menus of quick views leave it out); default_on: selected by
+    default in views that show several methods; order: menu position."""
+    name: str
+    label: str
+    info: str
+    compute: Callable
+    display: str = "abs"
+    params: tuple[str, ...] = ()
+    baseline: bool = False
+    gradients: bool = True
+    slow: bool = False
+    default_on: bool = False
+    order: int = 100
+
+    def describe(self) -> dict:
+        return {"name": self.name, "label": self.label, "info": self.info, "display": self.display,
+                "params": list(self.params), "baseline": self.baseline, "gradients": self.gradients,
+                "slow": self.slow, "default_on": self.default_on, "order": self.order}
+
+
+_METHODS: dict[str, SaliencyMethod] = {}
+_loaded = False
+
+
+def _builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in BUILTIN_MODULES:
+            importlib.import_module(mod)
+
+
+def register(method: SaliencyMethod, replace: bool = False) -> SaliencyMethod:
+    """Add `method` (ValueError if its name is taken, unless replace, or its declaration is invalid)."""
+    _builtins()
+    if not isinstance(method, SaliencyMethod):
+        raise ValueError(f"register takes a SaliencyMethod, got {type(method).__name__}")
+    if method.name in _METHODS and not replace:
+        raise ValueError(f"saliency method {method.name!r} is already registered")
+    if method.display not in DISPLAYS:
+        raise ValueError(f"display must be one of {DISPLAYS}, got {method.display!r}")
+    unknown = sorted(set(method.params) - {p.name for p in PARAMS})
+    if unknown:
+        raise ValueError(f"saliency method {method.name!r} reads unknown params {unknown}")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests that registered a toy one); unknown names are ignored."""
+    _METHODS.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    """Every registered method, in menu order."""
+    _builtins()
+    return tuple(m.name for m in sorted(_METHODS.values(), key=lambda m: (m.order, m.name)))
+
+
+def get(name) -> SaliencyMethod:
+    """The method called `name`; ValueError naming it and the known ones otherwise."""
+    _builtins()
+    m = _METHODS.get(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"unknown saliency method {name!r}; known: {', '.join(names())}")
+    return m
+
+
+def describe(defaults: dict) -> dict:
+    """{"methods": names, "default": the first, "info": {name: SaliencyMethod.describe()}, "params":
+    [Param.describe() with the default from `defaults` (SaliencyParams' own)]}, for limits()."""
+    ns = names()
+    return {"methods": list(ns), "default": ns[0] if ns else None,
+            "info": {n: _METHODS[n].describe() for n in ns},
+            "params": [{**p.describe(), "default": defaults[p.name]} for p in PARAMS]}
