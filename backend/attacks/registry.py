@@ -21,7 +21,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-KINDS = ("int", "float", "bool")
+KINDS = ("int", "float", "bool", "choice")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class Param:
 
     def check(self, v):
         """v converted to the param's kind when it is allowed; else ValueError naming the value."""
+        if self.kind == "choice":
+            if isinstance(v, bool) or v not in self.options:
+                raise ValueError(f"{self.name} must be one of {self.options}, got {v!r}")
+            return v
         if self.kind == "bool":
             if not isinstance(v, bool):
                 raise ValueError(f"{self.name} must be true or false, got {v!r}")
