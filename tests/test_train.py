@@ -146,13 +146,13 @@ def test_lr_schedules():
 
 @pytest.mark.parametrize("argv,message", [
     (["--method", "magic"], "invalid choice: 'magic'"),
-    (["--method", "ce", "--epochs", "0"], "epochs=0: must be a positive integer"),
+    (["--method", "ce", "--epochs", "0"], "epochs must be a positive integer, got 0"),
     (["--method", "ce", "--width", "20"], "invalid choice: 20"),
-    (["--method", "ce", "--lr", "-1"], "lr=-1.0: must be > 0"),
-    (["--method", "ce", "--lr", "inf"], "lr=inf: must be a finite number"),
+    (["--method", "ce", "--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["--method", "ce", "--lr", "inf"], "lr must be a finite number, got inf"),
     (["--method", "ce", "--batch-size", "x"], "expected an integer, got 'x'"),
-    (["--method", "ce", "--val-n", "10", "--val-robust-n", "20"], "val_robust_n=20"),
-    (["--method", "ce", "--subset", "1"], "subset=1"),
+    (["--method", "ce", "--val-n", "10", "--val-robust-n", "20"], "val_robust_n cannot exceed val_n=10, got 20"),
+    (["--method", "ce", "--subset", "1"], "subset must be an integer >= 2 (or 0 for all), got 1"),
     (["--method", "ce", "--dataset", "mnist"], "invalid choice: 'mnist'"),
     (["--preset", "smoke"], "--method is required"),
 ])

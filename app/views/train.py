@@ -51,24 +51,24 @@ with st.form("new_job"):
     method = c1.selectbox("Method", methods, format_func=lambda m: titles.get(m, m), key="job_method")
     preset = c2.selectbox("Preset", presets, format_func=lambda p: preset_labels.get(p, p), key="job_preset",
                           index=presets.index("short") if "short" in presets else 0, help=PRESET_HELP)
-    name = c1.text_input("Name (optional)", max_chars=int(lim.get("name_chars", 64)), key="job_name")
+    name = c1.text_input("Name (optional)", max_chars=int(lim["name_chars"]), key="job_name")
     # a choice only where the backend holds more than one data set's training images
     dataset = c2.selectbox("Data set", datasets, key="job_dataset") if len(datasets) > 1 else None
     with st.expander("Override the preset"):
         o1, o2, o3 = st.columns(3)
-        width = o1.selectbox("Width", [None] + list(lim.get("widths", [16, 32, 64])), key="job_width",
+        width = o1.selectbox("Width", [None] + list(lim["widths"]), key="job_width",
                              format_func=lambda w: "preset" if w is None else str(w))
-        e_lo, e_hi = lim.get("epochs", [1, 50])
+        e_lo, e_hi = lim["epochs"]
         epochs = o1.number_input("Epochs", e_lo, e_hi, value=None, step=1, placeholder="preset", key="job_epochs")
-        s_lo, s_hi = lim.get("subset", [64, 50000])
+        s_lo, s_hi = lim["subset"]
         subset = o2.number_input("Training images", s_lo, s_hi, value=None, step=500, placeholder="preset",
                                  key="job_subset")
-        a_lo, a_hi = lim.get("attack_steps", [1, 20])
+        a_lo, a_hi = lim["attack_steps"]
         steps = o2.number_input("PGD steps (training attack)", a_lo, a_hi, value=None, step=1,
                                 placeholder="preset", key="job_steps")
-        b_lo, b_hi = lim.get("batch_size", [8, 1024])
+        b_lo, b_hi = lim["batch_size"]
         batch = o3.number_input("Batch size", b_lo, b_hi, value=None, step=32, placeholder="preset", key="job_batch")
-        seed = o3.number_input("Seed", 0, 2**31 - 1, value=0, step=1, key="job_seed")
+        seed = o3.number_input("Seed", *lim["seed"], value=0, step=1, key="job_seed")
     start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 if PRESET_HELP:  # all of them: inside the form, the chosen preset is only known after Start
     st.caption("Presets: " + PRESET_HELP + "  \nOverrides replace single values.")

@@ -20,7 +20,7 @@ __all__ = ["BOUNDS", "JOB_FIELDS", "LIMITS", "METHODS", "PRESETS", "JobConfig", 
 JOB_FIELDS = ("method", "preset", "dataset", "width", "subset", "epochs", "attack_steps", "batch_size", "seed")
 BOUNDS = {"epochs": (1, 50), "subset": (64, 50000), "attack_steps": (1, 20), "batch_size": (8, 1024),
           "seed": (0, 2**31 - 1)}
-LIMITS = {"widths": list(WIDTHS), **{k: list(v) for k, v in BOUNDS.items() if k != "seed"}, "name_chars": 64,
+LIMITS = {"widths": list(WIDTHS), **{k: list(v) for k, v in BOUNDS.items()}, "name_chars": 64,
           "methods": list(METHODS), "presets": list(PRESETS)}  # and the data sets: Service.limits()
 
 

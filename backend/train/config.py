@@ -63,17 +63,22 @@ class TrainConfig:
     log_every: int = 50                # steps between progress events (also every ~10 s on CPU)
 
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the first bad field; returns self."""
+        """Raise ValueError naming the first bad field and its value; returns self."""
         def bad(name, why):
-            raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
+            raise ValueError(f"{name} {why}, got {short(getattr(self, name))}")
+
+        def unknown(name, what, known):
+            raise ValueError(f"unknown {what} {short(getattr(self, name))}; known: {', '.join(known)}")
         if self.method not in METHODS:
-            bad("method", f"unknown training method; known: {', '.join(METHODS)}")
+            unknown("method", "training method", METHODS)
         if self.preset not in PRESETS:
-            bad("preset", f"unknown preset; known: {', '.join(PRESETS)}")
+            unknown("preset", "preset", PRESETS)
+        if self.dataset not in datasets():
+            unknown("dataset", "data set", datasets())
+        if self.schedule not in SCHEDULES:
+            unknown("schedule", "schedule", SCHEDULES)
         if self.width not in WIDTHS:
             bad("width", f"must be one of {', '.join(map(str, WIDTHS))}")
-        if self.dataset not in datasets():
-            bad("dataset", f"unknown data set; known: {', '.join(datasets())}")
         for name in ("epochs", "batch_size", "probe_batch_size", "val_every", "log_every", "synthetic_n"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
@@ -93,10 +98,8 @@ class TrainConfig:
         for name in ("eps", "step_size", "fgsm_step"):
             if not 0 <= getattr(self, name) <= 1:
                 bad(name, "must be in [0, 1] (pixel units, e.g. 8/255)")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"known: {', '.join(SCHEDULES)}")
         if self.warmup_epochs > self.epochs:
-            bad("warmup_epochs", f"exceeds epochs={self.epochs}")
+            bad("warmup_epochs", f"cannot exceed epochs={self.epochs}")
         return self
 
     @property
@@ -120,18 +123,18 @@ def _coerce(name: str, value):
     kind = str(_FIELDS[name].type).replace(" ", "")
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ValueError(f"{name}={short(value)}: must be true or false")
+            raise ValueError(f"{name} must be true or false, got {short(value)}")
         return value
     if kind in ("str", "str|None"):
         if not isinstance(value, str) and not (value is None and kind == "str|None"):
-            raise ValueError(f"{name}={short(value)}: must be a string")
+            raise ValueError(f"{name} must be a string, got {short(value)}")
         return value
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number or not math.isfinite(value):
-        raise ValueError(f"{name}={short(value)}: must be {'an integer' if kind == 'int' else 'a finite number'}")
+        raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a finite number'}, got {short(value)}")
     if kind == "int":
         if int(value) != value:
-            raise ValueError(f"{name}={short(value)}: must be an integer")
+            raise ValueError(f"{name} must be an integer, got {short(value)}")
         return int(value)
     return float(value)
 
@@ -151,7 +154,7 @@ def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
     preset = d.get("preset")
     preset = "full" if preset is None else preset
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset={short(preset)}: unknown preset; known: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {short(preset)}; known: {', '.join(PRESETS)}")
     values = dict(PRESETS[preset], preset=preset)
     values.update({k: _coerce(k, v) for k, v in d.items() if v is not None and k != "preset"})
     cfg = TrainConfig(**values).validate()
@@ -162,9 +165,9 @@ def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
         if isinstance(allowed, tuple) and len(allowed) == 2:
             lo, hi = allowed
             if not lo <= v <= hi:
-                raise ValueError(f"{name}={short(v)}: must be in {lo}..{hi}")
+                raise ValueError(f"{name} must be in {lo}..{hi}, got {short(v)}")
         elif v not in allowed:
-            raise ValueError(f"{name}={short(v)}: must be one of {', '.join(map(str, allowed))}")
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {short(v)}")
     return cfg
 
 
