@@ -1,0 +1,35 @@
+"""Process set-up shared by every entry point (the app, the server, the trainer, the evaluation CLIs,
+the benchmarks): how many cores this process may use and how torch's OpenMP threads behave.
+
+Torch-free, and meant to be imported before torch: `quiet_openmp()` only works before torch loads.
+"""
+from __future__ import annotations
+
+import os
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset` narrows;
+    os.cpu_count() where affinity is unknown), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def quiet_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless already set).
+
+    Call before torch is imported. On a shared CPU (a training job, a second user, the HTTP server)
+    spinning workers of one process stall the others' compute many times over: measured on a 2-core
+    machine under load, one width-16 forward pass took 1.6 s instead of 8 ms."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def torch_threads(requested: int | None = None, *, env: str | None = None, share: int = 1) -> int:
+    """The thread count for torch.set_num_threads: `requested` if given, else the integer in the
+    environment variable `env` if set, else the usable cores divided among `share` processes (>= 1)."""
+    if requested:
+        return int(requested)
+    if env and os.environ.get(env):
+        return int(os.environ[env])
+    return max(1, usable_cores() // max(1, share))

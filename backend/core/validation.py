@@ -1,0 +1,33 @@
+"""Checks of plain input values, written once for every layer (service, attacks, saliency, training CLI).
+
+Each raises ValueError naming the value and the allowed range (bad input quoted by a short prefix,
+errors.short), so the HTTP server answers 400 with a sentence a user can act on. Torch-free.
+"""
+from __future__ import annotations
+
+import numbers
+
+from backend.core.errors import short
+
+
+def is_integer(v) -> bool:
+    """An int or a numpy integer, and not a bool (True is not the integer 1 here)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_int(name: str, v, lo: int, hi: int) -> int:
+    """int(v) when v is an integer in lo..hi (both included); else ValueError naming `name`."""
+    if not is_integer(v) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {short(v)}")
+    return int(v)
+
+
+def parse_int_at_least(name: str, text: str, lo: int) -> int:
+    """The integer written in `text` when it is >= lo (command-line flags); else ValueError."""
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an integer, got {short(text)}") from None
+    if v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    return v

@@ -1,0 +1,59 @@
+"""The shared helpers of backend.core.validation and backend.core.runtime (written once, used by every layer)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from backend.core.runtime import torch_threads, usable_cores
+from backend.core.validation import check_int, is_integer, parse_int_at_least
+
+
+def test_check_int_accepts_integers_in_range_only():
+    assert check_int("n", 3, 1, 5) == 3 and check_int("n", np.int64(5), 1, 5) == 5
+    assert type(check_int("n", np.int32(2), 1, 5)) is int
+    for bad in (True, 2.0, "3", None, 0, 6, [3]):
+        with pytest.raises(ValueError, match=r"n must be an integer in 1\.\.5, got "):
+            check_int("n", bad, 1, 5)
+    assert not is_integer(False) and is_integer(np.uint8(1))
+
+
+def test_the_error_quotes_a_huge_value_by_a_prefix():
+    with pytest.raises(ValueError) as e:
+        check_int("seed", "x" * 10**6, 0, 9)
+    assert len(str(e.value)) < 200
+
+
+def test_parse_int_at_least():
+    assert parse_int_at_least("--epochs", "4", 1) == 4
+    with pytest.raises(ValueError, match="expected an integer, got 'four'"):
+        parse_int_at_least("--epochs", "four", 1)
+    with pytest.raises(ValueError, match="--epochs must be >= 1, got 0"):
+        parse_int_at_least("--epochs", "0", 1)
+
+
+def test_cores_and_threads(monkeypatch):
+    cores = usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    assert torch_threads(3) == 3
+    monkeypatch.setenv("ROBUSTLENS_THREADS", "2")
+    assert torch_threads(None, env="ROBUSTLENS_THREADS") == 2 and torch_threads(5, env="ROBUSTLENS_THREADS") == 5
+    monkeypatch.delenv("ROBUSTLENS_THREADS")
+    assert torch_threads(None, env="ROBUSTLENS_THREADS") == cores
+    assert torch_threads(None, share=10**6) == 1  # never 0
+
+
+def test_runtime_and_validation_are_torch_free_and_quiet_openmp_keeps_a_setting():
+    code = ("import os, sys\n"
+            "from backend.core import runtime, validation\n"
+            "runtime.quiet_openmp()\n"
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["PASSIVE", "False"], out.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a deployment's own choice wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["ACTIVE", "False"], out.stderr
