@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from backend.core.checkpoints import new_card, save_checkpoint
+from backend.core.datasets import CIFAR10
 from backend.core.models import build_model
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES = list(CIFAR10.classes)  # the dataset registry's names (backend.core.datasets)
 
 # (model id, method, seed): one per ordering bucket so sort order is observable (rsupcon first).
 TINY_MODELS = (("tiny-ce", "ce", 3), ("tiny-pgd", "pgd_at", 2), ("tiny-rsupcon", "rsupcon", 1))
