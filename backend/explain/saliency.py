@@ -181,3 +181,12 @@ def signed_map(attr, percentile: float = 99.0) -> np.ndarray:
     top = np.percentile(np.abs(m).reshape(len(m), -1), percentile, axis=1).reshape(-1, 1, 1)
     out = np.where(top > 0, np.clip(m / np.where(top > 0, top, 1.0), -1.0, 1.0), 0.0)
     return out.astype(np.float32)
+
+
+def describe() -> dict:
+    """Everything the UI needs about saliency (the service's limits()["saliency"]): the registered
+    methods in menu order, the default one, per method its label, info, display rule, parameters
+    read and flags, and the SaliencyParams ranges with their defaults."""
+    from dataclasses import asdict
+
+    return saliency_registry.describe(asdict(SaliencyParams()))

@@ -530,13 +530,15 @@ class Service(BatchAnalyses):
         from backend.train import config as train_config  # torch-free registry of presets
 
         up = UploadLimits() if self.images.upload_limits is None else self.images.upload_limits
-        return {"attack": {**dict(attacks.LIMITS), "methods": list(attacks.METHODS), "norms": list(attacks.NORMS)},
+        # attacks and saliency methods: their registries (labels, parameters with range/default/step, norms)
+        return {"attack": attacks.describe(),
                 "embed": {"max_n": self.MAX_EMBED_N, "min_n_umap": 5, "methods": list(embed_mod.EMBED_METHODS)},
                 "curve": {"max_n": self.MAX_CURVE_N.get(self.device.split(":")[0], 1000),
-                          "max_eps_values": self.MAX_EPS_VALUES, "methods": ["pgd", "fgsm"],
+                          "max_eps_values": self.MAX_EPS_VALUES,
+                          "methods": [n for n in attacks.registry.names() if attacks.registry.get(n).curve],
                           "max_steps": attacks.MAX_STEPS},
                 "lens": dict(lens.LENS_LIMITS),
-                "saliency": {"methods": list(saliency_lib.METHODS)},
+                "saliency": saliency_lib.describe(),
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"]},
                 "upload": {"max_bytes": up.max_bytes, "max_pixels": up.max_pixels, "min_side": up.min_side},
