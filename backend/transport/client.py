@@ -1,8 +1,8 @@
 """Clients of the Service: in-process (default) or over HTTP (when BACKEND_URL is set).
 
 Both expose the Service's methods with the same signatures and return the same types and values:
-numpy arrays travel over HTTP as {"dtype", "shape", "b64"} (raw little-endian bytes, so floats are
-bit-exact) and are rebuilt here. Every bad input raises ValueError with the server's message
+numpy arrays travel over HTTP as {"dtype", "shape", "b64"} (backend.transport.codec: raw little-endian
+bytes, so floats are bit-exact) and are rebuilt here. Every bad input raises ValueError with the server's message
 (unknown ids: NotFoundError, a ValueError); a server that cannot be reached raises BackendUnavailable;
 a busy server (429) is retried a few times after its Retry-After, then raises BusyError.
 The progress/should_stop callbacks of robustness_curve exist in-process only; over HTTP use the
@@ -10,15 +10,13 @@ task API (start_task / task_status / cancel_task).
 """
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import time
 from typing import Any
 
-import numpy as np
-
 from backend.core.errors import BusyError, NotFoundError
+from backend.transport.codec import from_wire, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +30,6 @@ API = ("list_models", "model_card", "image_sources", "classes", "list_images", "
 
 class BackendUnavailable(RuntimeError):
     """The HTTP backend could not be reached (not running, wrong BACKEND_URL, or timed out)."""
-
-
-def to_wire(obj: Any) -> Any:
-    """Plain data for JSON: numpy arrays -> {"dtype","shape","b64"}, numpy scalars -> Python numbers."""
-    if isinstance(obj, np.ndarray):
-        a = np.ascontiguousarray(obj)
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"cannot send an array of dtype {a.dtype} over HTTP")
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        return {"dtype": a.dtype.str, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
-    if isinstance(obj, dict):
-        return {str(k): to_wire(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_wire(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def from_wire(obj: Any) -> Any:
-    """Inverse of to_wire: {"dtype","shape","b64"} dicts become (read-only) numpy arrays."""
-    if isinstance(obj, dict):
-        if set(obj) == {"dtype", "shape", "b64"}:
-            a = np.frombuffer(base64.b64decode(obj["b64"]), dtype=np.dtype(obj["dtype"]))
-            return a.reshape(obj["shape"]).astype(np.dtype(obj["dtype"]).newbyteorder("="), copy=False)
-        return {k: from_wire(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [from_wire(v) for v in obj]
-    return obj
 
 
 class InProcessClient:
@@ -116,10 +85,12 @@ class HttpClient:
         self._httpx = httpx
 
     def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-              content: bytes | None = None, headers: dict | None = None) -> Any:
+              content: bytes | None = None, headers: dict | None = None, retries: int | None = None) -> Any:
+        """One route; a 429 is retried `retries` times (default busy_retries), then raises BusyError."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         body = to_wire(json) if json is not None else None
-        for attempt in range(self.busy_retries + 1):
+        retries = self.busy_retries if retries is None else int(retries)
+        for attempt in range(retries + 1):
             try:
                 r = self._http.request(method, path, params=params or None, json=body, content=content,
                                        headers=headers)
@@ -130,8 +101,9 @@ class HttpClient:
             if r.status_code != 429:
                 break
             wait = _retry_after(r, self.max_wait_s)
-            if attempt == self.busy_retries:
-                raise BusyError(f"{_detail(r)} (still busy after {self.busy_retries} retries)", retry_after=wait)
+            if attempt == retries:
+                raise BusyError(f"{_detail(r)} (still busy after {retries} retries)" if retries else _detail(r),
+                                retry_after=wait)
             log.info("backend busy on %s %s: retrying in %.1f s", method, path, wait)
             time.sleep(wait)
         if r.status_code >= 400:
@@ -234,7 +206,9 @@ class HttpClient:
                                                                 "seed": seed})
 
     def start_task(self, kind: str, params: dict) -> str:
-        return self._call("POST", "/tasks", json={"kind": kind, "params": params})["task_id"]
+        # not retried: with every task worker busy (429) the caller decides when to try again (the
+        # app's task queue waits for its next poll), as in-process, where TasksBusy comes at once
+        return self._call("POST", "/tasks", json={"kind": kind, "params": params}, retries=0)["task_id"]
 
     def task_status(self, task_id: str) -> dict:
         return self._call("GET", f"/tasks/{_seg(task_id)}")

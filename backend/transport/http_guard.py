@@ -1,6 +1,7 @@
 """The HTTP server's guards, apart from its routes: the error answers and their OpenAPI schema, the
-body cap and finite-number check, the bearer token check, the fairness key (session) and the
-admission bound of heavy requests (429 beyond it). Used by backend/transport/server.py only."""
+body cap and finite-number check, the bearer token check, the fairness key (session), the
+admission bound of heavy requests (429 beyond it) and the capped reading of an upload (413).
+Used by backend/transport/server.py only."""
 from __future__ import annotations
 
 import hmac
@@ -18,6 +19,7 @@ MAX_JSON_BYTES = 256 * 1024     # no legitimate JSON body here comes near this (
 MAX_DETAIL_CHARS = 1000         # an error message never grows with the input that caused it
 SESSION_HEADER = "x-robustlens-session"
 UPLOAD_PATH = "/images/upload"
+MULTIPART_OVERHEAD = 64 * 1024  # bytes a multipart envelope may add around the file
 
 
 class ErrorBody(BaseModel):
@@ -182,3 +184,41 @@ class Admission:
             self._by[session] -= 1
             if not self._by[session]:
                 del self._by[session]
+
+
+class TooLarge(ValueError):
+    """An upload over the size cap (413)."""
+
+
+async def read_upload(request: Request, cap: int) -> bytes:
+    """The uploaded file's bytes: the raw body, or the single file of a multipart form. The body
+    is read chunk by chunk and refused (413) as soon as it passes the cap, so a huge upload never
+    sits in memory."""
+    ctype = request.headers.get("content-type", "")
+    limit = cap + (MULTIPART_OVERHEAD if ctype.startswith("multipart/") else 0)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(_too_large(int(declared), cap))
+    body, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(_too_large(size, cap, more=True))
+        body.append(chunk)
+    data = b"".join(body)
+    if not ctype.startswith("multipart/"):
+        return data
+
+    async def replay():
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+    files = [v for v in form.values() if hasattr(v, "read")]
+    if len(files) != 1:
+        raise ValueError(f"a multipart upload must hold exactly one file, got {len(files)}")
+    return await files[0].read()
+
+
+def _too_large(size: int, cap: int, more: bool = False) -> str:
+    return (f"upload too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes "
+            f"({cap / 2**20:.1f} MiB)")

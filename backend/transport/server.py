@@ -14,7 +14,7 @@ attack lab routes are interactive and the many-image ones (embed, curves, class 
 background, so the device lock serves predicts first; a client that disconnects cancels what it
 started within one batch, and a synchronous request that would take minutes on a CPU is refused
 (backend.service.budget) with a pointer to the task API. Arrays travel as
-{"dtype","shape","b64"} (see backend.transport.client.to_wire). The server binds to 127.0.0.1 unless told
+{"dtype","shape","b64"} (see backend.transport.codec). The server binds to 127.0.0.1 unless told
 otherwise, and refuses a non-local bind without a bearer token (ROBUSTLENS_TOKEN or --token); with a
 token set, every route except GET /health needs `Authorization: Bearer <token>`.
 """
@@ -27,41 +27,53 @@ import logging
 import math
 import os
 import threading
-from typing import Annotated, Any, Literal
-
-# Idle OpenMP threads sleep instead of spinning (set before torch loads, as the trainer does): on a
-# shared CPU, spinning workers of one process stall the others' compute many times over.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from backend import __version__
 from backend.core.errors import BusyError, Cancelled, DeadlineExceeded, NotFoundError, short
+from backend.core.runtime import quiet_openmp
 from backend.service import budget, flight
-from backend.transport.client import to_wire
-from backend.transport.http_guard import ERROR_RESPONSES, Admission, Guard, error_response, readable_errors, session_of
+from backend.transport.codec import to_wire
+from backend.transport.http_guard import (
+    ERROR_RESPONSES,
+    Admission,
+    Guard,
+    TooLarge,
+    error_response,
+    read_upload,
+    readable_errors,
+    session_of,
+)
+from backend.transport.schemas import (
+    AttackBody,
+    CurveBody,
+    EmbedBody,
+    ExplainBody,
+    JobBody,
+    LensBody,
+    MetricsBody,
+    PredictBody,
+    SanityBody,
+    TaskBody,
+    VisBody,
+)
+
+# None of the imports above loads torch; the Service does: idle OpenMP threads must sleep instead
+# of spinning (on a shared CPU spinning workers of one process stall the others' compute).
+quiet_openmp()
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-MULTIPART_OVERHEAD = 64 * 1024  # bytes a multipart envelope may add around the file
 MIN_TOKEN_CHARS = 16            # a non-local bind needs a token nobody guesses
-
-Id = Annotated[str, Field(max_length=200)]
-# examples (the shipped zoo's ids and an offline sample) let a schema fuzzer reach the real work
-ImageId = Annotated[str, Field(max_length=200, examples=["samples:3"])]
-ModelId = Annotated[str, Field(max_length=200, examples=["ce"])]
-Ids = Annotated[list[Id], Field(max_length=64, examples=[["ce", "pgd_at"]])]
-Name = Annotated[str, Field(max_length=64)]
-Params = Annotated[dict, Field(max_length=32)]
-
 
 class WireResponse(JSONResponse):
     """JSON with numpy arrays encoded by to_wire (routes return it directly, so FastAPI's own
@@ -70,96 +82,6 @@ class WireResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(to_wire(content), allow_nan=True, separators=(",", ":")).encode()
-
-
-class _Body(BaseModel):
-    # strict: true/false are not integers (lax mode would read `"seed": false` as 0)
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class PredictBody(_Body):
-    image_id: ImageId
-    model_ids: Ids | None = None
-    topk: int = 5
-
-
-class AttackBody(_Body):
-    image_id: ImageId
-    spec: Params
-    model_ids: Ids | None = None
-    mode: Literal["whitebox", "transfer"] = "whitebox"
-    source_model: Id | None = None
-    saliency: Name | None = None
-    target: int | None = None
-
-
-class ExplainBody(_Body):
-    image_id: ImageId
-    model_id: ModelId
-    method: Name = "integrated_gradients"
-    target: int | None = None
-    spec: Params | None = None
-    params: Params | None = None
-
-
-class MetricsBody(_Body):
-    image_id: ImageId
-    model_id: ModelId
-    method: Name = "integrated_gradients"
-    spec: Params | None = None
-
-
-class SanityBody(_Body):
-    image_id: ImageId
-    model_id: ModelId
-    method: Name = "gradient"
-
-
-class EmbedBody(_Body):
-    model_id: ModelId
-    n: int = 500
-    spec: Params | None = None
-    method: Literal["umap", "pca"] = "umap"
-    seed: int = 0
-    source: Name = "test"
-
-
-class CurveBody(_Body):
-    model_ids: Ids | None = None
-    method: Literal["pgd", "fgsm"] = "pgd"
-    eps_list: Annotated[list[float], Field(max_length=64)] | None = None
-    n: int = 100
-    steps: int = 10
-    source: Name = "test"
-    seed: int = 0
-
-
-class LensBody(_Body):
-    image_id: ImageId
-    target_class: int
-    model_ids: Ids | None = None
-    eps: float = 16 / 255
-    steps: int = 60
-
-
-class VisBody(_Body):
-    target_class: int
-    model_ids: Ids | None = None
-    steps: int = 100
-    seed: int = 0
-
-
-class TaskBody(_Body):
-    kind: Name
-    params: Params = {}
-
-
-class JobBody(_Body):
-    config: Params
-
-
-class _TooLarge(ValueError):
-    """An upload over the size cap (413)."""
 
 
 def create_app(service=None, token: str | None = None, max_upload_bytes: int | None = None, *,
@@ -196,8 +118,8 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
     async def bad_value(request: Request, exc: ValueError):
         return error_response(400, str(exc))
 
-    @app.exception_handler(_TooLarge)
-    async def too_large(request: Request, exc: _TooLarge):
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge):
         return error_response(413, str(exc))
 
     @app.exception_handler(BusyError)
@@ -297,7 +219,7 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.post("/images/upload")
     async def upload_image(request: Request):
-        data = await _read_upload(request, cap)
+        data = await read_upload(request, cap)
         return WireResponse(await run_in_threadpool(svc.upload_image, data))
 
     @app.get("/images/{image_id}")
@@ -391,40 +313,6 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
         return WireResponse(svc.limits())
 
     return app
-
-
-async def _read_upload(request: Request, cap: int) -> bytes:
-    """The uploaded file's bytes: the raw body, or the single file of a multipart form. The body
-    is read chunk by chunk and refused (413) as soon as it passes the cap, so a huge upload never
-    sits in memory."""
-    ctype = request.headers.get("content-type", "")
-    limit = cap + (MULTIPART_OVERHEAD if ctype.startswith("multipart/") else 0)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(_too_large(int(declared), cap))
-    body, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(_too_large(size, cap, more=True))
-        body.append(chunk)
-    data = b"".join(body)
-    if not ctype.startswith("multipart/"):
-        return data
-
-    async def replay():
-        return {"type": "http.request", "body": data, "more_body": False}
-
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
-    files = [v for v in form.values() if hasattr(v, "read")]
-    if len(files) != 1:
-        raise ValueError(f"a multipart upload must hold exactly one file, got {len(files)}")
-    return await files[0].read()
-
-
-def _too_large(size: int, cap: int, more: bool = False) -> str:
-    return (f"upload too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes "
-            f"({cap / 2**20:.1f} MiB)")
 
 
 def check_bind(host: str, token: str | None) -> None:

@@ -1,0 +1,102 @@
+"""The HTTP server's request bodies (pydantic, strict: true/false are not integers, unknown keys are
+refused): one model per POST route that takes JSON, with the length caps and examples the OpenAPI
+schema shows. Used by backend.transport.server."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[str, Field(max_length=200)]
+# examples (the shipped zoo's ids and an offline sample) let a schema fuzzer reach the real work
+ImageId = Annotated[str, Field(max_length=200, examples=["samples:3"])]
+ModelId = Annotated[str, Field(max_length=200, examples=["ce"])]
+Ids = Annotated[list[Id], Field(max_length=64, examples=[["ce", "pgd_at"]])]
+Name = Annotated[str, Field(max_length=64)]
+Params = Annotated[dict, Field(max_length=32)]
+
+
+class _Body(BaseModel):
+    # strict: true/false are not integers (lax mode would read `"seed": false` as 0)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PredictBody(_Body):
+    image_id: ImageId
+    model_ids: Ids | None = None
+    topk: int = 5
+
+
+class AttackBody(_Body):
+    image_id: ImageId
+    spec: Params
+    model_ids: Ids | None = None
+    mode: Literal["whitebox", "transfer"] = "whitebox"
+    source_model: Id | None = None
+    saliency: Name | None = None
+    target: int | None = None
+
+
+class ExplainBody(_Body):
+    image_id: ImageId
+    model_id: ModelId
+    method: Name = "integrated_gradients"
+    target: int | None = None
+    spec: Params | None = None
+    params: Params | None = None
+
+
+class MetricsBody(_Body):
+    image_id: ImageId
+    model_id: ModelId
+    method: Name = "integrated_gradients"
+    spec: Params | None = None
+
+
+class SanityBody(_Body):
+    image_id: ImageId
+    model_id: ModelId
+    method: Name = "gradient"
+
+
+class EmbedBody(_Body):
+    model_id: ModelId
+    n: int = 500
+    spec: Params | None = None
+    method: Literal["umap", "pca"] = "umap"
+    seed: int = 0
+    source: Name = "test"
+
+
+class CurveBody(_Body):
+    model_ids: Ids | None = None
+    method: Literal["pgd", "fgsm"] = "pgd"
+    eps_list: Annotated[list[float], Field(max_length=64)] | None = None
+    n: int = 100
+    steps: int = 10
+    source: Name = "test"
+    seed: int = 0
+
+
+class LensBody(_Body):
+    image_id: ImageId
+    target_class: int
+    model_ids: Ids | None = None
+    eps: float = 16 / 255
+    steps: int = 60
+
+
+class VisBody(_Body):
+    target_class: int
+    model_ids: Ids | None = None
+    steps: int = 100
+    seed: int = 0
+
+
+class TaskBody(_Body):
+    kind: Name
+    params: Params = {}
+
+
+class JobBody(_Body):
+    config: Params
