@@ -6,6 +6,7 @@ from PIL import Image
 
 from backend.core.checkpoints import load_checkpoint, read_card
 from backend.core.data import Split
+from backend.core.errors import Cancelled
 from backend.eval.evaluate import evaluate_checkpoint, evaluate_model, main
 from backend.train.inputs import synthetic_task
 from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
@@ -28,6 +29,20 @@ def test_evaluate_model_numbers_and_invariants(tmp_path):
     assert evaluate_model(model, split, n_clean=20, n_pgd=20, steps=3, batch_size=7) == r  # batching, seed
     full = evaluate_model(model, split, n_pgd=0)
     assert full["n_clean"] == 40 and full["pgd20"] is None
+
+
+def test_a_stop_raises_the_one_cancellation_signal(tmp_path):
+    """should_stop is polled per batch: once it is true, errors.Cancelled (what tasks and the service raise)."""
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
+    polls = []
+
+    def stop_on_second_batch() -> bool:
+        polls.append(1)
+        return len(polls) >= 2
+
+    with pytest.raises(Cancelled, match="evaluation cancelled"):
+        evaluate_model(model, tiny_split(), n_clean=20, n_pgd=0, batch_size=8, should_stop=stop_on_second_batch)
+    assert len(polls) == 2  # it stopped at the batch where the stop was asked, not later
 
 
 def test_eps_zero_pgd_equals_clean(tmp_path):

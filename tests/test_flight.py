@@ -382,7 +382,7 @@ def _count_attacks(monkeypatch):
 @pytest.mark.parametrize("coalesce", [True, False])
 def test_a_class_following_its_teacher_costs_one_attack(svc, monkeypatch, coalesce):
     calls = _count_attacks(monkeypatch)
-    svc._flight.enabled = coalesce
+    svc.engine.flight.enabled = coalesce
     results = []
     with svc.lock:  # the device is busy while the class asks: every request is in flight at once
         threads = [threading.Thread(target=lambda: results.append(svc.attack("samples:3", PGD, ["tiny-ce"])))
@@ -391,7 +391,7 @@ def test_a_class_following_its_teacher_costs_one_attack(svc, monkeypatch, coales
             t.start()
         wait_for(lambda: svc.lock.waiting() == (1 if coalesce else 6))
         if coalesce:
-            wait_for(lambda: svc._flight.in_flight() >= 1)
+            wait_for(lambda: svc.engine.flight.in_flight() >= 1)
             time.sleep(0.1)
     for t in threads:
         t.join(30)
@@ -409,7 +409,7 @@ def test_batched_attacks_equal_one_image_attacks(svc, monkeypatch, tiny_checkpoi
     monkeypatch.setenv("ROBUSTLENS_BATCH_WINDOW_MS", "300")
     batched_svc = Service(tiny_checkpoint_root, jobs_root=svc._jobs_root)
     try:
-        assert batched_svc._attack_batcher.enabled
+        assert batched_svc.engine.attack_batcher.enabled
         calls = _count_attacks(monkeypatch)
         out = {}
         threads = [threading.Thread(target=lambda i=i: out.__setitem__(

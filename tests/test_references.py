@@ -48,10 +48,10 @@ def test_warm_up_refits_the_stored_maps_so_placement_needs_no_fit(fresh_checkpoi
     svc = Service(fresh_checkpoint_root, jobs_root=tmp_path / "jobs")
     try:
         assert svc.warm_up(background=False) is None
-        assert len(svc._embedders._items) == 1  # exactly the one model with a reference
+        assert len(svc.caches.embedders._items) == 1  # exactly the one model with a reference
         ref = load_reference(ckpt)
-        emb, dev = svc._embedders.get(ref)  # a cache hit: the same fitted object
-        assert emb is svc._embedders.get(ref)[0] and dev >= 0.0
+        emb, dev = svc.caches.embedders.get(ref)  # a cache hit: the same fitted object
+        assert emb is svc.caches.embedders.get(ref)[0] and dev >= 0.0
         thread = svc.warm_up()  # background form: a daemon thread that finishes
         thread.join(120)
         assert not thread.is_alive() and thread.daemon

@@ -296,7 +296,7 @@ def test_an_abandoned_request_stops_and_the_next_predict_answers_within_2_s(serv
             time.sleep(0.05)
         assert app.state.admission.in_flight == 0  # the abandoned request's thread has finished...
         done = [m for m in ("tiny-rsupcon", "tiny-pgd", "tiny-ce")
-                if service._heavy.get(("classvis", service.models.weights_key(m), 2, 500, 1234)) is not None]
+                if service.caches.heavy.get(("classvis", service.models.weights_key(m), 2, 500, 1234)) is not None]
         assert len(done) < 3  # ...because it was stopped, not because it ran to the end
         assert service.lock._owner is None or service.lock.waiting() == 0
     finally:

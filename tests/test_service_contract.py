@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from backend.core.errors import NotFoundError
+from backend.core.errors import BusyError, NotFoundError
 from backend.service import Service
 from backend.transport.client import HttpClient, InProcessClient
 from backend.transport.server import create_app
@@ -299,8 +299,9 @@ def test_task_cancel_and_limit(client):
     slow = {"target_class": 1, "model_ids": IDS, "steps": 500, "seed": 9}
     a = client.start_task("class_visualisation", slow)
     b = client.start_task("class_visualisation", {**slow, "seed": 10})
-    with pytest.raises(ValueError, match="too many background tasks"):
+    with pytest.raises(BusyError, match="too many background tasks") as busy:  # typed: HTTP 429, not a 400
         client.start_task("class_visualisation", {**slow, "seed": 11})
+    assert not isinstance(busy.value, ValueError) and busy.value.retry_after > 0
     for t in (a, b):
         client.cancel_task(t)
     assert {wait_task(client, t, timeout=30)["state"] for t in (a, b)} == {"cancelled"}
@@ -364,3 +365,23 @@ def test_cached_results_cannot_be_corrupted(clients):
     first["results"]["tiny-ce"]["pred"] = -1
     again = c.predict("samples:7", ["tiny-ce"])["results"]["tiny-ce"]
     assert again["pred"] == int(np.argmax(again["probs"])) and abs(float(again["probs"].sum()) - 1) < 1e-5
+
+
+def test_service_methods_have_the_signatures_of_the_analyses_they_delegate_to():
+    """The Service is built by composition: its analysis methods delegate to ImageAnalyses and
+    BatchAnalyses with the same parameters and defaults (start_task reads the Service's), and the
+    HTTP client exposes the same ones (less the in-process progress callbacks)."""
+    import inspect
+
+    from backend.service.analyses import BatchAnalyses
+    from backend.service.inspection import ImageAnalyses
+
+    def params(fn, drop=()):
+        return [(k, p.default) for k, p in inspect.signature(fn).parameters.items() if k not in ("self", *drop)]
+
+    for part in (ImageAnalyses, BatchAnalyses):
+        for name in ("predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed", "robustness_curve",
+                     "feature_lens", "class_visualisation"):
+            if hasattr(part, name):
+                assert params(getattr(Service, name)) == params(getattr(part, name)), name
+                assert params(getattr(HttpClient, name)) == params(getattr(part, name), ("progress", "should_stop"))

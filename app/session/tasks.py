@@ -16,6 +16,7 @@ import time
 import streamlit as st
 
 from app.session.client import explain_error, get_client
+from backend.core.errors import BusyError
 
 # seconds between polls of a running queue (the fragment's run_every). A poll reruns only the
 # poller fragment (a task_status call and a progress bar: ~10 ms of CPU) now that the server no
@@ -24,7 +25,6 @@ from app.session.client import explain_error, get_client
 POLL_S = 0.25
 QUICK_S = 0.3        # how long one poll keeps going while tasks finish at once (cache hits)
 QUICK_POLL_S = 0.02
-_BUSY = "too many background tasks"  # the task runner's "all workers busy" message: wait, do not fail
 
 
 def start(slot: str, key, items: list[dict]) -> None:
@@ -94,10 +94,10 @@ def _step(q: dict) -> bool:
     item = q["items"][q["next"]]
     try:
         task_id = client.start_task(item["kind"], item["params"])
+    except BusyError:  # every task worker is busy (tasks.TasksBusy; HTTP 429): wait, do not fail
+        q["waiting"] = True  # other sessions hold the workers; try again on the next poll
+        return False
     except Exception as e:
-        if isinstance(e, ValueError) and _BUSY in str(e):
-            q["waiting"] = True  # other sessions hold the workers; try again on the next poll
-            return False
         q["errors"][item["label"]] = explain_error(e)
         q["next"] += 1
         return True

@@ -24,15 +24,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# before torch loads (python -m backend.eval.evaluate): passive OpenMP waits, see backend/train/__init__.py
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from backend.core.runtime import quiet_openmp, torch_threads
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+quiet_openmp()  # before torch loads (python -m backend.eval.evaluate): passive OpenMP waits
 
-from backend.attacks.pgd import pgd
-from backend.core.data import Split, balanced_indices, load_split
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from backend.attacks.pgd import pgd  # noqa: E402
+from backend.core.data import Split, balanced_indices, load_split  # noqa: E402
+from backend.core.errors import Cancelled  # noqa: E402
 
 log = logging.getLogger(__name__)
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
@@ -93,7 +95,8 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     "torchattacks" (backend.attacks with `aa_steps` iterations). Returns plain data:
     {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack", "se_clean",
      "se_pgd{steps}", "se_autoattack", "per_class_clean", "per_class_pgd{steps}",
-     "per_class_autoattack", "eval": {settings}}.
+     "per_class_autoattack", "eval": {settings}}. should_stop() is polled before every batch; once it
+    is true the evaluation raises errors.Cancelled (the one cancellation signal).
     """
     n = len(split)
     for name, v in (("n_pgd", n_pgd), ("n_aa", n_aa), ("batch_size", batch_size)):
@@ -122,7 +125,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
 
     def batch(idx):
         if should_stop():
-            raise InterruptedError("evaluation cancelled")
+            raise Cancelled("evaluation cancelled")
         return split.float_images(idx).to(device), torch.from_numpy(labels[idx]).to(device)
 
     def predict(x):
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     device = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
     if device == "cpu":
-        torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(torch_threads(a.threads))
     try:
         if a.only_autoattack and not a.autoattack:
             raise ValueError("--only-autoattack needs --autoattack")

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the other CLIs do
+from backend.core.runtime import quiet_openmp
 
-import torch
+quiet_openmp()  # before torch loads, as the other CLIs do
 
-from backend.core.checkpoints import load_checkpoint
-from backend.core.data import balanced_indices, load_split
-from backend.explain import embed
+import torch  # noqa: E402
+
+from backend.core.checkpoints import load_checkpoint  # noqa: E402
+from backend.core.data import balanced_indices, load_split  # noqa: E402
+from backend.explain import embed  # noqa: E402
 
 
 def build_reference(ckpt_dir, n: int = 1000, seed: int = 0, method: str = "umap", data=None,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.pgd import ce_loss_fn, pgd
+from backend.core.errors import Cancelled
 
 LENS_LIMITS = {"eps": [1 / 255, 32 / 255], "steps": [1, 200], "vis_steps": [1, 500]}
 
@@ -34,7 +35,7 @@ def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 100, seed: int = 0,
                         size: int = 32, lr: float = 0.03, jitter: int = 2, blur_every: int = 4,
-                        decay: float = 1e-3, should_stop=None) -> tuple[torch.Tensor, float] | None:
+                        decay: float = 1e-3, should_stop=None) -> tuple[torch.Tensor, float]:
     """Class activation maximisation from seeded grey noise: gradient ascent on the target logit.
 
     Regularisers (what keeps the picture from becoming adversarial noise): a random shift of up to
@@ -42,7 +43,7 @@ def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 
     `blur_every` steps (suppresses high frequencies) and an L2 pull toward mid-grey (`decay`).
     Steps are the gradient scaled to unit max-abs, times lr. Returns (image (1,3,size,size) in
     [0,1], softmax probability of target_class for it). Deterministic in `seed`. should_stop()
-    is polled every 10 steps; when it turns true the function returns None.
+    is polled every 10 steps; when it turns true the function raises errors.Cancelled.
     """
     p = next(model.parameters())
     gen = torch.Generator().manual_seed(int(seed))
@@ -50,7 +51,7 @@ def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 
     shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen).tolist()
     for i, (dy, dx) in enumerate(shifts):
         if should_stop is not None and i % 10 == 0 and should_stop():
-            return None
+            raise Cancelled("cancelled")
         xj = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
         objective = model(xj)[0, target_class] - decay * (xj - 0.5).pow(2).sum()
         (g,) = torch.autograd.grad(objective, xj)

@@ -1,9 +1,10 @@
 """The Service's many-image analyses: embeddings, robustness curves, feature lens, class visualisation.
 
-A mixin of backend.service.Service (it uses the service's registry, image store, caches and device
-lock); kept apart so each module reads in one sitting. Long loops take the device lock one batch
-at a time, so an interactive request waits for at most one batch of a background curve, and they
-poll `should_stop` between batches (a cancelled call raises TaskCancelled).
+An object the Service holds and delegates to; what it needs is passed in: the Engine (model registry,
+image store, device lock, caches, the cached primitives), the checkpoints folder (for the stored
+reference maps) and the size limits. Long loops take the device lock one batch at a time, so an
+interactive request waits for at most one batch of a background curve, and they poll `should_stop`
+between batches (a cancelled call raises errors.Cancelled, the one cancellation signal).
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import torch
 
 from backend import attacks
 from backend.core.data import balanced_indices
-from backend.core.errors import short
+from backend.core.errors import Cancelled, short
+from backend.core.validation import check_int
 from backend.explain import embed as embed_mod
 from backend.explain import lens
 from backend.service import flight
-from backend.service.stores import _check_int, _key
-from backend.service.tasks import TaskCancelled
+from backend.service.engine import Engine
+from backend.service.stores import _key
 
 _BATCH = 128  # images per attack / feature batch in long work
 DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
@@ -36,12 +38,20 @@ def _stop_fn(should_stop):
 
 
 class BatchAnalyses:
-    """embed, robustness_curve, feature_lens, class_visualisation (see Service for the rest)."""
+    """embed, robustness_curve, feature_lens, class_visualisation over one Engine. root: the
+    checkpoints folder; max_embed_n, max_curve_n (for this device), max_eps_values: the bounds
+    Service.limits() reports."""
+
+    def __init__(self, engine: Engine, root, *, max_embed_n: int, max_curve_n: int, max_eps_values: int):
+        self.engine, self.root = engine, root
+        self.models, self.images, self.lock, self.device = engine.models, engine.images, engine.lock, engine.device
+        self.results, self.heavy, self.embedders = engine.caches.results, engine.caches.heavy, engine.caches.embedders
+        self.max_embed_n, self.max_curve_n, self.max_eps_values = max_embed_n, max_curve_n, max_eps_values
 
     def _dataset(self, source: str, n: int, seed: int, max_n: int):
         """(image ids, x (n,3,32,32) float32, labels (n,) int64) of a class-balanced seeded sample."""
-        _check_int("n", n, 1, max_n)
-        _check_int("seed", seed, 0, 2**31 - 1)
+        check_int("n", n, 1, max_n)
+        check_int("seed", seed, 0, 2**31 - 1)
         split = self.images.split(source)
         if n > len(split):
             raise ValueError(f"n={n} exceeds the {len(split)} images of source {short(source)}")
@@ -55,13 +65,37 @@ class BatchAnalyses:
         xs, preds = [], []
         for i in range(0, len(x), _BATCH):
             if should_stop():
-                raise TaskCancelled("cancelled")
+                raise Cancelled("cancelled")
             with self.lock:
                 r = attacks.run_attack(model, x[i:i + _BATCH].to(self.device), y[i:i + _BATCH].to(self.device), spec)
             xs.append(r.x_adv.cpu())
             preds.append(r.pred_adv.cpu())
             tick()
         return torch.cat(xs), torch.cat(preds)
+
+    def validate_task(self, kind: str, p: dict) -> None:
+        """The cheap checks of a task's parameters (`kind`'s keyword arguments), so that a bad request
+        fails at once (ValueError), not in the task's thread."""
+        if kind == "robustness_curve":
+            a = self._curve_args(p.get("model_ids"), p.get("method", "pgd"), p.get("eps_list"), p.get("n", 100),
+                                 p.get("steps", 10), p.get("source", "test"), p.get("seed", 0))
+            self._dataset_check(a["source"], a["n"])
+        elif kind == "embed":
+            if p.get("method", "umap") not in embed_mod.EMBED_METHODS:
+                raise ValueError(f"unknown embedding method {short(p.get('method'))}")
+            self.models.card(p.get("model_id"))
+            check_int("n", p.get("n", 500), 5, self.max_embed_n)
+            if p.get("spec") is not None:
+                self.engine.spec(p["spec"])
+            self._dataset_check(p.get("source", "test"), p.get("n", 500))
+        else:
+            ids = self.models.resolve(p.get("model_ids"))
+            check_int("target_class", p.get("target_class"), 0, self.engine.num_classes(ids) - 1)
+            check_int("steps", p.get("steps", 100), *lens.LENS_LIMITS["vis_steps"])
+
+    def _dataset_check(self, source: str, n: int) -> None:
+        if n > len(self.images.split(source)):
+            raise ValueError(f"n={n} exceeds the {len(self.images.split(source))} images of source {short(source)}")
 
     # ---- embeddings ------------------------------------------------------------------------
     def embed(self, model_id: str, n: int = 500, spec: dict | None = None, method: str = "umap", seed: int = 0,
@@ -77,16 +111,16 @@ class BatchAnalyses:
         """
         if method not in embed_mod.EMBED_METHODS:
             raise ValueError(f"unknown embedding method {short(method)}; known: {', '.join(embed_mod.EMBED_METHODS)}")
-        _check_int("n", n, 5 if method == "umap" else 2, self.MAX_EMBED_N)
-        s = None if spec is None else self._spec(spec)
+        check_int("n", n, 5 if method == "umap" else 2, self.max_embed_n)
+        s = None if spec is None else self.engine.spec(spec)
         self.models.card(model_id)
         key = ("embed", self.models.weights_key(model_id), n, None if s is None else _key(s.to_dict()),
                method, seed, source)
-        return self._cached(self._heavy, key, lambda: self._embed_compute(
+        return self.engine.cached(self.heavy, key, lambda: self._embed_compute(
             model_id, n, s, method, seed, source, progress, _stop_fn(should_stop)))
 
     def _embed_compute(self, model_id, n, s, method, seed, source, progress, should_stop) -> dict:
-        ids, x, labels = self._dataset(source, n, seed, self.MAX_EMBED_N)
+        ids, x, labels = self._dataset(source, n, seed, self.max_embed_n)
         model = self.models.model(model_id)
         total = 1 + (0 if s is None else -(-n // _BATCH))
         done = [0]
@@ -120,7 +154,7 @@ class BatchAnalyses:
             if embedder is not None:
                 out["coords_adv"] = embedder.transform(f_adv)
             else:
-                placed = embed_mod.place(ref, f_adv, cache=self._embedders)
+                placed = embed_mod.place(ref, f_adv, cache=self.embedders)
                 out["coords_adv"], out["placement"] = placed["coords"], placed["method"]
             out["pred_adv"] = p_adv.astype(np.int64)
         tick()
@@ -132,13 +166,13 @@ class BatchAnalyses:
         if method not in ("pgd", "fgsm"):
             raise ValueError(f"robustness curve method must be 'pgd' or 'fgsm', got {short(method)}")
         eps_list = list(DEFAULT_EPS if eps_list is None else eps_list)
-        if not 1 <= len(eps_list) <= self.MAX_EPS_VALUES:
-            raise ValueError(f"eps_list must hold 1..{self.MAX_EPS_VALUES} values, got {len(eps_list)}")
+        if not 1 <= len(eps_list) <= self.max_eps_values:
+            raise ValueError(f"eps_list must hold 1..{self.max_eps_values} values, got {len(eps_list)}")
         specs = [attacks.AttackSpec(method=method, eps=e, steps=None if method == "fgsm" else steps, seed=seed)
                  if e else None for e in eps_list]  # eps 0 is the clean accuracy: no attack needed
-        max_n = self.MAX_CURVE_N.get(self.device.split(":")[0], 1000)
-        _check_int("n", n, 1, max_n)
-        _check_int("steps", steps, 1, attacks.MAX_STEPS)
+        max_n = self.max_curve_n
+        check_int("n", n, 1, max_n)
+        check_int("steps", steps, 1, attacks.MAX_STEPS)
         return {"ids": ids, "method": method, "eps": [float(e) for e in eps_list], "specs": specs, "n": n,
                 "steps": steps, "source": source, "seed": seed, "max_n": max_n}
 
@@ -149,7 +183,7 @@ class BatchAnalyses:
         "flip_matrix": int64 (C,C) [true class, prediction under attack] at "flip_eps" (the listed eps
         nearest 8/255), "per_class_clean": float32 (C,), "per_class_robust": float32 (C,) at flip_eps,
         "flip_eps": float, "n": int}}. progress(done, total) after each batch; should_stop() polled
-        between batches (TaskCancelled when it turns true). n <= 1000 on CPU."""
+        between batches (errors.Cancelled when it turns true). n <= 1000 on CPU."""
         a = self._curve_args(model_ids, method, eps_list, n, steps, source, seed)
         ids, x, labels = self._dataset(source, n, seed, a["max_n"])
         y = torch.from_numpy(labels)
@@ -168,7 +202,7 @@ class BatchAnalyses:
         per_model = total // len(a["ids"])
         for k, mid in enumerate(a["ids"]):
             key = ("curve", self.models.weights_key(mid), a["method"], tuple(a["eps"]), n, steps, source, seed)
-            out[mid] = self._cached(self._heavy, key, lambda: self._curve_one(
+            out[mid] = self.engine.cached(self.heavy, key, lambda: self._curve_one(
                 mid, a, x, y, labels, should_stop, tick, flip_i))
             done[0] = (k + 1) * per_model - 1  # a cached or shared model's batches all count as done
             tick()
@@ -181,8 +215,8 @@ class BatchAnalyses:
         clean = []
         for i in range(0, n, _BATCH):
             if should_stop():
-                raise TaskCancelled("cancelled")
-            clean.append(self._logits(mid, x[i:i + _BATCH]).argmax(1))
+                raise Cancelled("cancelled")
+            clean.append(self.engine.logits(mid, x[i:i + _BATCH]).argmax(1))
             tick()
         clean = torch.cat(clean)
         acc, flip_pred = [], clean
@@ -208,17 +242,17 @@ class BatchAnalyses:
         (32,32,3) in [0,1], "delta": float32 (32,32,3), "target_prob": float, "pred": int}}.
         eps in [1/255, 32/255], steps 1..200."""
         ids = self.models.resolve(model_ids)
-        _check_int("target_class", target_class, 0, self._num_classes(ids) - 1)
+        check_int("target_class", target_class, 0, self.engine.num_classes(ids) - 1)
         lo, hi = lens.LENS_LIMITS["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not lo - 1e-9 <= eps <= hi + 1e-9:
             raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}] (1/255..32/255), got {short(eps)}")
-        _check_int("steps", steps, *lens.LENS_LIMITS["steps"])
+        check_int("steps", steps, *lens.LENS_LIMITS["steps"])
         x, _ = self.images.tensor(image_id)
         out = {}
         for mid in ids:
             flight.check()  # between models: stop when the client has left
             key = ("lens", self.models.weights_key(mid), image_id, target_class, float(eps), steps)
-            out[mid] = self._cached(self._results, key, lambda: self._lens_one(mid, x, target_class, eps, steps))
+            out[mid] = self.engine.cached(self.results, key, lambda: self._lens_one(mid, x, target_class, eps, steps))
         return out
 
     def _lens_one(self, mid, x, target_class, eps, steps) -> dict:
@@ -236,16 +270,16 @@ class BatchAnalyses:
         """Class activation maximisation from seeded noise (backend.explain.lens): {mid: {"pixels": float32
         (32,32,3) in [0,1], "target_prob": float}}. steps 1..500."""
         ids = self.models.resolve(model_ids)
-        _check_int("target_class", target_class, 0, self._num_classes(ids) - 1)
-        _check_int("steps", steps, *lens.LENS_LIMITS["vis_steps"])
-        _check_int("seed", seed, 0, 2**31 - 1)
+        check_int("target_class", target_class, 0, self.engine.num_classes(ids) - 1)
+        check_int("steps", steps, *lens.LENS_LIMITS["vis_steps"])
+        check_int("seed", seed, 0, 2**31 - 1)
         out = {}
         should_stop = _stop_fn(should_stop)
         for k, mid in enumerate(ids):
             if should_stop():
-                raise TaskCancelled("cancelled")
+                raise Cancelled("cancelled")
             key = ("classvis", self.models.weights_key(mid), target_class, steps, seed)
-            out[mid] = self._cached(self._heavy, key, lambda: self._classvis_one(
+            out[mid] = self.engine.cached(self.heavy, key, lambda: self._classvis_one(
                 mid, target_class, steps, seed, should_stop))
             if progress is not None:
                 progress(k + 1, len(ids))
@@ -260,9 +294,6 @@ class BatchAnalyses:
             return should_stop()
 
         with self.lock, torch.inference_mode(False), torch.enable_grad():
-            r = lens.class_visualisation(model, target_class, steps, seed, should_stop=poll)
-        if r is None:
-            raise TaskCancelled("cancelled")
-        img, prob = r
+            img, prob = lens.class_visualisation(model, target_class, steps, seed, should_stop=poll)
         pixels = np.ascontiguousarray(img.cpu()[0].numpy().transpose(1, 2, 0), dtype=np.float32)
         return {"pixels": pixels, "target_prob": prob}

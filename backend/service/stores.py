@@ -22,6 +22,7 @@ from backend.core import data as data_mod
 from backend.core.checkpoints import list_checkpoints, load_checkpoint
 from backend.core.errors import NotFoundError, short
 from backend.core.uploads import UploadLimits, decode_upload, image_sha256
+from backend.core.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,8 @@ class ImageStore:
 
     def list(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
              limit: int = 48) -> dict:
-        _check_int("offset", offset, 0, 10**9)
-        _check_int("limit", limit, 1, 500)
+        check_int("offset", offset, 0, 10**9)
+        check_int("limit", limit, 1, 500)
         split, idx = self.split(source), self._indices(source, class_name)
         labels = split.labels.numpy()
         items = [{"image_id": f"{source}:{i}", "label": int(labels[i]),
@@ -227,7 +228,7 @@ class ImageStore:
 
     def random(self, source: str = "samples", class_name: str | None = None, seed: int | None = None) -> dict:
         if seed is not None:
-            _check_int("seed", seed, 0, 2**63 - 1)
+            check_int("seed", seed, 0, 2**63 - 1)
         idx = self._indices(source, class_name)
         if len(idx) == 0:
             raise ValueError(f"no images of class {short(class_name)} in {short(source)}")
@@ -290,9 +291,3 @@ def _count_files(root: Path | None, split: str) -> int:
 def _key(obj) -> str:
     """A canonical string for dict-like parameters, for cache keys."""
     return json.dumps(obj, sort_keys=True, default=str)
-
-
-def _check_int(name: str, v, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {short(v)}")
-    return int(v)

@@ -2,9 +2,9 @@
 
 A task is a function `fn(progress, should_stop) -> dict` where `progress(done, total)` reports how
 far it is and `should_stop()` turns True once the task is cancelled; the function checks it between
-batches and returns early (or raises TaskCancelled). The runner bounds how many tasks run at once
-(default 2): starting more raises ValueError with a clear message rather than queueing silently
-behind a long robustness curve.
+batches and returns early (or raises errors.Cancelled). The runner bounds how many tasks run at once
+(default 2): starting more raises TasksBusy (an errors.BusyError: HTTP 429) rather than queueing
+silently behind a long robustness curve; the caller tries again later.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backend.core.errors import Cancelled, DeadlineExceeded, NotFoundError, short
+from backend.core.errors import BusyError, Cancelled, DeadlineExceeded, NotFoundError, short
 from backend.service import flight
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 TaskFn = Callable[[Callable[[int, int], None], Callable[[], bool]], dict]
 
 
-class TaskCancelled(Cancelled):
-    """Raised inside a task function to stop early after `should_stop()` turned True."""
+class TasksBusy(BusyError):
+    """Every task worker is busy: `running` tasks already run (the runner's limit). Not an error of
+    the request; start it again once one has finished (the app's task queue waits and retries)."""
+
+    def __init__(self, message: str, running: int, retry_after: float = 2.0):
+        super().__init__(message, retry_after=retry_after)
+        self.running = int(running)
 
 
 @dataclass
@@ -61,14 +66,14 @@ class TaskRunner:
         self._lock = threading.Lock()
 
     def start(self, kind: str, params: dict, fn: TaskFn) -> str:
-        """Start `fn` in the background; returns the task id. ValueError when the runner is full."""
+        """Start `fn` in the background; returns the task id. TasksBusy when the runner is full."""
         with self._lock:
             self._expire()
             running = [t for t in self._tasks.values() if t.state == "running"]
             if len(running) >= self.max_running:
-                raise ValueError(
+                raise TasksBusy(
                     f"too many background tasks: {len(running)} already running (limit {self.max_running}); "
-                    f"wait for one to finish or cancel it ({', '.join(t.task_id for t in running)})")
+                    f"wait for one to finish or cancel it ({', '.join(t.task_id for t in running)})", len(running))
             task = _Task(uuid.uuid4().hex[:12], kind, dict(params), session=flight.current().session)
             self._tasks[task.task_id] = task
         self._pool.submit(self._run, task, fn)

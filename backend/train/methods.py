@@ -20,13 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backend.attacks.pgd import pgd
+from backend.core.errors import Cancelled  # the one stop signal (here: SIGTERM / SIGINT asked the trainer to stop)
 from backend.train.augment import view_b, view_s, view_t
 from backend.train.config import TrainConfig
 from backend.train.losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
-
-
-class Cancelled(Exception):
-    """Raised inside training when a stop was requested (SIGTERM / SIGINT)."""
 
 
 class TrainNet(nn.Module):

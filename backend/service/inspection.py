@@ -1,0 +1,191 @@
+"""The Service's one-image analyses: predict, attack (white-box or transfer), explain (saliency maps),
+saliency metrics and the randomisation sanity check.
+
+An object the Service holds and delegates to; everything it needs comes from its Engine (models,
+images, device lock, caches, the cached primitives). Results are cached per (model weights, image,
+normalised parameters); see backend.service.facade for the contract.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.core.errors import short
+from backend.core.validation import check_int
+from backend.explain import saliency as saliency_lib
+from backend.explain import saliency_metrics as sm
+from backend.service import flight
+from backend.service.engine import Engine
+from backend.service.stores import _key
+
+
+class ImageAnalyses:
+    """predict, attack, explain, saliency_metrics, sanity_check over one Engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.models, self.images, self.lock, self.device = engine.models, engine.images, engine.lock, engine.device
+        self.results = engine.caches.results
+
+    def predict(self, image_id: str, model_ids=None, topk: int = 5) -> dict:
+        """{"image_id", "results": {model_id: {"probs": float32 (C,), "pred": int, "top": [{"index",
+        "class_name", "prob"}] (topk best)}}}; topk in 1..C."""
+        ids = self.models.resolve(model_ids)
+        check_int("topk", topk, 1, self.engine.num_classes(ids))
+        self.images.get(image_id)
+        return {"image_id": image_id,
+                "results": {m: self.engine.prob_entry(self.engine.clean_probs(m, image_id), m, topk) for m in ids}}
+
+    def attack(self, image_id: str, spec: dict, model_ids=None, mode: str = "whitebox",
+               source_model: str | None = None, saliency: str | None = None, target: int | None = None) -> dict:
+        """Attack one image on each model (whitebox) or craft on source_model and evaluate the same
+        adversarial image on every model (transfer). See the contract for the result shape:
+        results[mid] = {"crafted_on", "adv_pixels" (32,32,3) float32 in [0,1], "delta" (32,32,3),
+        "clean"/"adv": {probs, pred, top}, "flipped", "success", "linf", "l2", "iterations",
+        "saliency_clean"/"saliency_adv": (32,32) float32 in [0,1] or None}."""
+        ids = self.models.resolve(model_ids)
+        s = self.engine.spec(spec)
+        if mode not in ("whitebox", "transfer"):
+            raise ValueError(f"mode must be 'whitebox' or 'transfer', got {short(mode)}")
+        if mode == "transfer":
+            if source_model is None:
+                raise ValueError("transfer mode needs source_model (the model the attack is crafted on)")
+            self.models.card(source_model)
+        elif source_model is not None:
+            raise ValueError("source_model is only used in transfer mode")
+        if saliency is not None:
+            saliency_lib.check_method(saliency)
+        tgt = self.engine.target(target, ids + ([source_model] if source_model else []))
+        self.images.get(image_id)
+        results = {m: self._attack_one(m, image_id, s, mode, source_model, saliency, tgt) for m in ids}
+        return {"image_id": image_id, "spec": s.to_dict(), "mode": mode, "source_model": source_model,
+                "results": results}
+
+    def _attack_one(self, mid, image_id, s, mode, source_model, sal_method, target) -> dict:
+        crafted_on = source_model if mode == "transfer" else mid
+        key = ("attack", self.models.weights_key(mid), image_id, _key(s.to_dict()),
+               self.models.weights_key(crafted_on), sal_method, target)
+        flight.check()  # between models: an attack over many models stops when its client leaves
+        return self.engine.cached(self.results, key, lambda: self._attack_compute(
+            mid, image_id, s, crafted_on, sal_method, target))
+
+    def _attack_compute(self, mid, image_id, s, crafted_on, sal_method, target) -> dict:
+        adv = self.engine.adversarial(crafted_on, image_id, s, target)
+        x, _ = self.images.tensor(image_id)
+        clean = self.engine.clean_probs(mid, image_id)
+        if crafted_on == mid:
+            adv_probs = adv["probs_adv"]
+        else:
+            adv_probs = torch.softmax(self.engine.logits(mid, torch.from_numpy(np.array(adv["x_adv"]))), 1)[0].numpy()
+        adv_probs = adv_probs.astype(np.float32)
+        pc, pa = int(clean.argmax()), int(adv_probs.argmax())
+        if crafted_on == mid:
+            success = adv["success"]
+        else:  # the source's criterion, applied to this model's prediction
+            t = target if target is not None else (s.target_class if s.targeted else None)
+            success = pa == t if t is not None else pa != adv["y"]
+        x_adv = adv["x_adv"][0]  # (3,H,W)
+        out = {"crafted_on": crafted_on,
+               "adv_pixels": np.ascontiguousarray(x_adv.transpose(1, 2, 0), dtype=np.float32),
+               "delta": np.ascontiguousarray((x_adv - x[0].numpy()).transpose(1, 2, 0), dtype=np.float32),
+               "clean": self.engine.prob_entry(clean, mid, 5), "adv": self.engine.prob_entry(adv_probs, mid, 5),
+               "flipped": pc != pa, "success": bool(success), "linf": adv["linf"], "l2": adv["l2"],
+               "iterations": adv["iterations"], "saliency_clean": None, "saliency_adv": None}
+        if sal_method is not None:
+            both = np.concatenate([x.numpy(), adv["x_adv"]])  # (2,3,H,W): one attribution pass
+            _, heat = self.engine.heatmaps(mid, both, [pc, pa], sal_method)
+            out["saliency_clean"], out["saliency_adv"] = heat[0], heat[1]
+        return out
+
+    def explain(self, image_id: str, model_id: str, method: str = "integrated_gradients",
+                target: int | None = None, spec: dict | None = None, params: dict | None = None) -> dict:
+        """{"method", "target": int, "heatmap": float32 (32,32) in [0,1], "attribution": float32
+        (3,32,32), "adversarial": bool}. target defaults to the predicted class of the explained
+        image; spec given -> explain the adversarial image crafted on model_id with that spec.
+        params: backend.explain.saliency.SaliencyParams fields (ig_steps, smoothgrad_samples, ...)."""
+        saliency_lib.check_method(method)
+        self.models.card(model_id)
+        sp = _saliency_params(params)
+        s = None if spec is None else self.engine.spec(spec)
+        tgt = self.engine.target(target, [model_id])
+        key = ("explain", self.models.weights_key(model_id), image_id, method, tgt,
+               None if s is None else _key(s.to_dict()), _key(sp.__dict__))
+        return self.engine.cached(self.results, key,
+                                  lambda: self._explain_compute(image_id, model_id, method, tgt, s, sp))
+
+    def _explain_compute(self, image_id, model_id, method, tgt, s, sp) -> dict:
+        if s is None:
+            x = self.images.tensor(image_id)[0].numpy()
+            pred = int(self.engine.clean_probs(model_id, image_id).argmax())
+        else:
+            adv = self.engine.adversarial(model_id, image_id, s, None)
+            x, pred = np.array(adv["x_adv"]), int(adv["probs_adv"].argmax())
+        tgt = pred if tgt is None else tgt
+        attr, heat = self.engine.heatmaps(model_id, x, [tgt], method, sp)
+        return {"method": method, "target": tgt, "heatmap": heat[0], "attribution": attr[0],
+                "adversarial": s is not None}
+
+    def saliency_metrics(self, image_id: str, model_id: str, method: str = "integrated_gradients",
+                         spec: dict | None = None) -> dict:
+        """Measures of the map for the predicted class: {"alignment", "centered_alignment",
+        "deletion_auc", "insertion_auc" (floats), "deletion_curve", "insertion_curve" (S+1,)
+        float32, "fractions" (S+1,)}, plus, with spec, "drift": {"spearman", "topk_overlap"}
+        between the clean map and the adversarial image's map."""
+        ex = self.explain(image_id, model_id, method)
+        key = ("metrics", self.models.weights_key(model_id), image_id, method,
+               None if spec is None else _key(self.engine.spec(spec).to_dict()))
+        return self.engine.cached(self.results, key,
+                                  lambda: self._metrics_compute(image_id, model_id, method, spec, ex))
+
+    def _metrics_compute(self, image_id, model_id, method, spec, ex) -> dict:
+        flight.check()
+        model = self.models.model(model_id)
+        x = self.images.tensor(image_id)[0].to(self.device)
+        t = torch.tensor([ex["target"]], device=self.device)
+        with self.lock:
+            al = sm.alignment_measures(model, x, t)
+            di = sm.deletion_insertion(model, x, t, np.array(ex["heatmap"])[None], steps=32)
+        out = {"alignment": float(al["alignment"][0]), "centered_alignment": float(al["centered_alignment"][0]),
+               "deletion_auc": float(di["deletion_auc"][0]), "insertion_auc": float(di["insertion_auc"][0]),
+               "deletion_curve": di["deletion_curve"][0], "insertion_curve": di["insertion_curve"][0],
+               "fractions": di["fractions"]}
+        if spec is not None:
+            flight.check()
+            adv = self.explain(image_id, model_id, method, spec=spec)
+            d = sm.drift(np.array(ex["heatmap"])[None], np.array(adv["heatmap"])[None])
+            out["drift"] = {"spearman": float(d["spearman"][0]), "topk_overlap": float(d["topk_overlap"][0])}
+        return out
+
+    def sanity_check(self, image_id: str, model_id: str, method: str = "gradient") -> dict:
+        """Cascading parameter randomisation (Adebayo et al. 2018), top layer first:
+        {"stages": [str] (S,), "similarity": [float] (S,) Spearman rank correlation between the
+        original and each randomised map (low = the method depends on what the model learned),
+        "topk_overlap": [float] (S,), "heatmap": (32,32) original map, "heatmap_random": (32,32)
+        the fully randomised model's map, "heatmaps_random": (S,32,32)}."""
+        saliency_lib.check_method(method)
+        key = ("sanity", self.models.weights_key(model_id), image_id, method)
+        return self.engine.cached(self.results, key, lambda: self._sanity_compute(image_id, model_id, method))
+
+    def _sanity_compute(self, image_id, model_id, method) -> dict:
+        model = self.models.model(model_id)
+        x = self.images.tensor(image_id)[0].to(self.device)
+        t = torch.tensor([int(self.engine.clean_probs(model_id, image_id).argmax())], device=self.device)
+        with self.lock:
+            r = sm.randomisation_check(model, x, t, method, layers="cascade")
+        maps = np.asarray(r["randomised_heatmaps"])[:, 0]  # (S,H,W)
+        return {"stages": list(r["stages"]), "similarity": [float(v) for v in r["spearman"][:, 0]],
+                "topk_overlap": [float(v) for v in r["topk_overlap"][:, 0]],
+                "heatmap": np.asarray(r["original_heatmap"])[0], "heatmap_random": maps[-1],
+                "heatmaps_random": maps}
+
+
+def _saliency_params(params) -> saliency_lib.SaliencyParams:
+    if params is None:
+        return saliency_lib.SaliencyParams()
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of SaliencyParams fields, got {type(params).__name__}")
+    fields = set(saliency_lib.SaliencyParams.__dataclass_fields__)
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(f"unknown saliency params {unknown}; known: {sorted(fields)}")
+    return saliency_lib.SaliencyParams(**params)
