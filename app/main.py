@@ -5,18 +5,12 @@ started with `python -m backend.transport.server` instead.
 """
 from __future__ import annotations
 
-import os
-
-# Before anything imports torch: OpenMP threads that spin while they wait make every forward pass of
-# the interactive pages ~100x slower whenever the cores are shared (a training job, a second user's
-# embedding, the HTTP server); measured on this 2-core machine under load: 1.6 s instead of 8 ms for
-# one width-16 forward pass with 2 threads. Passive waiting has no such cliff.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # The packages `app` and `backend` come from the installed project (`make install`: pip install -e .).
-import streamlit as st  # noqa: E402
+# app.session.client sets OpenMP's passive waiting (backend.core.runtime.quiet_openmp) as it loads,
+# before anything imports torch.
+import streamlit as st
 
-from app.session.client import explain_error, get_client  # noqa: E402
+from app.session.client import explain_error, get_client
 
 
 def _favicon():

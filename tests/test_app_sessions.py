@@ -8,6 +8,9 @@ rerun or stop); the backend is the real Service on tiny checkpoints. Threads are
 events and the lock's state; time bounds are generous."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -221,3 +224,27 @@ def test_session_connected_asks_the_streamlit_runtime(monkeypatch):
     assert app_client._session_connected("on") and not app_client._session_connected("off")
     monkeypatch.setattr(runtime, "exists", lambda: False)
     assert app_client._session_connected("off")  # no runtime (AppTest): nothing is cancelled
+
+
+def test_an_app_that_talks_http_loads_no_torch(tmp_path):
+    """With BACKEND_URL set, the app's session layer (its client, task queue, state) and the HTTP
+    client it builds load neither torch nor the service: the boundary is the wire. Also the class-name
+    fallback (backend unreachable) stays torch-free. OpenMP's passive wait is set on import."""
+    code = """
+import sys
+import streamlit as st
+from app.session import client, state, tasks  # noqa: F401
+c = client.get_client()
+assert type(c).__name__ == "HttpClient", type(c)
+names = client.classes()  # nothing listens there: the error is shown, CIFAR-10's names come back
+assert len(names) == 10 and names[0] == "airplane", names
+import os
+assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+loaded = [m for m in ("torch", "backend.service", "backend.service.facade", "backend.core.data") if m in sys.modules]
+print("LOADED", loaded)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(BACKEND_URL="http://127.0.0.1:9", ROBUSTLENS_WARM_UP="0")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "LOADED []" in r.stdout, r.stdout + r.stderr[-2000:]

@@ -9,8 +9,11 @@ so a test (or a server) that points the app somewhere else gets a client for tha
 None result, so a bad upload, an out-of-range parameter or a stopped backend never takes the page
 down: the user reads what went wrong and the rest of the page keeps working.
 
+Boundary: over HTTP (BACKEND_URL set) the app loads the HTTP client and the torch-free error types
+only; backend.service (and with it torch) is imported when the in-process client is built.
+
 Sessions (issue 13 item 1, issue 14 fair sharing): inside a script run `get_client()` returns a
-`SessionClient`, the shared client seen by that Streamlit session. Each of its calls runs under
+`SessionClient`, the shared client seen by that Streamlit session. Each of its in-process calls runs under
 `backend.service.flight.scope(session=<the session's id>)`, so the device lock takes the sessions in turn
 (and a task started from it runs as that session), and with a `watch` on the run's script requests:
 once Streamlit has asked this run to stop (the browser left) or to rerun the whole script (a widget
@@ -29,8 +32,16 @@ from functools import partial
 
 import streamlit as st
 
-from backend.core.errors import Cancelled, DeadlineExceeded
-from backend.service import flight
+from backend.core.errors import BusyError, Cancelled, DeadlineExceeded
+from backend.core.runtime import quiet_openmp
+from backend.transport.client import BackendUnavailable
+
+# Before anything imports torch (the in-process Service, below): OpenMP threads that spin while they
+# wait make every forward pass of the interactive pages ~100x slower whenever the cores are shared (a
+# training job, a second user's embedding, the HTTP server); measured on this 2-core machine under
+# load: 1.6 s instead of 8 ms for one width-16 forward pass with 2 threads. Passive waiting has no such
+# cliff. The app's entry point imports this module first.
+quiet_openmp()
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +132,8 @@ def run_going(requests) -> bool:
 class SessionClient:
     """The shared client as one Streamlit script run sees it (see the module docstring).
 
-    Attributes are the client's; each method call runs under a flight scope: interactive, the
+    Attributes are the client's; each method call of an in-process client runs under a flight scope
+    (over HTTP the work runs in the server's process, under the server's scope): interactive, the
     session's id, a fresh stop event, a watch for this run being superseded and a hold while the run
     goes on (the device lock keeps background batches back between the page's calls, while the page
     draws, so one page update waits for at most one background batch). A call that the
@@ -145,21 +157,28 @@ class SessionClient:
         if name.startswith("_") or not callable(attr):
             return attr
 
+        remote = getattr(self._client, "transport", None) == "http"
+
         def call_in_scope(*args, **kwargs):
-            with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
-                              watch=partial(superseded, self._requests), hold=partial(run_going, self._requests)):
-                try:
-                    out = attr(*args, **kwargs)
-                except Cancelled:
-                    if self.superseded():
-                        getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
-                    raise
+            out = attr(*args, **kwargs) if remote else self._in_scope(attr, args, kwargs)
             if name == "start_task":
                 SESSION_TASKS.track(self._client, out, self.session_id)
             return out
 
         call_in_scope.__name__ = name
         return call_in_scope
+
+    def _in_scope(self, fn, args, kwargs):
+        from backend.service import flight  # in-process only: the Service's module is loaded already
+
+        with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
+                          watch=partial(superseded, self._requests), hold=partial(run_going, self._requests)):
+            try:
+                return fn(*args, **kwargs)
+            except Cancelled:
+                if self.superseded():
+                    getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
+                raise
 
 
 def _session_connected(session_id: str) -> bool:
@@ -254,28 +273,12 @@ def backend_key() -> str:
     return "|".join(str(v) for v in _env_key())
 
 
-def _unavailable_types() -> tuple[type, ...]:
-    try:
-        from backend.transport.client import BackendUnavailable
-    except ImportError:  # an older client without the class: connection errors are OSErrors
-        return (ConnectionError,)
-    return (BackendUnavailable, ConnectionError)
-
-
-def _busy_type() -> tuple[type, ...]:
-    try:
-        from backend.core.errors import BusyError
-    except ImportError:  # an older backend without the class
-        return ()
-    return (BusyError,)
-
-
 def explain_error(e: BaseException) -> str:
     """One clear sentence for the user about a failed backend call."""
-    if isinstance(e, _busy_type()):
+    if isinstance(e, BusyError):
         return (f"The backend is busy serving other users and did not get to this request: {e}. "
                 "Try again in a few seconds.")
-    if isinstance(e, _unavailable_types()):
+    if isinstance(e, (BackendUnavailable, ConnectionError)):
         url = os.environ.get("BACKEND_URL", "")
         return (f"The backend is not reachable{f' at {url}' if url else ''}: {e}. Start it with "
                 "`python -m backend.transport.server` (or unset BACKEND_URL to run it inside the app), then retry.")
@@ -294,7 +297,7 @@ def call(name: str, *args, where=None, quiet: bool = False, **kwargs):
         for attempt in range(3):
             try:
                 return getattr(client, name)(*args, **kwargs)
-            except _busy_type() as e:
+            except BusyError as e:
                 if attempt == 2:
                     raise
                 if not quiet:
@@ -337,9 +340,9 @@ def classes() -> list[str]:
         return _classes(backend_key())
     except Exception as e:
         st.error(explain_error(e), icon=":material/error:")
-        from backend.core.data import CIFAR10_CLASSES
+        from backend.core.datasets import CIFAR10  # the torch-free registry (an HTTP app has no torch)
 
-        return list(CIFAR10_CLASSES)
+        return list(CIFAR10.classes)
 
 
 def models() -> list[dict]:
