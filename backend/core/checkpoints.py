@@ -213,7 +213,7 @@ def list_checkpoints(root: str | os.PathLike | None = None) -> list[dict]:
     """Cards of every valid checkpoint under root (weights are not read). Broken ones are logged
     and skipped. Sorted with rsupcon first, then by method and id."""
     root = Path(root) if root is not None else default_root()
-    cards = []
+    cards: list[dict] = []
     if not root.is_dir():
         return cards
     for d in sorted(root.iterdir()):

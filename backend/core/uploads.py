@@ -100,8 +100,7 @@ def decode_upload(data: bytes, limits: UploadLimits = UploadLimits(), size: int 
                                   f"{limits.min_side} pixels")
             try:
                 im.load()  # full decode now: lazy loading would hide a truncated file
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
+                rgb = _to_rgb(ImageOps.exif_transpose(im))
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                 raise UploadError(f"image rejected as a decompression bomb: {e}") from e
             except Exception as e:
