@@ -1,7 +1,8 @@
 """Pure image helpers for display and export (numpy + PIL; no Streamlit).
 
-Images arrive as (32, 32, 3) uint8 or float in [0, 1]; maps as (32, 32) float in [0, 1]. Small
-pictures are shown upscaled with nearest-neighbour so every CIFAR pixel stays a crisp square.
+Images arrive as (S, S, 3) uint8 or float in [0, 1] (S the model's input size: 32 for CIFAR); maps as
+(S, S) float in [0, 1]. Small pictures are shown upscaled with nearest-neighbour so every pixel stays a
+crisp square.
 One colour map per meaning, used everywhere: "inferno" for saliency (dark = unimportant),
 neutral grey = no change for perturbations, the dataset registry's palette for classes (Tableau 10
 for up to ten classes, hues around the wheel for more; backend.core.datasets via app.session.palette).
