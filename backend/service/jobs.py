@@ -41,6 +41,7 @@ from pathlib import Path
 
 from backend import REPO
 from backend.core.errors import short
+from backend.core.runtime import usable_cores
 from backend.service.job_config import LIMITS, METHODS, PRESETS, JobConfig, trainable_datasets
 from backend.service.job_store import STATES, JobStore, pid_alive, read_events, tail_lines
 from backend.train.config import config_from_dict
@@ -71,7 +72,7 @@ class JobManager:
         self.data, self.device, self.max_running = data, str(device), int(max_running)
         # Default: all cores but one, so the app stays responsive while a job trains on the same CPU
         # (oversubscribed OpenMP threads slow interactive work down many times over).
-        self.threads = int(threads or max(1, (os.cpu_count() or 2) - 1))
+        self.threads = int(threads or max(1, usable_cores() - 1))
         self.grace_s, self.python, self.poll_s = grace_s, python, poll_s
         self.env = dict(env) if env is not None else None
         self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"

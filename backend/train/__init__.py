@@ -11,12 +11,12 @@ GPU machine can train.
 """
 from __future__ import annotations
 
-import os
+from backend.core.runtime import quiet_openmp
 
 # Before torch loads: OpenMP threads that spin while waiting made training steps 3-4x slower on a
-# shared 2-core CPU (bench/train_throughput.py, ce and pgd_at at width 16). setdefault: a caller's
-# own choice wins; no effect when torch is already loaded.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# shared 2-core CPU (bench/train_throughput.py, ce and pgd_at at width 16). A caller's own
+# OMP_WAIT_POLICY wins; no effect when torch is already loaded.
+quiet_openmp()
 
 from backend.train.config import (  # noqa: E402 (after the OpenMP setting)
     CONTRASTIVE,

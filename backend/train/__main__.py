@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from backend.core.archs_meta import WIDTHS
+from backend.core.validation import parse_int_at_least
 from backend.train.config import DEVICES, SCHEDULES, TrainConfig, config_from_dict
 from backend.train.registry import METHODS, PRESETS, datasets
 
@@ -40,12 +41,12 @@ def _number(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
 
 
-def _int_at_least(lo: int):  # for the run options (not config fields: config_from_dict checks those)
+def _int_at_least(name: str, lo: int):  # for the run options (config fields: config_from_dict checks those)
     def parse(s: str) -> int:
-        v = _integer(s)
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
+        try:
+            return parse_int_at_least(name, s, lo)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = kw.pop("flag", "--" + name.replace("_", "-"))
         cfg.add_argument(flag, dest=name, default=None, **kw)
     ap.add_argument("--device", default="auto", choices=DEVICES)
-    ap.add_argument("--threads", type=_int_at_least(1), help="CPU threads (default: all cores)")
+    ap.add_argument("--threads", type=_int_at_least("threads", 1), help="CPU threads (default: all cores)")
     ap.add_argument("--resume", action="store_true", help="continue from the state in --state-dir")
     ap.add_argument("--state-dir", type=Path, help="resume state folder (default runs/<out name>)")
     ap.add_argument("--save-every-min", type=_non_negative_float, default=10.0,

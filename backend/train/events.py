@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from backend.core.runtime import usable_cores
+
 log = logging.getLogger(__name__)
 TYPES = ("start", "progress", "epoch", "probe", "done", "error")
 
@@ -62,5 +64,5 @@ def hardware(device: torch.device, world: int = 1) -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     return f"{name} ({cores} cores, {_threads(torch.get_num_threads())}{f', {world} processes' if world > 1 else ''})"

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from backend.core.checkpoints import new_card, save_checkpoint, validate_id
 from backend.core.models import build_model
+from backend.core.runtime import torch_threads
 from backend.train import state as st
 from backend.train.config import TrainConfig, config_from_dict
 from backend.train.events import EventLog, hardware
@@ -118,8 +119,7 @@ class _Run:
         self.t0 = time.time()
         self.state_dir = Path(opts.state_dir) if opts.state_dir else Path("runs") / Path(opts.out).name
         if device.type == "cpu":
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            torch.set_num_threads(opts.threads or max(1, (cores or 1) // world))
+            torch.set_num_threads(torch_threads(opts.threads, share=world))  # the cores shared by the ranks
         else:
             torch.backends.cudnn.benchmark = True
         self.data = load_inputs(cfg)
