@@ -25,13 +25,22 @@ class_names = classes()
 lim = call("limits", quiet=True) or {}
 src_opts, count = data_sources()
 n_max = int((lim.get("curve") or {}).get("max_n") or 1000)
+# the attacks the backend's registry offers for curves, with its labels (no list of them here)
+curve_methods = list((lim.get("curve") or {}).get("methods") or [])
+_attacks = (lim.get("attack") or {}).get("attacks") or {}
+
+
+def _label(m: str) -> str:
+    variants = (_attacks.get(m) or {}).get("variants") or [{}]
+    return variants[0].get("label") or m
+
 
 ids = model_picker(cards)
 with st.form("curve_settings"):
     c1, c2, c3 = st.columns([1.3, 1, 1])
     eps = state.widget(c1.multiselect, "eps values (k/255)", "rob_eps", [0, 2, 4, 8, 16], options=EPS_CHOICES)
-    methods = state.widget(c1.multiselect, "Attacks", "rob_methods", ["pgd", "fgsm"], options=["pgd", "fgsm"],
-                           format_func=lambda m: {"pgd": "PGD (L-inf)", "fgsm": "FGSM"}[m])
+    methods = state.widget(c1.multiselect, "Attacks", "rob_methods", curve_methods, options=curve_methods,
+                           format_func=_label)
     source = state.widget(c2.radio, "Images", "rob_src", src_opts[0], options=src_opts, horizontal=True,
                           format_func=lambda s: {"test": "test set", "samples": "offline samples",
                                                  "train": "train set"}[s])

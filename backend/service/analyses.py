@@ -26,6 +26,18 @@ DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
 FLIP_EPS = 8 / 255  # the flip matrix and per-class robust accuracy use the eps nearest to this
 
 
+def curve_methods() -> list[str]:
+    """The attacks the registry offers for robustness curves (Attack.curve), in menu order."""
+    return [n for n in attacks.registry.names() if attacks.registry.get(n).curve]
+
+
+def fixed_steps(method: str) -> int | None:
+    """The steps of `method` when the registry fixes them (FGSM: 1), else None (a curve's `steps`)."""
+    attack = attacks.registry.get(method)
+    p = attack.params_for(attack.norms[0])["steps"]
+    return int(p.lo) if p.lo is not None and p.lo == p.hi else None
+
+
 def _stop_fn(should_stop):
     """A should_stop() that is True once the caller's own callback is (a cancelled task) and raises
     the scope's Cancelled / DeadlineExceeded once the request's scope is (a disconnected client)."""
@@ -163,12 +175,14 @@ class BatchAnalyses:
     # ---- robustness curves -----------------------------------------------------------------
     def _curve_args(self, model_ids, method, eps_list, n, steps, source, seed) -> dict:
         ids = self.models.resolve(model_ids)
-        if method not in ("pgd", "fgsm"):
-            raise ValueError(f"robustness curve method must be 'pgd' or 'fgsm', got {short(method)}")
+        if method not in curve_methods():
+            raise ValueError(f"robustness curve method must be one of {', '.join(curve_methods())}, "
+                             f"got {short(method)}")
         eps_list = list(DEFAULT_EPS if eps_list is None else eps_list)
         if not 1 <= len(eps_list) <= self.max_eps_values:
             raise ValueError(f"eps_list must hold 1..{self.max_eps_values} values, got {len(eps_list)}")
-        specs = [attacks.AttackSpec(method=method, eps=e, steps=None if method == "fgsm" else steps, seed=seed)
+        specs = [attacks.AttackSpec(method=method, eps=e, steps=None if fixed_steps(method) else steps,
+                                    seed=seed)
                  if e else None for e in eps_list]  # eps 0 is the clean accuracy: no attack needed
         max_n = self.max_curve_n
         check_int("n", n, 1, max_n)

@@ -29,7 +29,9 @@ def estimate_s(service, kind: str, p: dict) -> float:
     if kind == "robustness_curve":
         eps = p.get("eps_list")
         n_attacked = 6 if eps is None else sum(1 for e in eps if e)
-        per_eps = 2 if p.get("method", "pgd") == "fgsm" else int(p.get("steps", 10)) + 1
+        from backend.service.analyses import fixed_steps  # the Service (and torch) is loaded by now
+
+        per_eps = (fixed_steps(p.get("method", "pgd")) or int(p.get("steps", 10))) + 1
         passes = int(p.get("n", 100)) * (1 + n_attacked * per_eps)
         return sum(s * passes for s in _scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]
     if kind == "embed":

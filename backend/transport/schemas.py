@@ -63,14 +63,14 @@ class EmbedBody(_Body):
     model_id: ModelId
     n: int = 500
     spec: Params | None = None
-    method: Literal["umap", "pca"] = "umap"
+    method: Name = "umap"  # the service checks it against embed.EMBED_METHODS (400 naming the known ones)
     seed: int = 0
     source: Name = "test"
 
 
 class CurveBody(_Body):
     model_ids: Ids | None = None
-    method: Literal["pgd", "fgsm"] = "pgd"
+    method: Name = "pgd"  # the service checks it against the attacks registered for curves
     eps_list: Annotated[list[float], Field(max_length=64)] | None = None
     n: int = 100
     steps: int = 10
