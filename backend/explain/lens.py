@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.pgd import ce_loss_fn, pgd
+from backend.core.archs import input_size
 from backend.core.errors import Cancelled
 
 LENS_LIMITS = {"eps": [1 / 255, 32 / 255], "steps": [1, 200], "vis_steps": [1, 500]}
@@ -34,7 +35,7 @@ def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 
 def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 100, seed: int = 0,
-                        size: int = 32, lr: float = 0.03, jitter: int = 2, blur_every: int = 4,
+                        size: int | None = None, lr: float = 0.03, jitter: int = 2, blur_every: int = 4,
                         decay: float = 1e-3, should_stop=None) -> tuple[torch.Tensor, float]:
     """Class activation maximisation from seeded grey noise: gradient ascent on the target logit.
 
@@ -42,10 +43,12 @@ def class_visualisation(model: torch.nn.Module, target_class: int, steps: int = 
     `jitter` pixels each step (features must survive translation), a light 3x3 blur every
     `blur_every` steps (suppresses high frequencies) and an L2 pull toward mid-grey (`decay`).
     Steps are the gradient scaled to unit max-abs, times lr. Returns (image (1,3,size,size) in
-    [0,1], softmax probability of target_class for it). Deterministic in `seed`. should_stop()
+    [0,1], softmax probability of target_class for it); size defaults to the model's input_size
+    (the model contract, backend.core.archs). Deterministic in `seed`. should_stop()
     is polled every 10 steps; when it turns true the function raises errors.Cancelled.
     """
     p = next(model.parameters())
+    size = input_size(model) if size is None else int(size)
     gen = torch.Generator().manual_seed(int(seed))
     x = (0.5 + 0.05 * torch.randn((1, 3, size, size), generator=gen)).clamp(0, 1).to(p.device)
     shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen).tolist()
