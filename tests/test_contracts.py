@@ -233,6 +233,16 @@ def test_toy_model_through_the_service(service):
     assert 0 < np.abs(np.asarray(fl["delta"])).max() <= 16 / 255 + 1e-5 and 0 <= fl["target_prob"] <= 1
 
 
+def test_limits_serve_the_dataset_and_architecture_registries(service):
+    lim = service.limits()
+    assert list(lim["datasets"])[:2] == ["cifar10", "cifar100"]
+    c10, c100 = lim["datasets"]["cifar10"], lim["datasets"]["cifar100"]
+    assert c10["classes"] == list(datasets.CIFAR10.classes) and c10["image_size"] == 32
+    assert len(c100["classes"]) == len(set(c100["colours"])) == 100
+    assert lim["architectures"]["resnet18"]["choices"]["width"] == [16, 32, 64]
+    assert lim["architectures"][TOY]["defaults"] == {"num_classes": 10, "channels": 8, "input_size": 32}
+
+
 def test_saliency_studio_page_with_the_toy_model(toy_root, tmp_path, monkeypatch):
     """The app's Saliency studio renders the toy model's maps and runs its sanity check (AppTest, in-process
     backend over the toy checkpoints folder, offline samples only)."""

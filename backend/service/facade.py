@@ -287,6 +287,8 @@ class Service:
     # ---- limits ----------------------------------------------------------------------------
     def limits(self) -> dict:
         """Every bound the service enforces, for the UI's widgets."""
+        from backend.core import archs as arch_registry
+        from backend.core import datasets as ds_registry
         from backend.train import config as train_config  # torch-free registry of presets
 
         up = UploadLimits() if self.images.upload_limits is None else self.images.upload_limits
@@ -308,4 +310,7 @@ class Service:
                          "datasets": jobs_mod.trainable_datasets(self._job_data),
                          "synthetic_data": self._job_data == "synthetic"},  # else jobs need the train split
                 "tasks": {"max_running": self.tasks.max_running, "kinds": list(self.TASK_KINDS)},
+                # the dataset and architecture registries: classes, image size, class colours; labels, defaults
+                "datasets": {n: ds_registry.get_dataset(n).describe() for n in ds_registry.names()},
+                "architectures": {n: arch_registry.describe(n) for n in arch_registry.names()},
                 "device": self.device}
