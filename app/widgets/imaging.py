@@ -14,10 +14,12 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from app.session.palette import class_colours
+from app.session.palette import class_colours, palette
 
 DISPLAY_PX = 160  # side of an image in the grids
 THUMB_PX = 64     # side of a thumbnail in the image browser
+# The first ten colours of every class palette (CIFAR-10's, in class order), from the dataset registry.
+CLASS_COLOURS = palette(10)
 SALIENCY_CMAP = "inferno"
 _INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06",
             "#f7d13d", "#fcffa4")
