@@ -153,7 +153,7 @@ def test_attack_lab_transfer_targeted_and_minimal_attacks(env):
     at.radio(key="w_mode").set_value("whitebox").run()
     at.selectbox(key="w_attack").set_value("deepfool").run()
     ok(at)
-    assert "DeepFool (L2, minimal), 30 steps" in texts(at)
+    assert "DeepFool (L2, minimal), 50 steps" in texts(at)
 
 
 def test_attack_lab_state_comes_from_the_url(env):
@@ -258,7 +258,7 @@ def test_embedding_explorer_task_and_maps(env):
     res = q["results"]["tiny-rsupcon"]
     assert res["coords_clean"].shape == (20, 2) and res["coords_adv"].shape == (20, 2)
     assert len(at.get("plotly_chart")) == len(MODEL_IDS)
-    assert "20 samples images, PCA, FGSM eps 8/255" in texts(at)
+    assert "20 samples images, PCA, FGSM (one step, L-inf), eps 8/255" in texts(at)
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"dragmode":"select"' not in spec.replace(" ", "")  # default: a click opens a point
     # twin states use no class colour (flipped: black, same: dark grey), with a legend entry each

@@ -25,8 +25,7 @@ from app.widgets.components import (
 )
 from app.widgets.imaging import amplify_delta, compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, to_uint8
 
-SALIENCY = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients",
-            "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "none": "off (faster)"}
+NO_SALIENCY = "none"
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
 SCALES = {"map": "per map", "shared": "shared across models"}
 
@@ -36,6 +35,11 @@ st.caption("Pick an image in the sidebar, then an attack: every model is attacke
 
 img = image_picker()
 cards = models()
+lim = call("limits", quiet=True) or {}
+sal_lim = lim.get("saliency") or {}
+# the quick saliency methods of the backend's registry (slow ones are on the Saliency studio page), then "off"
+SALIENCY = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
+SALIENCY[NO_SALIENCY] = "off (faster)"
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
 by_id = {c["id"]: c for c in cards}
 
@@ -196,25 +200,29 @@ def lab() -> None:
     if mode == "transfer":
         source = state.widget(top[0].selectbox, "Crafted on", "source", ids_all[0], options=ids_all,
                               format_func=lambda m: names.get(m, m))
-    sal = state.widget(top[1].selectbox, "Saliency", "sal", "gradient", options=list(SALIENCY),
+    sal_default = sal_lim.get("default") if sal_lim.get("default") in SALIENCY else NO_SALIENCY
+    sal = state.widget(top[1].selectbox, "Saliency", "sal", sal_default, options=list(SALIENCY),
                        format_func=SALIENCY.get, help="Which attribution method to show under each column.")
     scale = state.widget(top[2].radio, "Saliency scale", "sal_scale", "map", options=list(SCALES),
                          format_func=SCALES.get, horizontal=True,
                          help="Per map: each map's brightest pixel is 1 (compare where, within a map). "
                               "Shared: one scale for every model (compare how strongly, across models).")
-    spec, desc = attack_ui.controls(class_names)
+    spec, desc = attack_ui.controls(class_names, alim=lim.get("attack") or {})
     state.sync_url({"image": img["image_id"], "models": ids if ids != ids_all else None, "mode": mode,
                     "source": source if mode == "transfer" else None, "sal": sal,
-                    "sal_scale": scale if scale != "map" else None, **attack_ui.url_params()})
+                    "sal_scale": scale if scale != "map" else None,
+                    **attack_ui.url_params(alim=lim.get("attack") or {})})
     if not ids:
         st.info("Choose at least one model.")
+        return
+    if spec is None:
         return
     preview = st.empty()
     with preview.container():
         with st.spinner(f"Attacking {len(ids)} model(s): {desc}..."):
             _preview(ids, img.get("label"))
             res = call("attack", img["image_id"], spec, ids, mode=mode, source_model=source,
-                       saliency=None if sal == "none" else sal)
+                       saliency=None if sal == NO_SALIENCY else sal)
     preview.empty()
     if res is None:
         return
@@ -223,7 +231,7 @@ def lab() -> None:
     flips = sum(res["results"][m]["flipped"] for m in ids)
     st.markdown(f"**{desc}** - prediction flipped on **{flips} of {len(ids)}** model(s)"
                 + (f"; crafted on {names.get(source, source)}" if mode == "transfer" else ""))
-    sal_maps = None if sal == "none" else _saliency_maps(res, ids, sal, scale, spec, mode)[0]
+    sal_maps = None if sal == NO_SALIENCY else _saliency_maps(res, ids, sal, scale, spec, mode)[0]
     _grid(res, ids, label, target, sal_maps, class_names)
     st.caption("Under each name: the model's measured clean / robust test accuracy and status (cpu-preview = small "
                "CPU-trained models). Rows: the clean image and the model's top-5 (a check marks the true class); the "

@@ -12,7 +12,7 @@ import streamlit as st
 
 from app.session import honesty, state, tasks
 from app.session.client import classes, get_image
-from app.widgets import charts
+from app.widgets import attack_ui, charts
 from app.widgets.components import data_sources, model_picker, page_setup
 from app.widgets.imaging import THUMB_PX, upscale
 
@@ -24,7 +24,6 @@ PLACEMENT = {
             "UMAP could not be refit faithfully; a twin can only land inside the existing map, never in "
             "empty space"),
 }
-ATTACKS = {"none": "none (clean only)", "fgsm": "FGSM", "pgd": "PGD (L-inf)"}
 
 st.title("Embedding explorer")
 st.caption("Each model's penultimate-layer features squeezed into 2-D. Points are images coloured by their true "
@@ -38,34 +37,31 @@ class_names = classes()
 src_opts, max_n = data_sources()
 
 ids = model_picker(cards)
+# The twins' attack: any interactive attack of the backend's registry (outside the form, so its own controls
+# follow the choice at once); the first of the registry's order, the cheapest, by default.
+alim = attack_ui.attack_limits()
+spec, attack_desc = attack_ui.controls(class_names, prefix="emb_", none_label="none (clean only)", targeted=False,
+                                       default=next(iter(attack_ui.menu(alim)), None), alim=alim)
 with st.form("emb_settings", border=True):
-    c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1])
+    c1, c2, c3 = st.columns([1.2, 1, 1])
     source = state.widget(c1.radio, "Images", "emb_src", src_opts[0], options=src_opts, horizontal=True,
                           format_func=lambda s: {"test": "test set", "samples": "offline samples",
                                                  "train": "train set"}[s])
     n_hi = min(2000, max(max_n.values()))
     n = state.widget(c1.slider, "N images", "emb_n", min(500, n_hi), lo=5, hi=n_hi, min_value=5,
                      max_value=n_hi, step=5, help="Class-balanced, seeded sample of the chosen images.")
-    attack = state.widget(c2.selectbox, "Attack", "emb_attack", "fgsm", options=list(ATTACKS),
-                          format_func=ATTACKS.get)
-    eps_k = state.widget(c2.slider, "eps (k/255)", "emb_eps", 8, lo=1, hi=32, min_value=1, max_value=32)
-    steps = state.widget(c3.number_input, "PGD steps", "emb_steps", 5, lo=1, hi=50, min_value=1,
-                         max_value=50, help="Only for PGD; each step costs a forward and backward pass.")
-    pca = state.widget(c3.toggle, "PCA instead of UMAP", "emb_pca", False,
+    pca = state.widget(c2.toggle, "PCA instead of UMAP", "emb_pca", False,
                        help="PCA is linear and instant; UMAP keeps neighbourhoods and needs a fit.")
-    seed = state.widget(c4.number_input, "Seed", "emb_seed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000)
-    arrows = state.widget(c4.toggle, "Show segments", "emb_arrows", True)
+    seed = state.widget(c3.number_input, "Seed", "emb_seed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000)
+    arrows = state.widget(c3.toggle, "Show segments", "emb_arrows", True)
     submitted = st.form_submit_button("Compute maps", type="primary", icon=":material/play_arrow:")
 
-state.sync_url({"models": ids, "emb_src": source, "emb_n": n, "emb_attack": attack, "emb_eps": eps_k,
-                "emb_steps": steps, "emb_pca": pca, "emb_seed": seed})
+state.sync_url({"models": ids, "emb_src": source, "emb_n": n, "emb_pca": pca, "emb_seed": seed,
+                **attack_ui.url_params("emb_", alim=alim)})
 n = min(int(n), max_n.get(source, n))
-spec = None if attack == "none" else {"method": attack, "norm": "linf", "eps": eps_k / 255.0,
-                                      **({"steps": int(steps)} if attack == "pgd" else {})}
 method = "pca" if pca else "umap"
 key = {"models": ids, "n": n, "spec": spec, "method": method, "seed": int(seed), "source": source}
-desc = f"{n} {source} images, {method.upper()}, " + ("clean only" if spec is None else (
-    f"{ATTACKS[attack]} eps {eps_k}/255" + (f", {steps} steps" if attack == "pgd" else "")))
+desc = f"{n} {source} images, {method.upper()}, " + ("clean only" if spec is None else attack_desc)
 
 if submitted:
     if not ids:

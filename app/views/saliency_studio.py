@@ -14,8 +14,6 @@ from app.widgets import attack_ui, charts
 from app.widgets.components import colour_bar, model_header, model_picker, page_setup, show_image
 from app.widgets.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
 
-METHODS = {"gradient": "Gradient", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
-           "gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "occlusion": "Occlusion (slow)"}
 CELL_PX = 112
 SCALES = {"map": "per map", "shared": "shared across models"}
 
@@ -31,6 +29,12 @@ st.caption("Which pixels does each model use? Robust models tend to give maps th
 
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
+lim = call("limits", quiet=True) or {}
+sal_lim = lim.get("saliency") or {"methods": [], "info": {}}
+# every saliency method of the backend's registry, slow ones marked
+METHODS = {m: sal_lim["info"][m]["label"] + (" (slow)" if sal_lim["info"][m]["slow"] else "")
+           for m in sal_lim["methods"]}
+DEFAULT_METHODS = [m for m in METHODS if sal_lim["info"][m]["default_on"]]
 
 
 def _fmt(v) -> str:
@@ -41,16 +45,18 @@ def _fmt(v) -> str:
 def studio() -> None:
     ids = model_picker(cards)  # full width: every model's chip visible at once
     c1, c2 = st.columns([1.4, 1])
-    meths = state.widget(c1.multiselect, "Methods", "sal_methods",
-                         ["gradient", "integrated_gradients", "smoothgrad", "gradcam"], options=list(METHODS),
+    meths = state.widget(c1.multiselect, "Methods", "sal_methods", DEFAULT_METHODS, options=list(METHODS),
                          format_func=METHODS.get)
     scale = state.widget(c2.radio, "Colour scale", "sal_scale", "map", options=list(SCALES), format_func=SCALES.get,
                          horizontal=True, help="Per map: each map's brightest pixel is 1 (where, within a map). "
                                                "Shared: one scale per method for every model, clean and adversarial "
                                                "(how strongly, across models).")
-    spec, desc = attack_ui.controls(classes())
+    spec, desc = attack_ui.controls(classes(), alim=lim.get("attack") or {})
     state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths,
-                    "sal_scale": scale if scale != "map" else None, **attack_ui.url_params()})
+                    "sal_scale": scale if scale != "map" else None,
+                    **attack_ui.url_params(alim=lim.get("attack") or {})})
+    if spec is None:
+        return
     if not ids or not meths:
         st.info("Choose at least one model and one method.")
         return

@@ -1,92 +1,133 @@
 """Attack controls shared by the pages: choose an attack and its parameters, get an AttackSpec dict.
 
-L-inf budgets are shown in k/255 (the unit papers use); L2 budgets in plain pixel-norm units. The
-values are "params" (app.state), so they live in the URL and survive page switches. The dict
-returned is what backend.attacks.AttackSpec.from_dict accepts; the backend validates it again.
+Everything shown comes from the backend's attack registry through Service.limits()["attack"]: the
+menu (each interactive attack in each of its norms), labels, help, which parameters have a control,
+their ranges, steps and defaults; nothing about a particular attack is written here. Budgets in
+"1/255" units are shown in k/255 (the unit papers use); L2 budgets in plain pixel-norm units. The
+values are "params" (app.state), so they live in the URL and survive page switches; each parameter's
+URL name is its registry key. The dict returned is what backend.attacks.AttackSpec.from_dict accepts;
+the backend validates it again.
 """
 from __future__ import annotations
+
+import math
 
 import streamlit as st
 
 from app.session import state
+from app.session.client import call
 
-# key -> (label, spec method, norm)
-ATTACKS = {
-    "fgsm": ("FGSM (one step, L-inf)", "fgsm", "linf"),
-    "pgd": ("PGD, L-inf", "pgd", "linf"),
-    "pgd-l2": ("PGD, L2", "pgd", "l2"),
-    "cw": ("Carlini-Wagner (L2, minimal)", "cw", "l2"),
-    "deepfool": ("DeepFool (L2, minimal)", "deepfool", "l2"),
-}
-HELP = {
-    "fgsm": "One signed-gradient step of size eps: the fastest attack, and the weakest.",
-    "pgd": "Projected gradient descent: many small signed steps, each projected back into the eps-box.",
-    "pgd-l2": "PGD in the L2 ball: steps along the normalised gradient; eps is the Euclidean budget.",
-    "cw": "Finds a small L2 perturbation with Adam on a margin loss; no budget, it reports the norm it needed.",
-    "deepfool": "Walks to the nearest linearised decision boundary; reports the L2 norm it needed.",
-}
-LINF_STEPS = ["auto", 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0]  # k/255
-L2_STEPS = ["auto", 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
-CW_C = [0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0]
+AUTO = "auto"   # a parameter left to the attack (e.g. PGD's step size 2.5 * eps / steps)
+NONE = "none"   # the "no attack" entry of pages that can show clean results only
 
 
-def controls(class_names: list[str], where=None, prefix: str = "", max_steps: int = 100) -> tuple[dict, str]:
+def attack_limits() -> dict:
+    """Service.limits()["attack"] ({} when the backend cannot be asked)."""
+    return (call("limits", quiet=True) or {}).get("attack") or {}
+
+
+def menu(alim: dict) -> dict[str, tuple[dict, dict]]:
+    """{menu key: (attack, variant)} for every interactive attack and norm, in the registry's order."""
+    out = {}
+    for a in (alim.get("attacks") or {}).values():
+        if a.get("interactive", True):
+            for v in a["variants"]:
+                out[v["key"]] = (a, v)
+    return out
+
+
+def _scale(q: dict) -> float:
+    return 255.0 if q.get("unit") == "1/255" else 1.0
+
+
+def _shown(v: float, scale: float, integral: bool):
+    """A value in the control's unit (k/255 for 1/255 params): an int when the control steps in ints."""
+    d = round(float(v) * scale, 9)
+    return int(round(d)) if integral else d
+
+
+def _control(where, q: dict, name: str, max_steps: int | None):
+    """Draw the control of registry param `q` bound to param `name`; returns the spec value (None = auto)."""
+    label, help_ = q["label"], q.get("help") or None
+    if q["kind"] == "bool":
+        return bool(state.widget(where.checkbox, label, name, bool(q["default"]), help=help_))
+    if q["kind"] == "choice":
+        return state.widget(where.selectbox, label, name, q["default"], options=list(q["options"]), help=help_)
+    scale = _scale(q)
+    if q.get("options"):
+        opts = ([AUTO] if q["default"] is None else []) + [_shown(o, scale, False) for o in q["options"]]
+        default = AUTO if q["default"] is None else _shown(q["default"], scale, False)
+        v = state.widget(where.select_slider, label, name, default, options=opts, help=help_)
+        return None if v == AUTO else float(v) / scale
+    lo, hi = q["offer"]
+    if q["name"] == "steps" and max_steps:
+        hi = min(hi, max_steps)
+    step = q.get("step") or (1 if q["kind"] == "int" else 0.01)
+    integral = q["kind"] == "int" or float(round(step * scale, 9)).is_integer()
+    lo, hi, step_s = (_shown(x, scale, integral) for x in (lo, hi, step))
+    default = min(max(_shown(q["default"], scale, integral), lo), hi)
+    kw = dict(lo=lo, hi=hi, min_value=lo, max_value=hi, step=step_s, help=help_)
+    if q["name"] == "eps":  # the budget is the page's main knob: a slider
+        v = state.widget(where.slider, label, name, default, **kw)
+    else:
+        if not integral and step_s < 1:
+            kw["format"] = f"%.{max(0, -math.floor(math.log10(step_s)))}f"
+        v = state.widget(where.number_input, label, name, default, **kw)
+    return (int(v) if q["kind"] == "int" else float(v) / scale) if v is not None else None
+
+
+def _eps_text(q: dict, value: float) -> str:
+    scale = _scale(q)
+    return f"eps {_shown(value, scale, True)}/255" if scale != 1.0 else f"eps {value:g}"
+
+
+def controls(class_names: list[str], where=None, prefix: str = "", max_steps: int | None = None, *,
+             none_label: str | None = None, targeted: bool = True, default: str | None = None,
+             alim: dict | None = None) -> tuple[dict | None, str]:
     """Draw the attack controls (in `where`, default the current container). Returns (spec dict,
-    one-line description). `prefix` separates the params of different pages' controls."""
+    one-line description). `prefix` separates the params of different pages' controls. none_label:
+    offer "no attack" first under this label (then the spec is None). targeted=False hides the
+    targeted option. default: the menu key chosen at first (default: the registry's default method,
+    else the first entry). max_steps caps the steps controls. alim: limits()["attack"] if at hand."""
     box = where or st
     p = lambda n: prefix + n  # noqa: E731
+    alim = attack_limits() if alim is None else alim
+    entries = menu(alim)
+    if not entries:
+        box.warning("The backend lists no attacks.")
+        return None, ""
+    opts = ([NONE] if none_label else []) + list(entries)
+    if default not in opts:
+        default = alim.get("default") if alim.get("default") in entries else next(iter(entries))
+    label = lambda k: none_label if k == NONE else entries[k][1]["label"]  # noqa: E731
     c1, c2, c3, c4 = box.columns([1.3, 1.2, 1.0, 1.2])
-    key = state.widget(c1.selectbox, "Attack", p("attack"), "pgd", options=list(ATTACKS),
-                       format_func=lambda k: ATTACKS[k][0], help="\n\n".join(
-                           f"**{ATTACKS[k][0]}**: {HELP[k]}" for k in ATTACKS))
-    _, method, norm = ATTACKS[key]
-    spec: dict = {"method": method, "norm": norm}
-    if norm == "linf":
-        eps_k = state.widget(c2.slider, "eps (k/255)", p("eps"), 8, lo=0, hi=32, min_value=0, max_value=32,
-                             step=1, help="L-inf budget: no pixel moves by more than k/255.")
-        spec["eps"] = float(eps_k) / 255.0
-        desc = f"{ATTACKS[key][0]}, eps {eps_k}/255"
-    elif method == "pgd":
-        eps2 = state.widget(c2.slider, "eps (L2)", p("eps2"), 0.5, lo=0.0, hi=3.0, min_value=0.0,
-                            max_value=3.0, step=0.05, help="L2 budget of the whole perturbation (0..1 pixels).")
-        spec["eps"] = float(eps2)
-        desc = f"{ATTACKS[key][0]}, eps {eps2:g}"
-    else:
-        spec["eps"] = 0.0  # minimal-perturbation attacks: unbounded, the norm they need is the result
-        desc = ATTACKS[key][0]
+    key = state.widget(c1.selectbox, "Attack", p("attack"), default, options=opts, format_func=label,
+                       help="\n\n".join(f"**{v['label']}**: {v['help']}" for _, v in entries.values()))
+    if key == NONE:
+        return None, none_label
+    attack, variant = entries[key]
+    norm = variant["norm"]
+    spec: dict = {"method": attack["name"], "norm": norm}
+    desc = variant["label"]
+    steps_text, budget = "", False
+    for q in attack["params"]:
+        if not q["shown"] or q["norm"] not in (None, norm):
+            continue
+        col = c2 if q["name"] == "eps" else c3 if q["name"] == "steps" else c4
+        v = _control(col, q, p(q["key"] or f"{attack['name']}_{q['name']}"), max_steps)
+        if v is not None:
+            spec[q["name"]] = v
+        if q["name"] == "eps":
+            desc, budget = desc + ", " + _eps_text(q, v), True
+        elif q["name"] == "steps":
+            steps_text = f", {int(v)} steps"
+    desc += steps_text
+    if not budget and attack.get("minimal"):
         c2.caption("No budget: this attack searches for the smallest perturbation that flips the label.")
-    if method == "fgsm":
-        spec["steps"] = 1
-    else:
-        default = {"pgd": 10, "cw": 50, "deepfool": 30}[method]
-        steps = state.widget(c3.number_input, "Steps", p(f"steps_{method}"), default, lo=1, hi=max_steps,
-                             min_value=1, max_value=max_steps, step=1)
-        spec["steps"] = int(steps)
-        desc += f", {int(steps)} steps"
-    if method == "pgd":
-        opts = LINF_STEPS if norm == "linf" else L2_STEPS
-        step = state.widget(c4.select_slider, "Step size" + (" (k/255)" if norm == "linf" else ""),
-                            p(f"step_{norm}"), "auto", options=opts,
-                            help="auto = 2.5 * eps / steps, enough to cross the whole ball.")
-        if step != "auto":
-            spec["step_size"] = float(step) / (255.0 if norm == "linf" else 1.0)
-        rs = state.widget(c4.checkbox, "Random start", p("rs"), True,
-                          help="Start from a random point in the eps-ball instead of the image itself.")
-        spec["random_start"] = bool(rs) and spec["eps"] > 0
-    elif method == "cw":
-        c = state.widget(c4.select_slider, "c (trade-off)", p("cw_c"), 1.0, options=CW_C,
-                         help="Weight of the misclassification term against the L2 size.")
-        kappa = state.widget(c4.number_input, "kappa (confidence)", p("cw_kappa"), 0.0, lo=0.0, hi=50.0,
-                             min_value=0.0, max_value=50.0, step=1.0)
-        spec.update(c=float(c), kappa=float(kappa), lr=0.01)
-    elif method == "deepfool":
-        ov = state.widget(c4.number_input, "Overshoot", p("df_overshoot"), 0.02, lo=0.0, hi=1.0,
-                          min_value=0.0, max_value=1.0, step=0.01, format="%.2f")
-        spec["overshoot"] = float(ov)
-    if method in ("fgsm", "pgd", "cw"):
-        targeted = state.widget(c3.checkbox, "Targeted", p("targeted"), False,
-                                help="Push the image toward one chosen class instead of away from its own.")
-        if targeted:
+    if attack.get("targeted") and targeted:
+        on = state.widget(c3.checkbox, "Targeted", p("targeted"), False,
+                          help="Push the image toward one chosen class instead of away from its own.")
+        if on:
             tgt = state.widget(c3.selectbox, "Target class", p("target"), 0, options=list(range(len(class_names))),
                                format_func=lambda i: class_names[i])
             spec.update(targeted=True, target_class=int(tgt))
@@ -94,13 +135,17 @@ def controls(class_names: list[str], where=None, prefix: str = "", max_steps: in
     return spec, desc
 
 
-def url_params(prefix: str = "") -> dict:
-    """The attack params currently set (for the page's URL)."""
-    names = ("attack", "eps", "eps2", "steps_pgd", "steps_cw", "steps_deepfool", "step_linf", "step_l2", "rs",
-             "cw_c", "cw_kappa", "df_overshoot", "targeted", "target")
+def url_params(prefix: str = "", alim: dict | None = None) -> dict:
+    """The attack params currently set (for the page's URL): the menu choice, targeting, and every
+    registry parameter's key that this session has a value for."""
+    alim = attack_limits() if alim is None else alim
+    names = ["attack"]
+    for a in (alim.get("attacks") or {}).values():
+        names += [q["key"] or f"{a['name']}_{q['name']}" for q in a["params"] if q["shown"]]
+    names += ["targeted", "target"]
     ss = st.session_state
     out = {}
-    for n in names:
+    for n in dict.fromkeys(names):
         k = "p_" + prefix + n
         if k in ss and ss[k] is not None:
             out[prefix + n] = ss[k]
