@@ -25,6 +25,7 @@ import colorsys
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_IMAGE_SIZE = 32
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -154,3 +155,11 @@ pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray roa
 shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
 telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
 """.split()), image_size=32, mean=(0.5071, 0.4865, 0.4409), torchvision_dir="cifar-100-python"))
+
+# ImageNet-1k (ILSVRC 2012): the 1000 class names in label order (the order torchvision's and timm's
+# classifiers use), from imagenet_classes.txt beside this module; the 20 validation images that the
+# foolbox package ships are the offline samples; images are shown at 224 px, the models' input side.
+IMAGENET = register_dataset(DatasetSpec(
+    "imagenet", "ImageNet-1k",
+    tuple((Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines()),
+    image_size=224, mean=(0.485, 0.456, 0.406), samples=r"foolbox:^imagenet_(\d+)_(\d+)\.jpg$"))
