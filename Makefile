@@ -2,7 +2,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-dev app server test lint bench
+.PHONY: install install-dev install-extras app server test lint bench
 
 install:
 	$(PIP) -r requirements.txt
@@ -11,6 +11,10 @@ install:
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt
+
+# Optional: importing RobustBench / timm models (python -m backend.imports); make app and make test work without it.
+install-extras: install
+	$(PIP) -r requirements-extras.txt
 
 app: install
 	$(PY) -m streamlit run app/main.py
