@@ -12,8 +12,9 @@ class NotFoundError(ValueError):
 
 
 class BusyError(RuntimeError):
-    """Too much work is queued on the device (or for one session): try again after `retry_after`
-    seconds. Not a ValueError: the request was fine, the server is full (HTTP 429 + Retry-After)."""
+    """Too much work is queued on the device (or for one session), or every background-task worker
+    is busy (backend.service.tasks.TasksBusy): try again after `retry_after` seconds. Not a
+    ValueError: the request was fine, the server is full (HTTP 429 + Retry-After)."""
 
     def __init__(self, message: str, retry_after: float = 1.0):
         super().__init__(message)
@@ -22,7 +23,10 @@ class BusyError(RuntimeError):
 
 class Cancelled(Exception):
     """Work stopped early because whoever asked for it is gone (a cancelled task, a disconnected
-    HTTP client). Nobody waits for an answer, so it is never reported to a user."""
+    HTTP client, a superseded app run, a stop asked of the trainer or the evaluation). The one
+    cancellation signal: the service's scopes and analyses, the feature lens, the evaluation and the
+    trainer all raise it, and the task runner records it as "cancelled". Nobody waits for an answer,
+    so it is never reported to a user."""
 
 
 class DeadlineExceeded(Cancelled):

@@ -107,11 +107,7 @@ class HttpClient:
             log.info("backend busy on %s %s: retrying in %.1f s", method, path, wait)
             time.sleep(wait)
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            detail = detail if isinstance(detail, str) else str(detail)
+            detail = _detail(r)
             if r.status_code == 404:
                 raise NotFoundError(detail)
             if r.status_code in (401, 403):
@@ -242,6 +238,7 @@ class HttpClient:
 
 
 def _detail(r) -> str:
+    """The error answer's one readable sentence (its "detail"; the raw text of a non-JSON answer)."""
     try:
         detail = r.json().get("detail", r.text)
     except ValueError:

@@ -117,7 +117,8 @@ class Guard:
             return await self.app(scope, receive, send)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_json:
-            return await error_response(413, _body_too_large(int(declared), self.max_json))(scope, receive, send)
+            too_large = error_response(413, _too_large("request body", int(declared), self.max_json))
+            return await too_large(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -126,7 +127,8 @@ class Guard:
             chunks.append(msg.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_json:
-                return await error_response(413, _body_too_large(size, self.max_json, True))(scope, receive, send)
+                too_large = error_response(413, _too_large("request body", size, self.max_json, True))
+                return await too_large(scope, receive, send)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
         bad = check_finite_json(body) if body else None
@@ -149,8 +151,10 @@ def _token_ok(header: str, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(got.strip().encode(), token.encode())
 
 
-def _body_too_large(size: int, cap: int, more: bool = False) -> str:
-    return f"request body too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes"
+def _too_large(what: str, size: int, cap: int, more: bool = False) -> str:
+    """The 413 sentence for a JSON body or an upload of `size` bytes over `cap` (more: at least that many)."""
+    mib = f" ({cap / 2**20:.1f} MiB)" if what == "upload" else ""
+    return f"{what} too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes{mib}"
 
 
 class Admission:
@@ -198,12 +202,12 @@ async def read_upload(request: Request, cap: int) -> bytes:
     limit = cap + (MULTIPART_OVERHEAD if ctype.startswith("multipart/") else 0)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(_too_large(int(declared), cap))
+        raise TooLarge(_too_large("upload", int(declared), cap))
     body, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(_too_large(size, cap, more=True))
+            raise TooLarge(_too_large("upload", size, cap, more=True))
         body.append(chunk)
     data = b"".join(body)
     if not ctype.startswith("multipart/"):
@@ -217,8 +221,3 @@ async def read_upload(request: Request, cap: int) -> bytes:
     if len(files) != 1:
         raise ValueError(f"a multipart upload must hold exactly one file, got {len(files)}")
     return await files[0].read()
-
-
-def _too_large(size: int, cap: int, more: bool = False) -> str:
-    return (f"upload too large: {'more than ' if more else ''}{size:,} bytes, the limit is {cap:,} bytes "
-            f"({cap / 2**20:.1f} MiB)")
