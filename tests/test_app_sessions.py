@@ -227,13 +227,16 @@ def test_session_connected_asks_the_streamlit_runtime(monkeypatch):
 
 
 def test_an_app_that_talks_http_loads_no_torch(tmp_path):
-    """With BACKEND_URL set, the app's session layer (its client, task queue, state) and the HTTP
-    client it builds load neither torch nor the service: the boundary is the wire. Also the class-name
+    """With BACKEND_URL set, the app's session layer (its client, task queue, state), its widgets and
+    the HTTP client it builds load neither torch nor the service: the boundary is the wire. Also the class-name
     fallback (backend unreachable) stays torch-free. OpenMP's passive wait is set on import."""
     code = """
 import sys
 import streamlit as st
+import pkgutil, importlib, app.widgets
 from app.session import client, state, tasks  # noqa: F401
+for m in pkgutil.iter_modules(app.widgets.__path__):  # the pages' building blocks too
+    importlib.import_module("app.widgets." + m.name)
 c = client.get_client()
 assert type(c).__name__ == "HttpClient", type(c)
 names = client.classes()  # nothing listens there: the error is shown, CIFAR-10's names come back

@@ -21,16 +21,22 @@ by_id = {c["id"]: c for c in cards}
 class_names = classes()
 
 ids = model_picker(cards)
+# the service's bounds (backend.explain.lens.LENS_LIMITS through limits()); these values if it cannot be asked
+lens_lim = (call("limits", quiet=True) or {}).get("lens") or {}
+eps_lo, eps_hi = (round(v * 255) for v in lens_lim.get("eps", (1 / 255, 32 / 255)))
+steps_lo, steps_hi = lens_lim.get("steps", (1, 200))
+vis_lo, vis_hi = lens_lim.get("vis_steps", (1, 500))
 with st.form("lens_settings"):
     c1, c2, c3 = st.columns(3)
     default_target = (int(img["label"]) + 1) % len(class_names) if img.get("label") is not None else 0
     target = state.widget(c1.selectbox, "Target class", "lens_target", default_target,
                           options=list(range(len(class_names))), format_func=lambda i: class_names[i])
-    eps_k = state.widget(c2.slider, "eps (k/255)", "lens_eps", 16, lo=1, hi=32, min_value=1, max_value=32,
-                         help="Large on purpose: 16/255 lets a robust model paint visible features.")
-    steps = state.widget(c3.number_input, "Steps", "lens_steps", 40, lo=1, hi=200, min_value=1, max_value=200)
-    vis_steps = state.widget(c3.number_input, "Class visualisation steps", "lens_vis_steps", 100, lo=1, hi=500,
-                             min_value=1, max_value=500)
+    eps_k = state.widget(c2.slider, "eps (k/255)", "lens_eps", 16, lo=eps_lo, hi=eps_hi, min_value=eps_lo,
+                         max_value=eps_hi, help="Large on purpose: 16/255 lets a robust model paint visible features.")
+    steps = state.widget(c3.number_input, "Steps", "lens_steps", 40, lo=steps_lo, hi=steps_hi, min_value=steps_lo,
+                         max_value=steps_hi)
+    vis_steps = state.widget(c3.number_input, "Class visualisation steps", "lens_vis_steps", 100, lo=vis_lo,
+                             hi=vis_hi, min_value=vis_lo, max_value=vis_hi)
     go = st.form_submit_button("Run the lens", type="primary", icon=":material/play_arrow:")
 state.sync_url({"image": img["image_id"], "models": ids, "lens_target": target, "lens_eps": eps_k,
                 "lens_steps": steps, "lens_vis_steps": vis_steps})
