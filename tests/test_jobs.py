@@ -208,3 +208,24 @@ def test_unknown_ids_and_bad_arguments(root):
         mgr.job_log(job_id, tail=0)
     mgr.cancel_job(job_id)
     mgr.close()
+
+
+def test_trainable_datasets_are_those_whose_training_images_the_data_root_holds(tmp_path):
+    """The Train page offers a data-set choice from this list: an ImageFolder tree counts for the data set
+    whose class folders it has, a torchvision folder for its own data set."""
+    from backend.core.datasets import get_dataset
+
+    def tree(root, classes):
+        for c in classes:
+            (root / "train" / c).mkdir(parents=True)
+        return str(root)
+
+    assert jobs_mod.trainable_datasets("synthetic") == ["cifar10"]  # the synthetic task trains in its place
+    assert jobs_mod.trainable_datasets(str(tmp_path / "missing")) == []
+    assert jobs_mod.trainable_datasets(tree(tmp_path / "c10", get_dataset("cifar10").classes)) == ["cifar10"]
+    assert jobs_mod.trainable_datasets(tree(tmp_path / "c100", get_dataset("cifar100").classes)) == ["cifar100"]
+    assert jobs_mod.trainable_datasets(tree(tmp_path / "other", ["a", "b"])) == []
+    both = tmp_path / "both"
+    tree(both, get_dataset("cifar10").classes)
+    (both / "cifar-100-python").mkdir()  # a torchvision CIFAR-100 root beside a CIFAR-10 ImageFolder tree
+    assert jobs_mod.trainable_datasets(str(both)) == ["cifar10", "cifar100"]
