@@ -19,6 +19,9 @@ def test_check_int_accepts_integers_in_range_only():
         with pytest.raises(ValueError, match=r"n must be an integer in 1\.\.5, got "):
             check_int("n", bad, 1, 5)
     assert not is_integer(False) and is_integer(np.uint8(1))
+    assert check_int("batch_size", 10**9, 1) == 10**9  # no upper bound
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0"):
+        check_int("batch_size", 0, 1)
 
 
 def test_the_error_quotes_a_huge_value_by_a_prefix():

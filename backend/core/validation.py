@@ -15,10 +15,12 @@ def is_integer(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def check_int(name: str, v, lo: int, hi: int) -> int:
-    """int(v) when v is an integer in lo..hi (both included); else ValueError naming `name`."""
-    if not is_integer(v) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {short(v)}")
+def check_int(name: str, v, lo: int, hi: int | None = None) -> int:
+    """int(v) when v is an integer in lo..hi (both included; hi None: no upper bound); else
+    ValueError naming `name` and the range."""
+    if not is_integer(v) or v < lo or (hi is not None and v > hi):
+        allowed = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+        raise ValueError(f"{name} must be {allowed}, got {short(v)}")
     return int(v)
 
 

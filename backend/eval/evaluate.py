@@ -35,6 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from backend.attacks.pgd import pgd  # noqa: E402
 from backend.core.data import Split, balanced_indices, load_split  # noqa: E402
 from backend.core.errors import Cancelled  # noqa: E402
+from backend.core.validation import check_int  # noqa: E402
 
 log = logging.getLogger(__name__)
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 20
@@ -99,12 +100,11 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     is true the evaluation raises errors.Cancelled (the one cancellation signal).
     """
     n = len(split)
-    for name, v in (("n_pgd", n_pgd), ("n_aa", n_aa), ("batch_size", batch_size)):
-        if not isinstance(v, (int, np.integer)) or v < (1 if name == "batch_size" else 0):
-            raise ValueError(f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} "
-                             f"integer, got {v!r}")
-    if n_clean is not None and not (isinstance(n_clean, (int, np.integer)) and 1 <= n_clean):
-        raise ValueError(f"n_clean must be a positive integer or None, got {n_clean!r}")
+    check_int("n_pgd", n_pgd, 0)
+    check_int("n_aa", n_aa, 0)
+    check_int("batch_size", batch_size, 1)
+    if n_clean is not None:  # None: every image
+        check_int("n_clean", n_clean, 1)
     if not 0 <= eps <= 1 or not 0 < step_size <= 1 or steps < 1:
         raise ValueError(f"bad attack settings eps={eps!r} step_size={step_size!r} steps={steps!r}")
     if model.training:

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from backend.core.checkpoints import load_checkpoint  # noqa: E402
 from backend.core.data import balanced_indices, load_split  # noqa: E402
+from backend.core.validation import check_int  # noqa: E402
 from backend.explain import embed  # noqa: E402
 
 
@@ -33,8 +34,7 @@ def build_reference(ckpt_dir, n: int = 1000, seed: int = 0, method: str = "umap"
     """The reference map of the checkpoint in ckpt_dir on n balanced images (not saved): of the test
     split under `data`, or of `split` when given; image ids are "<source>:<index>" as the service
     names them (source "test", or "samples" for backend.core.data.sample_images())."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 5:
-        raise ValueError(f"n must be an integer >= 5, got {n!r}")
+    check_int("n", n, 5)
     loaded = load_checkpoint(ckpt_dir)
     split = split if split is not None else load_split(data, "test", loaded.card.get("dataset", "cifar10"))
     if n > len(split):
