@@ -5,7 +5,7 @@
 
 The registry (backend.train.registry: methods, presets) and the config (backend.train.config) are
 torch-free, and importing them through this package loads no torch: the names below that need torch
-(RunOptions, lr_at, train, Cancelled) are loaded on first use (PEP 562). The trainer itself imports only
+(RunOptions, train, Cancelled) are loaded on first use (PEP 562). The trainer itself imports only
 torch, torchvision (via backend.core.data), numpy, safetensors, tqdm and the standard library, so a bare
 GPU machine can train.
 """
@@ -25,13 +25,13 @@ from backend.train.config import (  # noqa: E402 (after the OpenMP setting)
     ROBUST,
     TrainConfig,
     config_from_dict,
+    lr_at,
     make_config,
 )
 
-_LAZY = {"RunOptions": "backend.train.loop", "lr_at": "backend.train.loop", "train": "backend.train.loop",
-         "Cancelled": "backend.train.methods"}
+_LAZY = {"RunOptions": "backend.train.loop", "train": "backend.train.loop", "Cancelled": "backend.train.methods"}
 
-__all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "config_from_dict", "make_config",
+__all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "config_from_dict", "lr_at", "make_config",
            *_LAZY]
 
 

@@ -3,6 +3,8 @@
 Torch-free (standard library only): the job runner validates a job's config here at submit time and
 the trainer validates the same dict again when it reads it (`python -m backend.train --config FILE`);
 the checkpoint card's train_config is that dict. Methods and presets live in backend.train.registry.
+Also here, as they read the config only: the learning-rate schedule (lr_at) and which differences
+forbid a resume (resume_mismatch).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from backend.core.errors import short
 from backend.train.registry import CONTRASTIVE, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS, datasets
 
 __all__ = ["CONTRASTIVE", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
-           "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "describe", "make_config"]
+           "RUNTIME_FIELDS", "SCHEDULES", "STATUS", "WIDTHS", "TrainConfig", "config_from_dict", "describe", "lr_at",
+           "make_config", "resume_mismatch"]
 
 SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -169,6 +172,31 @@ def config_from_dict(d: dict, bounds: dict | None = None) -> TrainConfig:
         elif v not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {short(v)}")
     return cfg
+
+
+# fields that may differ between a run and its resumption (they do not change the result)
+RUNTIME_FIELDS = ("compile", "log_every", "data")
+
+
+def resume_mismatch(saved: TrainConfig, now: TrainConfig) -> str | None:
+    """Why `now` cannot continue a run saved with `saved` (the fields that change the result and
+    differ, saved and now), or None when it can."""
+    diff = [k for k in _FIELDS if k not in RUNTIME_FIELDS and getattr(saved, k) != getattr(now, k)]
+    return ", ".join(f"{k}: saved {getattr(saved, k)!r}, now {getattr(now, k)!r}" for k in diff) or None
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate for global step `step`: linear warm-up from lr/10, then x0.1 at 50% and 75%
+    of the steps ("step") or cosine to 0 ("cosine")."""
+    total = steps_per_epoch * cfg.epochs
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return cfg.lr * (0.1 + 0.9 * step / warm)
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** ((step >= 0.5 * total) + (step >= 0.75 * total))
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
 
 
 def make_config(preset: str = "full", **overrides) -> TrainConfig:

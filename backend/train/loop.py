@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from backend.core.checkpoints import new_card, save_checkpoint, validate_id
 from backend.core.models import build_model
 from backend.core.runtime import torch_threads
 from backend.train import state as st
-from backend.train.config import TrainConfig, config_from_dict
+from backend.train.config import TrainConfig, config_from_dict, lr_at, resume_mismatch
 from backend.train.events import EventLog, hardware
 from backend.train.inputs import load_inputs
 from backend.train.methods import LOSSES, Cancelled, Nets, StepContext, TrainNet
@@ -34,8 +33,6 @@ from backend.train.probe import NearestClassMean, class_means, linear_probe, log
 from backend.train.registry import METHOD_INFO, PRESET_INFO
 
 log = logging.getLogger(__name__)
-# fields that may differ between a run and its resumption (they do not change the result)
-RUNTIME_FIELDS = ("compile", "log_every", "data")
 
 
 @dataclass(frozen=True)
@@ -61,19 +58,6 @@ class _Progress:
     history: list = field(default_factory=list)
     elapsed_s: float = 0.0
     serial: int = 0
-
-
-def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate for global step `step`: linear warm-up from lr/10, then x0.1 at 50% and 75%
-    of the steps ("step") or cosine to 0 ("cosine")."""
-    total = steps_per_epoch * cfg.epochs
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return cfg.lr * (0.1 + 0.9 * step / warm)
-    if cfg.schedule == "step":
-        return cfg.lr * 0.1 ** ((step >= 0.5 * total) + (step >= 0.75 * total))
-    t = (step - warm) / max(1, total - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -206,13 +190,9 @@ class _Run:
             log.warning("--resume: no state in %s; starting from scratch", self.state_dir)
             return False
         tensors, meta = loaded
-        saved = config_from_dict(meta["config"])
-        diff = [k for k, v in saved.to_dict().items()
-                if k not in RUNTIME_FIELDS and getattr(self.cfg, k) != v]
-        if diff:
-            raise ValueError(f"--resume: the saved run in {self.state_dir} used a different config ("
-                             + ", ".join(f"{k}: saved {getattr(saved, k)!r}, now {getattr(self.cfg, k)!r}"
-                                         for k in diff) + ")")
+        why = resume_mismatch(config_from_dict(meta["config"]), self.cfg)
+        if why:
+            raise ValueError(f"--resume: the saved run in {self.state_dir} used a different config ({why})")
         if meta["world"] != self.world:
             raise ValueError(f"--resume: the saved run used {meta['world']} processes, now {self.world}")
         pick = lambda pre: {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}  # noqa: E731
