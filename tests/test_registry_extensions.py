@@ -30,12 +30,14 @@ TOY_LABEL = "Toy random signs (L-inf)"
 
 
 def toy_signs(model, x, y, target, spec):
-    """`steps` seeded draws of eps * random signs; per image the draw with the highest loss is kept."""
+    """`steps` seeded draws of eps * random signs on a random `fraction` of the pixels (the toy's own
+    parameter, no AttackSpec field); per image the draw with the highest loss is kept."""
     g = torch.Generator().manual_seed(spec.seed)
     best, best_loss = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
     with torch.no_grad():
         for _ in range(spec.steps):
             signs = torch.randint(0, 2, x.shape[1:], generator=g).to(x.device, x.dtype) * 2 - 1
+            signs = signs * (torch.rand(x.shape[1:], generator=g) < spec.param("fraction")).to(x.device, x.dtype)
             xa = (x + spec.eps * signs).clamp(0, 1)
             loss = F.cross_entropy(forward(model, xa), y, reduction="none")
             better = loss > best_loss
@@ -50,13 +52,15 @@ def toy_contrast(model, inp, target, params):
 
 TOY_STEPS = Param("steps", "Draws", kind="int", default=3, lo=1, hi=20, offer=(1, 10), step=1, key="steps_toy",
                   help="Random sign patterns tried; the most damaging one is kept.")
+TOY_FRACTION = Param("fraction", "Pixels changed", default=1.0, lo=0.0, hi=1.0, step=0.05, key="toy_fraction",
+                     help="The share of pixels a draw changes.")
 
 
 @pytest.fixture(scope="module")
 def toys():
     registry.register(Attack(
         name=TOY_ATTACK, label="Toy", order=15, variants=(Variant("linf", TOY_LABEL, "A test attack."),),
-        params=(eps_param("linf"), TOY_STEPS), run=toy_signs))
+        params=(eps_param("linf"), TOY_STEPS, TOY_FRACTION), run=toy_signs))
     saliency_registry.register(SaliencyMethod(
         TOY_SALIENCY, "Toy contrast", "Distance from the mean colour (a test method).", toy_contrast,
         gradients=False, order=15))
@@ -84,6 +88,13 @@ def test_registries_list_validate_and_describe_the_toys(toys):
     assert TOY_ATTACK in registry.names() and TOY_SALIENCY in saliency_registry.names()
     spec = AttackSpec.from_dict({"method": TOY_ATTACK})
     assert (spec.norm, spec.eps, spec.steps, spec.step_size) == ("linf", pytest.approx(8 / 255), 3, None)
+    assert spec.param("fraction") == 1.0 and spec.to_dict()["fraction"] == 1.0
+    half = AttackSpec.from_dict({"method": TOY_ATTACK, "fraction": 0.5})
+    assert half.param("fraction") == 0.5 and AttackSpec.from_dict(half.to_dict()) == half and half != spec
+    with pytest.raises(ValueError, match="fraction must be in \\[0.0, 1.0\\], got 2"):
+        AttackSpec.from_dict({"method": TOY_ATTACK, "fraction": 2})
+    with pytest.raises(ValueError, match="unknown attack spec keys \\['fraction'\\]"):
+        AttackSpec.from_dict({"method": "pgd", "fraction": 0.5})  # another attack's own parameter
     with pytest.raises(ValueError, match="steps must be in \\[1, 20\\], got 0"):
         AttackSpec(method=TOY_ATTACK, steps=0)
     with pytest.raises(ValueError, match="toy_signs supports norm linf"):
@@ -134,6 +145,8 @@ def test_toys_run_through_the_service(service, transport):
     np.testing.assert_allclose(ex["heatmap"], want, atol=1e-5)
     met = client.saliency_metrics("samples:3", "tiny-ce", TOY_SALIENCY, spec={"method": TOY_ATTACK})
     assert 0 <= met["deletion_auc"] <= 1 and "drift" in met
+    none = client.attack("samples:3", {"method": TOY_ATTACK, "fraction": 0.0}, ["tiny-ce"])
+    assert none["results"]["tiny-ce"]["linf"] == 0 and none["spec"]["fraction"] == 0.0
     with pytest.raises(ValueError, match="steps must be in"):
         client.attack("samples:3", {"method": TOY_ATTACK, "steps": 50}, ["tiny-ce"])
     client.close()
@@ -156,3 +169,6 @@ def test_attack_lab_offers_and_runs_the_toys(env):
     assert not at.exception and not at.error
     assert f"{TOY_LABEL}, eps 8/255, 5 steps" in "\n".join(m.value for m in at.markdown)
     assert at.query_params["steps_toy"] == "5" and at.query_params["attack"] == TOY_ATTACK
+    at.number_input(key="w_toy_fraction").set_value(0.0).run()  # the toy's own parameter, through to the attack
+    assert not at.exception and not at.error
+    assert [c.value.split(" |")[0] for c in at.caption if c.value.startswith("L-inf ")] == ["L-inf 0.0/255"]

@@ -5,7 +5,8 @@ How to add an attack (one new module plus its tests):
 2. In it, run(model, x, y, target, spec) -> (x_adv, iterations (N,), logits of x_adv or None, logits of x
    or None), following the contract of backend.attacks.spec (inputs only, shared frozen model).
 3. Declare its Params: at least eps per norm and steps (backend.attacks.common.eps_param/steps_param),
-   each an AttackSpec field with range, default, step; `shown` ones become controls in the app.
+   with range, default, step (a name that is no AttackSpec field is the attack's own: spec.param(name));
+   `shown` ones become controls in the app.
 4. register(Attack(name, label, variants, params, run, order=...)) at the module's end; the service's
    limits() serves it, the app's menus and AttackSpec's validation read it; test it in tests/.
 
@@ -140,6 +141,7 @@ class Attack:
 
 _ATTACKS: dict[str, Attack] = {}
 REQUIRED = ("eps", "steps")  # every attack declares these for every norm it supports
+RESERVED = ("method", "norm", "targeted", "target_class", "seed", "extra")  # AttackSpec fields no Param may name
 
 
 def register(attack: Attack, replace: bool = False) -> Attack:
@@ -150,6 +152,9 @@ def register(attack: Attack, replace: bool = False) -> Attack:
         raise ValueError(f"attack {attack.name!r} is already registered")
     if not attack.variants:
         raise ValueError(f"attack {attack.name!r} declares no variant (norm)")
+    taken = sorted({p.name for p in attack.params} & set(RESERVED))
+    if taken:
+        raise ValueError(f"attack {attack.name!r} declares reserved AttackSpec fields {taken} as parameters")
     for norm in attack.norms:
         missing = [f for f in REQUIRED if f not in attack.params_for(norm)]
         if missing:

@@ -60,6 +60,9 @@ class AttackSpec:
     c, kappa, lr: C&W trade-off constant, confidence margin, Adam learning rate.
     overshoot: DeepFool's final scaling of the accumulated step (1 + overshoot).
     seed: seeds random starts (per image, so a result never depends on its batch) and AutoAttack.
+    extra: the values of parameters an attack declares beyond these fields ({name: value}; stored as
+        sorted pairs, read with spec.param(name)); to_dict/from_dict write and read them as top-level
+        keys, so a new attack's own parameter needs no change here.
     A field the attack does not declare must be None or its neutral value (TUNABLE).
     Defaults are resolved once, so dataclasses.replace(spec, steps=...) keeps the old step_size:
     build a new spec (or from_dict) instead.
@@ -78,6 +81,7 @@ class AttackSpec:
     lr: float = 0.01
     overshoot: float = 0.02
     seed: int = 0
+    extra: tuple = ()
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: resolve defaults once
@@ -101,6 +105,18 @@ class AttackSpec:
             else:
                 v = p.default if v is None else v
                 values[name] = None if v is None else p.check(v)  # None: "auto", resolve() fills it
+        try:
+            given = dict(self.extra)
+        except (TypeError, ValueError):
+            raise ValueError(f"extra must map parameter names to values, got {self.extra!r}") from None
+        own = [name for name in declared if name not in TUNABLE]
+        unknown = sorted(set(given) - set(own), key=str)
+        if unknown:
+            raise ValueError(f"{m} takes no {', '.join(map(str, unknown))}; "
+                             f"its own parameters: {', '.join(own) or 'none'}")
+        for name in own:
+            v = declared[name].default if given.get(name) is None else given[name]
+            values[name] = None if v is None else declared[name].check(v)
         if attack.resolve is not None:
             values = attack.resolve(dict(values), norm)
         for name, p in declared.items():
@@ -109,8 +125,9 @@ class AttackSpec:
             values[name] = p.check(values[name])
         if attack.check is not None:
             attack.check(values)
-        for name, v in values.items():
-            put(name, v)
+        for name in TUNABLE:
+            put(name, values[name])
+        put("extra", tuple(sorted((name, values[name]) for name in own)))
         if not isinstance(self.targeted, bool):
             raise ValueError(f"targeted must be true or false, got {self.targeted!r}")
         if self.targeted and not attack.targeted:
@@ -121,6 +138,15 @@ class AttackSpec:
                 raise ValueError(f"target_class={self.target_class!r} given but targeted is false")
             put("target_class", _integer("target_class", self.target_class, 0, 10**6))
         put("seed", _integer("seed", self.seed, 0, 2**63 - 1))
+
+    def param(self, name: str):
+        """The resolved value of parameter `name`: a field, or one of the attack's own (extra) ones."""
+        if name != "extra" and name in self.__dataclass_fields__:
+            return getattr(self, name)
+        own = dict(self.extra)
+        if name not in own:
+            raise ValueError(f"{self.method} has no parameter {name!r}")
+        return own[name]
 
     @property
     def attack(self) -> registry.Attack:
@@ -135,19 +161,32 @@ class AttackSpec:
         return self
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict of the resolved spec; from_dict(to_dict()) == self."""
-        return asdict(self)
+        """Plain JSON-able dict of the resolved spec, the attack's own parameters as top-level keys;
+        from_dict(to_dict()) == self."""
+        d = asdict(self)
+        d.update(dict(d.pop("extra")))
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "AttackSpec":
-        """Build from a mapping, rejecting unknown keys (ValueError naming them)."""
+        """Build from a mapping, rejecting unknown keys (ValueError naming them); keys that are not
+        fields but parameters the attack declares go to `extra`."""
         if not isinstance(d, Mapping):
             raise ValueError(f"attack spec must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known, key=str)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        rest = {k: v for k, v in d.items() if k not in known}
+        own: set = set()
+        if rest:
+            try:
+                a = registry.get(d.get("method", cls.__dataclass_fields__["method"].default))
+                own = {p.name for p in a.params} - set(TUNABLE)
+            except ValueError:
+                pass
+        unknown = sorted(set(rest) - own, key=str)
         if unknown:
-            raise ValueError(f"unknown attack spec keys {unknown}; allowed: {', '.join(sorted(known))}")
-        return cls(**d)
+            allowed = sorted(known | own)
+            raise ValueError(f"unknown attack spec keys {unknown}; allowed: {', '.join(allowed)}")
+        return cls(**{k: v for k, v in d.items() if k in known}, extra=tuple(sorted(rest.items())))
 
 
 @dataclass
