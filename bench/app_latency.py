@@ -34,7 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app/main.py does, before torch is imported
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 REPO = Path(__file__).resolve().parent.parent
 MAIN = str(REPO / "app" / "main.py")
 

@@ -25,7 +25,6 @@ Timings use time.perf_counter with torch.cuda.synchronize() around CUDA runs.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ from backend.attacks import AttackSpec, run_attack
 from backend.attacks.pgd import pgd
 from backend.core.checkpoints import load_checkpoint
 from backend.core.models import build_model, freeze
+from backend.core.runtime import usable_cores
 
 
 def _model(width: int, device: str) -> torch.nn.Module:
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--per-image-batch", type=int, default=16)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--only", default="pgd,fgsm,cw,deepfool", help="comma-separated sections to run")
     a = ap.parse_args()
     import torchattacks

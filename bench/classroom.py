@@ -40,7 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-from backend.transport.client import HttpClient  # noqa: E402
+from backend.transport.client import HttpClient
 
 EPS = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
 SALIENCY = ["integrated_gradients", "gradcam"]

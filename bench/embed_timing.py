@@ -13,13 +13,14 @@ ResNet-18 (or --checkpoint DIR) on real CIFAR-10 test images when backend.core.d
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 
 import numpy as np
 import torch
+
+from backend.core.runtime import usable_cores
 
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, str]:
@@ -48,7 +49,7 @@ def main() -> None:
     ap.add_argument("--n-new", type=int, default=100)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--checkpoint", default=None, help="a checkpoint folder instead of a random model")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -26,9 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server and the trainer do, before torch loads
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 
 import torch
+
+from backend.core.runtime import usable_cores
 
 STAND_INS = ("rsupcon", "pgd_at", "trades", "supcon", "ce")
 PGD10 = {"method": "pgd", "norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
@@ -105,7 +109,7 @@ def main(argv=None) -> None:
     svc = Service(root, device=args.device, threads=args.threads)
     ids = [c["id"] for c in svc.list_models()]
     widths = sorted({int(c["width"]) for c in svc.list_models()})
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     why = "--stand-ins" if args.stand_ins else "no shipped checkpoints"
     src = f"STAND-INS (random-init width-32, written to a temp folder: {why})" if tmp else root
     print(f"# models: {len(ids)} from {src}: {', '.join(ids)}")

@@ -18,7 +18,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server and the trainer do, before torch loads
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 
 import torch
 

@@ -43,7 +43,9 @@ import time
 import types
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 
 import numpy as np
 import torch

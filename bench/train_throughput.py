@@ -16,10 +16,13 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training CLI does, before torch loads
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 import torch
 
 from backend.core.models import build_model
+from backend.core.runtime import usable_cores
 from backend.train.config import CONTRASTIVE, METHODS, make_config
 from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
 
@@ -79,7 +82,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

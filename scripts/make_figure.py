@@ -10,15 +10,16 @@ Everything goes through backend.service (the same calls the app makes). Prints t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 ROOT = Path(__file__).resolve().parent.parent
 
-from app.widgets.imaging import compose_grid_png, overlay  # noqa: E402
-from backend.service import Service  # noqa: E402
+from app.widgets.imaging import compose_grid_png, overlay
+from backend.service import Service
 
 
 def main(argv=None) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from backend.core.checkpoints import list_checkpoints  # noqa: E402
-from backend.eval.evaluate import standard_error  # noqa: E402
+from backend.core.checkpoints import list_checkpoints
+from backend.eval.evaluate import standard_error
 
 ATTACKED = {"pgd_at", "trades", "rsupcon", "fgsm_rs"}
 

@@ -20,20 +20,21 @@ Prints a markdown table (mean over the images, with the standard error). Model o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from backend.core.runtime import quiet_openmp
+
+quiet_openmp()  # before torch loads
 ROOT = Path(__file__).resolve().parent.parent
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-from backend.attacks.pgd import pgd  # noqa: E402
-from backend.explain.saliency import SaliencyParams, attribute, to_heatmap  # noqa: E402
-from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift  # noqa: E402
+from backend.attacks.pgd import pgd
+from backend.explain.saliency import SaliencyParams, attribute, to_heatmap
+from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift
 
 COLUMNS = ("alignment", "deletion_auc", "insertion_auc", "ins_minus_del", "drift_spearman", "drift_top10")
 

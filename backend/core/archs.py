@@ -111,7 +111,7 @@ def unregister_arch(name: str) -> None:
 def _ensure_builtin() -> None:
     # The built-in entries live beside their modules; importing models registers ResNet-18, adapters
     # the published-model families (torchvision, timm, robustbench) and trusted user code.
-    import backend.core.adapters  # noqa: F401
+    import backend.core.adapters
     import backend.core.models  # noqa: F401
 
 

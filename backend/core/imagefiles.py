@@ -21,6 +21,7 @@ from PIL import Image
 
 from backend import REPO
 from backend.core.datasets import _NAME_RE, find_dataset
+from backend.core.runtime import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ def _decode_paths(paths: list[str], size: int = 32) -> np.ndarray:
 
 
 def _workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def _decode_imagefolder(paths: list[str], size: int = 32) -> np.ndarray:

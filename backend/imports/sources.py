@@ -69,7 +69,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corrupt file
+    except Exception as e:  # any unpickling refusal or a corrupt file
         raise ValueError(f"{path.name}: not a tensors-only checkpoint torch.load(weights_only=True) accepts: "
                          f"{str(e)[:300]}") from None
     for key in ("state_dict", "model_state_dict", "model"):
