@@ -56,6 +56,14 @@ class Param:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"param kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind in ("int", "float"):
+            self.bounds()
+
+    def bounds(self) -> tuple[float, float]:
+        """(lo, hi) of a numeric param (ValueError when a bound is missing)."""
+        if self.lo is None or self.hi is None:
+            raise ValueError(f"param {self.name!r} of kind {self.kind} needs lo and hi")
+        return self.lo, self.hi
 
     def check(self, v):
         """v converted to the param's kind when it is allowed; else ValueError naming the value."""
@@ -70,14 +78,15 @@ class Param:
         if self.kind == "int":
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ValueError(f"{self.name} must be an integer, got {v!r}")
-            if not self.lo <= int(v) <= self.hi:
-                raise ValueError(f"{self.name} must be in [{self.lo}, {self.hi}], got {v!r}")
+            lo, hi = self.bounds()
+            if not lo <= int(v) <= hi:
+                raise ValueError(f"{self.name} must be in [{lo}, {hi}], got {v!r}")
             return int(v)
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise ValueError(f"{self.name} must be a finite number, got {v!r}")
-        f = float(v)
-        if f < self.lo or f > self.hi or (self.lo_open and f == self.lo):
-            raise ValueError(f"{self.name} must be in {'(' if self.lo_open else '['}{self.lo}, {self.hi}], got {v!r}")
+        f, (lo, hi) = float(v), self.bounds()
+        if f < lo or f > hi or (self.lo_open and f == lo):
+            raise ValueError(f"{self.name} must be in {'(' if self.lo_open else '['}{lo}, {hi}], got {v!r}")
         return f
 
     def describe(self) -> dict:

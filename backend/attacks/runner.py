@@ -69,15 +69,15 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
         num_classes = probe.shape[1]
         spec.validate(num_classes)
         _class_index("y", y, num_classes)
-        t = None
+        t: torch.Tensor | None = None
         if spec.targeted:
-            t = spec.target_class if target is None else target
-            if t is None:
+            want = spec.target_class if target is None else target
+            if want is None:
                 raise ValueError("targeted attack needs target_class in the spec or a target argument")
-            t = torch.as_tensor(t, device=device).clone()
-            if t.is_floating_point() or t.dtype == torch.bool or t.shape not in ((), (x.shape[0],)):
-                raise ValueError(f"target must be an int or an integer tensor of shape ({x.shape[0]},), got {t!r}")
-            t = t.long().expand(x.shape[0]).clone()
+            tt = torch.as_tensor(want, device=device).clone()
+            if tt.is_floating_point() or tt.dtype == torch.bool or tt.shape not in ((), (x.shape[0],)):
+                raise ValueError(f"target must be an int or an integer tensor of shape ({x.shape[0]},), got {tt!r}")
+            t = tt.long().expand(x.shape[0]).clone()
             _class_index("target", t, num_classes)
         elif target is not None:
             raise ValueError(f"target={target!r} given for an untargeted spec (set targeted=True)")
@@ -93,7 +93,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
     pred_adv = logits_adv.argmax(1)
     delta = (x_adv - x).flatten(1)  # (N, 3*H*W)
     logits_clean, logits_adv = logits_clean.detach(), logits_adv.detach()
-    success = is_success(pred_adv, t if spec.targeted else y, spec.targeted)
+    success = is_success(pred_adv, y if t is None else t, spec.targeted)  # t is set exactly when targeted
     log.debug("%s/%s eps=%.4g: %d/%d successful", spec.method, spec.norm, spec.eps, int(success.sum()), len(x))
     return AttackResult(x_adv=x_adv, success=success, linf=delta.abs().amax(1), l2=delta.norm(dim=1),
                         iterations=iters, pred_clean=logits_clean.argmax(1), pred_adv=pred_adv,
@@ -139,7 +139,8 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method:
     chunks = _batches(x.shape[0], batch_size)
     minimal = registry.get(method).minimal
     runs = [AttackSpec(method=method, norm=norm, eps=0.0, steps=steps, seed=seed)] if minimal else specs
-    total, done, out = len(runs) * len(chunks), 0, []
+    total, done = len(runs) * len(chunks), 0
+    out: list[dict] = []
     for spec in runs:
         robust = torch.zeros(len(specs) if minimal else 1, dtype=torch.long)
         for s in chunks:
@@ -159,6 +160,6 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method:
                 progress(done, total)
         n = x.shape[0]
         if minimal:
-            return [{"eps": float(sp.eps), "accuracy": int(r) / n} for sp, r in zip(specs, robust)]
-        out.append({"eps": float(spec.eps), "accuracy": int(robust[0]) / n})
+            return [{"eps": float(sp.eps or 0.0), "accuracy": int(r) / n} for sp, r in zip(specs, robust)]
+        out.append({"eps": float(spec.eps or 0.0), "accuracy": int(robust[0]) / n})
     return out
