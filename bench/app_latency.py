@@ -60,9 +60,10 @@ def _stand_ins(n: int, width: int) -> Path:
     from backend.core.checkpoints import new_card, save_checkpoint
     from backend.core.data import CIFAR10_CLASSES
     from backend.core.models import build_model
+    from backend.train.registry import METHODS, ZOO
 
     root = Path(tempfile.mkdtemp(prefix="robustlens-bench-"))
-    for i, method in enumerate(("rsupcon", "pgd_at", "trades", "ce", "supcon", "fgsm_rs")[:n]):
+    for i, method in enumerate((ZOO + tuple(m for m in METHODS if m not in ZOO))[:n]):  # the training registry
         torch.manual_seed(i)
         model = build_model("resnet18", width=width, num_classes=10)
         card = new_card(f"standin-{method}", method, "resnet18", width, list(CIFAR10_CLASSES),

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from backend.attacks import AttackSpec, run_attack
 from backend.attacks.pgd import pgd
+from backend.core.archs_meta import WIDTHS
 from backend.core.checkpoints import load_checkpoint
 from backend.core.models import build_model, freeze
 from backend.core.runtime import usable_cores
@@ -95,7 +96,7 @@ def _compare(name: str, model, x, y, ours: dict, ref: tuple, repeat: int, device
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--width", type=int, default=32, choices=(16, 32, 64))
+    ap.add_argument("--width", type=int, default=32, choices=WIDTHS)
     ap.add_argument("--checkpoint", default=None, help="a checkpoint folder (overrides --width)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--per-image-batch", type=int, default=16)

@@ -33,8 +33,9 @@ quiet_openmp()  # before torch loads
 import torch
 
 from backend.core.runtime import usable_cores
+from backend.train.registry import ZOO
 
-STAND_INS = ("rsupcon", "pgd_at", "trades", "supcon", "ce")
+STAND_INS = ZOO  # one random-init stand-in per shipped method (backend.train.registry)
 PGD10 = {"method": "pgd", "norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
 
 

@@ -21,6 +21,7 @@ from backend.core.runtime import quiet_openmp
 quiet_openmp()  # before torch loads
 import torch
 
+from backend.core.archs_meta import WIDTHS
 from backend.core.models import build_model
 from backend.core.runtime import usable_cores
 from backend.train.config import CONTRASTIVE, METHODS, make_config
@@ -75,7 +76,7 @@ def timed(step, device: torch.device) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=int, default=16, choices=(16, 32, 64))
+    ap.add_argument("--width", type=int, default=16, choices=WIDTHS)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--attack-steps", type=int, default=10)
     ap.add_argument("--methods", default=",".join(METHODS))

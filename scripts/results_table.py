@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from backend.core.checkpoints import list_checkpoints
 from backend.eval.evaluate import standard_error
-
-ATTACKED = {"pgd_at", "trades", "rsupcon", "fgsm_rs"}
+from backend.train.registry import METHOD_INFO, METHODS
 
 
 def _pct(m: dict, key: str) -> str:
@@ -34,10 +33,11 @@ def _count(v) -> str:
 
 def _attack(card: dict) -> str:
     cfg = card.get("train_config") or {}
-    if card.get("method") not in ATTACKED:
+    method = METHOD_INFO.get(card.get("method", ""))
+    if method is None or method.attack is None:
         return "none"
-    if card.get("method") == "fgsm_rs":
-        return "FGSM-RS"
+    if method.attack == "fgsm":
+        return method.label
     step = cfg.get("step_size")
     return f"PGD-{cfg.get('attack_steps')}" + (f", step {step * 255:.3g}/255" if step else "")
 
@@ -58,7 +58,7 @@ def rows(root: Path) -> list[str]:
            "| N (clean / PGD / AA) "
            "| AA code | status | hardware | training time |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for card in list_checkpoints(root):
+    for card in list_checkpoints(root, METHODS):
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
         minutes = t.get("time_s")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from backend.attacks.pgd import pgd
 from backend.explain.saliency import SaliencyParams, attribute, to_heatmap
 from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift
+from backend.train.registry import METHODS
 
 COLUMNS = ("alignment", "deletion_auc", "insertion_auc", "ins_minus_del", "drift_spearman", "drift_top10")
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         ap.error("--n must be at least 2")
     if a.threads:
         torch.set_num_threads(a.threads)
-    cards = list_checkpoints(a.checkpoints)
+    cards = list_checkpoints(a.checkpoints, METHODS)
     if not cards:
         ap.error(f"no checkpoints in {a.checkpoints}")
     split = load_split(a.data, "test")

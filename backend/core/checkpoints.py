@@ -209,9 +209,10 @@ def _check_card(card: Any) -> None:
     validate_id(card["id"])
 
 
-def list_checkpoints(root: str | os.PathLike | None = None) -> list[dict]:
+def list_checkpoints(root: str | os.PathLike | None = None, order: tuple[str, ...] = ()) -> list[dict]:
     """Cards of every valid checkpoint under root (weights are not read). Broken ones are logged
-    and skipped. Sorted with rsupcon first, then by method and id."""
+    and skipped. Sorted by method in `order` (methods not in it after those), then by id; the
+    service and the scripts pass the training registry's METHODS (rsupcon first)."""
     root = Path(root) if root is not None else default_root()
     cards: list[dict] = []
     if not root.is_dir():
@@ -228,15 +229,14 @@ def list_checkpoints(root: str | os.PathLike | None = None) -> list[dict]:
             log.warning("skipping checkpoint %s: card id %r differs from folder name", d, card["id"])
             continue
         cards.append(card)
-    return sorted(cards, key=sort_key)
+    return sorted(cards, key=lambda c: sort_key(c, tuple(order)))
 
 
-METHOD_ORDER = ("rsupcon", "pgd_at", "trades", "supcon", "fgsm_rs", "ce")
-
-
-def sort_key(card: dict) -> tuple:
+def sort_key(card: dict, order: tuple[str, ...] = ()) -> tuple:
+    """Listing order: methods in `order` first, in that order (the training registry's METHODS, which
+    core may not import: callers above pass it), then everything else; by id within a method."""
     m = card.get("method", "")
-    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), card.get("id", ""))
+    return (order.index(m) if m in order else len(order), card.get("id", ""))
 
 
 @dataclass(frozen=True)

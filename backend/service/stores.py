@@ -23,6 +23,7 @@ from backend.core.checkpoints import list_checkpoints, load_checkpoint
 from backend.core.errors import NotFoundError, short
 from backend.core.uploads import UploadLimits, decode_upload, image_sha256
 from backend.core.validation import check_int
+from backend.train.registry import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class ModelRegistry:
         """Every valid card, rsupcon first (backend.core.checkpoints order)."""
         with self._lock:
             if force or time.monotonic() - self._scanned > self.rescan_s:
-                self._cards = {c["id"]: c for c in list_checkpoints(self.root)}
+                self._cards = {c["id"]: c for c in list_checkpoints(self.root, METHODS)}
                 self._scanned = time.monotonic()
             return list(self._cards.values())
 
