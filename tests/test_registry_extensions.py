@@ -169,6 +169,9 @@ def test_attack_lab_offers_and_runs_the_toys(env):
     assert not at.exception and not at.error
     assert f"{TOY_LABEL}, eps 8/255, 5 steps" in "\n".join(m.value for m in at.markdown)
     assert at.query_params["steps_toy"] == "5" and at.query_params["attack"] == TOY_ATTACK
+    at.radio(key="w_sal_scale").set_value("shared").run()  # the toy's display rule comes from limits()
+    assert not at.exception and not at.error
+    assert any("one scale for all models" in h.value for h in at.html)
     at.number_input(key="w_toy_fraction").set_value(0.0).run()  # the toy's own parameter, through to the attack
     assert not at.exception and not at.error
     assert [c.value.split(" |")[0] for c in at.caption if c.value.startswith("L-inf ")] == ["L-inf 0.0/255"]

@@ -150,14 +150,15 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
         st.caption("A shared saliency scale needs white-box mode (the maps of a transferred image are scaled "
                    "per map).")
         return per_map, "map"
+    display = sal_lim["info"][sal]["display"]  # the registry's rule, as the backend's heatmaps
     raws = {}
     for m in ids:
         clean = call("explain", img["image_id"], m, sal, quiet=True)
         adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)
         if clean is None or adv is None:
             return per_map, "map"
-        raws[m] = (raw_map(clean["attribution"], sal), raw_map(adv["attribution"], sal))
-    top = shared_scale([x for pair in raws.values() for x in pair], sal)
+        raws[m] = (raw_map(clean["attribution"], display), raw_map(adv["attribution"], display))
+    top = shared_scale([x for pair in raws.values() for x in pair], display)
     bar = ("0", f"{top:.3g} = shared top", "saliency, one scale for all models (|attribution|)")
     return {m: {"clean": scaled(c, top), "adv": scaled(a, top), "bar": bar} for m, (c, a) in raws.items()}, "shared"
 

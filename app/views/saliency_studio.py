@@ -151,9 +151,10 @@ def _scaled_maps(cells: dict, ids: list[str], meths: list[str], scale: str) -> d
     for meth in meths:
         have = [m for m in ids if (meth, m) in cells]
         if scale == "shared" and have:
-            raws = {m: (raw_map(cells[(meth, m)]["clean"]["attribution"], meth),
-                        raw_map(cells[(meth, m)]["adv"]["attribution"], meth)) for m in have}
-            top = shared_scale([x for pair in raws.values() for x in pair], meth)
+            display = sal_lim["info"][meth]["display"]  # the registry's rule, as the backend's heatmaps
+            raws = {m: (raw_map(cells[(meth, m)]["clean"]["attribution"], display),
+                        raw_map(cells[(meth, m)]["adv"]["attribution"], display)) for m in have}
+            top = shared_scale([x for pair in raws.values() for x in pair], display)
             for m, (c, a) in raws.items():
                 out[(meth, m)] = (scaled(c, top), scaled(a, top))
             out["bars"][meth] = ("0", f"{top:.3g}", "shared scale")

@@ -26,25 +26,32 @@ _INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#
 
 
 INFERNO_CSS = ",".join(_INFERNO)  # the same colour map as a CSS gradient (for colour bars)
-# How backend.explain.saliency.to_heatmap reduces each method's attribution (METHOD_INFO[m]["display"]):
-# "positive" methods take the channel mean and its positive part, the rest |attr| summed over
-# channels. tests/test_app_pages.py checks this against the backend's registry.
-POSITIVE_METHODS = ("gradcam", "occlusion")
+# How backend.explain.saliency.to_heatmap reduces an attribution, by the method's display rule (the
+# saliency registry's "display", served in limits()["saliency"]["info"]): "positive" takes the channel
+# mean and its positive part, "abs" |attr| summed over channels. tests/test_app_pages.py checks both
+# against the backend for every registered method.
+DISPLAYS = ("abs", "positive")
 
 
-def raw_map(attribution, method: str) -> np.ndarray:
-    """(3,H,W) attribution -> (H,W) float32 importance before any scaling (see POSITIVE_METHODS)."""
+def _display(display: str) -> str:
+    if display not in DISPLAYS:
+        raise ValueError(f"display must be one of {DISPLAYS}, got {display!r}")
+    return display
+
+
+def raw_map(attribution, display: str) -> np.ndarray:
+    """(3,H,W) attribution -> (H,W) float32 importance before any scaling, by the method's display rule."""
     a = np.asarray(attribution, dtype=np.float32)
     if a.ndim != 3:
         raise ValueError(f"an attribution must be (3,H,W), got shape {a.shape}")
-    return np.maximum(a.mean(axis=0), 0.0) if method in POSITIVE_METHODS else np.abs(a).sum(axis=0)
+    return np.maximum(a.mean(axis=0), 0.0) if _display(display) == "positive" else np.abs(a).sum(axis=0)
 
 
-def shared_scale(maps: list[np.ndarray], method: str) -> float:
-    """One top value for several raw maps of `method`, as backend.explain.saliency.to_heatmap picks one per
-    map (the 99th percentile for "abs" methods, the maximum for positive ones): the largest of them,
-    so the strongest map sets the top for all."""
-    q = 100.0 if method in POSITIVE_METHODS else 99.0
+def shared_scale(maps: list[np.ndarray], display: str) -> float:
+    """One top value for several raw maps of a method with this display rule, as
+    backend.explain.saliency.to_heatmap picks one per map (the 99th percentile for "abs" methods, the
+    maximum for "positive" ones): the largest of them, so the strongest map sets the top for all."""
+    q = 100.0 if _display(display) == "positive" else 99.0
     tops = [float(np.percentile(np.nan_to_num(m), q)) for m in maps if m is not None and np.size(m)]
     return max(tops, default=0.0)
 
