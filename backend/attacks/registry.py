@@ -1,19 +1,17 @@
 """The attack registry: the one list of attacks, each with its norms, labels, parameters, ranges and defaults.
 
-How to add an attack (one new module plus its tests):
-1. Write backend/attacks/methods/<name>.py; every module there is imported at start (no list to edit).
-2. In it, run(model, x, y, target, spec) -> (x_adv, iterations (N,), logits of x_adv or None, logits of x
-   or None), following the contract of backend.attacks.spec (inputs only, shared frozen model).
-3. Declare its Params: at least eps per norm and steps (backend.attacks.common.eps_param/steps_param),
-   with range, default, step (a name that is no AttackSpec field is the attack's own: spec.param(name));
-   `shown` ones become controls in the app.
-4. register(Attack(name, label, variants, params, run, order=...)) at the module's end; the service's
-   limits() serves it, the app's menus and AttackSpec's validation read it; test it in tests/.
+How to add an attack (one new module plus its tests; no other file changes):
+1. New module backend/attacks/methods/<name>.py (every module there is imported, so it registers itself).
+2. run(model, x, y, target, spec) -> (x_adv, iterations, logits_adv or None, logits_clean or None).
+3. Params: eps per norm and steps (common.eps_param/steps_param), any others with range/default/step.
+4. register(Attack(name, label, variants=(Variant(norm, label, help),), params, run, order=...)).
+5. A test: AttackSpec validation, run_attack's contract, and it in limits()["attack"] and the app.
 
 An Attack is pure description plus its run function. AttackSpec (backend.attacks.spec) resolves and
 validates a spec from it: a field the attack declares takes the declared default and must lie in the
-declared range; a field it does not declare must keep its neutral value. Menus list the variants
-(attack, norm) of the `interactive` attacks in `order`, cheapest first.
+declared range; a field it does not declare must keep its neutral value; a declared name that is no
+AttackSpec field is the attack's own (spec.param(name)). Params with `shown` become controls in the
+app. Menus list the variants (attack, norm) of the `interactive` attacks in `order`, cheapest first.
 """
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """The saliency registry: the one list of saliency methods, each with its label, description, display rule,
 the parameters it reads, and its compute function; plus the shared parameters' ranges.
 
-How to add a saliency method (one new module plus its tests):
-1. Write backend/explain/saliency_methods/<name>.py; every module there is imported on first use.
-2. In it, compute(model, inp, target, params) -> attributions (N,3,H,W): inp (N,3,H,W) in [0,1] is a
-   private copy (requires_grad when `gradients`), target (N,) int64, params a SaliencyParams.
-3. Never mutate the shared frozen model: put hooks on backend.explain.saliency.twin(model).
-4. register(SaliencyMethod(name, label, info, compute, display="abs" or "positive", params=(the
-   SaliencyParams fields it reads), order=...)); limits() serves it, attribute/to_heatmap and the app read it.
+How to add a saliency method (one new module plus its tests; no other file changes):
+1. New module backend/explain/saliency_methods/<name>.py (every module there is imported on first use).
+2. compute(model, inp, target, params) -> attributions (N,3,H,W); inp is a private copy of x in [0,1].
+3. Never touch the shared frozen model: put hooks on backend.explain.saliency.twin(model).
+4. register(SaliencyMethod(name, label, info, compute, display="abs"|"positive", params=(fields read))).
+5. A test: attribute's contract (shape, batch == single, model untouched), and it in limits() and the app.
 
 display: how to_heatmap reduces a map: "abs" = magnitude of a signed per-pixel score; "positive" =
 keep the evidence for the target only (negative values mean "against").
