@@ -19,7 +19,7 @@ from backend.explain import embed as embed_mod
 from backend.explain import lens
 from backend.service import flight
 from backend.service.engine import Engine
-from backend.service.stores import _key
+from backend.service.stores import DEFAULT_DATASET, _key, image_id_prefix, split_source
 
 _BATCH = 128  # images per attack / feature batch in long work
 DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
@@ -60,15 +60,29 @@ class BatchAnalyses:
         self.results, self.heavy, self.embedders = engine.caches.results, engine.caches.heavy, engine.caches.embedders
         self.max_embed_n, self.max_curve_n, self.max_eps_values = max_embed_n, max_curve_n, max_eps_values
 
+    def _source(self, source: str, model_ids) -> str:
+        """The qualified source "<dataset>/<source>" a many-image analysis reads: a source that names
+        its data set ("imagenet/samples") as given, else that source of the models' data set (when
+        they all have the same; else the default data set)."""
+        if isinstance(source, str) and "/" in source:
+            ds, src = split_source(source)
+        else:
+            sets = {self.models.card(m).get("dataset") or DEFAULT_DATASET for m in model_ids}
+            ds, src = split_source(source, sets.pop() if len(sets) == 1 else None)
+        return f"{ds}/{src}"
+
     def _dataset(self, source: str, n: int, seed: int, max_n: int):
-        """(image ids, x (n,3,32,32) float32, labels (n,) int64) of a class-balanced seeded sample."""
+        """(image ids, x (n,3,S,S) float32, labels (n,) int64) of a class-balanced seeded sample of a
+        qualified source ("cifar10/test"); S the data set's image size."""
         check_int("n", n, 1, max_n)
         check_int("seed", seed, 0, 2**31 - 1)
         split = self.images.split(source)
         if n > len(split):
             raise ValueError(f"n={n} exceeds the {len(split)} images of source {short(source)}")
         idx = balanced_indices(split.labels, n, seed)
-        return [f"{source}:{i}" for i in idx], split.float_images(idx), split.labels[idx].numpy()
+        ds, src = split_source(source)
+        return ([f"{image_id_prefix(ds)}{src}:{i}" for i in idx], split.float_images(idx),
+                split.labels[idx].numpy())
 
     def _attack_batches(self, model, x: torch.Tensor, y: torch.Tensor, spec, should_stop,
                         tick) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +113,7 @@ class BatchAnalyses:
             check_int("n", p.get("n", 500), 5, self.max_embed_n)
             if p.get("spec") is not None:
                 self.engine.spec(p["spec"])
-            self._dataset_check(p.get("source", "test"), p.get("n", 500))
+            self._dataset_check(self._source(p.get("source", "test"), [p.get("model_id")]), p.get("n", 500))
         else:
             ids = self.models.resolve(p.get("model_ids"))
             check_int("target_class", p.get("target_class"), 0, self.engine.num_classes(ids) - 1)
@@ -126,6 +140,7 @@ class BatchAnalyses:
         check_int("n", n, 5 if method == "umap" else 2, self.max_embed_n)
         s = None if spec is None else self.engine.spec(spec)
         self.models.card(model_id)
+        source = self._source(source, [model_id])
         key = ("embed", self.models.weights_key(model_id), n, None if s is None else _key(s.to_dict()),
                method, seed, source)
         return self.engine.cached(self.heavy, key, lambda: self._embed_compute(
@@ -133,6 +148,7 @@ class BatchAnalyses:
 
     def _embed_compute(self, model_id, n, s, method, seed, source, progress, should_stop) -> dict:
         ids, x, labels = self._dataset(source, n, seed, self.max_embed_n)
+        x = self.engine.resize(x, self.engine.input_size(model_id))  # images of another size: the model's
         model = self.models.model(model_id)
         total = 1 + (0 if s is None else -(-n // _BATCH))
         done = [0]
@@ -159,8 +175,10 @@ class BatchAnalyses:
         out = {"method": method, "coords_clean": coords, "coords_adv": None, "labels": labels.astype(np.int64),
                "pred_clean": preds.astype(np.int64), "pred_adv": None, "image_ids": ids,
                "from_reference": pos is not None, "placement": placement}
-        if s is not None:
-            x_adv = self._attack_batches(model, x, torch.from_numpy(labels), s, should_stop, tick)[0]
+        if s is not None:  # attacked against the true labels, or the predictions on another data set's images
+            same = split_source(source)[0] == (self.models.card(model_id).get("dataset") or DEFAULT_DATASET)
+            y = torch.from_numpy(labels if same else preds.astype(np.int64))
+            x_adv = self._attack_batches(model, x, y, s, should_stop, tick)[0]
             with self.lock:
                 f_adv, p_adv = embed_mod.extract_features(model, x_adv.to(self.device), with_preds=True)
             if embedder is not None:
@@ -184,6 +202,11 @@ class BatchAnalyses:
         specs = [attacks.AttackSpec(method=method, eps=e, steps=None if fixed_steps(method) else steps,
                                     seed=seed)
                  if e else None for e in eps_list]  # eps 0 is the clean accuracy: no attack needed
+        source = self._source(source, ids)
+        other = [m for m in ids if (self.models.card(m).get("dataset") or DEFAULT_DATASET) != source.split("/")[0]]
+        if other:
+            raise ValueError(f"a robustness curve measures accuracy on the models' own data set: "
+                             f"{', '.join(other)} not trained on {source.split('/')[0]} (source {short(source)})")
         max_n = self.max_curve_n
         check_int("n", n, 1, max_n)
         check_int("steps", steps, 1, attacks.MAX_STEPS)
@@ -199,7 +222,7 @@ class BatchAnalyses:
         "flip_eps": float, "n": int}}. progress(done, total) after each batch; should_stop() polled
         between batches (errors.Cancelled when it turns true). n <= 1000 on CPU."""
         a = self._curve_args(model_ids, method, eps_list, n, steps, source, seed)
-        ids, x, labels = self._dataset(source, n, seed, a["max_n"])
+        ids, x, labels = self._dataset(a["source"], n, seed, a["max_n"])
         y = torch.from_numpy(labels)
         should_stop = _stop_fn(should_stop)
         batches = -(-n // _BATCH)
@@ -215,7 +238,7 @@ class BatchAnalyses:
         out = {}
         per_model = total // len(a["ids"])
         for k, mid in enumerate(a["ids"]):
-            key = ("curve", self.models.weights_key(mid), a["method"], tuple(a["eps"]), n, steps, source, seed)
+            key = ("curve", self.models.weights_key(mid), a["method"], tuple(a["eps"]), n, steps, a["source"], seed)
             out[mid] = self.engine.cached(self.heavy, key, lambda: self._curve_one(
                 mid, a, x, y, labels, should_stop, tick, flip_i))
             done[0] = (k + 1) * per_model - 1  # a cached or shared model's batches all count as done
@@ -226,6 +249,7 @@ class BatchAnalyses:
         """One model's robustness curve (see robustness_curve)."""
         n = a["n"]
         model, c = self.models.model(mid), int(self.models.card(mid)["num_classes"])
+        x = self.engine.resize(x, self.engine.input_size(mid))
         clean = []
         for i in range(0, n, _BATCH):
             if should_stop():
@@ -261,12 +285,13 @@ class BatchAnalyses:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not lo - 1e-9 <= eps <= hi + 1e-9:
             raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}] (1/255..32/255), got {short(eps)}")
         check_int("steps", steps, *lens.LENS_LIMITS["steps"])
-        x, _ = self.images.tensor(image_id)
+        self.images.get(image_id)
         out = {}
         for mid in ids:
             flight.check()  # between models: stop when the client has left
             key = ("lens", self.models.weights_key(mid), image_id, target_class, float(eps), steps)
-            out[mid] = self.engine.cached(self.results, key, lambda: self._lens_one(mid, x, target_class, eps, steps))
+            out[mid] = self.engine.cached(self.results, key, lambda: self._lens_one(
+                mid, self.engine.model_input(mid, image_id)[0], target_class, eps, steps))
         return out
 
     def _lens_one(self, mid, x, target_class, eps, steps) -> dict:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backend import attacks
+from backend.core.datasets import image_size_of
 from backend.core.validation import check_int
 from backend.explain import embed as embed_mod
 from backend.explain import saliency as saliency_lib
 from backend.service import flight
 from backend.service.batching import Batcher, batch_window_s
-from backend.service.stores import LRU, ImageStore, ModelRegistry, _key, copy_result
+from backend.service.stores import DEFAULT_DATASET, LRU, ImageStore, ModelRegistry, _key, copy_result
 
 
 class Caches:
@@ -88,11 +90,36 @@ class Engine:
         logits = self.logits(model_id, torch.cat(xs))
         return [logits[i:i + 1] for i in range(len(xs))]
 
+    def input_size(self, model_id: str) -> int:
+        """The image side the model takes (its card's input_size, else its data set's image size)."""
+        card = self.models.card(model_id)
+        return int(card.get("input_size") or image_size_of(card.get("dataset") or DEFAULT_DATASET))
+
+    @staticmethod
+    def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+        """Images x (N,3,H,W) in [0,1] at size x size (bilinear, antialiased); x itself when they are."""
+        if x.shape[-1] == size and x.shape[-2] == size:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True).clamp_(0.0, 1.0)
+
+    def model_input(self, model_id: str, image_id: str) -> tuple[torch.Tensor, int | None]:
+        """(x (1,3,S,S) float32 in [0,1], label or None): the image as model_id sees it. The one place
+        where any model meets any image: an image whose side is not the model's input size S is
+        resized (bilinear, antialiased), and its true label is used only when the image is of the
+        model's data set (else None: callers then take the model's clean prediction, as for uploads)."""
+        x, label = self.images.tensor(image_id)
+        card = self.models.card(model_id)
+        x = self.resize(x, self.input_size(model_id))
+        if self.images.dataset_of(image_id) != (card.get("dataset") or DEFAULT_DATASET):
+            label = None
+        return x, label
+
     def clean_probs(self, model_id: str, image_id: str) -> np.ndarray:
         key = (self.models.weights_key(model_id), image_id)
 
         def compute():
-            x, _ = self.images.tensor(image_id)
+            x, _ = self.model_input(model_id, image_id)
             logits = self.batcher.submit(model_id, x) if self.batcher.enabled else self.logits(model_id, x)
             return torch.softmax(logits, 1)[0].numpy().astype(np.float32)
 
@@ -119,7 +146,7 @@ class Engine:
         return self.cached(self.caches.crafted, key, lambda: self._craft(model_id, image_id, spec, target))
 
     def _craft(self, model_id: str, image_id: str, spec: attacks.AttackSpec, target: int | None) -> dict:
-        x, label = self.images.tensor(image_id)
+        x, label = self.model_input(model_id, image_id)
         y = label if label is not None else int(self.clean_probs(model_id, image_id).argmax())
         item = (x, y, target)
         if self.attack_batcher.enabled:  # GPU: other users' one-image attacks with this spec join in

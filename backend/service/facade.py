@@ -2,7 +2,18 @@
 
 Contract: docs/ARCHITECTURE.md and the method docstrings below; backend/transport/client.py mirrors it over
 HTTP. Every bad input raises ValueError naming the value; unknown ids raise NotFoundError (a
-ValueError). Image ids: "samples:<i>", "test:<i>", "train:<i>", "upload:<hex16>".
+ValueError). Image ids: "samples:<i>", "test:<i>", "train:<i>", "upload:<hex16>", optionally after the
+name of a registered data set, "<dataset>/": "imagenet/samples:3", "cifar100/test:12"; an id that names
+none means cifar10, so every id before data sets keeps its meaning.
+
+Any model on any image: an image whose side differs from a model's input size (its card's input_size)
+is resized for that model (bilinear, antialiased; backend.service.engine.Engine.model_input), and its
+true label is used only when the image is of the model's data set (else the model's clean prediction,
+as for uploads). So results come back at the model's input size: probabilities for its classes, the
+adversarial image and perturbation at the size of the model the attack was crafted on, saliency maps,
+feature-lens images and class visualisations at the explained model's size. Many-image analyses (embed,
+robustness_curve) read `source` of the models' data set unless it names one ("imagenet/samples"); a
+robustness curve needs images of the models' own data set.
 
 Sharing: one Service serves every user (Streamlit sessions, FastAPI worker threads). Models are
 loaded lazily once per (id, weights sha, device), frozen, kept in an LRU; the registry re-reads the
@@ -62,7 +73,7 @@ from backend.service import jobs as jobs_mod
 from backend.service.analyses import BatchAnalyses
 from backend.service.engine import Caches, Engine
 from backend.service.inspection import ImageAnalyses
-from backend.service.stores import ImageStore, ModelRegistry
+from backend.service.stores import DEFAULT_DATASET, ImageStore, ModelRegistry
 from backend.service.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -157,29 +168,34 @@ class Service:
     def model_card(self, model_id: str) -> dict:
         return copy.deepcopy(self.models.card(model_id))
 
-    def image_sources(self) -> dict:
-        """{"samples"|"test"|"train": {"available": bool, "count": int, "message": str}}."""
-        return self.images.sources()
+    def image_sources(self, dataset: str | None = None) -> dict:
+        """{"samples"|"test"|"train": {"available": bool, "count": int, "message": str}} of a data set
+        (default cifar10; an unknown name is a ValueError naming the known ones)."""
+        return self.images.sources(dataset)
 
-    def classes(self) -> list[str]:
-        return self.images.classes
+    def classes(self, dataset: str | None = None) -> list[str]:
+        """A data set's class names in label order (default cifar10)."""
+        return self.images.classes_of(dataset)
 
     def list_images(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
-                    limit: int = 48) -> dict:
-        """{"total": int, "items": [{"image_id", "label", "class_name"}]} (limit 1..500)."""
-        return self.images.list(source, class_name, offset, limit)
+                    limit: int = 48, dataset: str | None = None) -> dict:
+        """{"total": int, "items": [{"image_id", "label", "class_name"}]} (limit 1..500) of one source of
+        a data set (default cifar10, whose ids name no data set: "samples:3"; others' do: "imagenet/samples:3")."""
+        return self.images.list(source, class_name, offset, limit, dataset)
 
     def get_image(self, image_id: str) -> dict:
-        """{"image_id", "label": int|None, "class_name": str|None, "pixels": uint8 (32,32,3)}."""
+        """{"image_id", "dataset", "label": int|None, "class_name": str|None, "pixels": uint8 (S,S,3)},
+        S the image size of the data set the id names (32 for CIFAR, 224 for ImageNet)."""
         return self.images.get(image_id)
 
     def random_image(self, source: str = "samples", class_name: str | None = None,
-                     seed: int | None = None) -> dict:
-        return self.images.random(source, class_name, seed)
+                     seed: int | None = None, dataset: str | None = None) -> dict:
+        return self.images.random(source, class_name, seed, dataset)
 
-    def upload_image(self, data: bytes) -> dict:
-        """Decode an uploaded file to 32x32 RGB (UploadError, a ValueError, when unusable)."""
-        return self.images.upload(data)
+    def upload_image(self, data: bytes, dataset: str | None = None) -> dict:
+        """Decode an uploaded file to the data set's image size, S x S RGB (default cifar10: 32; UploadError,
+        a ValueError, when unusable); the id names the data set unless it is the default one."""
+        return self.images.upload(data, dataset)
 
     # ---- analyses: one image (backend.service.inspection) ---------------------------------
     # Their contracts are the docstrings of ImageAnalyses / BatchAnalyses; the signatures here are
@@ -302,7 +318,8 @@ class Service:
                 "lens": dict(lens.LENS_LIMITS),
                 "saliency": saliency_lib.describe(),
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
-                "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"]},
+                "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"],
+                           "default_dataset": DEFAULT_DATASET},
                 "upload": {"max_bytes": up.max_bytes, "max_pixels": up.max_pixels, "min_side": up.min_side},
                 # the training registry as the Train page shows it (method titles, preset labels, uses and
                 # values: backend.train.config.describe), and the data sets a job can train on here

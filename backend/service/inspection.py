@@ -40,9 +40,10 @@ class ImageAnalyses:
                source_model: str | None = None, saliency: str | None = None, target: int | None = None) -> dict:
         """Attack one image on each model (whitebox) or craft on source_model and evaluate the same
         adversarial image on every model (transfer). See the contract for the result shape:
-        results[mid] = {"crafted_on", "adv_pixels" (32,32,3) float32 in [0,1], "delta" (32,32,3),
+        results[mid] = {"crafted_on", "adv_pixels" (S,S,3) float32 in [0,1], "delta" (S,S,3),
         "clean"/"adv": {probs, pred, top}, "flipped", "success", "linf", "l2", "iterations",
-        "saliency_clean"/"saliency_adv": (32,32) float32 in [0,1] or None}."""
+        "saliency_clean"/"saliency_adv": (S',S') float32 in [0,1] or None}: S the input size of the
+        model the attack was crafted on, S' that of mid (the same but in a transfer between sizes)."""
         ids = self.models.resolve(model_ids)
         s = self.engine.spec(spec)
         if mode not in ("whitebox", "transfer"):
@@ -71,12 +72,14 @@ class ImageAnalyses:
 
     def _attack_compute(self, mid, image_id, s, crafted_on, sal_method, target) -> dict:
         adv = self.engine.adversarial(crafted_on, image_id, s, target)
-        x, _ = self.images.tensor(image_id)
+        x, _ = self.engine.model_input(crafted_on, image_id)
         clean = self.engine.clean_probs(mid, image_id)
+        # what mid sees of the adversarial image (transfer to a model of another input size: resized)
+        x_adv_mid = self.engine.resize(torch.from_numpy(np.array(adv["x_adv"])), self.engine.input_size(mid))
         if crafted_on == mid:
             adv_probs = adv["probs_adv"]
         else:
-            adv_probs = torch.softmax(self.engine.logits(mid, torch.from_numpy(np.array(adv["x_adv"]))), 1)[0].numpy()
+            adv_probs = torch.softmax(self.engine.logits(mid, x_adv_mid), 1)[0].numpy()
         adv_probs = adv_probs.astype(np.float32)
         pc, pa = int(clean.argmax()), int(adv_probs.argmax())
         if crafted_on == mid:
@@ -92,7 +95,8 @@ class ImageAnalyses:
                "flipped": pc != pa, "success": bool(success), "linf": adv["linf"], "l2": adv["l2"],
                "iterations": adv["iterations"], "saliency_clean": None, "saliency_adv": None}
         if sal_method is not None:
-            both = np.concatenate([x.numpy(), adv["x_adv"]])  # (2,3,H,W): one attribution pass
+            x_mid = self.engine.model_input(mid, image_id)[0]
+            both = np.concatenate([x_mid.numpy(), x_adv_mid.numpy()])  # (2,3,H,W): one attribution pass
             _, heat = self.engine.heatmaps(mid, both, [pc, pa], sal_method)
             out["saliency_clean"], out["saliency_adv"] = heat[0], heat[1]
         return out
@@ -115,7 +119,7 @@ class ImageAnalyses:
 
     def _explain_compute(self, image_id, model_id, method, tgt, s, sp) -> dict:
         if s is None:
-            x = self.images.tensor(image_id)[0].numpy()
+            x = self.engine.model_input(model_id, image_id)[0].numpy()
             pred = int(self.engine.clean_probs(model_id, image_id).argmax())
         else:
             adv = self.engine.adversarial(model_id, image_id, s, None)
@@ -140,7 +144,7 @@ class ImageAnalyses:
     def _metrics_compute(self, image_id, model_id, method, spec, ex) -> dict:
         flight.check()
         model = self.models.model(model_id)
-        x = self.images.tensor(image_id)[0].to(self.device)
+        x = self.engine.model_input(model_id, image_id)[0].to(self.device)
         t = torch.tensor([ex["target"]], device=self.device)
         with self.lock:
             al = sm.alignment_measures(model, x, t)
@@ -168,7 +172,7 @@ class ImageAnalyses:
 
     def _sanity_compute(self, image_id, model_id, method) -> dict:
         model = self.models.model(model_id)
-        x = self.images.tensor(image_id)[0].to(self.device)
+        x = self.engine.model_input(model_id, image_id)[0].to(self.device)
         t = torch.tensor([int(self.engine.clean_probs(model_id, image_id).argmax())], device=self.device)
         with self.lock:
             r = sm.randomisation_check(model, x, t, method, layers="cascade")

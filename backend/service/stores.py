@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from backend.core import data as data_mod
+from backend.core import datasets as ds_registry
 from backend.core.checkpoints import list_checkpoints, load_checkpoint
 from backend.core.errors import NotFoundError, short
 from backend.core.uploads import UploadLimits, decode_upload, image_sha256
@@ -157,125 +158,202 @@ class ModelRegistry:
         return f"{model_id}@{self.card(model_id)['weights_sha256']}"
 
 
-_IMAGE_ID_RE = re.compile(r"^(samples|test|train):(\d{1,9})$|^upload:([0-9a-f]{16})$")
+DEFAULT_DATASET = "cifar10"  # what an image id without a data set means (every id before data sets)
 SOURCES = ("samples", "test", "train")
+_IMAGE_ID_RE = re.compile(r"^(?:([a-z0-9][a-z0-9_.-]{0,63})/)?"
+                          r"(?:(samples|test|train):(\d{1,9})|upload:([0-9a-f]{16}))$")
+
+
+def image_id_prefix(dataset: str) -> str:
+    """What image ids of `dataset` start with: "" for the default data set, else "<dataset>/"."""
+    return "" if dataset == DEFAULT_DATASET else f"{dataset}/"
+
+
+def split_source(source, dataset: str | None = None) -> tuple[str, str]:
+    """(data set, source) of a source name that may name its data set ("imagenet/samples"); a
+    `dataset` given as well must agree. The data set defaults to `dataset`, else DEFAULT_DATASET."""
+    if isinstance(source, str) and "/" in source:
+        ds, source = source.split("/", 1)
+        if dataset is not None and dataset != ds:
+            raise ValueError(f"source {short(ds + '/' + source)} names data set {ds!r}, not {dataset!r}")
+        dataset = ds
+    return check_dataset(dataset), source
+
+
+def check_dataset(dataset: str | None) -> str:
+    """A registered data set's name (None: DEFAULT_DATASET); ValueError naming the known ones."""
+    if dataset is None:
+        return DEFAULT_DATASET
+    if not isinstance(dataset, str):
+        raise ValueError(f"dataset must be a data set name, got {short(dataset)}")
+    return ds_registry.get_dataset(dataset).name  # ValueError: unknown dataset ...; known: ...
 
 
 class ImageStore:
-    """Images by id: "samples:<i>" (foolbox's 20 CIFAR-10 test images, always there), "test:<i>" /
-    "train:<i>" (when a data set is found; decoded lazily, once) and "upload:<hex16>" (a bounded
-    in-memory LRU of decoded uploads, keyed by the first 16 hex digits of the pixels' sha256)."""
+    """Images by id, per registered data set (backend.core.datasets). An id may name its data set,
+    "<dataset>/<source>:<i>" ("imagenet/samples:3", "cifar100/test:12"); without one it means
+    DEFAULT_DATASET (cifar10), so "samples:3" is "cifar10/samples:3". Sources: "samples" (the offline
+    images a package ships, e.g. foolbox's 20 CIFAR-10 and 20 ImageNet images), "test" / "train"
+    (when the data root holds that data set; decoded lazily, once) and "upload:<hex16>" (a bounded
+    in-memory LRU of decoded uploads, keyed by data set and the first 16 hex digits of the pixels'
+    sha256; an upload is decoded at its data set's image size)."""
 
     def __init__(self, data_root: str | Path | None = None, max_uploads: int = 256,
                  upload_limits: UploadLimits = UploadLimits()):
         self.data_root = data_root
         self.upload_limits = upload_limits
-        self._splits: dict[str, data_mod.Split] = {}
-        self._counts: dict[str, int] = {}
-        self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._splits: dict[tuple[str, str], data_mod.Split] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._uploads: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.max_uploads = max_uploads
         self._lock = threading.Lock()
 
     @property
     def classes(self) -> list[str]:
-        return list(data_mod.CIFAR10_CLASSES)
+        return self.classes_of(None)
 
-    def sources(self) -> dict:
-        """{"samples"|"test"|"train": {"available", "count", "message"}} without decoding anything."""
-        avail = data_mod.available_sources(self.data_root)
+    def classes_of(self, dataset: str | None = None) -> list[str]:
+        """The class names of a data set (default DEFAULT_DATASET), in label order."""
+        return list(ds_registry.get_dataset(check_dataset(dataset)).classes)
+
+    def sources(self, dataset: str | None = None) -> dict:
+        """{"samples"|"test"|"train": {"available", "count", "message"}} of a data set, without decoding."""
+        ds = check_dataset(dataset)
+        avail = data_mod.available_sources(self.data_root, ds)
         out = {}
         for s in SOURCES:
-            info = avail.get(s, {"available": False, "message": "unknown source"})
+            info = dict(avail.get(s, {"available": False, "message": "unknown source"}))
+            if info["available"] and s != "samples" and ds != DEFAULT_DATASET:
+                info = _holds(data_mod.resolve_root(self.data_root), s, ds, info)
             if not info["available"]:
                 count = 0
-            elif s in self._splits or s == "samples":
-                count = len(self.split(s))
+            elif (ds, s) in self._splits or s == "samples":
+                count = len(self.split(s, ds))
             else:  # counted once without decoding: the first listing would pay a full decode
-                if s not in self._counts:
-                    self._counts[s] = _count_files(data_mod.resolve_root(self.data_root), s)
-                count = self._counts[s]
+                if (ds, s) not in self._counts:
+                    self._counts[(ds, s)] = _count_files(data_mod.resolve_root(self.data_root), s)
+                count = self._counts[(ds, s)]
             out[s] = {"available": bool(info["available"]), "count": int(count), "message": info["message"]}
         return out
 
-    def split(self, source: str) -> data_mod.Split:
+    def split(self, source: str, dataset: str | None = None) -> data_mod.Split:
+        """One source of a data set as a Split (source may name its data set: "imagenet/samples")."""
+        ds, source = split_source(source, dataset)
         if source not in SOURCES:
             raise ValueError(f"unknown image source {short(source)}; known: {', '.join(SOURCES)}")
         with self._lock:
-            if source not in self._splits:
+            if (ds, source) not in self._splits:
                 try:
-                    self._splits[source] = (data_mod.sample_images() if source == "samples"
-                                            else data_mod.load_split(self.data_root, source))
-                except data_mod.DataNotFoundError as e:
-                    raise ValueError(f"image source {short(source)} is not available: {e}") from None
-            return self._splits[source]
+                    self._splits[(ds, source)] = (data_mod.sample_images(ds) if source == "samples"
+                                                  else data_mod.load_split(self.data_root, source, dataset=ds))
+                except (data_mod.DataNotFoundError, ValueError) as e:
+                    raise ValueError(f"image source {short(image_id_prefix(ds) + source)} is not available: "
+                                     f"{e}") from None
+            return self._splits[(ds, source)]
 
-    def _indices(self, source: str, class_name: str | None) -> np.ndarray:
-        split = self.split(source)
+    def _indices(self, source: str, class_name: str | None, dataset: str | None = None) -> np.ndarray:
+        split = self.split(source, dataset)
         if class_name is None:
             return np.arange(len(split))
         if class_name not in split.classes:
-            raise ValueError(f"unknown class {short(class_name)}; known: {', '.join(split.classes)}")
+            more = " ..." if len(split.classes) > 100 else ""
+            raise ValueError(f"unknown class {short(class_name)}; known: {', '.join(split.classes[:100])}{more}")
         return np.flatnonzero(split.labels.numpy() == split.classes.index(class_name))
 
     def list(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
-             limit: int = 48) -> dict:
+             limit: int = 48, dataset: str | None = None) -> dict:
         check_int("offset", offset, 0, 10**9)
         check_int("limit", limit, 1, 500)
-        split, idx = self.split(source), self._indices(source, class_name)
-        labels = split.labels.numpy()
-        items = [{"image_id": f"{source}:{i}", "label": int(labels[i]),
+        ds, source = split_source(source, dataset)
+        split, idx = self.split(source, ds), self._indices(source, class_name, ds)
+        labels, prefix = split.labels.numpy(), image_id_prefix(ds)
+        items = [{"image_id": f"{prefix}{source}:{i}", "label": int(labels[i]),
                   "class_name": split.classes[labels[i]]} for i in idx[offset:offset + limit]]
         return {"total": int(len(idx)), "items": items}
 
-    def random(self, source: str = "samples", class_name: str | None = None, seed: int | None = None) -> dict:
+    def random(self, source: str = "samples", class_name: str | None = None, seed: int | None = None,
+               dataset: str | None = None) -> dict:
         if seed is not None:
             check_int("seed", seed, 0, 2**63 - 1)
-        idx = self._indices(source, class_name)
+        ds, source = split_source(source, dataset)
+        idx = self._indices(source, class_name, ds)
         if len(idx) == 0:
             raise ValueError(f"no images of class {short(class_name)} in {short(source)}")
-        return self.get(f"{source}:{int(np.random.default_rng(seed).choice(idx))}")
+        return self.get(f"{image_id_prefix(ds)}{source}:{int(np.random.default_rng(seed).choice(idx))}")
 
-    def get(self, image_id: str) -> dict:
-        """{"image_id", "label": int|None, "class_name": str|None, "pixels": (32,32,3) uint8 (read-only)}."""
+    def parse(self, image_id: str) -> tuple[str, str, int | str]:
+        """(data set, source or "upload", index or upload key) of an image id; ValueError when malformed
+        or its data set is unknown."""
         m = _IMAGE_ID_RE.match(image_id) if isinstance(image_id, str) else None
         if m is None:
             raise ValueError(f"invalid image id {short(image_id)}; expected 'samples:<i>', 'test:<i>', "
-                             "'train:<i>' or 'upload:<16 hex digits>'")
-        if m.group(3):
+                             "'train:<i>' or 'upload:<16 hex digits>', optionally after '<dataset>/' "
+                             "(e.g. 'imagenet/samples:3')")
+        ds = check_dataset(m.group(1))
+        if m.group(4):
+            return ds, "upload", m.group(4)
+        return ds, m.group(2), int(m.group(3))
+
+    def dataset_of(self, image_id: str) -> str:
+        """The data set an image id names (DEFAULT_DATASET when it names none)."""
+        return self.parse(image_id)[0]
+
+    def get(self, image_id: str) -> dict:
+        """{"image_id", "dataset", "label": int|None, "class_name": str|None, "pixels": (S,S,3) uint8
+        (read-only; S the data set's image size)}."""
+        ds, source, i = self.parse(image_id)
+        if source == "upload":
             with self._lock:
-                px = self._uploads.get(m.group(3))
+                px = self._uploads.get((ds, str(i)))
                 if px is not None:
-                    self._uploads.move_to_end(m.group(3))
+                    self._uploads.move_to_end((ds, str(i)))
             if px is None:
                 raise NotFoundError(f"unknown upload {short(image_id)} (uploads are kept in memory for a while "
                                     "and forgotten on restart); upload the image again")
-            return {"image_id": image_id, "label": None, "class_name": None, "pixels": px}
-        source, i = m.group(1), int(m.group(2))
-        split = self.split(source)
+            return {"image_id": image_id, "dataset": ds, "label": None, "class_name": None, "pixels": px}
+        split = self.split(source, ds)
+        assert isinstance(i, int)
         if i >= len(split):
-            raise NotFoundError(f"unknown image {short(image_id)}: {source} has {len(split)} images "
-                                f"(0..{len(split) - 1})")
+            raise NotFoundError(f"unknown image {short(image_id)}: {image_id_prefix(ds)}{source} has "
+                                f"{len(split)} images (0..{len(split) - 1})")
         label = int(split.labels[i])
         px = split.images[i].numpy().copy()
         px.setflags(write=False)
-        return {"image_id": image_id, "label": label, "class_name": split.classes[label], "pixels": px}
+        return {"image_id": image_id, "dataset": ds, "label": label, "class_name": split.classes[label],
+                "pixels": px}
 
-    def upload(self, data: bytes) -> dict:
-        """Decode (backend.core.uploads guards; UploadError is a ValueError) and remember an upload."""
-        px = decode_upload(data, self.upload_limits)
+    def upload(self, data: bytes, dataset: str | None = None) -> dict:
+        """Decode (backend.core.uploads guards; UploadError is a ValueError) at the data set's image
+        size and remember an upload; its id names the data set ("imagenet/upload:<hex16>")."""
+        ds = check_dataset(dataset)
+        px = decode_upload(data, self.upload_limits, size=ds_registry.get_dataset(ds).image_size)
         px.setflags(write=False)
         key = image_sha256(px)[:16]
         with self._lock:
-            self._uploads[key] = px
-            self._uploads.move_to_end(key)
+            self._uploads[(ds, key)] = px
+            self._uploads.move_to_end((ds, key))
             while len(self._uploads) > self.max_uploads:
                 self._uploads.popitem(last=False)
-        return self.get(f"upload:{key}")
+        return self.get(f"{image_id_prefix(ds)}upload:{key}")
 
     def tensor(self, image_id: str) -> tuple[torch.Tensor, int | None]:
-        """(x (1,3,32,32) float32 in [0,1], label or None) for an image id."""
+        """(x (1,3,S,S) float32 in [0,1] at the image's own size, label or None) for an image id."""
         img = self.get(image_id)
         return data_mod.to_float(torch.from_numpy(np.array(img["pixels"]))[None]), img["label"]  # (1,3,H,W)
+
+
+def _holds(root: Path | None, split: str, dataset: str, info: dict) -> dict:
+    """info, or "not available" when the data root's ImageFolder split holds another data set's
+    classes (a CIFAR-10 tree is no ImageNet); a torchvision folder is the data set's own."""
+    spec = ds_registry.get_dataset(dataset)
+    if root is None or (spec.torchvision_dir and (root.name == spec.torchvision_dir
+                                                  or (root / spec.torchvision_dir).is_dir())):
+        return info
+    folder = root / split
+    names = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if names == spec.classes:
+        return info
+    return {"available": False, "message": f"{folder} holds {len(names)} classes that are not {spec.label}'s"}
 
 
 def _count_files(root: Path | None, split: str) -> int:

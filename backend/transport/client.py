@@ -130,29 +130,29 @@ class HttpClient:
     def model_card(self, model_id: str) -> dict:
         return self._call("GET", f"/models/{_seg(model_id)}")
 
-    def image_sources(self) -> dict:
-        return self._call("GET", "/images/sources")
+    def image_sources(self, dataset: str | None = None) -> dict:
+        return self._call("GET", "/images/sources", params={"dataset": dataset})
 
-    def classes(self) -> list[str]:
-        return self._call("GET", "/classes")
+    def classes(self, dataset: str | None = None) -> list[str]:
+        return self._call("GET", "/classes", params={"dataset": dataset})
 
     def list_images(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
-                    limit: int = 48) -> dict:
+                    limit: int = 48, dataset: str | None = None) -> dict:
         return self._call("GET", "/images", params={"source": source, "class_name": class_name,
-                                                    "offset": offset, "limit": limit})
+                                                    "offset": offset, "limit": limit, "dataset": dataset})
 
     def get_image(self, image_id: str) -> dict:
         return self._call("GET", f"/images/{_seg(image_id)}")
 
     def random_image(self, source: str = "samples", class_name: str | None = None,
-                     seed: int | None = None) -> dict:
+                     seed: int | None = None, dataset: str | None = None) -> dict:
         return self._call("GET", "/random_image", params={"source": source, "class_name": class_name,
-                                                          "seed": seed})
+                                                          "seed": seed, "dataset": dataset})
 
-    def upload_image(self, data: bytes) -> dict:
+    def upload_image(self, data: bytes, dataset: str | None = None) -> dict:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"upload must be bytes, got {type(data).__name__}")
-        return self._call("POST", "/images/upload", content=bytes(data),
+        return self._call("POST", "/images/upload", content=bytes(data), params={"dataset": dataset},
                           headers={"Content-Type": "application/octet-stream"})
 
     def predict(self, image_id: str, model_ids: list[str] | None = None, topk: int = 5) -> dict:

@@ -202,27 +202,29 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
         return WireResponse(svc.model_card(model_id))
 
     @app.get("/images/sources")
-    def image_sources():
-        return WireResponse(svc.image_sources())
+    def image_sources(dataset: str | None = None):
+        return WireResponse(svc.image_sources(dataset))
 
     @app.get("/classes")
-    def classes():
-        return WireResponse(svc.classes())
+    def classes(dataset: str | None = None):
+        return WireResponse(svc.classes() if dataset is None else svc.classes(dataset))
 
     @app.get("/images")
-    def list_images(source: str = "samples", class_name: str | None = None, offset: int = 0, limit: int = 48):
-        return WireResponse(svc.list_images(source, class_name, offset, limit))
+    def list_images(source: str = "samples", class_name: str | None = None, offset: int = 0, limit: int = 48,
+                    dataset: str | None = None):
+        return WireResponse(svc.list_images(source, class_name, offset, limit, dataset))
 
     @app.get("/random_image")
-    def random_image(source: str = "samples", class_name: str | None = None, seed: int | None = None):
-        return WireResponse(svc.random_image(source, class_name, seed))
+    def random_image(source: str = "samples", class_name: str | None = None, seed: int | None = None,
+                     dataset: str | None = None):
+        return WireResponse(svc.random_image(source, class_name, seed, dataset))
 
     @app.post("/images/upload")
-    async def upload_image(request: Request):
+    async def upload_image(request: Request, dataset: str | None = None):
         data = await read_upload(request, cap)
-        return WireResponse(await run_in_threadpool(svc.upload_image, data))
+        return WireResponse(await run_in_threadpool(svc.upload_image, data, dataset))
 
-    @app.get("/images/{image_id}")
+    @app.get("/images/{image_id:path}")  # path: an id may name its data set, "imagenet/samples:3"
     def get_image(image_id: str):
         return WireResponse(svc.get_image(image_id))
 
