@@ -44,19 +44,19 @@ def _integer(name: str, v, lo: int, hi: int) -> int:
 class AttackSpec:
     """One attack configuration. None fields take the method's default when the spec is built.
 
-    method: a registered attack (backend.attacks.registry.names(): fgsm, pgd, cw, deepfool, autoattack).
-    norm: one of the attack's norms; None -> its first (linf for fgsm/pgd/autoattack, l2 for cw/deepfool).
-    eps: perturbation budget in pixel units within the attack's range; None -> its default (8/255 linf,
-        0.5 l2; 0 for cw/deepfool, where eps is an optional L2 cap and 0 means unbounded).
-    step_size: pixel units; None -> 2.5*eps/steps (pgd), eps (fgsm), 1.25*eps (fgsm + random start).
-        Only fgsm/pgd take one.
-    steps: iterations; None -> the attack's default (fgsm 1, its only value; pgd 10; cw 100; deepfool 50;
-        autoattack 100).
-    random_start: uniform start in the eps-ball (fgsm/pgd only); None -> True for pgd, False otherwise.
-    restarts: 1..MAX_RESTARTS random restarts (fgsm/pgd with random_start); per example the first
+    method: a registered attack (backend.attacks.registry.names(); each is a module in methods/,
+        which declares its norms, parameters, ranges and defaults).
+    norm: one of the attack's norms; None -> its first.
+    eps: perturbation budget in pixel units within the attack's range; None -> its default. For
+        minimal-perturbation attacks (registered minimal) eps is an optional L2 cap, 0 = unbounded.
+    step_size: pixel units; None -> the attack's automatic value (PGD: 2.5*eps/steps). Only attacks
+        that declare it take one.
+    steps: iterations; None -> the attack's default.
+    random_start: uniform start in the eps-ball; None -> the attack's default.
+    restarts: 1..MAX_RESTARTS random restarts (with random_start); per example the first
         successful restart, else the highest-loss one, is kept.
-    targeted / target_class: push every example to target_class (attacks registered as targeted:
-        fgsm, pgd, cw), or to the per-example `target` given to run_attack.
+    targeted / target_class: push every example to target_class (attacks registered as targeted),
+        or to the per-example `target` given to run_attack.
     c, kappa, lr: C&W trade-off constant, confidence margin, Adam learning rate.
     overshoot: DeepFool's final scaling of the accumulated step (1 + overshoot).
     seed: seeds random starts (per image, so a result never depends on its batch) and AutoAttack.
