@@ -24,6 +24,7 @@ server: install
 
 test: install-dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: install
@@ -31,3 +32,4 @@ bench: install
 
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m mypy

@@ -38,6 +38,9 @@ TRUST_ENV = "ROBUSTLENS_TRUSTED_ENTRYPOINTS"
 class Normalize(nn.Module):
     """(x - mean) / std per channel, with mean and std as buffers (saved in the weights)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean, std):
         super().__init__()
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
@@ -97,7 +100,7 @@ class ContractAdapter(nn.Module):
         called = [m for m in linears if id(m) in first_call]
         if not called:
             raise ValueError(f"{type(self.net).__name__}: no {self.num_classes}-output Linear runs in forward()")
-        self._classifier_ref = [max(called, key=lambda m: order.index(m))]  # a list: not a second submodule
+        self._classifier_ref: list[nn.Linear] = [max(called, key=lambda m: order.index(m))]  # a list: no 2nd submodule
         if not spatial:
             raise ValueError(f"{type(self.net).__name__} has no 4-D feature map larger than 1x1 at input "
                              f"{self.input_size}px (Grad-CAM needs one)")
@@ -109,7 +112,7 @@ class ContractAdapter(nn.Module):
             inner = [(f"{n}.{c}", cm) for n, m in parts for c, cm in m.named_children()
                      if any(True for _ in cm.parameters()) and id(cm) in first_call]
             self._stage_names = [n for n, _ in sorted(inner, key=lambda p: -first_call[id(p[1])])]
-        self.feature_dim = int(self.classifier.in_features)
+        self.feature_dim = int(self._classifier_ref[0].in_features)
         with torch.no_grad():
             self.net.eval()
             try:
@@ -122,7 +125,7 @@ class ContractAdapter(nn.Module):
 
     # -- the contract ------------------------------------------------------------------------------
     @property
-    def classifier(self) -> nn.Module:
+    def classifier(self) -> nn.Linear:
         return self._classifier_ref[0]
 
     @property

@@ -57,6 +57,13 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
         raise ValueError(f"{what} does not fit the architecture: {str(e)[:600]}") from None
 
 
+def _inner(model: nn.Module) -> nn.Module:
+    """The wrapped network of a ContractAdapter (whose state dict a published checkpoint holds)."""
+    if not isinstance(model, adapters.ContractAdapter):
+        raise ValueError(f"expected a ContractAdapter, got {type(model).__name__}")
+    return model.net
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a .pt/.pth read with torch.load(weights_only=True)
     (tensors only; a {'state_dict': ...} or {'model': ...} wrapper and a 'module.' prefix are unwrapped)."""
@@ -98,7 +105,7 @@ def from_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
     args = full_args("robustbench", {"name": name, "dataset": dataset, "threat_model": threat_model,
                                      "num_classes": n, "input_size": adapters.RB_SIZES[dataset]})
     model = build_arch("robustbench", args)
-    _load_state(model.net, net.state_dict(), f"RobustBench {name}")
+    _load_state(_inner(model), net.state_dict(), f"RobustBench {name}")
     src = model_dir / dataset / threat_model / f"{name}.pt"
     prov = {"source": "robustbench", "name": name, "dataset": dataset, "threat_model": threat_model,
             "version": _version("robustbench"), "licence": None,
@@ -146,7 +153,7 @@ def from_torchvision(name: str, dataset: str = "imagenet", pretrained: bool = Fa
                                      "mean": mean, "std": std})
     model = build_arch("torchvision", args)
     if w is not None:
-        _load_state(model.net, w.get_state_dict(progress=False), f"torchvision {w}")
+        _load_state(_inner(model), w.get_state_dict(progress=False), f"torchvision {w}")
     src = _hub_file(getattr(w, "url", None)) if w is not None else None
     prov = {"source": "torchvision", "name": name, "weights": str(w) if w is not None else None,
             "version": torchvision.__version__, "licence": "BSD-3-Clause (torchvision code; weights: see the "
@@ -174,7 +181,7 @@ def from_timm(name: str, dataset: str = "imagenet", pretrained: bool = False, in
     std = list(cfg.get("std", adapters.IMAGENET_STD))
     args = full_args("timm", {"name": name, "num_classes": n, "input_size": size, "mean": mean, "std": std})
     model = build_arch("timm", args)
-    _load_state(model.net, net.state_dict(), f"timm {name}")
+    _load_state(_inner(model), net.state_dict(), f"timm {name}")
     prov = {"source": "timm", "name": name, "version": timm.__version__, "pretrained": bool(pretrained),
             "licence": cfg.get("license") if pretrained else None, "hf_hub_id": cfg.get("hf_hub_id") if pretrained
             else None, "file": None, "sha256": None}
@@ -211,7 +218,7 @@ def from_entrypoint(target: str, kwargs: dict | None = None, dataset: str = "cif
     model = build_arch("entrypoint", args)
     prov = {"source": "entrypoint", "name": target, "version": None, "licence": None, "file": None, "sha256": None}
     if weights:
-        _load_state(model.net, read_weights(Path(weights)), Path(weights).name)
+        _load_state(_inner(model), read_weights(Path(weights)), Path(weights).name)
         prov.update(file=str(Path(weights).resolve()), sha256=sha256_file(Path(weights)))
     return Imported(model, "entrypoint", args, _classes_for(dataset, n), dataset, prov, f"{target} (own code)")
 
