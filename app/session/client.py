@@ -330,24 +330,59 @@ def get_image(image_id: str, where=None, quiet: bool = False) -> dict | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _classes(backend: str) -> list[str]:
-    return list(get_client().classes())
+def _classes(backend: str, dataset: str | None = None) -> list[str]:
+    client = get_client()
+    return list(client.classes() if dataset is None else client.classes(dataset))
 
 
-def classes() -> list[str]:
-    """Class names (CIFAR-10 order); falls back to CIFAR-10 if the backend cannot be asked."""
+def classes(dataset: str | None = None) -> list[str]:
+    """Class names of a data set (default: the one the user chose, see current_dataset) in label order;
+    falls back to the registry's list if the backend cannot be asked."""
+    ds = dataset or current_dataset()
     try:
-        return _classes(backend_key())
+        return _classes(backend_key(), None if ds == DEFAULT_DATASET else ds)
     except Exception as e:
         st.error(explain_error(e), icon=":material/error:")
-        from backend.core.datasets import CIFAR10  # the torch-free registry (an HTTP app has no torch)
+        from backend.core.datasets import find_dataset  # the torch-free registry (an HTTP app has no torch)
 
-        return list(CIFAR10.classes)
+        spec = find_dataset(ds) or find_dataset(DEFAULT_DATASET)
+        return list(spec.classes) if spec is not None else []
 
 
-def models() -> list[dict]:
-    """Model cards, rsupcon first; [] (with the error shown) when the backend cannot list them.
+DEFAULT_DATASET = "cifar10"  # what image ids without a data set mean (backend.service.stores)
+
+
+def all_models() -> list[dict]:
+    """Every model card, rsupcon first; [] (with the error shown) when the backend cannot list them.
 
     Not cached here: a finished training job must appear on the next rerun."""
     out = call("list_models")
     return list(out) if out else []
+
+
+def card_dataset(card: dict) -> str:
+    return str(card.get("dataset") or DEFAULT_DATASET)
+
+
+def zoo_datasets(cards: list[dict]) -> list[str]:
+    """The data sets the models are for, in the cards' order (rsupcon's first)."""
+    return list(dict.fromkeys(card_dataset(c) for c in cards))
+
+
+def current_dataset(cards: list[dict] | None = None) -> str:
+    """The data set the pages show: the "ds" param (the sidebar's choice, or a link's) when the zoo
+    holds models of several data sets, else the one they are for (cifar10 without models)."""
+    sets = zoo_datasets(all_models() if cards is None else cards)
+    if len(sets) <= 1:
+        return sets[0] if sets else DEFAULT_DATASET
+    from app.session import state
+
+    return state.get("ds", sets[0], choices=sets)
+
+
+def models() -> list[dict]:
+    """The cards of the models for the chosen data set (current_dataset), rsupcon first; [] (with the
+    error shown) when the backend cannot list them. all_models() has every card."""
+    cards = all_models()
+    ds = current_dataset(cards)
+    return [c for c in cards if card_dataset(c) == ds]

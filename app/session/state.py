@@ -142,9 +142,22 @@ def keep(name: str) -> Any:
     return ss.get(_P + name)
 
 
+_EVERY_PAGE = "_every_page_"
+
+
+def every_page(name: str) -> None:
+    """Mark param `name` as one every page's URL carries (the data set chosen in the shared sidebar),
+    so that sync_url adds it to the params a page writes."""
+    st.session_state[_EVERY_PAGE + name] = True
+
+
 def sync_url(params: dict[str, Any]) -> None:
-    """Make the URL's query string exactly `params` (None values left out); writes only on change,
-    so an unchanged view sends nothing to the browser."""
+    """Make the URL's query string exactly `params` (None values left out) plus the params marked with
+    every_page; writes only on change, so an unchanged view sends nothing to the browser."""
+    ss = st.session_state
+    extra = {k[len(_EVERY_PAGE):]: ss.get(_P + k[len(_EVERY_PAGE):]) for k in list(ss.keys())
+             if isinstance(k, str) and k.startswith(_EVERY_PAGE) and k[len(_EVERY_PAGE):] not in params}
+    params = {**extra, **params}
     want = {k: _format(v) for k, v in params.items() if v is not None and v != "" and v != []}
     have = {k: st.query_params.get(k) for k in st.query_params.keys()}
     if want != have:

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.session import state
-from app.session.client import models
+from app.session.client import all_models
 from app.widgets import charts
 from app.widgets.components import no_models_notice
 
@@ -16,7 +16,7 @@ st.title("Model zoo")
 st.caption("Every installed model with what was measured on it. Accuracies are fractions of N test images; "
            "PGD-20 is L-inf eps 8/255 unless the card says otherwise; AutoAttack is the strongest check.")
 
-cards = models()
+cards = all_models()  # every data set's models
 state.sync_url({})
 if not cards:
     no_models_notice()
@@ -46,6 +46,16 @@ def _short_note(notes: str, limit: int = 140) -> str:
     return (first[:limit - 3] + "...") if len(first) > limit else first
 
 
+def _provenance(p: dict) -> str:
+    """Where an imported model comes from: source, name, version, licence, sha256 prefix of the file."""
+    parts = [f"from {p.get('source') or '?'}: {p.get('name') or '?'}"]
+    parts += [f"version {p['version']}" if p.get("version") else "version unknown",
+              f"licence {p['licence']}" if p.get("licence") else "licence unknown"]
+    if p.get("sha256"):
+        parts.append(f"sha256 {str(p['sha256'])[:12]}")
+    return " · ".join(parts)
+
+
 def _status_badge(status: str) -> str:
     colour = {"shipped": "green", "cpu-preview": "orange", "experimental": "violet", "test": "gray"}
     return f":{colour.get(status, 'blue')}-badge[{status}]"
@@ -63,6 +73,8 @@ for i, c in enumerate(cards):
             f"- clean: {_pct(c, 'clean')}\n- PGD-20: {_pct(c, 'pgd20')}\n- AutoAttack: {_pct(c, 'autoattack')}\n"
             f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
             + (f", {tr['epochs']} epochs" if tr.get("epochs") is not None else ""))
+        if c.get("provenance"):
+            st.caption(_provenance(c["provenance"]))
         if c.get("notes"):
             st.caption(_short_note(c["notes"]))
             with st.expander("How it was made (commands)"):

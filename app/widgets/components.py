@@ -11,10 +11,20 @@ import random
 import streamlit as st
 
 from app.session import honesty, state
-from app.session.client import call, classes, get_image, models
-from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, upscale
+from app.session.client import (
+    all_models,
+    backend_key,
+    call,
+    classes,
+    current_dataset,
+    get_client,
+    get_image,
+    models,
+    zoo_datasets,
+)
+from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, to_uint8, upscale
 
-SOURCE_LABELS = {"samples": "Sample images", "test": "CIFAR-10 test set", "train": "CIFAR-10 train set",
+SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
 BROWSE_PAGE = 12  # thumbnails per browser page
 
@@ -90,6 +100,8 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
     """(picked image or None, model cards, {model id: display name}) for a page. with_image shows the
     sidebar image picker first and stops the page until an image is picked; with no model installed
     the page shows the notice and stops."""
+    if not with_image:
+        dataset_picker()
     img = image_picker() if with_image else None
     cards = models()
     names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
@@ -101,10 +113,51 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
     return img, cards, names
 
 
+@st.cache_data(show_spinner=False, max_entries=8, ttl=300)
+def _datasets(backend: str) -> dict:
+    # the backend's dataset registry (limits()["datasets"]); it changes only when the backend restarts
+    return dict(((get_client().limits() or {}).get("datasets")) or {})
+
+
+def known_datasets() -> dict:
+    """{name: {"label", "classes", "image_size", ...}}: limits()["datasets"], cached per backend."""
+    try:
+        return _datasets(backend_key())
+    except Exception:
+        return {}
+
+
+def dataset_info(name: str | None = None) -> dict:
+    """limits()["datasets"][name] (default: the chosen data set): label, classes, image_size, ..."""
+    name = name or current_dataset()
+    return {"name": name, "label": name, "image_size": 32, **(known_datasets().get(name) or {})}
+
+
+def dataset_picker(where=None) -> str:
+    """The data set every page shows (the "ds" param, in the URL of every page), chosen first in the
+    sidebar: a select box of the registered data sets (limits()["datasets"]) that the zoo holds models
+    for, drawn only when that is more than one. Returns the chosen data set."""
+    cards = all_models()
+    present = zoo_datasets(cards)
+    if len(present) <= 1:
+        return current_dataset(cards)
+    known = known_datasets()
+    opts = [d for d in known if d in present] + [d for d in present if d not in known]
+    counts = {d: sum(1 for c in cards if (c.get("dataset") or "cifar10") == d) for d in opts}
+    box = where or st.sidebar
+    with box:
+        state.every_page("ds")
+        return state.widget(st.selectbox, "Data set", "ds", opts[0], options=opts,
+                            format_func=lambda d: f'{(known.get(d) or {}).get("label", d)} ({counts[d]} models, '
+                                                  f'{(known.get(d) or {}).get("image_size", "?")} px)',
+                            help="Models are trained for one data set: choose it first. The model pickers "
+                                 "list that data set's models and the image picker its images.")
+
+
 def data_sources() -> tuple[list[str], dict[str, int]]:
     """The image sources a batch page can sample from (test, samples, train: those available) and
     their image counts; the offline samples when the service says nothing."""
-    sources = call("image_sources", quiet=True) or {}
+    sources = call("image_sources", dataset=current_dataset(), quiet=True) or {}
     opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
     return opts, {s: int((sources.get(s) or {}).get("count") or 20) for s in opts}
 
@@ -113,8 +166,10 @@ def model_picker(cards: list[dict], name: str = "models", label: str = "Models",
                  max_default: int | None = None) -> list[str]:
     """Multiselect of model ids (default: every model, rsupcon first); returns the chosen ids."""
     ids = [c["id"] for c in cards]
-    # short chips (name, clean/robust %, status) so five or more fit on one line of a full-width picker
-    names = {c["id"]: honesty.picker_label(c) for c in cards}
+    # short chips (name, clean/robust %, status) so five or more fit on one line of a full-width picker;
+    # beside imported models, each chip also says where the model comes from (ours / its source)
+    mixed = any(c.get("method") == "imported" for c in cards)
+    names = {c["id"]: honesty.picker_label(c) + (f" · {model_source(c)}" if mixed else "") for c in cards}
     default = ids[:max_default] if max_default else ids
     chosen = state.widget((where or st).multiselect, label, name, default, options=ids,
                           format_func=lambda m: names.get(m, m),
@@ -124,12 +179,19 @@ def model_picker(cards: list[dict], name: str = "models", label: str = "Models",
     return [m for m in ids if m in (chosen or [])]  # keep the registry's order (rsupcon first)
 
 
+def model_source(card: dict) -> str:
+    """Where a model comes from: "ours" (trained here) or its import source (torchvision, robustbench, ...)."""
+    if card.get("method") != "imported":
+        return "ours"
+    return str((card.get("provenance") or {}).get("source") or "imported")
+
+
 def _pick(image_id: str) -> None:
     state.put("image", image_id)
 
 
 def _sources() -> list[str]:
-    src = call("image_sources", quiet=True) or {}
+    src = call("image_sources", dataset=current_dataset(), quiet=True) or {}
     out = [s for s in ("samples", "test", "train") if (src.get(s) or {}).get("available")]
     return out + ["upload"]
 
@@ -138,17 +200,22 @@ def image_picker(where=None) -> dict | None:
     """Choose an image (browse by class, random, the offline samples, or upload); returns the
     chosen image dict (see Service.get_image) or None. The choice is the "image" param."""
     box = where or st.sidebar
+    dataset_picker()
+    ds = dataset_info()
     with box:
         st.subheader("Image")
         sources = _sources()
         source = state.widget(st.radio, "Source", "src", sources[0], options=sources,
-                              format_func=lambda s: SOURCE_LABELS.get(s, s), horizontal=False)
+                              format_func=lambda s: SOURCE_LABELS.get(s, s).format(label=ds["label"]),
+                              horizontal=False)
         if source == "upload":
-            _upload_box()
+            _upload_box(ds)
         else:
-            _browse_box(source)
+            _browse_box(source, ds["name"])
         image_id = state.get("image", None)
         img = get_image(image_id) if image_id else None
+        if img is not None and img.get("dataset", "cifar10") != ds["name"]:
+            img = None  # an image of the data set chosen before
         if image_id and img is None:
             state.put("image", None)  # a stale id (e.g. an upload from another server run)
         if img is None:
@@ -161,7 +228,7 @@ def image_picker(where=None) -> dict | None:
             cap = f'{img["image_id"]}' + (f' - {img["class_name"]}' if img.get("class_name") else "")
             show_image(img["pixels"], caption=cap)
         else:
-            st.info("No image available: upload one, or provide CIFAR-10 (see the Model zoo page).")
+            st.info(f"No image available: upload one, or provide {ds['label']} images (see the Model zoo page).")
         return img
 
 
@@ -179,11 +246,12 @@ def default_image_id(source: str = "samples") -> str | None:
     """The first image of `source` by the rule in app.honesty (every compared model right when
     clean), computed once per session and model choice."""
     ids = compared_models()
-    key = ("_default_image", source, tuple(ids))
+    ds = current_dataset()
+    key = ("_default_image", ds, source, tuple(ids))
     ss = st.session_state
     if ss.get("_default_image_key") == key:
         return ss.get("_default_image")
-    listing = call("list_images", source, None, 0, 20, quiet=True)
+    listing = call("list_images", source, None, 0, 20, dataset=ds, quiet=True)
     items = (listing or {}).get("items") or []
     if not items:
         return None
@@ -199,15 +267,26 @@ def default_image_id(source: str = "samples") -> str | None:
     return iid
 
 
-def _browse_box(source: str) -> None:
-    names = classes()
+def thumbnail(pixels, px: int = THUMB_PX):
+    """A px x px thumbnail: small images upscaled (nearest neighbour, crisp pixels), large ones
+    (224-px ImageNet) scaled down smoothly (antialiased) instead of dropping pixels."""
+    a = to_uint8(pixels)
+    if a.shape[0] <= px:
+        return upscale(a, px)
+    from PIL import Image
+
+    return Image.fromarray(a).resize((px, px), Image.Resampling.LANCZOS)
+
+
+def _browse_box(source: str, dataset: str = "cifar10") -> None:
+    names = classes(dataset)
     cls = state.widget(st.selectbox, "Class", "cls", "any", options=["any"] + names)
     class_name = None if cls == "any" else cls
     if st.button("Random image", icon=":material/casino:", key="pick_random", width="stretch"):
-        img = call("random_image", source, class_name, random.randrange(2**31))
+        img = call("random_image", source, class_name, random.randrange(2**31), dataset=dataset)
         if img:
             state.put("image", img["image_id"])
-    listing = call("list_images", source, class_name, 0, 1)
+    listing = call("list_images", source, class_name, 0, 1, dataset=dataset)
     total = int(listing["total"]) if listing else 0
     if total == 0:
         st.caption("No images here.")
@@ -215,30 +294,33 @@ def _browse_box(source: str) -> None:
     pages = max(1, -(-total // BROWSE_PAGE))
     page = state.widget(st.number_input, f"Browse page (of {pages})", f"page_{source}_{cls}", 1,
                         lo=1, hi=pages, min_value=1, max_value=pages, step=1)
-    listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE)
+    listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE, dataset=dataset)
     items = listing["items"] if listing else []
     cols = st.columns(4)
     for i, it in enumerate(items):
         with cols[i % 4]:
             im = get_image(it["image_id"], quiet=True)
             if im is not None:
-                st.image(upscale(im["pixels"], THUMB_PX), width=THUMB_PX)
+                st.image(thumbnail(im["pixels"]), width=THUMB_PX)
             st.button(it["image_id"].split(":")[-1], key=f"pick_{it['image_id']}", on_click=_pick,
                       args=(it["image_id"],), help=f'{it["image_id"]} ({it.get("class_name")})',
                       width="stretch")
     st.caption(f"{total} images; click a number to analyse that image.")
 
 
-def _upload_box() -> None:
-    up = st.file_uploader("Image file (any size; centre-cropped and resized to 32x32)",
+def _upload_box(ds: dict | None = None) -> None:
+    ds = ds or {"name": "cifar10", "image_size": 32}
+    side = int(ds["image_size"])
+    up = st.file_uploader(f"Image file (any size; centre-cropped and resized to {side}x{side})",
                           type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"], key="upload")
     if up is None:
         return
-    done = st.session_state.setdefault("_uploads", {})  # file id -> image id, per session
-    if up.file_id not in done:
-        img = call("upload_image", up.getvalue())
+    done = st.session_state.setdefault("_uploads", {})  # (file id, data set) -> image id, per session
+    key = up.file_id if ds["name"] == "cifar10" else f'{up.file_id}@{ds["name"]}'
+    if key not in done:
+        img = call("upload_image", up.getvalue(), dataset=ds["name"])
         if img is None:
             return
-        done[up.file_id] = img["image_id"]
+        done[key] = img["image_id"]
         state.put("image", img["image_id"])
     st.caption("Uploads are kept in the server's memory for a while; the link holds their id.")

@@ -1,0 +1,132 @@
+"""The app with models of two data sets (issue 12 point 3): the data set is chosen first (sidebar, in the
+URL), the pickers list that data set's models and images, and every analysis page renders with ImageNet
+chosen and an imported torchvision ResNet-18 (random weights, 64 px) beside our tiny CIFAR-10 models.
+AppTest against the real in-process backend; images are the offline foolbox samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.core import adapters
+from tests.test_datasets_service import ENTRY, OURS, TOY, TV, write_zoo
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app_zoo")
+    nodata = tmp_path_factory.mktemp("no_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(adapters.TRUST_ENV, ENTRY)
+        write_zoo(root)
+        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
+        mp.setenv("RSUPCON_DATA", str(nodata))
+        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
+        mp.delenv("BACKEND_URL", raising=False)
+        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
+        yield root
+
+
+def open_page(page: str | None = None, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    if query:
+        at.query_params.update(query)
+    if page:
+        at.switch_page(page)
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def run_until(at: AppTest, done, what: str, tries: int = 400) -> AppTest:
+    import time
+
+    for _ in range(tries):
+        at.run()
+        if done(at):
+            return at
+        time.sleep(0.25)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_data_set_choice_first_and_the_pickers_follow_it(env):
+    at = ok(open_page())
+    ds = at.sidebar.selectbox(key="w_ds")
+    assert ds.options == ["CIFAR-10 (2 models, 32 px)", "ImageNet-1k (1 models, 224 px)"]
+    assert at.session_state["p_models"] == [OURS, TOY]  # CIFAR-10 first: the first card's data set
+    assert not at.query_params["image"].startswith("imagenet/")
+    ds.set_value("imagenet").run()
+    ok(at)
+    assert at.session_state["p_models"] == [TV]
+    assert at.query_params["ds"] == "imagenet" and at.query_params["image"].startswith("imagenet/samples:")
+    # chips say where each model comes from beside imported ones
+    chips = at.multiselect(key="w_models").options
+    assert any("torchvision" in c for c in chips)
+
+
+def test_attack_lab_with_imagenet(env):
+    at = ok(open_page(query={"ds": "imagenet", "sal": "gradient"}))
+    assert at.title[0].value == "Attack lab" and at.session_state["p_models"] == [TV]
+    assert "PGD, L-inf" in texts(at) and len(at.main.image) >= 5
+    assert at.query_params["image"].startswith("imagenet/samples:") and at.query_params["ds"] == "imagenet"
+    picked = [c for im in at.sidebar.image for c in im.captions if c.startswith("imagenet/samples:")]
+    assert picked, "the sidebar shows the picked ImageNet image"
+
+
+def test_saliency_studio_with_imagenet(env):
+    at = ok(open_page("views/saliency_studio.py", query={"ds": "imagenet", "sal_methods": "gradient",
+                                                         "attack": "fgsm"}))
+    assert at.title[0].value == "Saliency studio"
+    assert len(at.main.image) == 1 + 2 + 2  # the input, clean + adversarial, two maps
+
+
+def test_embedding_explorer_with_imagenet(env):
+    at = ok(open_page("views/embeddings.py", query={"ds": "imagenet"}))
+    at.slider(key="w_emb_n").set_value(10)
+    at.toggle(key="w_emb_pca").set_value(True)
+    at.form_submit_button[0].click().run()
+    ok(at)
+    run_until(at, lambda a: a.session_state["emb_queue"]["state"] != "running", "the embedding task")
+    ok(at)
+    q = at.session_state["emb_queue"]
+    assert q["state"] == "done" and set(q["results"]) == {TV}
+    assert all(i.startswith("imagenet/samples:") for i in q["results"][TV]["image_ids"])
+
+
+def test_robustness_with_imagenet(env):
+    at = ok(open_page("views/robustness.py", query={"ds": "imagenet", "rob_methods": "fgsm", "rob_eps": "0,8",
+                                                    "rob_n": "10"}))
+    at.form_submit_button[0].click().run()
+    run_until(at, lambda a: a.session_state["curve_queue"]["state"] != "running", "the FGSM curve")
+    ok(at)
+    res = at.session_state["curve_queue"]["results"]["fgsm"]
+    assert set(res) == {TV} and res[TV]["n"] == 10
+
+
+def test_feature_lens_with_imagenet(env):
+    at = ok(open_page("views/feature_lens.py", query={"ds": "imagenet"}))
+    at.number_input(key="w_lens_steps").set_value(2)
+    at.number_input(key="w_lens_vis_steps").set_value(2)
+    at.form_submit_button[0].click().run()
+    ok(at)
+    lens = at.session_state["lens"]["res"]
+    assert set(lens) == {TV} and lens[TV]["pixels"].shape == (64, 64, 3)
+
+
+def test_zoo_lists_every_data_set_with_provenance(env):
+    at = ok(open_page("views/zoo.py"))
+    assert sorted(at.dataframe[0].value["model"]) == sorted([OURS, TV, TOY])
+    body = texts(at)
+    assert "from torchvision: resnet18" in body and "licence" in body
