@@ -130,3 +130,13 @@ def test_zoo_lists_every_data_set_with_provenance(env):
     assert sorted(at.dataframe[0].value["model"]) == sorted([OURS, TV, TOY])
     body = texts(at)
     assert "from torchvision: resnet18" in body and "licence" in body
+
+
+def test_panels_are_sized_for_the_resolution():
+    from app.widgets.components import display_side
+    from app.widgets.imaging import DISPLAY_PX
+
+    assert display_side(32) == DISPLAY_PX                        # CIFAR: upscaled to the grid's side
+    assert display_side(224) == 224                              # ImageNet: drawn at its own size
+    assert display_side(64, dataset_side=224) == 224             # a 64-px model's maps beside a 224-px image
+    assert display_side(32, px=112, dataset_side=32) == 112      # a smaller grid cell keeps its size

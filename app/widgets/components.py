@@ -27,6 +27,7 @@ from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour,
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
 BROWSE_PAGE = 12  # thumbnails per browser page
+_DS_SIDE = "_dataset_image_side"  # session key: the chosen data set's image side (set by dataset_picker)
 
 
 def prob_bars(top: list[dict], true_label: int | None = None, target: int | None = None,
@@ -49,11 +50,17 @@ def prob_bars(top: list[dict], true_label: int | None = None, target: int | None
     (where or st).html(f'<div class="rl-bars">{"".join(rows)}</div>')
 
 
+def display_side(image_side: int, px: int = DISPLAY_PX, dataset_side: int = 0) -> int:
+    """The side an image is drawn at: px, but never below its own side nor the data set's image side."""
+    return max(int(px), int(image_side), int(dataset_side))
+
+
 def show_image(img, caption: str | None = None, px: int = DISPLAY_PX, where=None) -> None:
     """One picture, nearest-neighbour upscaled to px x px (never below its own size: a 224-px image
-    stays 224), drawn at that size but never wider than its column (width="content"), so a row of
-    8 models fits the page instead of overflowing it."""
-    side = max(int(px), int(getattr(img, "shape", (px,))[0]))
+    stays 224, nor below the chosen data set's image size, so a 64-px model's maps beside a 224-px
+    ImageNet image are drawn as large as it), drawn at that size but never wider than its column
+    (width="content"), so a row of 8 models fits the page instead of overflowing it."""
+    side = display_side(int(getattr(img, "shape", (px,))[0]), px, int(st.session_state.get(_DS_SIDE, 0)))
     (where or st).image(upscale(img, side), caption=caption, width="content")
 
 
@@ -140,18 +147,22 @@ def dataset_picker(where=None) -> str:
     cards = all_models()
     present = zoo_datasets(cards)
     if len(present) <= 1:
-        return current_dataset(cards)
+        chosen = current_dataset(cards)
+        st.session_state[_DS_SIDE] = int(dataset_info(chosen)["image_size"])
+        return chosen
     known = known_datasets()
     opts = [d for d in known if d in present] + [d for d in present if d not in known]
     counts = {d: sum(1 for c in cards if (c.get("dataset") or "cifar10") == d) for d in opts}
     box = where or st.sidebar
     with box:
         state.every_page("ds")
-        return state.widget(st.selectbox, "Data set", "ds", opts[0], options=opts,
-                            format_func=lambda d: f'{(known.get(d) or {}).get("label", d)} ({counts[d]} models, '
-                                                  f'{(known.get(d) or {}).get("image_size", "?")} px)',
-                            help="Models are trained for one data set: choose it first. The model pickers "
-                                 "list that data set's models and the image picker its images.")
+        chosen = state.widget(st.selectbox, "Data set", "ds", opts[0], options=opts,
+                              format_func=lambda d: f'{(known.get(d) or {}).get("label", d)} ({counts[d]} models, '
+                                                    f'{(known.get(d) or {}).get("image_size", "?")} px)',
+                              help="Models are trained for one data set: choose it first. The model pickers "
+                                   "list that data set's models and the image picker its images.")
+    st.session_state[_DS_SIDE] = int(dataset_info(chosen)["image_size"])
+    return chosen
 
 
 def data_sources() -> tuple[list[str], dict[str, int]]:
