@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from backend.attacks import registry
 from backend.attacks.common import forward, is_success
-from backend.attacks.spec import DEFAULT_BATCH, MAX_BATCH, AttackResult, AttackSpec, _integer
+from backend.attacks.spec import DEFAULT_BATCH, MAX_BATCH, AttackResult, AttackSpec
+from backend.core.validation import check_int
 
 log = logging.getLogger("backend.attacks")
 
@@ -101,7 +102,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
-    _integer("batch_size", batch_size, 1, MAX_BATCH)
+    check_int("batch_size", batch_size, 1, MAX_BATCH)
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 

@@ -7,7 +7,6 @@ defaults) live with each attack in backend/attacks/methods/ and are read through
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from types import MappingProxyType
@@ -15,6 +14,7 @@ from types import MappingProxyType
 import torch
 
 from backend.attacks import registry
+from backend.core.validation import check_int
 
 NORMS = ("linf", "l2")
 MAX_EPS = MappingProxyType({"linf": 0.5, "l2": 20.0})  # pixel units
@@ -30,14 +30,6 @@ LIMITS = MappingProxyType({"max_steps": MAX_STEPS, "max_cw_steps": MAX_CW_STEPS,
 # The fields an attack may declare as Params, and the neutral value each keeps when it does not.
 TUNABLE = MappingProxyType({"eps": None, "step_size": None, "steps": None, "random_start": False, "restarts": 1,
                             "c": 1.0, "kappa": 0.0, "lr": 0.01, "overshoot": 0.02})
-
-
-def _integer(name: str, v, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    if not lo <= int(v) <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-    return int(v)
 
 
 @dataclass(frozen=True)
@@ -136,8 +128,8 @@ class AttackSpec:
         if self.target_class is not None:
             if not self.targeted:
                 raise ValueError(f"target_class={self.target_class!r} given but targeted is false")
-            put("target_class", _integer("target_class", self.target_class, 0, 10**6))
-        put("seed", _integer("seed", self.seed, 0, 2**63 - 1))
+            put("target_class", check_int("target_class", self.target_class, 0, 10**6))
+        put("seed", check_int("seed", self.seed, 0, 2**63 - 1))
 
     def param(self, name: str):
         """The resolved value of parameter `name`: a field, or one of the attack's own (extra) ones."""
@@ -155,7 +147,7 @@ class AttackSpec:
 
     def validate(self, num_classes: int) -> "AttackSpec":
         """Check the parts that depend on the model (target_class < num_classes); returns self."""
-        _integer("num_classes", num_classes, 2, 10**6)
+        check_int("num_classes", num_classes, 2, 10**6)
         if self.target_class is not None and self.target_class >= num_classes:
             raise ValueError(f"target_class must be in [0, {num_classes - 1}], got {self.target_class!r}")
         return self
