@@ -113,6 +113,14 @@ def test_robustness_with_imagenet(env):
     ok(at)
     res = at.session_state["curve_queue"]["results"]["fgsm"]
     assert set(res) == {TV} and res[TV]["n"] == 10
+    # 1000 classes: the flip matrix keeps only the classes the sample holds or the attack predicts
+    import json
+
+    flip = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
+    held = {int(i) for i in res[TV]["flip_matrix"].sum(axis=1).nonzero()[0]}
+    z = flip["z"]
+    assert len(held) <= len(flip["x"]) <= 20 and (z["shape"] if isinstance(z, dict) else f"{len(z)}, {len(z)}") \
+        == f"{len(flip['x'])}, {len(flip['x'])}"
 
 
 def test_feature_lens_with_imagenet(env):

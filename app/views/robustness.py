@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -95,16 +96,26 @@ st.caption("Accuracy at eps 0 is clean accuracy. A model whose curve stays high 
 meth = st.radio("Flip matrix and per-class accuracy for", list(res), horizontal=True,
                 format_func=lambda m: m.upper(), key="rob_detail")
 per_model = res[meth]
+# many classes (ImageNet's 1000): only the classes the sample holds or the attack predicts, so it stays readable
+shown = list(range(len(class_names)))
+if len(class_names) > 20:
+    shown = sorted({int(i) for c in per_model.values() for ax in (0, 1)
+                    for i in np.flatnonzero(np.asarray(c["flip_matrix"]).sum(axis=ax))})
+sub = np.ix_(shown, shown)
+held = shown if len(class_names) <= 20 else sorted(  # per-class accuracy: the classes the sample holds
+    {int(i) for c in per_model.values() for i in np.flatnonzero(np.asarray(c["flip_matrix"]).sum(axis=1))})
 cols = st.columns(min(3, len(per_model)))
 for i, (m, c) in enumerate(per_model.items()):
     cols[i % len(cols)].plotly_chart(
-        charts.flip_matrix(c["flip_matrix"], class_names, title=f"{names.get(m, m)} at {c['flip_eps'] * 255:.0f}/255"),
+        charts.flip_matrix(np.asarray(c["flip_matrix"])[sub], [class_names[j] for j in shown],
+                           title=f"{names.get(m, m)} at {c['flip_eps'] * 255:.0f}/255"),
         width="stretch", key=f"flip_{meth}_{m}")
 st.caption("Rows: true class; columns: prediction under attack (for images already wrong when clean, their "
            "clean prediction). The diagonal holds the images that survived; off-diagonal mass shows which "
            "classes the attack pushes images into.")
-st.plotly_chart(charts.per_class({names.get(m, m): {"clean": c["per_class_clean"], "robust": c["per_class_robust"]}
-                                  for m, c in per_model.items()}, class_names),
+st.plotly_chart(charts.per_class({names.get(m, m): {"clean": np.asarray(c["per_class_clean"])[held],
+                                                    "robust": np.asarray(c["per_class_robust"])[held]}
+                                  for m, c in per_model.items()}, [class_names[j] for j in held]),
                 width="stretch", key=f"perclass_{meth}")
 st.caption("Per-class accuracy, clean (light) and under attack at the flip-matrix eps (solid).")
 
