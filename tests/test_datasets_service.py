@@ -192,3 +192,26 @@ def test_many_image_analyses_read_the_model_s_data_set(client):
     assert len(curve["accuracy"]) == 2 and curve["flip_matrix"].shape == (10, 10)
     with pytest.raises(ValueError, match="own data set"):
         client.robustness_curve([TV, OURS], "fgsm", [0.0, 8 / 255], n=10, source="samples")
+
+
+def test_a_data_root_serves_only_the_data_set_it_holds(zoo, tmp_path):
+    """A CIFAR-10 ImageFolder tree is CIFAR-10's test split, not ImageNet's nor CIFAR-100's."""
+    from backend.core.datasets import CIFAR10
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(CIFAR10.classes):
+        d = tmp_path / "data" / "test" / name
+        d.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    svc = Service(zoo, data_root=tmp_path / "data", jobs_root=tmp_path / "jobs")
+    try:
+        assert svc.image_sources()["test"] == {**svc.image_sources()["test"], "available": True, "count": 10}
+        for other in ("imagenet", "cifar100"):
+            src = svc.image_sources(other)["test"]
+            assert not src["available"] and src["count"] == 0
+            with pytest.raises(ValueError, match="not available"):
+                svc.list_images("test", dataset=other)
+        items = svc.list_images("test", "cat", 0, 5)["items"]
+        assert [it["image_id"] for it in items] == ["test:3"] and svc.get_image("test:3")["class_name"] == "cat"
+    finally:
+        svc.close()
