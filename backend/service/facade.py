@@ -90,8 +90,9 @@ _DEVICE_LOCKS: dict[str, flight.FairLock] = defaultdict(flight.FairLock)
 
 class Service:
     """See the module docstring. checkpoint_root: folder of checkpoints (default
-    $ROBUSTLENS_CHECKPOINTS or <repo>/checkpoints); data_root: CIFAR-10 root (default
-    backend.core.data.resolve_root()); device: "cpu"/"cuda" (default cuda when available);
+    $ROBUSTLENS_CHECKPOINTS or <repo>/checkpoints); data_root: the data root (default
+    backend.core.data.resolve_root()): an ImageFolder tree or torchvision root whose test/train splits
+    serve the data set it holds (the offline samples need none); device: "cpu"/"cuda" (default cuda when available);
     jobs_root: where job records live (default <checkpoint_root>/.jobs); job_data: the trainer's
     --data (default $ROBUSTLENS_JOB_DATA, else data_root; "synthetic" for tests); threads: torch CPU
     threads (default $ROBUSTLENS_THREADS, else every core)."""
