@@ -29,10 +29,13 @@ def default_view(client) -> dict:
     """Compute the attack lab's default view through `client`; returns timings in seconds."""
     t0 = time.perf_counter()
     out: dict = {}
-    ids = [c["id"] for c in client.list_models()]
+    cards = client.list_models()
+    # the home page opens on the first card's data set (app.widgets.components.dataset_picker) and its models
+    ds = str(cards[0].get("dataset") or "cifar10") if cards else "cifar10"
+    ids = [c["id"] for c in cards if str(c.get("dataset") or "cifar10") == ds]
     if not ids:
         return out
-    items = client.list_images("samples", None, 0, SAMPLES)["items"]
+    items = client.list_images("samples", None, 0, SAMPLES, dataset=ds)["items"]
     if not items:
         return out
     probs = {m: [] for m in ids}

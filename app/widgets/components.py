@@ -156,7 +156,8 @@ def dataset_picker(where=None) -> str:
     box = where or st.sidebar
     with box:
         state.every_page("ds")
-        chosen = state.widget(st.selectbox, "Data set", "ds", opts[0], options=opts,
+        # default: the first card's data set (rsupcon's), as current_dataset() and the prewarmed home page
+        chosen = state.widget(st.selectbox, "Data set", "ds", present[0], options=opts,
                               format_func=lambda d: f'{(known.get(d) or {}).get("label", d)} ({counts[d]} models, '
                                                     f'{(known.get(d) or {}).get("image_size", "?")} px)',
                               help="Models are trained for one data set: choose it first. The model pickers "
