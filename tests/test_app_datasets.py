@@ -74,6 +74,11 @@ def test_data_set_choice_first_and_the_pickers_follow_it(env):
     # chips say where each model comes from beside imported ones
     chips = at.multiselect(key="w_models").options
     assert any("torchvision" in c for c in chips)
+    # the choice holds on the next page, and its link carries it
+    at.switch_page("views/feature_lens.py").run()
+    ok(at)
+    assert at.query_params["ds"] == "imagenet" and at.query_params["image"].startswith("imagenet/")
+    assert at.session_state["p_models"] == [TV]
 
 
 def test_attack_lab_with_imagenet(env):
