@@ -66,7 +66,8 @@ for i, c in enumerate(cards):
     with cols[i % 3].container(border=True):
         st.markdown(f"**{c.get('display_name') or c['id']}**  \n`{c['id']}`")
         st.markdown(f"{_status_badge(str(c.get('status', '?')))} :blue-badge[{c.get('method', '?')}] "
-                    f":gray-badge[{c.get('arch', '?')} w{c.get('width', '?')}]")
+                    f":gray-badge[{c.get('arch', '?')}{'' if c.get('width') is None else ' w' + str(c['width'])}"
+                    f"{'' if not c.get('input_size') else ' ' + str(c['input_size']) + ' px'}]")
         tr = c.get("training") or {}
         st.markdown(
             f"- data: {c.get('dataset', '?')} / {c.get('data_variant', '?')}\n"
