@@ -65,15 +65,17 @@ cols = st.columns(3)
 for i, c in enumerate(cards):
     with cols[i % 3].container(border=True):
         st.markdown(f"**{c.get('display_name') or c['id']}**  \n`{c['id']}`")
-        st.markdown(f"{_status_badge(str(c.get('status', '?')))} :blue-badge[{c.get('method', '?')}] "
+        method = "" if c.get("method") == c.get("status") else f":blue-badge[{c.get('method', '?')}] "
+        st.markdown(f"{_status_badge(str(c.get('status', '?')))} {method}"
                     f":gray-badge[{c.get('arch', '?')}{'' if c.get('width') is None else ' w' + str(c['width'])}"
                     f"{'' if not c.get('input_size') else ' ' + str(c['input_size']) + ' px'}]")
         tr = c.get("training") or {}
         st.markdown(
             f"- data: {c.get('dataset', '?')} / {c.get('data_variant', '?')}\n"
             f"- clean: {_pct(c, 'clean')}\n- PGD-20: {_pct(c, 'pgd20')}\n- AutoAttack: {_pct(c, 'autoattack')}\n"
-            f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
-            + (f", {tr['epochs']} epochs" if tr.get("epochs") is not None else ""))
+            + (f"- trained elsewhere ({c['provenance'].get('source', '?')}), not by RobustLens" if c.get("provenance")
+               else f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
+               + (f", {tr['epochs']} epochs" if tr.get("epochs") is not None else "")))
         if c.get("provenance"):
             st.caption(_provenance(c["provenance"]))
         if c.get("notes"):

@@ -258,8 +258,8 @@ def import_model(source: str, name: str, *, model_id: str | None = None, root: s
     card = new_card(model_id, "imported", imp.arch, imp.arch_args.get("width"), imp.classes,
                     display_name=imp.display_name, dataset=imp.dataset, data_variant=imp.dataset,
                     arch_args=imp.arch_args, input_size=size, status="imported",
-                    notes=imp.notes or f"Imported by `python -m backend.imports {source} {name}` "
-                                       f"in {time.time() - started:.1f} s. Not trained by RobustLens.")
+                    notes=imp.notes or f"Not trained by RobustLens: imported from {source} in "
+                                       f"{time.time() - started:.1f} s by `python -m backend.imports {source} {name}`.")
     card["provenance"] = imp.provenance
     with tempfile.TemporaryDirectory() as tmp:
         ignore = Path(tmp) / ".gitignore"

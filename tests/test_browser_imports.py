@@ -1,0 +1,98 @@
+"""Imported models in a real browser (issue 12): a torchvision ResNet-18 at 64 px on ImageNet and,
+with the import extra, RobustBench's Wong2020Fast architecture on CIFAR-10 (random weights, offline,
+through robustbench's own load_model), beside our tiny models. Every analysis page must render for each
+data set without an exception; screenshots go to test-artifacts/imports-*.png."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import write_tiny_models
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _free_port,
+    _start,
+    _stop,
+    _wait_http,
+    no_exception,
+    settle,
+    shot,
+    sync_api,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+HAS_RB = importlib.util.find_spec("robustbench") is not None
+# page path -> (h1, text shown once its first run is done)
+PAGES = {"": ("Attack lab", "L-inf 8.0/255"), "saliency_studio": ("Saliency studio", "drift rho"),
+         "embeddings": ("Embedding explorer", "Compute maps"), "robustness": ("Robustness", "press Run"),
+         "feature_lens": ("Feature lens", "Run the lens"), "zoo": ("Model zoo", "Comparison")}
+
+
+@pytest.fixture(scope="module")
+def imports_app(tmp_path_factory):
+    from backend.core import adapters
+    from backend.imports import import_model
+
+    tmp = tmp_path_factory.mktemp("browser_imports")
+    ckpt, nodata = tmp / "ckpt", tmp / "nodata"
+    write_tiny_models(ckpt)
+    torch.manual_seed(0)
+    import_model("torchvision", "resnet18", dataset="imagenet", input_size=64, root=ckpt, model_id="tv-resnet18",
+                 dtype=torch.float16)
+    if HAS_RB:
+        folder = tmp / "rb" / "cifar10" / "Linf"
+        folder.mkdir(parents=True)
+        torch.save(adapters.robustbench_net("Wong2020Fast", "cifar10", "Linf").state_dict(), folder / "Wong2020Fast.pt")
+        import_model("robustbench", "Wong2020Fast", dataset="cifar10", threat_model="Linf", model_dir=tmp / "rb",
+                     root=ckpt, dtype=torch.float16)
+    nodata.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
+    port = _free_port()
+    proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                   "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, tmp / "app.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _visit_all(browser, base: str, query: str, tag: str) -> None:
+    ctx = browser.new_context(viewport={"width": 1440, "height": 2200})
+    pg = ctx.new_page()
+    pg.set_default_timeout(180_000)
+    try:
+        for path, (title, ready) in PAGES.items():
+            pg.goto(f"{base}/{path}?{query}")
+            pg.get_by_role("heading", name=title, level=1).wait_for()
+            pg.get_by_text(ready, exact=False).first.wait_for()
+            settle(pg)
+            no_exception(pg)
+            shot(pg, f"imports-{tag}-{path or 'attack_lab'}")
+    finally:
+        ctx.close()
+
+
+def test_imagenet_model_on_every_page(imports_app, browser):
+    _visit_all(browser, imports_app, "ds=imagenet&models=tv-resnet18", "imagenet-tv-resnet18")
+
+
+@pytest.mark.skipif(not HAS_RB, reason="robustbench extra not installed (requirements-extras.txt)")
+def test_robustbench_model_beside_ours_on_every_page(imports_app, browser):
+    _visit_all(browser, imports_app, "ds=cifar10&models=rb-wong2020fast,tiny-rsupcon", "cifar10-rb-wong2020fast")
