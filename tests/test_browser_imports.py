@@ -1,4 +1,4 @@
-"""Imported models in a real browser (issue 12): a torchvision ResNet-18 at 64 px on ImageNet and,
+"""Imported models in a real browser (issue 12): a torchvision ResNet-50 at 224 px on ImageNet and,
 with the import extra, RobustBench's Wong2020Fast architecture on CIFAR-10 (random weights, offline,
 through robustbench's own load_model), beside our tiny models. Every analysis page must render for each
 data set without an exception; screenshots go to test-artifacts/imports-*.png."""
@@ -42,8 +42,7 @@ def imports_app(tmp_path_factory):
     ckpt, nodata = tmp / "ckpt", tmp / "nodata"
     write_tiny_models(ckpt)
     torch.manual_seed(0)
-    import_model("torchvision", "resnet18", dataset="imagenet", input_size=64, root=ckpt, model_id="tv-resnet18",
-                 dtype=torch.float16)
+    import_model("torchvision", "resnet50", root=ckpt, dtype=torch.float16)  # ImageNet, 224 px, weights=None
     if HAS_RB:
         folder = tmp / "rb" / "cifar10" / "Linf"
         folder.mkdir(parents=True)
@@ -89,8 +88,8 @@ def _visit_all(browser, base: str, query: str, tag: str) -> None:
         ctx.close()
 
 
-def test_imagenet_model_on_every_page(imports_app, browser):
-    _visit_all(browser, imports_app, "ds=imagenet&models=tv-resnet18", "imagenet-tv-resnet18")
+def test_imagenet_resnet50_on_every_page(imports_app, browser):
+    _visit_all(browser, imports_app, "ds=imagenet&models=tv-resnet50", "imagenet-tv-resnet50")
 
 
 @pytest.mark.skipif(not HAS_RB, reason="robustbench extra not installed (requirements-extras.txt)")
