@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.session import state
-from app.session.client import all_models
+from app.session import state, tasks
+from app.session.client import all_models, call
 from app.widgets import charts
 from app.widgets.components import no_models_notice
 
@@ -16,10 +16,59 @@ st.title("Model zoo")
 st.caption("Every installed model with what was measured on it. Accuracies are fractions of N test images; "
            "PGD-20 is L-inf eps 8/255 unless the card says otherwise; AutoAttack is the strongest check.")
 
+IMPORT_SLOT = "zoo_import"
+SOURCE_LABELS = {"robustbench": "RobustBench model zoo", "torchvision": "torchvision", "timm": "timm"}
+
+
+def import_section() -> None:
+    """Import a published model by name: a background task with a progress bar and a cancel button.
+    Files and code are imported on the command line only (`python -m backend.imports`)."""
+    lim = (call("limits", quiet=True) or {}).get("imports")
+    if not lim:
+        return
+    st.subheader("Import a model")
+    avail = [s for s in lim["sources"] if lim["available"].get(s)]
+    missing = [s for s in lim["sources"] if s not in avail]
+    if missing:
+        st.caption(f"{', '.join(missing)}: the optional extra (`{lim['extra']}`).")
+    if not avail:
+        return
+    c1, c2, c3, c4 = st.columns([1.1, 1.4, 1, 1])
+    source = c1.selectbox("Source", avail, format_func=lambda s: SOURCE_LABELS.get(s, s), key="imp_source")
+    rb = source == "robustbench"
+    name = c2.text_input("Model name", key="imp_name", placeholder="Carmon2019Unlabeled" if rb else "resnet50",
+                         help="RobustBench: a leaderboard name; torchvision / timm: the model's name.")
+    ds_opts = lim["robustbench_datasets"] if rb else lim["datasets"]
+    dataset = c3.selectbox("Data set", ds_opts, index=0 if rb else ds_opts.index("imagenet"), key="imp_ds")
+    if rb:
+        threat = c4.selectbox("Threat model", lim["threat_models"], key="imp_threat")
+        pretrained = False
+    else:
+        threat = "Linf"
+        pretrained = c4.checkbox("Published weights", key="imp_pretrained",
+                                 help="Download the library's trained weights (needs internet); off: random weights.")
+    st.caption("RobustBench models and published weights are downloaded when online (a file already in "
+               "RobustBench's model folder is read without downloading). The model then appears above; "
+               "measure it with `python -m backend.eval.evaluate --checkpoint checkpoints/<id>`.")
+    if st.button("Import", icon=":material/download:", disabled=not name.strip(), key="imp_go"):
+        params = {"source": source, "name": name.strip(), "dataset": dataset, "threat_model": threat,
+                  "pretrained": pretrained}
+        tasks.start(IMPORT_SLOT, params, [{"label": name.strip(), "kind": "import_model", "params": params}])
+    if tasks.running(IMPORT_SLOT):
+        tasks.poller(IMPORT_SLOT, "Importing")
+    q = tasks.get(IMPORT_SLOT)
+    if q and not tasks.running(IMPORT_SLOT):
+        tasks.report(IMPORT_SLOT)
+        for res in q["results"].values():
+            st.success(f"Imported **{res['model_id']}** ({res['card'].get('display_name')}).",
+                       icon=":material/check_circle:")
+
+
 cards = all_models()  # every data set's models
 state.sync_url({})
 if not cards:
     no_models_notice()
+    import_section()
     st.stop()
 
 
@@ -117,3 +166,5 @@ c1.download_button("Table (CSV)", df.to_csv(index=False), "robustlens_models.csv
                    on_click="ignore", icon=":material/download:")
 c2.download_button("Cards (JSON)", json.dumps(cards, indent=2, default=str), "robustlens_models.json",
                    "application/json", on_click="ignore", icon=":material/download:")
+
+import_section()

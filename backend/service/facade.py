@@ -68,7 +68,7 @@ from backend.core.uploads import UploadLimits
 from backend.explain import embed as embed_mod
 from backend.explain import lens
 from backend.explain import saliency as saliency_lib
-from backend.service import flight
+from backend.service import flight, model_imports
 from backend.service import jobs as jobs_mod
 from backend.service.analyses import BatchAnalyses
 from backend.service.engine import Caches, Engine
@@ -238,7 +238,7 @@ class Service:
         return self.batch_analyses.class_visualisation(target_class, model_ids, steps, seed, progress, should_stop)
 
     # ---- background tasks ------------------------------------------------------------------
-    TASK_KINDS = ("robustness_curve", "embed", "class_visualisation")
+    TASK_KINDS = ("robustness_curve", "embed", "class_visualisation", "import_model")
 
     def start_task(self, kind: str, params: dict) -> str:
         """Run robustness_curve / embed / class_visualisation in the background with `params` (that
@@ -260,7 +260,22 @@ class Service:
 
     def _validate_task(self, kind: str, p: dict) -> None:
         """The cheap checks of a task's parameters, so a bad request fails at once, not in the thread."""
-        self.batch_analyses.validate_task(kind, p)
+        if kind == "import_model":
+            model_imports.validate(self.root, p)
+        else:
+            self.batch_analyses.validate_task(kind, p)
+
+    def import_model(self, source: str, name: str, dataset: str | None = None, threat_model: str = "Linf",
+                     pretrained: bool = False, model_id: str | None = None, progress=None,
+                     should_stop=None) -> dict:
+        """Import a published model by name (robustbench, torchvision or timm; backend.service.model_imports)
+        into this service's checkpoints folder; returns {"model_id", "card"}. Normally a task
+        (start_task("import_model", ...)): a download takes minutes. The model is listed at once."""
+        out = model_imports.run(self.root, progress=progress, should_stop=should_stop, source=source, name=name,
+                                dataset=dataset, threat_model=threat_model, pretrained=pretrained,
+                                model_id=model_id)
+        self.models.cards(force=True)
+        return out
 
     def task_status(self, task_id: str) -> dict:
         """{"task_id", "kind", "state": running|done|failed|cancelled, "done", "total", "result", "error"}."""
@@ -331,4 +346,5 @@ class Service:
                 # the dataset and architecture registries: classes, image size, class colours; labels, defaults
                 "datasets": {n: ds_registry.get_dataset(n).describe() for n in ds_registry.names()},
                 "architectures": {n: arch_registry.describe(n) for n in arch_registry.names()},
+                "imports": model_imports.describe(),
                 "device": self.device}
