@@ -100,7 +100,7 @@ def test_classes_and_sources_per_data_set(client):
     src = client.image_sources("imagenet")
     assert src["samples"]["available"] and src["samples"]["count"] == 20
     assert client.image_sources()["samples"]["count"] == 20
-    assert not client.image_sources("cifar100")["samples"]["available"]  # no offline CIFAR-100 images
+    assert client.image_sources("cifar100")["samples"]["available"]  # foolbox's 20 CIFAR-100 test images
     img = client.random_image("samples", None, 7, dataset="imagenet")
     assert img["image_id"].startswith("imagenet/samples:") and img["pixels"].shape == (224, 224, 3)
 

@@ -154,7 +154,8 @@ lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid
 pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal
 shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
 telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
-""".split()), image_size=32, mean=(0.5071, 0.4865, 0.4409), torchvision_dir="cifar-100-python"))
+""".split()), image_size=32, mean=(0.5071, 0.4865, 0.4409), torchvision_dir="cifar-100-python",
+    samples=r"foolbox:^cifar100_(\d+)_(\d+)\.png$"))  # the 20 CIFAR-100 test images foolbox ships (fine labels)
 
 # ImageNet-1k (ILSVRC 2012): the 1000 class names in label order (the order torchvision's and timm's
 # classifiers use), from imagenet_classes.txt beside this module; the 20 validation images that the
