@@ -6,6 +6,7 @@ arguments write byte-identical weights.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,37 @@ def fresh_checkpoint_root(tmp_path) -> Path:
     root = tmp_path / "checkpoints"
     write_tiny_models(root)
     return root
+
+
+@contextmanager
+def app_environment(checkpoints: Path, nodata: Path, **extra: str):
+    """The environment the app's tests run the real in-process backend under: `checkpoints` as the zoo,
+    no data set (`nodata` is an empty folder: offline samples only), training jobs on synthetic data,
+    no HTTP backend or token; `extra` variables on top. Restored on exit."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in extra.items():
+            mp.setenv(k, v)
+        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(checkpoints))
+        mp.setenv("RSUPCON_DATA", str(nodata))
+        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
+        mp.delenv("BACKEND_URL", raising=False)
+        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
+        yield
+
+
+def both_clients(checkpoints: Path, jobs: Path):
+    """{"inprocess": InProcessClient, "http": HttpClient over the FastAPI app (TestClient)}, each with its
+    own Service on `checkpoints`; a generator for a fixture (closes them after the yield)."""
+    from fastapi.testclient import TestClient
+
+    from backend.service import Service
+    from backend.transport.client import HttpClient, InProcessClient
+    from backend.transport.server import create_app
+
+    inproc, remote = Service(checkpoints, jobs_root=jobs / "a"), Service(checkpoints, jobs_root=jobs / "b")
+    out = {"inprocess": InProcessClient(inproc),
+           "http": HttpClient("http://testserver", http=TestClient(create_app(remote), raise_server_exceptions=False))}
+    yield out
+    for c in out.values():
+        c.close()
+    remote.close()

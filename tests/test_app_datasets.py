@@ -4,61 +4,20 @@ chosen and an imported torchvision ResNet-18 (random weights, 64 px) beside our 
 AppTest against the real in-process backend; images are the offline foolbox samples."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from backend.core import adapters
+from tests.helpers import app_environment
+from tests.test_app_pages import ok, open_page, run_until, texts
 from tests.test_datasets_service import ENTRY, OURS, TOY, TV, write_zoo
-
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("app_zoo")
-    nodata = tmp_path_factory.mktemp("no_data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(adapters.TRUST_ENV, ENTRY)
+    with app_environment(root, tmp_path_factory.mktemp("no_data"), **{adapters.TRUST_ENV: ENTRY}):
         write_zoo(root)
-        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
-        mp.setenv("RSUPCON_DATA", str(nodata))
-        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
-        mp.delenv("BACKEND_URL", raising=False)
-        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
         yield root
-
-
-def open_page(page: str | None = None, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
-    if query:
-        at.query_params.update(query)
-    if page:
-        at.switch_page(page)
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
-
-
-def run_until(at: AppTest, done, what: str, tries: int = 400) -> AppTest:
-    import time
-
-    for _ in range(tries):
-        at.run()
-        if done(at):
-            return at
-        time.sleep(0.25)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def test_data_set_choice_first_and_the_pickers_follow_it(env):

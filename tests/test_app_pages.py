@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import TINY_MODELS, write_tiny_models
+from tests.helpers import TINY_MODELS, app_environment, write_tiny_models
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 TIMEOUT = 180  # seconds per script run: a cold start loads torch, captum and three models
@@ -27,13 +27,7 @@ def env(tmp_path_factory):
     """Checkpoints with the three tiny models, no data set (offline samples only), synthetic job data."""
     root = tmp_path_factory.mktemp("app_ckpt")
     write_tiny_models(root)
-    nodata = tmp_path_factory.mktemp("no_data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
-        mp.setenv("RSUPCON_DATA", str(nodata))
-        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
-        mp.delenv("BACKEND_URL", raising=False)
-        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
+    with app_environment(root, tmp_path_factory.mktemp("no_data")):
         yield root
 
 

@@ -13,8 +13,6 @@ import torch
 
 from tests.helpers import write_tiny_models
 from tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     _free_port,
     _start,
     _stop,
@@ -22,7 +20,6 @@ from tests.test_browser import (
     no_exception,
     settle,
     shot,
-    sync_api,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -60,16 +57,6 @@ def imports_app(tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _visit_all(browser, base: str, query: str, tag: str) -> None:

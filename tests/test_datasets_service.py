@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.core import adapters
 from backend.core.checkpoints import load_checkpoint
 from backend.imports.sources import import_model
 from backend.service import Service
-from backend.transport.client import HttpClient, InProcessClient
-from backend.transport.server import create_app
-from tests.helpers import write_tiny_checkpoint
+from tests.helpers import both_clients, write_tiny_checkpoint
 
 OURS, TV, TOY = "tiny-ce", "tv-resnet18", "own-toy"
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 2}
@@ -48,14 +45,7 @@ def zoo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clients(zoo, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("jobs")
-    inproc, remote = Service(zoo, jobs_root=jobs / "a"), Service(zoo, jobs_root=jobs / "b")
-    out = {"inprocess": InProcessClient(inproc),
-           "http": HttpClient("http://testserver", http=TestClient(create_app(remote), raise_server_exceptions=False))}
-    yield out
-    for c in out.values():
-        c.close()
-    remote.close()
+    yield from both_clients(zoo, tmp_path_factory.mktemp("jobs"))
 
 
 @pytest.fixture(params=["inprocess", "http"])

@@ -22,7 +22,7 @@ from backend.explain.saliency_registry import SaliencyMethod
 from backend.service import Service
 from backend.transport.client import HttpClient, InProcessClient
 from backend.transport.server import create_app
-from tests.helpers import write_tiny_models
+from tests.helpers import app_environment, write_tiny_models
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 TOY_ATTACK, TOY_SALIENCY = "toy_signs", "toy_contrast"
@@ -74,13 +74,7 @@ def env(toys, tmp_path_factory):
     """Three tiny models, no data set (the offline samples only), for the Service and the app."""
     root = tmp_path_factory.mktemp("ext_ckpt")
     write_tiny_models(root)
-    nodata = tmp_path_factory.mktemp("ext_no_data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
-        mp.setenv("RSUPCON_DATA", str(nodata))
-        mp.setenv("ROBUSTLENS_JOB_DATA", "synthetic")
-        mp.delenv("BACKEND_URL", raising=False)
-        mp.delenv("ROBUSTLENS_TOKEN", raising=False)
+    with app_environment(root, tmp_path_factory.mktemp("ext_no_data")):
         yield root
 
 

@@ -8,14 +8,12 @@ import time
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.core.errors import BusyError, NotFoundError
 from backend.service import Service
-from backend.transport.client import HttpClient, InProcessClient
-from backend.transport.server import create_app
-from tests.helpers import CIFAR10_CLASSES, tiny_checkpoint_root  # noqa: F401 (fixture)
+from backend.transport.client import HttpClient
+from tests.helpers import CIFAR10_CLASSES, both_clients, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the order list_models must give (rsupcon first)
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 3}
@@ -24,15 +22,7 @@ PGD = {"method": "pgd", "eps": 8 / 255, "steps": 3}
 @pytest.fixture(scope="module")
 def clients(tiny_checkpoint_root, tmp_path_factory):  # noqa: F811
     """Two independent services over the same checkpoints: one in-process, one behind HTTP."""
-    jobs = tmp_path_factory.mktemp("jobs")
-    inproc = Service(tiny_checkpoint_root, jobs_root=jobs / "a")
-    remote = Service(tiny_checkpoint_root, jobs_root=jobs / "b")
-    http = TestClient(create_app(remote), raise_server_exceptions=False)
-    out = {"inprocess": InProcessClient(inproc), "http": HttpClient("http://testserver", http=http)}
-    yield out
-    for c in out.values():
-        c.close()
-    remote.close()
+    yield from both_clients(tiny_checkpoint_root, tmp_path_factory.mktemp("jobs"))
 
 
 @pytest.fixture(params=["inprocess", "http"])
