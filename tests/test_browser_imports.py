@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from tests import test_browser
 from tests.helpers import write_tiny_models
 from tests.test_browser import (
     _free_port,
@@ -22,6 +23,7 @@ from tests.test_browser import (
     shot,
 )
 
+browser = test_browser.browser  # the Chromium fixture of tests/test_browser.py, shared
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 HAS_RB = importlib.util.find_spec("robustbench") is not None
 # page path -> (h1, text shown once its first run is done)
