@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,24 @@ def _stop(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@contextmanager
+def app_server(ckpt: Path, tmp: Path):
+    """`streamlit run app/main.py` (in-process backend) on the checkpoints in `ckpt`, the offline samples
+    only, synthetic job data; yields its base URL and stops it (and all it started) on exit."""
+    nodata = tmp / "nodata"
+    nodata.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
+    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
+    port = _free_port()
+    proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                   "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, tmp / "app.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
 
 
 @pytest.fixture(scope="module", params=["inprocess", "http"])
@@ -279,19 +298,10 @@ def five_model_app(tmp_path_factory):
     if len([p for p in SHIPPED.iterdir() if (p / "card.json").exists()]) < 5:
         pytest.skip("needs the five shipped checkpoints in checkpoints/")
     tmp = tmp_path_factory.mktemp("browser_five")
-    ckpt, nodata = tmp / "ckpt", tmp / "nodata"
+    ckpt = tmp / "ckpt"
     shutil.copytree(SHIPPED, ckpt, ignore=shutil.ignore_patterns(".jobs", "job-*", "__pycache__"))
-    nodata.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
-    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                   "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, tmp / "app.log")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with app_server(ckpt, tmp) as url:
+        yield url
 
 
 @pytest.mark.parametrize("width", LAYOUT_WIDTHS)

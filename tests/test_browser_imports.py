@@ -5,23 +5,13 @@ data set without an exception; screenshots go to test-artifacts/imports-*.png.""
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
 
 import pytest
 import torch
 
 from tests import test_browser
 from tests.helpers import write_tiny_models
-from tests.test_browser import (
-    _free_port,
-    _start,
-    _stop,
-    _wait_http,
-    no_exception,
-    settle,
-    shot,
-)
+from tests.test_browser import app_server, no_exception, settle, shot
 
 browser = test_browser.browser  # the Chromium fixture of tests/test_browser.py, shared
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,7 +28,7 @@ def imports_app(tmp_path_factory):
     from backend.imports import import_model
 
     tmp = tmp_path_factory.mktemp("browser_imports")
-    ckpt, nodata = tmp / "ckpt", tmp / "nodata"
+    ckpt = tmp / "ckpt"
     write_tiny_models(ckpt)
     torch.manual_seed(0)
     import_model("torchvision", "resnet50", root=ckpt, dtype=torch.float16)  # ImageNet, 224 px, weights=None
@@ -48,17 +38,8 @@ def imports_app(tmp_path_factory):
         torch.save(adapters.robustbench_net("Wong2020Fast", "cifar10", "Linf").state_dict(), folder / "Wong2020Fast.pt")
         import_model("robustbench", "Wong2020Fast", dataset="cifar10", threat_model="Linf", model_dir=tmp / "rb",
                      root=ckpt, dtype=torch.float16)
-    nodata.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("BACKEND_URL", "ROBUSTLENS_TOKEN")}
-    env.update(ROBUSTLENS_CHECKPOINTS=str(ckpt), RSUPCON_DATA=str(nodata), ROBUSTLENS_JOB_DATA="synthetic")
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                   "--server.headless", "true", "--browser.gatherUsageStats", "false"], env, tmp / "app.log")
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, tmp / "app.log")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with app_server(ckpt, tmp) as url:
+        yield url
 
 
 def _visit_all(browser, base: str, query: str, tag: str) -> None:

@@ -3,24 +3,13 @@
 torchvision with random weights: offline, nothing downloaded. Files and code cannot be imported this way."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from backend.service import Service
 from tests.helpers import write_tiny_models
 from tests.test_app_pages import MAIN, TIMEOUT, ok, run_until
-
-
-def _wait(svc, task_id: str, limit_s: float = 120) -> dict:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        st = svc.task_status(task_id)
-        if st["state"] != "running":
-            return st
-        time.sleep(0.2)
-    raise AssertionError("the import task did not finish")
+from tests.test_service_contract import wait_task
 
 
 def test_import_task_writes_a_listed_model_that_the_service_runs(tmp_path):
@@ -30,7 +19,7 @@ def test_import_task_writes_a_listed_model_that_the_service_runs(tmp_path):
         lim = svc.limits()["imports"]
         assert lim["sources"] == ["robustbench", "torchvision", "timm"] and lim["available"]["torchvision"]
         task = svc.start_task("import_model", {"source": "torchvision", "name": "resnet18", "dataset": "cifar10"})
-        st = _wait(svc, task)
+        st = wait_task(svc, task)
         assert st["state"] == "done", st
         assert st["result"]["model_id"] == "tv-resnet18" and st["result"]["card"]["input_size"] == 32
         assert "tv-resnet18" in [c["id"] for c in svc.list_models()]
