@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from backend.core.errors import BusyError, Cancelled, DeadlineExceeded
 from backend.service import Service, flight
@@ -200,6 +201,69 @@ def test_a_steady_interactive_stream_does_not_starve_background():
         stop.set()
         f.join(10)
         t.join(10)
+
+
+def _stepping_batch(lock, model, max_steps=200_000, priority=flight.BACKGROUND):
+    """A thread that holds `lock` once for a long batch of forward passes of `model` (an attack's
+    steps) inside lock.yielding_at(model); returns (thread, steps done, inside the batch, stop)."""
+    steps, inside, stop = [0], threading.Event(), threading.Event()
+    x = torch.zeros(1, 4)
+
+    def run():
+        with flight.scope(priority, "teacher"):
+            with lock, lock.yielding_at(model):
+                inside.set()
+                while steps[0] < max_steps and not stop.is_set():
+                    model(x)
+                    steps[0] += 1
+            inside.clear()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    wait_for(inside.is_set)
+    return th, steps, inside, stop
+
+
+def test_a_background_batch_lets_a_waiter_in_at_its_next_step():
+    """Issue 14: a request waits for one attack step of another session's background batch, not for
+    the batch (without the per-step yield the predict below would wait for all 200,000 steps)."""
+    lock, model = flight.FairLock(), torch.nn.Linear(4, 2)
+    th, steps, inside, stop = _stepping_batch(lock, model)
+    try:
+        with flight.scope(flight.INTERACTIVE, "student"):
+            with lock:
+                still_in_batch, at = inside.is_set(), steps[0]
+                model(torch.zeros(1, 4))  # this thread's passes through the hooked model do not yield
+                model(torch.zeros(1, 4))
+                assert steps[0] == at, "the background batch ran while the interactive request held the lock"
+    finally:
+        stop.set()
+        th.join(10)
+    assert still_in_batch and at < 200_000
+    assert not model._forward_pre_hooks  # the hook is gone with the batch
+
+
+def test_interactive_work_does_not_yield_at_its_steps():
+    """The same long batch run by an interactive request keeps the device: a background waiter that
+    queued during it gets the lock only when it ends."""
+    lock, model = flight.FairLock(), torch.nn.Linear(4, 2)
+    th, steps, inside, stop = _stepping_batch(lock, model, priority=flight.INTERACTIVE)
+    got = []
+
+    def background():
+        with flight.scope(flight.BACKGROUND, "other"):
+            with lock:
+                got.append((inside.is_set(), steps[0]))
+
+    b = threading.Thread(target=background)
+    b.start()
+    wait_for(lambda: lock.waiting() == 1)
+    queued_at = steps[0]
+    wait_for(lambda: steps[0] > queued_at + 100)  # many steps with a waiter queued
+    stop.set()
+    b.join(20)
+    th.join(10)
+    assert got and got[0][0] is False and got[0][1] == steps[0]
 
 
 def test_lock_is_reentrant_and_refuses_foreign_release():

@@ -87,12 +87,13 @@ class BatchAnalyses:
     def _attack_batches(self, model, x: torch.Tensor, y: torch.Tensor, spec, should_stop,
                         tick) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_adv (N,3,H,W), the model's predictions on it (N,)) for images x against labels y,
-        batch by batch (the device lock is taken per batch)."""
+        batch by batch (the device lock is taken per batch; in background work, waiting requests go
+        ahead of the batch's next attack step)."""
         xs, preds = [], []
         for i in range(0, len(x), _BATCH):
             if should_stop():
                 raise Cancelled("cancelled")
-            with self.lock:
+            with self.lock, self.lock.yielding_at(model):  # background work lets others in at every step
                 r = attacks.run_attack(model, x[i:i + _BATCH].to(self.device), y[i:i + _BATCH].to(self.device), spec)
             xs.append(r.x_adv.cpu())
             preds.append(r.pred_adv.cpu())

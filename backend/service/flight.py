@@ -245,6 +245,25 @@ class FairLock:
         # it; the caller checks for cancellation right after
         self.acquire(_rejoin=True)
 
+    @contextmanager
+    def yielding_at(self, module):
+        """For background work that holds the lock once for a long unit (an attack batch of many steps):
+        before each forward pass of `module` (an nn.Module; one attack step) made by this thread, let
+        waiting requests go first (yield_to_waiters), so a waiting request waits for one step, not for
+        the whole batch. Passes by other threads through the same module are not touched; interactive
+        work does not yield (it is what the others wait for)."""
+        me = threading.get_ident()
+
+        def before_forward(_module, _args) -> None:
+            if threading.get_ident() == me and current().priority == BACKGROUND:
+                self.yield_to_waiters()
+
+        handle = module.register_forward_pre_hook(before_forward)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
     def __enter__(self):
         self.acquire()
         return self
