@@ -35,6 +35,7 @@ from backend.core.imagefiles import SHARED_CIFAR as SHARED_CIFAR
 from backend.core.imagefiles import SHARED_DATA as SHARED_DATA
 from backend.core.imagefiles import DataNotFoundError as DataNotFoundError
 from backend.core.imagefiles import (
+    _class_dirs,
     _decode_imagefolder,
     _decode_paths,
     _disk_read,
@@ -46,6 +47,7 @@ from backend.core.imagefiles import (
     _stamp,
     _tv_dir,
     _variant,
+    looked_for,
 )
 from backend.core.imagefiles import cache_root as cache_root
 from backend.core.imagefiles import how_to_provide_data as how_to_provide_data
@@ -161,11 +163,17 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
     of `dataset` in the registry (backend.core.datasets; 32 for a name it does not hold).
 
     root: an ImageFolder tree (train/ and test/ with one folder per class; other sizes are resized
-    to SxS) or a torchvision root (cifar-10-batches-py / cifar-100-python inside); None means
-    `resolve_root()`. download=True lets torchvision fetch cifar10/cifar100 when online (into root,
-    or <cache>/torchvision without one). Decoded once, then served from the disk cache (see
+    to SxS, non-square files centre-cropped first unless S is 32; val/ is the test split when there
+    is no test/) or a torchvision root (cifar-10-batches-py / cifar-100-python inside); None means
+    `resolve_root()`. A registered data set's class folders are its class names or folder ids
+    (ImageNet's WordNet ids), all or some of them: labels are always in the data set's own index
+    space (split.classes is its full list) and a subset's variant says so (imagenet-subset10-...).
+    An unregistered name's image side comes from the root's dataset.json (datasets.read_manifest).
+    download=True lets torchvision fetch cifar10/cifar100 when online (into root, or
+    <cache>/torchvision without one). Decoded once, then served from the disk cache (see
     `cache_root`) and an in-process LRU. Raises DataNotFoundError (with instructions) when there is
-    no data, ValueError for bad arguments or class folders that do not match `dataset`."""
+    no data, ValueError for bad arguments, a bad dataset.json, or class folders that are not
+    `dataset`'s (nothing is decoded or cached then)."""
     _check_args(split, dataset)
     r = resolve_root(root)
     if r is None:
@@ -179,8 +187,8 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
         src = _locate(r, split, dataset)
     if src is None:
         detail = ("it does not exist" if not r.exists() else
-                  f"no {split}/ folder and no {_tv_dir(dataset) or 'torchvision'}/ folder")
-        raise DataNotFoundError(how_to_provide_data(r, detail))
+                  f"no {looked_for(split)} folder and no {_tv_dir(dataset) or 'torchvision'}/ folder")
+        raise DataNotFoundError(how_to_provide_data(r, detail, dataset))
 
     mem_key = (src.kind, str(src.folder.resolve()), split, dataset, _stamp(src))
     with _MEMORY_LOCK:
@@ -188,29 +196,44 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
             _MEMORY.move_to_end(mem_key)
             return _MEMORY[mem_key]
 
-    size = image_size_of(dataset)
-    ident = json.dumps([_CACHE_FORMAT, src.kind, str(src.folder.resolve()), split, dataset,
-                        _fingerprint(src)] + ([] if size == 32 else [size]))  # 32: the old keys stay valid
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    size = image_size_of(dataset, src.root)  # a registered data set's, or the root's dataset.json's
+    # the class folders are matched to the data set before anything is decoded or cached
+    plan = None if src.kind == "torchvision" else _class_plan([d.name for d in _class_dirs(src.folder)],
+                                                                dataset, src.folder)
+    ident = [_CACHE_FORMAT, src.kind, str(src.folder.resolve()), split, dataset, _fingerprint(src)]
+    if size != 32:  # 32: the old keys stay valid; other sides centre-crop non-square files
+        ident += [size, "centre-crop"]
+    if plan is not None and not plan.exact:  # folders by id, in another order, or a subset
+        ident += [["labels", plan.labels]]
+    digest = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
     stem = cache_root(cache_dir) / "splits" / f"{dataset}-{split}-{digest}"
     cached = _disk_read(stem)
     if cached is not None:
         x, y, meta = cached
-        _check_classes(meta["classes"], dataset, src.folder)
+        if plan is None:
+            _check_classes(meta["classes"], dataset, src.folder)
         log.info("loaded %s/%s (%d images) from cache %s", dataset, split, len(y), stem)
     else:
         if src.kind == "torchvision":
             x, y, classes = fresh or _read_torchvision(src.root, split, dataset, download=download)
+            _check_classes(classes, dataset, src.folder)
             variant = _variant(src, dataset, [])
         else:
-            classes, paths, y = _list_imagefolder(src.folder)
-            _check_classes(classes, dataset, src.folder)  # before the slow decode
+            assert plan is not None
+            folders, paths, y = _list_imagefolder(src.folder)
+            if folders != plan.folders:
+                raise ValueError(f"{src.folder}: its class folders changed while it was read; load it again")
+            y = np.asarray(plan.labels, dtype=np.int64)[y]  # folder order -> the data set's labels
+            classes = list(plan.classes)
             variant = _variant(src, dataset, paths)
+            if plan.subset:
+                variant = _subset_variant(variant, dataset, len(plan.folders))
             x = _decode_imagefolder(paths) if size == 32 else _decode_imagefolder(paths, size)
-        _check_classes(classes, dataset, src.folder)
         meta = {"format": _CACHE_FORMAT, "n": int(len(y)), "classes": list(classes), "variant": variant,
                 "source": str(src.folder.resolve()), "dataset": dataset, "split": split,
                 "image_size": int(x.shape[1])}
+        if plan is not None and not plan.exact:
+            meta["folders"] = list(plan.folders)
         _disk_write(stem, x, y, meta)
         log.info("decoded %s/%s (%d images) from %s; cached at %s", dataset, split, len(y), src.folder,
                  stem)
@@ -223,8 +246,59 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
     return out
 
 
+@dataclass(frozen=True)
+class _ClassPlan:
+    """How a tree's class folders (sorted by name) map onto a data set's labels."""
+    folders: list[str]         # the class folder names, sorted (the order _list_imagefolder labels them)
+    labels: list[int]          # the data set's label of each folder
+    classes: tuple[str, ...]   # the Split's classes (a registered data set's full list)
+    exact: bool                # folders == classes: labels are the folder indices, as always
+    subset: bool               # only some of a registered data set's classes
+
+
+def _class_plan(folders: list[str], dataset: str, folder: Path) -> _ClassPlan:
+    """Match class folders to `dataset`: an unregistered name's classes are the folders; a
+    registered data set's folders are class names or folder ids (DatasetSpec.folder_ids), any
+    subset of them. ValueError naming a few folders that are neither (nothing is decoded then)."""
+    spec = find_dataset(dataset)
+    identity = _ClassPlan(folders, list(range(len(folders))), tuple(folders), True, False)
+    if spec is None or not folders or tuple(folders) == spec.classes:
+        return identity
+    index = spec.folder_index()
+    unknown = [f for f in folders if f not in index]
+    if unknown:
+        ids = f" or its folder ids ({', '.join(spec.folder_ids[:2])}, ...)" if spec.folder_ids else ""
+        raise ValueError(f"{folder}: {len(unknown)} of {len(folders)} class folders are not {spec.label}'s "
+                         f"classes ({len(folders)} folders: {folders[:12]}"
+                         f"{' ...' if len(folders) > 12 else ''}), e.g. {unknown[:5]}; {dataset}'s class "
+                         f"folders are named by its {spec.num_classes} class names ({list(spec.classes)[:12]}"
+                         f"{' ...' if spec.num_classes > 12 else ''}){ids}; pass another dataset name for "
+                         "a custom ImageFolder tree")
+    labels = [index[f] for f in folders]
+    if len(set(labels)) != len(labels):
+        twice = sorted({spec.classes[k] for k in labels if labels.count(k) > 1})
+        raise ValueError(f"{folder}: class(es) {twice[:5]} have two folders (a name and an id); keep one")
+    subset = len(labels) < spec.num_classes
+    if subset:
+        log.info("%s holds %d of %s's %d classes: labels stay in %s's index space (data variant "
+                 "%s-subset%d-...)", folder, len(labels), spec.label, spec.num_classes, dataset, dataset,
+                 len(labels))
+    return _ClassPlan(folders, labels, spec.classes, False, subset)
+
+
+def _subset_variant(variant: str, dataset: str, k: int) -> str:
+    """The data variant of a tree holding k of the data set's classes: imagenet-jpeg75 ->
+    imagenet-subset10-jpeg75 (a VARIANT file's own name gets -subset10 appended)."""
+    tag = f"subset{k}"
+    if variant.startswith(dataset + "-"):
+        out = f"{dataset}-{tag}-{variant[len(dataset) + 1:]}"
+    else:
+        out = f"{variant}-{tag}"
+    return out if _NAME_RE.match(out) else f"{dataset}-{tag}"
+
+
 def _check_classes(classes: list[str], dataset: str, folder: Path) -> None:
-    """A registered data set's classes must be the registry's, in its order."""
+    """A torchvision root's classes (or a cached split's) must be the registry's, in its order."""
     spec = find_dataset(dataset)
     if spec is None:
         return
@@ -349,6 +423,7 @@ def available_sources(root: str | os.PathLike | None = None, dataset: str = "cif
         if src is not None:
             out[split] = {"available": True, "message": f"{src.kind} at {src.folder}"}
         else:
-            detail = "" if r is None else ("it does not exist" if not r.exists() else f"no {split}/ folder")
-            out[split] = {"available": False, "message": how_to_provide_data(r, detail)}
+            detail = "" if r is None else ("it does not exist" if not r.exists() else
+                                           f"no {looked_for(split)} folder")
+            out[split] = {"available": False, "message": how_to_provide_data(r, detail, dataset)}
     return out

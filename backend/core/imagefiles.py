@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from backend import REPO
-from backend.core.datasets import _NAME_RE, find_dataset
+from backend.core.datasets import _NAME_RE, MANIFEST, find_dataset
+from backend.core.datasets import DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
 from backend.core.runtime import usable_cores
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,18 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path | None:
     return SHARED_CIFAR if SHARED_CIFAR.is_dir() else None
 
 
-def how_to_provide_data(root: Path | None = None, detail: str = "") -> str:
-    """The instructions that DataNotFoundError carries."""
+def how_to_provide_data(root: Path | None = None, detail: str = "", dataset: str | None = None) -> str:
+    """The instructions that DataNotFoundError carries (`dataset`: whose data was looked for)."""
     pack = SHARED_DATA / "cifar10_pack.py"
     pack_cmd = f"python {pack if pack.is_file() else '/path/to/shared/data/cifar10_pack.py'} tree DEST"
-    where = f"No CIFAR data found at {root}" if root else "No CIFAR data set configured"
+    spec = find_dataset(dataset) if dataset else None
+    what = "CIFAR" if dataset is None or dataset.startswith("cifar") else (spec.label if spec else dataset)
+    where = f"No {what} data found at {root}" if root else f"No {what} data set configured"
     return (f"{where}{': ' + detail if detail else ''}.\nProvide one of:\n"
             "  - RSUPCON_DATA=/path/to/data (or pass root=...) pointing at one of the layouts below;\n"
-            "  - an ImageFolder tree: DIR/train/<class>/*.jpg|png and DIR/test/<class>/...;\n"
+            "  - an ImageFolder tree: DIR/train/<class>/*.jpg|png and DIR/test/<class>/... (or DIR/val/<class>/...,\n"
+            "    ImageNet's layout, used as the test split when there is no test/; or DIR itself named val/ or\n"
+            "    test/); <class> a class name or its folder id (ImageNet: WordNet ids such as n01440764);\n"
             "  - a torchvision root holding cifar-10-batches-py/ or cifar-100-python/; with download=True\n"
             "    torchvision downloads it there when online;\n"
             f"  - the shared CIFAR-10 packs: `{pack_cmd}`, then RSUPCON_DATA=DEST.\n"
@@ -74,6 +79,20 @@ class _Source:
     folder: Path     # the folder whose files make up the split (fingerprinted for the cache)
 
 
+TEST_FOLDERS = ("test", "val")  # where the test split is looked for, in order (ImageNet ships val/)
+
+
+def split_folders(split: str) -> tuple[str, ...]:
+    """The folder names a split is looked for under a data root, in order."""
+    return TEST_FOLDERS if split == "test" else (split,)
+
+
+def looked_for(split: str) -> str:
+    """'test/ (or val/)' for messages that say what was looked for."""
+    first, *rest = split_folders(split)
+    return f"{first}/" + (f" (or {', '.join(f + '/' for f in rest)})" if rest else "")
+
+
 def _locate(root: Path, split: str, dataset: str) -> _Source | None:
     # A torchvision root wins over an ImageFolder tree: it is the original, lossless data.
     tv = _tv_dir(dataset)
@@ -82,8 +101,16 @@ def _locate(root: Path, split: str, dataset: str) -> _Source | None:
             return _Source("torchvision", root.parent, root)
         if (root / tv).is_dir():
             return _Source("torchvision", root, root / tv)
-    if (root / split).is_dir():
-        return _Source("imagefolder", root, root / split)
+    for name in split_folders(split):
+        if (root / name).is_dir():
+            if name != split:
+                log.info("%s has no %s/ folder: its %s/ folder is the %s split", root, split, name, split)
+            return _Source("imagefolder", root, root / name)
+    # a split folder itself given as the root (--data /data/imagenet/val): its parent is the data root
+    if (split == "test" and root.name in TEST_FOLDERS and root.is_dir()
+            and not any((root / n).is_dir() for n in ("train",) + TEST_FOLDERS)):
+        log.info("%s is named %s/: it is the test split itself (data root %s)", root, root.name, root.parent)
+        return _Source("imagefolder", root.parent, root)
     return None
 
 
@@ -112,8 +139,7 @@ def _stamp(src: _Source) -> tuple:
     """Cheap change marker for the in-process cache: mtimes of the split folder and its class
     folders (adding, removing or renaming a file changes its folder's mtime)."""
     dirs = [src.folder] + ([] if src.kind == "torchvision" else _class_dirs(src.folder))
-    variant_file = src.root / "VARIANT"
-    extra = [variant_file.stat().st_mtime_ns] if variant_file.is_file() else []
+    extra = [f.stat().st_mtime_ns for f in (src.root / "VARIANT", src.root / MANIFEST) if f.is_file()]
     if src.kind == "torchvision":
         extra += [e.stat().st_mtime_ns for e in os.scandir(src.folder) if e.is_file()]
     return tuple(d.stat().st_mtime_ns for d in dirs) + tuple(extra)
@@ -175,13 +201,24 @@ def _variant(src: _Source, dataset: str, paths: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------- decoding
+def _centre_square(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    s = min(w, h)
+    return im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+
+
 def _decode_paths(paths: list[str], size: int = 32) -> np.ndarray:
-    """(len(paths), size, size, 3) uint8; other sizes resized bilinearly, every mode converted to RGB."""
+    """(len(paths), size, size, 3) uint8; every mode converted to RGB; other sizes resized bilinearly.
+    At sides other than DEFAULT_IMAGE_SIZE (ImageNet's 224, a manifest's side) a non-square file is
+    first centre-cropped to a square (as uploads are), so photos keep their aspect ratio; at 32 px
+    (CIFAR) files are resized whole, as always (the decoded CIFAR caches stay valid)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")
+                if size != DEFAULT_IMAGE_SIZE and im.size[0] != im.size[1]:
+                    im = _centre_square(im)
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im)
