@@ -192,6 +192,37 @@ def test_attack_bad_mode_and_saliency(client):
         client.attack("samples:0", PGD, ["tiny-ce"], saliency="xray")
 
 
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam", "integrated_gradients"])
+def test_an_adversarial_map_computes_its_clean_twin_in_the_same_pass(tiny_checkpoint_root, method,  # noqa: F811
+                                                                    monkeypatch):
+    """Issue 12 (speed at 224 px): explaining the adversarial image first computes the clean map in
+    the same attribution pass of two images and caches it; both equal what two separate calls give."""
+    from backend.service import Service
+
+    params = {"ig_steps": 8} if method == "integrated_gradients" else {"smoothgrad_samples": 4} \
+        if method == "smoothgrad" else None
+    alone = Service(tiny_checkpoint_root, device="cpu")
+    paired = Service(tiny_checkpoint_root, device="cpu")
+    try:
+        clean_ref = alone.explain("samples:5", "tiny-pgd", method, params=params)
+        adv_ref = alone.explain("samples:5", "tiny-pgd", method, spec=PGD, params=params)
+        engine = paired.image_analyses.engine
+        passes, heatmaps = [], engine.heatmaps
+        monkeypatch.setattr(engine, "heatmaps", lambda mid, x, t, *a: passes.append(len(x)) or heatmaps(mid, x, t, *a))
+        adv = paired.explain("samples:5", "tiny-pgd", method, spec=PGD, params=params)
+        clean = paired.explain("samples:5", "tiny-pgd", method, params=params)
+        assert passes == [2], passes  # one pass of two images; the clean call was a cache hit
+        for got, ref in ((clean, clean_ref), (adv, adv_ref)):
+            assert got["adversarial"] is ref["adversarial"] and got["target"] == ref["target"]
+            np.testing.assert_allclose(got["attribution"], ref["attribution"], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got["heatmap"], ref["heatmap"], atol=1e-4)
+        paired.saliency_metrics("samples:6", "tiny-pgd", method, spec=PGD)  # the studio's first call
+        assert passes == [2, 2], passes
+    finally:
+        alone.close()
+        paired.close()
+
+
 def test_explain_shapes(client):
     pred = client.predict("samples:4", ["tiny-pgd"])["results"]["tiny-pgd"]["pred"]
     e = client.explain("samples:4", "tiny-pgd", "integrated_gradients", params={"ig_steps": 8})

@@ -153,8 +153,8 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
     display = sal_lim["info"][sal]["display"]  # the registry's rule, as the backend's heatmaps
     raws = {}
     for m in ids:
+        adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)  # computes the clean map with it
         clean = call("explain", img["image_id"], m, sal, quiet=True)
-        adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)
         if clean is None or adv is None:
             return per_map, "map"
         raws[m] = (raw_map(clean["attribution"], display), raw_map(adv["attribution"], display))

@@ -65,8 +65,8 @@ def studio() -> None:
         bar = st.progress(0.0)
         for i, (meth, m) in enumerate((a, b) for a in meths for b in ids):
             met = call("saliency_metrics", img["image_id"], m, meth, spec)
+            adv = call("explain", img["image_id"], m, meth, spec=spec)  # first: computes the clean map with it
             clean = call("explain", img["image_id"], m, meth)
-            adv = call("explain", img["image_id"], m, meth, spec=spec)
             if met is not None and clean is not None and adv is not None:
                 cells[(meth, m)] = {"metrics": met, "clean": clean, "adv": adv}
             bar.progress((i + 1) / (len(ids) * len(meths)))
