@@ -7,7 +7,9 @@ One row per checkpoint, in the registry's order (rsupcon first): method, width, 
 images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, the AutoAttack
 standard error (binomial, in points) and code (reference: pyautoattack; torchattacks: backend.attacks
 on torchattacks' components), status, hardware and training time. A metric the card does not have
-prints as "-".
+prints as "-". Numbers measured on other images than the card's own data variant (an imported
+model measured on the 20 offline samples: `--source samples`, or on an ImageNet val folder) say
+where in the N cell, e.g. "20 / 20 / 20 on imagenet-foolbox-samples".
 """
 from __future__ import annotations
 
@@ -53,6 +55,17 @@ def _aa(m: dict) -> tuple[str, str]:
     return f"{100 * p:.1f} ± {100 * se:.1f}", "reference" if impl.startswith("pyautoattack") else "torchattacks"
 
 
+def _measured_on(card: dict, m: dict) -> str:
+    """' on VARIANT' when the metrics were measured on another data variant than the card's."""
+    ev = m.get("eval") or {}
+    own = card.get("data_variant")
+    variant, aa_variant = ev.get("data_variant"), ev.get("autoattack_data_variant")
+    out = f" on {variant}" if variant and variant != own else ""
+    if aa_variant and aa_variant != (variant or own) and m.get("n_autoattack"):
+        out += f" (AA on {aa_variant})"
+    return out
+
+
 def rows(root: Path) -> list[str]:
     out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE "
            "| N (clean / PGD / AA) "
@@ -60,10 +73,11 @@ def rows(root: Path) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in list_checkpoints(root, METHODS):
         m, t = card.get("metrics") or {}, card.get("training") or {}
-        n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack"))
+        n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack")) + _measured_on(card, m)
         minutes = t.get("time_s")
         aa, aa_code = _aa(m)
-        out.append(f"| {card['method']} | {card.get('width')} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
+        width = "-" if card.get("width") is None else card["width"]  # an imported model has none
+        out.append(f"| {card['method']} | {width} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
                    f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {aa} | {n} "
                    f"| {aa_code} | {card.get('status')} | {t.get('hardware', '?')} "
                    f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")

@@ -1,8 +1,8 @@
 """Test-set evaluation of a checkpoint: clean, PGD-20 and AutoAttack accuracy, overall and per class.
 
-    python -m backend.eval.evaluate --checkpoint checkpoints/NAME [--data DIR] [--n-clean N] [--n-pgd 2000]
-        [--autoattack] [--n-aa 200] [--aa-steps 100] [--seed 0] [--batch-size 256] [--device auto]
-        [--threads N]
+    python -m backend.eval.evaluate --checkpoint checkpoints/NAME [--data DIR | --source samples] [--n-clean N]
+        [--n-pgd 2000] [--autoattack] [--n-aa 200] [--aa-steps 100] [--seed 0] [--batch-size 256]
+        [--device auto] [--threads N]
 
 Protocol (shared/docs/RSUPCON.md): clean accuracy on the test split (all images unless --n-clean),
 PGD-20 (L-inf, eps 8/255, step 2/255, random start) on a balanced seeded subset, AutoAttack standard
@@ -13,6 +13,14 @@ from torchattacks' components run by backend.attacks with the reference's 100 it
 (binomial, sqrt(p(1-p)/N)), the subset sizes, the data variant, the attack settings and the seed
 go into the card's metrics (atomically); the same command and seed give the same numbers. The
 AutoAttack package is imported only when AutoAttack is requested.
+
+--source samples measures on the checkpoint's data set's offline sample images instead of its
+test split (backend.core.data.sample_images: for ImageNet-1k the 20 validation images the foolbox
+package ships), so an imported model gets measured numbers offline: every metric on all of them
+(N = 20), data variant `<dataset>-foolbox-samples` in the card's metrics. An N of 20 says little
+(standard error up to 11 points); the card states it. --data DIR reads DIR's test split (or val/,
+ImageNet's layout; its class folders by name or WordNet id, all classes or some: labels stay in the
+model's index space and the variant says `imagenet-subsetK-...`).
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from backend.attacks.pgd import pgd  # noqa: E402
-from backend.core.data import Split, balanced_indices, load_split  # noqa: E402
+from backend.core.data import Split, balanced_indices, load_split, sample_images  # noqa: E402
 from backend.core.errors import Cancelled  # noqa: E402
 from backend.core.validation import check_int  # noqa: E402
 
@@ -183,19 +191,30 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     return out
 
 
+SOURCES = ("test", "samples")
+
+
 def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, write: bool = True,
-                        split: Split | None = None, only_autoattack: bool = False, **kwargs) -> dict:
+                        split: Split | None = None, only_autoattack: bool = False, source: str = "test",
+                        **kwargs) -> dict:
     """Load a checkpoint, evaluate it on the test split and (write=True) merge the numbers into its
     card's metrics atomically. data: a root for backend.core.data.load_split, or "synthetic" (the
     training code's synthetic task, for checkpoints trained on it); split: evaluate on this Split
-    instead. only_autoattack: run and write the AutoAttack part only (the card keeps its clean and
-    PGD numbers). kwargs go to evaluate_model. Returns the metrics added."""
+    instead. source "samples": on the card's data set's offline sample images (sample_images; no
+    data root then). only_autoattack: run and write the AutoAttack part only (the card keeps its
+    clean and PGD numbers). kwargs go to evaluate_model. Returns the metrics added."""
     from backend.core.checkpoints import load_checkpoint, read_card, write_card
 
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source == "samples" and (data is not None or split is not None):
+        raise ValueError("source 'samples' reads the data set's offline samples: pass no data root or split")
     device = kwargs.get("device", "cpu")
     loaded = load_checkpoint(ckpt_dir, device=device)
     if split is not None:
         pass
+    elif source == "samples":
+        split = sample_images(loaded.card.get("dataset", "cifar10"))
     elif data == "synthetic":
         from backend.train.inputs import synthetic_task
 
@@ -217,6 +236,8 @@ def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, wr
     result["eval"]["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if only_autoattack:
         aa_eval = {k: v for k, v in result["eval"].items() if k.startswith("autoattack")}
+        # the AutoAttack figure may come from other images than the clean / PGD ones: say which
+        aa_eval.update(autoattack_split=split.split, autoattack_data_variant=split.variant)
         result = {k: result[k] for k in AA_KEYS}
     if write:
         card = read_card(ckpt_dir)
@@ -231,17 +252,21 @@ def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, wr
 
 
 def format_table(result: dict, classes: list[str]) -> str:
+    """Per-class and overall accuracies; classes with no image measured (a subset, the samples of
+    a 1000-class data set) are left out, so a row is never an invented 0."""
     keys = [k for k in ("clean", "pgd20", "autoattack") if result.get(k) is not None]
     keys += [k for k in result if k.startswith("pgd") and k != "pgd20" and not k.startswith("pgd_")
              and result.get(k) is not None]
-    head = f"{'class':<12}" + "".join(f"{k:>12}" for k in keys)
+    shown = [c for c in classes if any((result[f"per_class_{k}"] or {}).get(c) is not None for k in keys)]
+    w = max([12] + [min(24, len(c) + 1) for c in shown])
+    head = f"{'class':<{w}}" + "".join(f"{k:>12}" for k in keys)
     rows = [head, "-" * len(head)]
-    for c in classes:
-        rows.append(f"{c:<12}" + "".join(
-            f"{(result[f'per_class_{k}'] or {}).get(c) or 0:>12.3f}" for k in keys))
+    for c in shown:
+        cells = [(result[f"per_class_{k}"] or {}).get(c) for k in keys]
+        rows.append(f"{c[:w - 1]:<{w}}" + "".join(f"{'-':>12}" if v is None else f"{v:>12.3f}" for v in cells))
     rows.append("-" * len(head))
-    rows.append(f"{'all':<12}" + "".join(f"{result[k]:>12.4f}" for k in keys))
-    rows.append(f"{'N':<12}" + "".join(f"{result['n_' + k]:>12d}" for k in keys))
+    rows.append(f"{'all':<{w}}" + "".join(f"{result[k]:>12.4f}" for k in keys))
+    rows.append(f"{'N':<{w}}" + "".join(f"{result['n_' + k]:>12d}" for k in keys))
     return "\n".join(rows)
 
 
@@ -250,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--data", help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")
+    ap.add_argument("--source", choices=SOURCES, default="test",
+                    help="test: the data root's test split (or val/); samples: the data set's offline sample "
+                         "images (ImageNet: the 20 foolbox ships), every metric on all of them")
     ap.add_argument("--n-clean", "--n", type=int, default=None, help="clean images (default: all)")
     ap.add_argument("--n-pgd", type=int, default=2000)
     ap.add_argument("--autoattack", action="store_true")
@@ -273,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.only_autoattack and not a.autoattack:
             raise ValueError("--only-autoattack needs --autoattack")
+        if a.source == "samples" and a.data is not None:
+            raise ValueError("--source samples reads the offline sample images: drop --data")
         result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, only_autoattack=a.only_autoattack,
                                      n_clean=a.n_clean,
                                      n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed,
                                      aa_steps=a.aa_steps, aa_impl=a.aa_impl,
-                                     batch_size=a.batch_size, device=device)
+                                     batch_size=a.batch_size, device=device, source=a.source)
     except ValueError as e:
         ap.error(str(e))
     if a.only_autoattack:
@@ -286,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{result['se_autoattack']:.4f} on {result['n_autoattack']}"
                          + (f" ({prefix})" if prefix else "") + "\n")
         return 0
-    sys.stdout.write(f"{a.checkpoint} ({result['eval']['data_variant']}, seed {a.seed})\n"
+    sys.stdout.write(f"{a.checkpoint} ({result['eval']['data_variant']}, {result['eval']['split']} split, "
+                     f"seed {a.seed})\n"
                      f"{format_table(result, list(result['per_class_clean']))}\n")
     return 0
 
