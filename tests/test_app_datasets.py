@@ -112,3 +112,37 @@ def test_panels_are_sized_for_the_resolution():
     assert display_side(224) == 224                              # ImageNet: drawn at its own size
     assert display_side(64, dataset_side=224) == 224             # a 64-px model's maps beside a 224-px image
     assert display_side(32, px=112, dataset_side=32) == 112      # a smaller grid cell keeps its size
+
+
+@pytest.mark.parametrize("side, pgd_steps, cw_steps", [(32, 10, 100), (64, 10, 100), (224, 5, 30)])
+def test_fewer_attack_steps_by_default_for_imagenet_size_models(side, pgd_steps, cw_steps):
+    """Issue 12 (224-px speed): the attack controls start at the registry's large_default steps for
+    models from limits' large_input_px up (a PGD step at 224 px costs ~10x one at 32 px), else at the
+    default; the same controls, the real registry."""
+    from streamlit.testing.v1 import AppTest
+
+    def script(side):
+        import streamlit as st
+
+        from app.widgets import attack_ui
+        from backend import attacks
+
+        alim = attacks.describe()
+        spec, desc = attack_ui.controls(["a", "b"], alim=alim, input_size=side)
+        st.session_state["spec"] = spec
+        spec2, _ = attack_ui.controls(["a", "b"], prefix="cw_", alim=alim, default="cw", input_size=side)
+        st.session_state["spec2"] = spec2
+
+    at = AppTest.from_function(script, kwargs={"side": side}).run(timeout=30)
+    assert not at.exception, at.exception
+    assert at.session_state["spec"]["method"] == "pgd" and at.session_state["spec"]["steps"] == pgd_steps
+    assert at.session_state["spec2"]["method"] == "cw" and at.session_state["spec2"]["steps"] == cw_steps
+
+
+def test_large_default_is_checked_against_the_range():
+    from backend.attacks.registry import Param
+
+    with pytest.raises(ValueError, match="steps must be in"):
+        Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=50)
+    assert Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).default_at(224) == 5
+    assert Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).default_at(64) == 10

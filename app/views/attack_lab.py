@@ -17,6 +17,7 @@ from app.widgets.components import (
     badge,
     colour_bar,
     image_picker,
+    input_side,
     model_header,
     model_picker,
     no_models_notice,
@@ -208,7 +209,7 @@ def lab() -> None:
                          format_func=SCALES.get, horizontal=True,
                          help="Per map: each map's brightest pixel is 1 (compare where, within a map). "
                               "Shared: one scale for every model (compare how strongly, across models).")
-    spec, desc = attack_ui.controls(class_names, alim=lim.get("attack") or {})
+    spec, desc = attack_ui.controls(class_names, alim=lim.get("attack") or {}, input_size=input_side(cards, ids))
     state.sync_url({"image": img["image_id"], "models": ids if ids != ids_all else None, "mode": mode,
                     "source": source if mode == "transfer" else None, "sal": sal,
                     "sal_scale": scale if scale != "map" else None,

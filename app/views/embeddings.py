@@ -13,7 +13,7 @@ import streamlit as st
 from app.session import honesty, state, tasks
 from app.session.client import classes, get_image
 from app.widgets import attack_ui, charts
-from app.widgets.components import data_sources, model_picker, page_setup
+from app.widgets.components import data_sources, input_side, model_picker, page_setup
 from app.widgets.imaging import THUMB_PX, upscale
 
 SLOT = "emb_queue"
@@ -41,7 +41,8 @@ ids = model_picker(cards)
 # follow the choice at once); the first of the registry's order, the cheapest, by default.
 alim = attack_ui.attack_limits()
 spec, attack_desc = attack_ui.controls(class_names, prefix="emb_", none_label="none (clean only)", targeted=False,
-                                       default=next(iter(attack_ui.menu(alim)), None), alim=alim)
+                                       default=next(iter(attack_ui.menu(alim)), None), alim=alim,
+                                       input_size=input_side(cards, ids))
 with st.form("emb_settings", border=True):
     c1, c2, c3 = st.columns([1.2, 1, 1])
     source = state.widget(c1.radio, "Images", "emb_src", src_opts[0], options=src_opts, horizontal=True,

@@ -11,7 +11,7 @@ import streamlit as st
 from app.session import state
 from app.session.client import call, classes
 from app.widgets import attack_ui, charts
-from app.widgets.components import colour_bar, model_header, model_picker, page_setup, show_image
+from app.widgets.components import colour_bar, input_side, model_header, model_picker, page_setup, show_image
 from app.widgets.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
 
 CELL_PX = 112
@@ -51,7 +51,7 @@ def studio() -> None:
                          horizontal=True, help="Per map: each map's brightest pixel is 1 (where, within a map). "
                                                "Shared: one scale per method for every model, clean and adversarial "
                                                "(how strongly, across models).")
-    spec, desc = attack_ui.controls(classes(), alim=lim.get("attack") or {})
+    spec, desc = attack_ui.controls(classes(), alim=lim.get("attack") or {}, input_size=input_side(cards, ids))
     state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths,
                     "sal_scale": scale if scale != "map" else None,
                     **attack_ui.url_params(alim=lim.get("attack") or {})})

@@ -83,12 +83,14 @@ def _eps_text(q: dict, value: float) -> str:
 
 def controls(class_names: list[str], where=None, prefix: str = "", max_steps: int | None = None, *,
              none_label: str | None = None, targeted: bool = True, default: str | None = None,
-             alim: dict | None = None) -> tuple[dict | None, str]:
+             alim: dict | None = None, input_size: int | None = None) -> tuple[dict | None, str]:
     """Draw the attack controls (in `where`, default the current container). Returns (spec dict,
     one-line description). `prefix` separates the params of different pages' controls. none_label:
     offer "no attack" first under this label (then the spec is None). targeted=False hides the
     targeted option. default: the menu key chosen at first (default: the registry's default method,
-    else the first entry). max_steps caps the steps controls. alim: limits()["attack"] if at hand."""
+    else the first entry). max_steps caps the steps controls. alim: limits()["attack"] if at hand.
+    input_size: the largest input side of the models attacked; from limits' large_input_px up, a
+    param's large_default (fewer steps for ImageNet-size models) is its control's first value."""
     box = where or st
     p = lambda n: prefix + n  # noqa: E731
     alim = attack_limits() if alim is None else alim
@@ -114,6 +116,8 @@ def controls(class_names: list[str], where=None, prefix: str = "", max_steps: in
         if not q["shown"] or q["norm"] not in (None, norm):
             continue
         col = c2 if q["name"] == "eps" else c3 if q["name"] == "steps" else c4
+        if q.get("large_default") is not None and input_size and input_size >= alim.get("large_input_px", 1 << 30):
+            q = {**q, "default": q["large_default"]}
         v = _control(col, q, p(q["key"] or f"{attack['name']}_{q['name']}"), max_steps)
         if v is not None:
             spec[q["name"]] = v

@@ -140,6 +140,13 @@ def dataset_info(name: str | None = None) -> dict:
     return {"name": name, "label": name, "image_size": 32, **(known_datasets().get(name) or {})}
 
 
+def input_side(cards: list[dict], ids: list[str]) -> int:
+    """The largest input side (px) among the models `ids` (a card's input_size, else its data set's)."""
+    sides = [int(c.get("input_size") or dataset_info(c.get("dataset") or "cifar10")["image_size"])
+             for c in cards if c["id"] in ids]
+    return max(sides, default=int(dataset_info()["image_size"]))
+
+
 def dataset_picker(where=None) -> str:
     """The data set every page shows (the "ds" param, in the URL of every page), chosen first in the
     sidebar: a select box of the registered data sets (limits()["datasets"]) that the zoo holds models

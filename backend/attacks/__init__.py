@@ -46,6 +46,7 @@ def describe() -> dict:
     (AttackSpec's), and per attack its label, variants (menu key, norm, label, help), parameters
     (range, default, step, control) and flags."""
     return {**dict(LIMITS), "methods": list(registry.names()), "norms": list(NORMS),
+            "large_input_px": registry.LARGE_INPUT_PX,
             "default": AttackSpec.__dataclass_fields__["method"].default, "attacks": registry.describe()}
 
 

@@ -31,10 +31,11 @@ def eps_param(norm: str, default: float | None = None, *, lo_open: bool = False,
 
 
 def steps_param(method: str, default: int, lo: int, hi: int, *, offer_hi: int = 100, shown: bool = True,
-                help: str = "") -> Param:
-    """The iteration count of `method`, accepted in lo..hi; the controls offer 1..min(hi, offer_hi)."""
+                help: str = "", large_default: int | None = None) -> Param:
+    """The iteration count of `method`, accepted in lo..hi; the controls offer 1..min(hi, offer_hi);
+    large_default: the default for ImageNet-size models (Param.large_default)."""
     return Param("steps", "Steps", kind="int", default=default, lo=lo, hi=hi, offer=(max(lo, 1), min(hi, offer_hi)),
-                 step=1, key=f"steps_{method}", help=help, shown=shown)
+                 step=1, key=f"steps_{method}", help=help, shown=shown, large_default=large_default)
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,9 @@ class Param:
     norm: the norm it belongs to (None: every norm of the attack). unit: "1/255" shows values in k/255.
     key: the control's id in links and saved views (attacks meaning the same thing share one).
     shown: False = accepted in specs but no control in the app.
+    large_default: the default for models whose input side is at least LARGE_INPUT_PX (an attack step
+    on a 224-px ResNet-50 costs about 10x one on a 32-px ResNet-18: bench/interactive_224.py), so the
+    first view of a large model answers in about a second on a CPU; None = `default` at every size.
     """
     name: str
     label: str
@@ -50,12 +53,15 @@ class Param:
     key: str = ""
     help: str = ""
     shown: bool = True
+    large_default: Any = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"param kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind in ("int", "float"):
             self.bounds()
+        if self.large_default is not None:
+            self.check(self.large_default)  # ValueError when outside the accepted range
 
     def bounds(self) -> tuple[float, float]:
         """(lo, hi) of a numeric param (ValueError when a bound is missing)."""
@@ -93,7 +99,12 @@ class Param:
                 "range": [self.lo, self.hi], "lo_open": self.lo_open,
                 "offer": list(self.offer) if self.offer is not None else [self.lo, self.hi],
                 "step": self.step, "options": list(self.options), "norm": self.norm, "unit": self.unit,
-                "key": self.key, "help": self.help, "shown": self.shown}
+                "key": self.key, "help": self.help, "shown": self.shown, "large_default": self.large_default}
+
+    def default_at(self, input_size: int | None):
+        """The default for a model of this input side (large_default from LARGE_INPUT_PX up)."""
+        large = input_size is not None and input_size >= LARGE_INPUT_PX and self.large_default is not None
+        return self.large_default if large else self.default
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ class Attack:
 
 
 _ATTACKS: dict[str, Attack] = {}
+LARGE_INPUT_PX = 128  # from this input side up, Param.large_default is the default (ImageNet-size models)
 REQUIRED = ("eps", "steps")  # every attack declares these for every norm it supports
 RESERVED = ("method", "norm", "targeted", "target_class", "seed", "extra")  # AttackSpec fields no Param may name
 

@@ -73,7 +73,7 @@ ATTACK = register(Attack(
                       "Finds a small L2 perturbation with Adam on a margin loss; no budget, it reports the norm "
                       "it needed."),),
     params=(eps_param("l2", default=0.0, shown=False),
-            steps_param("cw", default=100, lo=1, hi=MAX_CW_STEPS),
+            steps_param("cw", default=100, lo=1, hi=MAX_CW_STEPS, large_default=30),
             Param("c", "c (trade-off)", default=1.0, lo=0.0, hi=1e4, lo_open=True,
                   options=(0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0), key="cw_c",
                   help="Weight of the misclassification term against the L2 size."),

@@ -65,7 +65,7 @@ ATTACK = register(Attack(
     variants=(Variant("l2", "DeepFool (L2, minimal)",
                       "Walks to the nearest linearised decision boundary; reports the L2 norm it needed."),),
     params=(eps_param("l2", default=0.0, shown=False),
-            steps_param("deepfool", default=50, lo=1, hi=MAX_STEPS),
+            steps_param("deepfool", default=50, lo=1, hi=MAX_STEPS, large_default=20),
             Param("overshoot", "Overshoot", default=0.02, lo=0.0, hi=1.0, step=0.01, key="df_overshoot",
                   help="Final scaling of the accumulated step (1 + overshoot), to land past the boundary.")),
     run=run, doc=__doc__))

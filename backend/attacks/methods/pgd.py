@@ -26,7 +26,7 @@ ATTACK = register(Attack(
               Variant("l2", "PGD, L2",
                       "PGD in the L2 ball: steps along the normalised gradient; eps is the Euclidean budget.")),
     params=(eps_param("linf"), eps_param("l2"),
-            steps_param("pgd", default=10, lo=0, hi=MAX_STEPS),
+            steps_param("pgd", default=10, lo=0, hi=MAX_STEPS, large_default=5),
             *_gradient.step_size_params(STEP_MENU),
             Param("random_start", "Random start", kind="bool", default=True, key="rs",
                   help="Start from a random point in the eps-ball instead of the image itself."),
