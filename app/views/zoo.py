@@ -119,8 +119,10 @@ for i, c in enumerate(cards):
                     f":gray-badge[{c.get('arch', '?')}{'' if c.get('width') is None else ' w' + str(c['width'])}"
                     f"{'' if not c.get('input_size') else ' ' + str(c['input_size']) + ' px'}]")
         tr = c.get("training") or {}
+        measured_on = ((c.get("metrics") or {}).get("eval") or {}).get("data_variant")
+        on = "" if not measured_on or measured_on == c.get("data_variant") else f" (measured on {measured_on})"
         st.markdown(
-            f"- data: {c.get('dataset', '?')} / {c.get('data_variant', '?')}\n"
+            f"- data: {c.get('dataset', '?')} / {c.get('data_variant', '?')}{on}\n"
             f"- clean: {_pct(c, 'clean')}\n- PGD-20: {_pct(c, 'pgd20')}\n- AutoAttack: {_pct(c, 'autoattack')}\n"
             + (f"- trained elsewhere ({c['provenance'].get('source', '?')}), not by RobustLens" if c.get("provenance")
                else f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
@@ -143,7 +145,8 @@ for c in cards:
                  "N": "/".join(str(m.get(k) or "-") for k in ("n_clean", "n_pgd20", "n_autoattack")),
                  "train time": _hours(c)})
 full = [{"model": c["id"], "name": c.get("display_name"), "method": c.get("method"),
-         "arch": f"{c.get('arch')} w{c.get('width')}", "data": c.get("data_variant"), "status": c.get("status"),
+         "arch": f"{c.get('arch')} w{c.get('width')}", "data": c.get("data_variant"),
+         "measured_on": ((c.get("metrics") or {}).get("eval") or {}).get("data_variant"), "status": c.get("status"),
          **{k: (c.get("metrics") or {}).get(k) for k in ("clean", "n_clean", "pgd20", "n_pgd20", "autoattack",
                                                          "n_autoattack")},
          "train_time_s": (c.get("training") or {}).get("time_s"), "hardware": (c.get("training") or {}).get("hardware")}
