@@ -467,6 +467,9 @@ def test_prewarm_computes_the_attack_labs_default_view(env):
     page_spec = {"method": ss["p_attack"], "norm": "linf", "eps": ss["p_eps"] / 255.0, "steps": ss["p_steps_pgd"],
                  "random_start": ss["p_rs"]}
     assert ss["p_step_linf"] == "auto" and not ss["p_targeted"] and ss["p_mode"] == "whitebox"
-    assert page_spec == prewarm.DEFAULT_SPEC and ss["p_sal"] == prewarm.DEFAULT_SALIENCY
-    out = prewarm.default_view(make_client())
+    client = make_client()
+    lim = client.limits()
+    assert page_spec == prewarm.default_spec(lim["attack"], 32) and ss["p_sal"] == lim["saliency"]["default"]
+    out = prewarm.default_view(client)
     assert out["default_image"] == ss["p_image"] and out["total_s"] >= 0
+    assert out["spec"] == page_spec and out["saliency"] == ss["p_sal"]

@@ -359,3 +359,32 @@ def test_make_client_defaults_to_in_process(tiny_checkpoint_root, monkeypatch): 
             client.not_a_method
     finally:
         client.close()
+
+
+def test_the_server_precomputes_the_home_pages_default_view_at_launch(tiny_checkpoint_root, monkeypatch):  # noqa: F811
+    """Issue 14 (cold start, HTTP mode): at launch the server computes the attack lab's default view
+    (backend.transport.home) in the background; the app's first identical request is a cache hit."""
+    from backend.transport import home
+    from backend.transport.server import build
+
+    monkeypatch.setenv("ROBUSTLENS_WARM_UP", "1")
+    monkeypatch.setattr(Service, "warm_up", lambda self, background=True: None)  # UMAP's JIT: not this test's
+    _, service, app, prewarm = build(["--checkpoints", str(tiny_checkpoint_root)])
+    try:
+        assert prewarm is not None
+        prewarm.join(120)
+        assert not prewarm.is_alive()
+        computed = []
+        inner = service.image_analyses._attack_compute
+        monkeypatch.setattr(service.image_analyses, "_attack_compute",
+                            lambda *a: computed.append(a[0]) or inner(*a))
+        client = HttpClient("http://testserver", http=TestClient(app))
+        cards = client.list_models()
+        lim = client.limits()
+        ids = [c["id"] for c in cards]
+        image = home.default_view(client)["default_image"]  # what the app asks for, over HTTP
+        spec = home.default_spec(lim["attack"], home.input_side(cards, ids, lim["datasets"]))
+        client.attack(image, spec, ids, mode="whitebox", saliency=lim["saliency"]["default"])
+        assert computed == [], f"recomputed at the first request: {computed}"
+    finally:
+        service.close()

@@ -4,13 +4,12 @@ Model labels: every place that picks or shows a model says what was measured on 
 robust test accuracy from the model card) and its status ("cpu-preview": small models trained on a
 CPU, not the paper's networks), so a viewer never mistakes a 48 % model for a finished one.
 
-Default sample (a documented rule, not a hand-picked index): among the offline sample images, in
-their listed order, the first one that EVERY compared model classifies correctly when clean, so the
-page opens on an image where an attack's effect is the only story. When no sample satisfies every
-model, the one that the most models get right (ties: the higher smallest true-class probability,
-then list order). Without labels (uploads) the first sample.
+Default sample: `default_sample`, the documented rule of backend.transport.home (the server
+precomputes the home page's default view with the same rule).
 """
 from __future__ import annotations
+
+from backend.transport.home import default_sample  # noqa: F401 (the rule, shared with the server)
 
 ROBUST_KEYS = (("autoattack", "AutoAttack"), ("pgd20", "PGD-20"))
 
@@ -54,22 +53,3 @@ def picker_label(card: dict) -> str:
         acc = f"{float(m['clean']) * 100:.0f}" + (f"/{float(rob) * 100:.0f}%" if rob is not None else "%")
     st = status_text(card)
     return " · ".join(p for p in (name, acc, st) if p)
-
-
-def default_sample(image_ids: list[str], labels: list[int | None], probs: dict[str, list]) -> str | None:
-    """The rule in the module docstring. image_ids / labels: the samples in list order; probs:
-    {model id: [per-image class probabilities (C,)]} for the compared models. Returns an image id."""
-    if not image_ids:
-        return None
-    best, best_key = image_ids[0], None
-    for i, (iid, y) in enumerate(zip(image_ids, labels)):
-        if y is None:
-            continue
-        ps = [probs[m][i] for m in probs]
-        right = sum(int(max(range(len(p)), key=lambda c: p[c]) == y) for p in ps)
-        if ps and right == len(ps):
-            return iid
-        key = (right, min((float(p[y]) for p in ps), default=0.0), -i)
-        if best_key is None or key > best_key:
-            best, best_key = iid, key
-    return best

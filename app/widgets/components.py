@@ -10,7 +10,7 @@ import random
 
 import streamlit as st
 
-from app.session import honesty, state
+from app.session import honesty, prewarm, state
 from app.session.client import (
     all_models,
     backend_key,
@@ -142,9 +142,7 @@ def dataset_info(name: str | None = None) -> dict:
 
 def input_side(cards: list[dict], ids: list[str]) -> int:
     """The largest input side (px) among the models `ids` (a card's input_size, else its data set's)."""
-    sides = [int(c.get("input_size") or dataset_info(c.get("dataset") or "cifar10")["image_size"])
-             for c in cards if c["id"] in ids]
-    return max(sides, default=int(dataset_info()["image_size"]))
+    return prewarm.input_side(cards, ids, known_datasets())
 
 
 def dataset_picker(where=None) -> str:

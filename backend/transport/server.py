@@ -331,7 +331,8 @@ def check_bind(host: str, token: str | None) -> None:
                          "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build(argv: list[str] | None = None):
+    """(args, service, app, the default-view thread or None) from the command line, nothing served yet."""
     p = argparse.ArgumentParser(prog="python -m backend.transport.server", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
@@ -344,14 +345,23 @@ def main(argv: list[str] | None = None) -> None:
     token = args.token or os.environ.get("ROBUSTLENS_TOKEN") or None
     check_bind(args.host, token)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
     from backend.service import Service, warm_up_enabled
 
     service = Service(checkpoint_root=args.checkpoints, data_root=args.data)
+    prewarm = None
     if warm_up_enabled():
         service.warm_up()  # background: UMAP JIT and the reference maps' refits
-    app = create_app(service, token=token)
+        from backend.transport import home
+        from backend.transport.client import InProcessClient
+
+        prewarm = home.start(InProcessClient(service))  # background: the app's home view, into the caches
+    return args, service, create_app(service, token=token), prewarm
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _, app, _ = build(argv)
+    import uvicorn
+
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

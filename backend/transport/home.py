@@ -1,0 +1,125 @@
+"""The home page's default view: which sample it opens on, what it asks for, and computing it ahead.
+
+The attack lab is the app's home page. Its default view is: the default sample (the rule below, over
+the offline samples of the first card's data set and that data set's models), every such model in
+registry order, white-box, the attack registry's default attack with its params' default values
+(fewer steps for ImageNet-size models: Param.large_default) and the saliency registry's default
+method. `default_view(client)` asks for exactly that through any client (in-process or HTTP), so the
+service's caches hold it (clean predictions, the adversarial images, saliency) and the first
+visitor's identical requests join a computation already under way (the service's single-flight).
+The backend server runs it in the background at launch (`python -m backend.transport.server`); the
+in-process app when its backend client is made. Failures are logged, never raised.
+
+Default sample (a documented rule, not a hand-picked index): among the offline sample images, in
+their listed order, the first one that EVERY compared model classifies correctly when clean, so the
+page opens on an image where an attack's effect is the only story. When no sample satisfies every
+model, the one that the most models get right (ties: the higher smallest true-class probability,
+then list order). Without labels (uploads) the first sample.
+
+Torch-free: the app imports it in HTTP mode.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+SAMPLES = 20   # offline samples the default rule looks at (app.widgets.components.default_image_id)
+BROWSE = 12    # thumbnails on the sidebar browser's first page (app.widgets.components.BROWSE_PAGE)
+
+
+def default_sample(image_ids: list[str], labels: list[int | None], probs: dict[str, list]) -> str | None:
+    """The rule in the module docstring. image_ids / labels: the samples in list order; probs:
+    {model id: [per-image class probabilities (C,)]} for the compared models. Returns an image id."""
+    if not image_ids:
+        return None
+    best, best_key = image_ids[0], None
+    for i, (iid, y) in enumerate(zip(image_ids, labels)):
+        if y is None:
+            continue
+        ps = [probs[m][i] for m in probs]
+        right = sum(int(max(range(len(p)), key=lambda c: p[c]) == y) for p in ps)
+        if ps and right == len(ps):
+            return iid
+        key = (right, min((float(p[y]) for p in ps), default=0.0), -i)
+        if best_key is None or key > best_key:
+            best, best_key = iid, key
+    return best
+
+
+def default_spec(alim: dict, input_size: int | None = None) -> dict:
+    """The attack spec that the attack controls (app.widgets.attack_ui.controls) build with every widget
+    at its first value: the registry's default attack in its first norm, each shown param of that norm
+    at its default (large_default from alim["large_input_px"] up; "auto" params left out), untargeted.
+    alim: limits()["attack"]."""
+    attacks = alim.get("attacks") or {}
+    name = alim.get("default") if alim.get("default") in attacks else next(iter(attacks), None)
+    if name is None:
+        raise ValueError("the backend lists no attacks")
+    attack = attacks[name]
+    norm = attack["variants"][0]["norm"]
+    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
+    spec: dict = {"method": name, "norm": norm}
+    for q in attack["params"]:
+        if not q["shown"] or q["norm"] not in (None, norm):
+            continue
+        v = q["large_default"] if large and q.get("large_default") is not None else q["default"]
+        if v is not None:
+            spec[q["name"]] = v
+    return spec
+
+
+def input_side(cards: list[dict], ids: list[str], datasets: dict) -> int:
+    """The largest input side (px) among the models `ids`: a card's input_size, else its data set's
+    image size (datasets: limits()["datasets"])."""
+    def side(c: dict) -> int:
+        ds = c.get("dataset") or "cifar10"
+        return int(c.get("input_size") or (datasets.get(ds) or {}).get("image_size") or 32)
+    return max((side(c) for c in cards if c["id"] in ids), default=32)
+
+
+def default_view(client) -> dict:
+    """Compute the attack lab's default view through `client`; returns what it asked for and timings
+    in seconds ({"default_image", "spec", "saliency", "predict_s", "total_s"}; {} without models)."""
+    t0 = time.perf_counter()
+    out: dict = {}
+    cards = client.list_models()
+    # the home page opens on the first card's data set (app.widgets.components.dataset_picker) and its models
+    ds = str(cards[0].get("dataset") or "cifar10") if cards else "cifar10"
+    ids = [c["id"] for c in cards if str(c.get("dataset") or "cifar10") == ds]
+    if not ids:
+        return out
+    items = client.list_images("samples", None, 0, SAMPLES, dataset=ds)["items"]
+    if not items:
+        return out
+    probs: dict[str, list] = {m: [] for m in ids}
+    for it in items:
+        res = client.predict(it["image_id"], ids)["results"]
+        for m in ids:
+            probs[m].append(list(res[m]["probs"]))
+    image_id = default_sample([it["image_id"] for it in items], [it.get("label") for it in items], probs)
+    out["default_image"], out["predict_s"] = image_id, time.perf_counter() - t0
+    for it in items[:BROWSE]:
+        client.get_image(it["image_id"])
+    lim = client.limits()
+    spec = default_spec(lim.get("attack") or {}, input_side(cards, ids, lim.get("datasets") or {}))
+    saliency = (lim.get("saliency") or {}).get("default")
+    client.attack(image_id, dict(spec), ids, mode="whitebox", saliency=saliency)
+    out.update(spec=spec, saliency=saliency, total_s=time.perf_counter() - t0)
+    return out
+
+
+def start(client) -> threading.Thread:
+    """default_view(client) in a daemon thread (started and returned)."""
+    def work():
+        try:
+            r = default_view(client)
+            log.info("default view precomputed: %s", r)
+        except Exception:
+            log.warning("precomputing the default view failed", exc_info=True)
+
+    t = threading.Thread(target=work, name="robustlens-default-view", daemon=True)
+    t.start()
+    return t
