@@ -95,6 +95,38 @@ def test_images(client):
     assert client.random_image("samples", class_name="ship", seed=1)["class_name"] == "ship"
 
 
+def test_thumbnails_in_one_call(client):
+    ids = ["samples:3", "samples:0", "samples:3"]
+    px = client.thumbnails(ids)["pixels"]  # default side 32: CIFAR's own pixels, in the ids' order
+    assert px.dtype == np.uint8 and px.shape == (3, 32, 32, 3)
+    for j, i in enumerate(ids):
+        assert np.array_equal(px[j], client.get_image(i)["pixels"])
+    small = client.thumbnails(["samples:3"], side=16)["pixels"][0]  # 2 x 2 blocks averaged
+    blocks = client.get_image("samples:3")["pixels"].astype(float).reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+    assert small.shape == (16, 16, 3) and np.abs(small - blocks).max() <= 1
+    big = client.thumbnails(["samples:3"], side=64)["pixels"][0]  # pixels repeated
+    assert np.array_equal(big[::2, ::2], client.get_image("samples:3")["pixels"])
+    net = client.thumbnails(["imagenet/samples:1", "samples:1"], side=56)["pixels"]  # 224 px -> 56, 4 x 4 blocks
+    full = client.get_image("imagenet/samples:1")["pixels"].astype(float)
+    assert net.shape == (2, 56, 56, 3)
+    assert np.abs(net[0] - full.reshape(56, 4, 56, 4, 3).mean(axis=(1, 3))).max() <= 1
+    assert client.thumbnails([])["pixels"].shape == (0, 32, 32, 3)
+
+
+def test_thumbnails_bad_requests(client):
+    with pytest.raises(NotFoundError, match="samples has 20 images"):
+        client.thumbnails(["samples:1", "samples:99"])
+    with pytest.raises(NotFoundError, match="unknown upload"):
+        client.thumbnails(["upload:0123456789abcdef"])
+    with pytest.raises(ValueError, match="invalid image id"):
+        client.thumbnails(["cat.png"])
+    for side in (4, 97):
+        with pytest.raises(ValueError, match="side must be an integer in 8..96"):
+            client.thumbnails(["samples:1"], side=side)
+    with pytest.raises(ValueError, match="at most 2000 thumbnails per call, got 2001"):
+        client.thumbnails(["samples:1"] * 2001)
+
+
 @pytest.mark.parametrize("bad, match", [("samples:99", "samples has 20 images"), ("cat.png", "invalid image id"),
                                         ("upload:0123456789abcdef", "unknown upload")])
 def test_bad_image_ids(client, bad, match):
@@ -370,6 +402,7 @@ def test_transports_give_identical_results(clients):
         ("feature_lens", ("samples:6", 1), {"model_ids": ["tiny-ce"], "steps": 3}),
         ("list_images", ("samples",), {"class_name": "ship"}),
         ("get_image", ("samples:6",), {}),
+        ("thumbnails", (["samples:6", "imagenet/samples:2", "samples:6"],), {"side": 48}),
     ]
     for name, args, kw in calls:
         a = getattr(clients["inprocess"], name)(*args, **kw)

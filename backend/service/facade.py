@@ -73,7 +73,7 @@ from backend.service import jobs as jobs_mod
 from backend.service.analyses import BatchAnalyses
 from backend.service.engine import Caches, Engine
 from backend.service.inspection import ImageAnalyses
-from backend.service.stores import DEFAULT_DATASET, ImageStore, ModelRegistry
+from backend.service.stores import DEFAULT_DATASET, THUMB_MAX_N, THUMB_SIDES, ImageStore, ModelRegistry
 from backend.service.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,12 @@ class Service:
         """{"image_id", "dataset", "label": int|None, "class_name": str|None, "pixels": uint8 (S,S,3)},
         S the image size of the data set the id names (32 for CIFAR, 224 for ImageNet)."""
         return self.images.get(image_id)
+
+    def thumbnails(self, image_ids: list[str], side: int = 32) -> dict:
+        """{"pixels": uint8 (n, side, side, 3)}, the images of `image_ids` in that order at side x side
+        (n <= 2000, side 8..96; downscaled by area averaging, upscaled by repeating pixels): many small
+        pictures in one call. ValueError for a bad list or side, NotFoundError for an unknown id."""
+        return self.images.thumbnails(image_ids, side)
 
     def random_image(self, source: str = "samples", class_name: str | None = None,
                      seed: int | None = None, dataset: str | None = None) -> dict:
@@ -335,7 +341,8 @@ class Service:
                 "saliency": saliency_lib.describe(),
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"],
-                           "default_dataset": DEFAULT_DATASET},
+                           "default_dataset": DEFAULT_DATASET,
+                           "thumbnails": {"max_n": THUMB_MAX_N, "side": list(THUMB_SIDES)}},
                 "upload": {"max_bytes": up.max_bytes, "max_pixels": up.max_pixels, "min_side": up.min_side},
                 # the training registry as the Train page shows it (method titles, preset labels, uses and
                 # values: backend.train.config.describe), and the data sets a job can train on here

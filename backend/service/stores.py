@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from backend.core import data as data_mod
 from backend.core import datasets as ds_registry
@@ -160,6 +161,8 @@ class ModelRegistry:
 
 DEFAULT_DATASET = "cifar10"  # what an image id without a data set means (every id before data sets)
 SOURCES = ("samples", "test", "train")
+THUMB_MAX_N = 2000       # thumbnails per call (the embedding explorer's largest N)
+THUMB_SIDES = (8, 96)    # the sides a thumbnail may have, both included
 _IMAGE_ID_RE = re.compile(r"^(?:([a-z0-9][a-z0-9_.-]{0,63})/)?"
                           r"(?:(samples|test|train):(\d{1,9})|upload:([0-9a-f]{16}))$")
 
@@ -321,6 +324,27 @@ class ImageStore:
         px.setflags(write=False)
         return {"image_id": image_id, "dataset": ds, "label": label, "class_name": split.classes[label],
                 "pixels": px}
+
+    def thumbnails(self, image_ids: list[str], side: int = 32) -> dict:
+        """{"pixels": uint8 (n, side, side, 3)}: each image of `image_ids` (in that order, repeats kept)
+        at side x side, for many small pictures in one call (the embedding explorer's tooltips). n is
+        0..THUMB_MAX_N, side THUMB_SIDES; a smaller side is an area average (PIL's box filter), a larger
+        one repeats pixels (nearest), the same side is the pixels themselves. ValueError for a bad list,
+        id or side; NotFoundError for the first unknown id."""
+        if not isinstance(image_ids, (list, tuple)):
+            raise ValueError(f"image_ids must be a list of image ids, got {type(image_ids).__name__}")
+        if len(image_ids) > THUMB_MAX_N:
+            raise ValueError(f"at most {THUMB_MAX_N} thumbnails per call, got {len(image_ids)}")
+        side = check_int("side", side, *THUMB_SIDES)
+        out = np.empty((len(image_ids), side, side, 3), dtype=np.uint8)
+        for j, image_id in enumerate(image_ids):
+            px = np.asarray(self.get(image_id)["pixels"])
+            if px.shape[:2] == (side, side):
+                out[j] = px
+            else:
+                method = Image.Resampling.BOX if px.shape[0] > side else Image.Resampling.NEAREST
+                out[j] = np.asarray(Image.fromarray(px).resize((side, side), method))
+        return {"pixels": out}
 
     def upload(self, data: bytes, dataset: str | None = None) -> dict:
         """Decode (backend.core.uploads guards; UploadError is a ValueError) at the data set's image

@@ -21,8 +21,8 @@ from backend.transport.codec import from_wire, to_wire
 log = logging.getLogger(__name__)
 
 # The Service methods both clients expose (the contract in docs/ARCHITECTURE.md and service.py).
-API = ("list_models", "model_card", "image_sources", "classes", "list_images", "get_image", "random_image",
-       "upload_image", "predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed",
+API = ("list_models", "model_card", "image_sources", "classes", "list_images", "get_image", "thumbnails",
+       "random_image", "upload_image", "predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed",
        "robustness_curve", "feature_lens", "class_visualisation", "start_task", "task_status",
        "cancel_task", "start_job", "list_jobs", "job_status", "job_events", "cancel_job", "resume_job",
        "job_log", "limits")
@@ -143,6 +143,9 @@ class HttpClient:
 
     def get_image(self, image_id: str) -> dict:
         return self._call("GET", f"/images/{_seg(image_id)}")
+
+    def thumbnails(self, image_ids: list[str], side: int = 32) -> dict:
+        return self._call("POST", "/images/thumbnails", json={"image_ids": image_ids, "side": side})
 
     def random_image(self, source: str = "samples", class_name: str | None = None,
                      seed: int | None = None, dataset: str | None = None) -> dict:

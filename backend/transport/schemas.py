@@ -21,6 +21,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ThumbnailsBody(_Body):
+    # the service caps the count (2000) and the side with a 400 naming them; this cap only bounds the body
+    image_ids: Annotated[list[Id], Field(max_length=4096, examples=[["samples:3", "samples:4"]])]
+    side: int = 32
+
+
 class PredictBody(_Body):
     image_id: ImageId
     model_ids: Ids | None = None

@@ -63,6 +63,7 @@ from backend.transport.schemas import (
     PredictBody,
     SanityBody,
     TaskBody,
+    ThumbnailsBody,
     VisBody,
 )
 
@@ -223,6 +224,10 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
     async def upload_image(request: Request, dataset: str | None = None):
         data = await read_upload(request, cap)
         return WireResponse(await run_in_threadpool(svc.upload_image, data, dataset))
+
+    @app.post("/images/thumbnails")  # many small pictures in one request (the embedding explorer's tooltips)
+    def thumbnails(b: ThumbnailsBody):
+        return WireResponse(svc.thumbnails(b.image_ids, b.side))
 
     @app.get("/images/{image_id:path}")  # path: an id may name its data set, "imagenet/samples:3"
     def get_image(image_id: str):
