@@ -12,10 +12,11 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import TINY_MODELS, app_environment, write_tiny_models
+from tests.helpers import CIFAR10_CLASSES, TINY_MODELS, app_environment, write_tiny_models
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 TIMEOUT = 180  # seconds per script run: a cold start loads torch, captum and three models
@@ -251,17 +252,87 @@ def test_embedding_explorer_task_and_maps(env):
     assert q["state"] == "done" and set(q["results"]) == set(MODEL_IDS)
     res = q["results"]["tiny-rsupcon"]
     assert res["coords_clean"].shape == (20, 2) and res["coords_adv"].shape == (20, 2)
-    assert len(at.get("plotly_chart")) == len(MODEL_IDS)
+    maps = at.get("vega_lite_chart")  # Vega-Lite maps (their tooltips can show a picture), no Plotly
+    assert len(maps) == len(MODEL_IDS) and not at.get("plotly_chart")
     assert "20 samples images, PCA, FGSM (one step, L-inf), eps 8/255" in texts(at)
-    spec = at.get("plotly_chart")[0].proto.spec
-    assert '"dragmode":"select"' not in spec.replace(" ", "")  # default: a click opens a point
-    # twin states use no class colour (flipped: black, same: dark grey), with a legend entry each
+    spec, table = vega_chart(maps[0])
+    layers = {lay.get("name"): lay for lay in spec["layer"]}
+    assert set(layers) >= {"clean", "twins"} and len(spec["layer"]) == 3  # segments, clean points, twins
+    # default mouse: a click on a clean point or a twin picks its row (and opens it); no box
+    picks = [p for p in spec["params"] if "bind" not in p]
+    assert [(p["name"], p["select"]["type"], p["select"]["fields"], p["views"]) for p in picks] == \
+        [("pick", "point", ["row"], ["clean"]), ("pick_twin", "point", ["row"], ["twins"])]
+    assert list(maps[0].proto.selection_mode) == ["pick", "pick_twin"]
+    # the tooltip: the image's thumbnail (vega-tooltip shows a field named "image" as a picture), its id,
+    # true class and both predictions; one data row per image, in the result's order
+    for name in ("clean", "twins"):
+        tips = [t["field"] for t in layers[name]["encoding"]["tooltip"]]
+        assert tips == ["image", "image id", "true class", "clean pred", "adv pred", "point"], (name, tips)
+    assert table["image id"].tolist() == list(res["image_ids"]) and table["row"].tolist() == list(range(20))
+    import base64
+    import io
+
+    from PIL import Image
+
+    from app.widgets.imaging import class_colour
+    for iid, uri in zip(table["image id"], table["image"]):
+        assert uri.startswith("data:image/png;base64,") and len(uri) < 2500  # small: 32 px, 64 colours
+        thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+        assert thumb.shape == (32, 32, 3)
+        assert np.abs(thumb.astype(int) - client_pixels(iid).astype(int)).mean() < 12, iid  # that image
+    # classes take the data set's colours; twins black (flipped) and dark grey (same), no class colour
+    scale = layers["clean"]["encoding"]["color"]["scale"]
+    present = sorted({int(k) for k in res["labels"]})
+    assert scale == {"domain": [CIFAR10_CLASSES[k] for k in present],
+                     "range": [class_colour(k, 10, "cifar10") for k in present]}
     from app.widgets.charts import FLIP_COLOUR, SAME_COLOUR
     from app.widgets.imaging import CLASS_COLOURS
     assert FLIP_COLOUR not in CLASS_COLOURS and SAME_COLOUR not in CLASS_COLOURS
+    assert layers["twins"]["encoding"]["stroke"]["scale"]["range"] == [FLIP_COLOUR, SAME_COLOUR]
     at.radio(key="w_emb_mouse").set_value("box").run()
     ok(at)
-    assert '"dragmode":"select"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")  # drag = box select
+    spec, _ = vega_chart(at.get("vega_lite_chart")[0])  # drag = box select at once, no pan
+    assert [(p["name"], p["select"]["type"], p.get("bind")) for p in spec["params"]] == [("box", "interval", None)]
+    assert list(at.get("vega_lite_chart")[0].proto.selection_mode) == ["box"]
+
+
+def vega_chart(el) -> tuple:
+    """(spec, the data table as a pandas DataFrame) of an st.altair_chart element in an AppTest."""
+    import json
+
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    spec = json.loads(el.proto.spec)
+    tables = [convert_arrow_bytes_to_pandas_df(d.data.data) for d in el.proto.datasets]
+    assert len(tables) == 1, "one data set shared by every layer"
+    return spec, tables[0]
+
+
+def client_pixels(image_id: str):
+    from backend.core.data import sample_images
+
+    split = sample_images("cifar10")
+    return split.images[int(image_id.split(":")[1])].numpy()
+
+
+def test_embedding_selection_rows():
+    """What a map's selection state means: the picked rows, or the images whose clean point or twin
+    lies inside the box (either corner first)."""
+    from types import SimpleNamespace as NS
+
+    from app.widgets.charts import embedding_selection, rows_in_box
+    res = {"coords_clean": np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]),
+           "coords_adv": np.array([[9.0, 9.0], [1.2, 1.2], [0.5, 0.4]])}
+    assert rows_in_box(res, [0.6, -0.1], [1.1, -0.1]) == [0, 2]  # 0 by its clean point, 2 by its twin
+    assert rows_in_box(res, [0.9, 1.1], [0.9, 1.1]) == [1]
+    assert rows_in_box({**res, "coords_adv": None}, [0, 1], [0, 0.5]) == [0]
+    assert rows_in_box(res, None, [0, 1]) == [] and rows_in_box(res, [], []) == []
+    assert embedding_selection(NS(selection={"box": {"x": [8, 10], "y": [8, 10]}}), True, res) == [0]
+    assert embedding_selection(NS(selection={"box": {}}), True, res) == []
+    assert embedding_selection(NS(selection={"pick": [{"row": 2}, {"row": 2}]}), False, res) == [2]
+    assert embedding_selection(NS(selection={"pick": [], "pick_twin": [{"row": 1}]}), False, res) == [1]  # a twin
+    assert embedding_selection(NS(selection={"pick": [{"row": 2}]}), True, res) == []  # another mode's state
+    assert embedding_selection(None, False, res) == []
 
 
 def test_robustness_curves_and_cancel(env):

@@ -2,8 +2,9 @@
 with the backend in the app's process and once over HTTP (`python -m backend.transport.server`, BACKEND_URL).
 
 Every page is opened and must render without an exception; the attack lab must show images and
-numbers and react to the image picker and the eps slider; a point clicked in the embedding explorer
-must open that image in the attack lab. Screenshots go to test-artifacts/ (gitignored). Waits are
+numbers and react to the image picker and the eps slider; a point hovered in the embedding explorer
+must show the image's thumbnail, a box drawn there must list the images inside, and a point clicked
+there must open that image in the attack lab. Screenshots go to test-artifacts/ (gitignored). Waits are
 bounded; the subprocesses are killed in teardown."""
 from __future__ import annotations
 
@@ -211,25 +212,38 @@ def test_attack_lab_grid_and_controls(app_url, page):
     shot(page, f"{transport}-attack_lab_after_controls")
 
 
-def test_embedding_point_opens_attack_lab(app_url, page):
-    transport, base = app_url
+# The embedding map is a Vega-Lite chart drawn as SVG: each layer's marks are a group named after the
+# layer ("clean", "twins"), one <path> per point.
+CLEAN_POINTS = ".vega-embed g.clean_marks path"
+TOOLTIP = "#vg-tooltip-element"
+
+
+def _open_embeddings(page, base: str) -> None:
     page.goto(f"{base}/embeddings?models=tiny-rsupcon&emb_n=20&emb_pca=1")
     page.get_by_role("button", name="Compute maps").click()
-    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for()
+    page.locator(CLEAN_POINTS).nth(19).wait_for()  # the 20 clean points
     settle(page)
     no_exception(page)
+
+
+def _centre(page, selector: str, i: int = 0) -> tuple[float, float]:
+    box = page.locator(selector).nth(i).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_embedding_point_opens_attack_lab(app_url, page):
+    transport, base = app_url
+    _open_embeddings(page, base)
     shot(page, f"{transport}-embeddings_map")
-    # click one clean point (trace 0 holds the segments, trace 1 the first class of clean points);
-    # plotly needs the pointer to hover the point before a click selects it. On a loaded machine a
-    # rerun can redraw the plot between measuring the point and clicking it, so the click is retried
-    # (at most three times) on a freshly measured point; the page must still end up in the attack lab.
+    # click one clean point. On a loaded machine a rerun can redraw the chart between measuring the point
+    # and clicking it, so the click is retried (at most three times) on a freshly measured point; the page
+    # must still end up in the attack lab.
     heading = page.get_by_role("heading", name="Attack lab", level=1)
     for _ in range(3):
         settle(page)
         if heading.count():  # an earlier click got there, slowly
             break
-        box = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1).locator(".point").first.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        x, y = _centre(page, CLEAN_POINTS, 3)
         page.mouse.move(x - 4, y - 4)
         page.mouse.move(x, y)
         page.wait_for_timeout(300)
@@ -250,6 +264,54 @@ def test_embedding_point_opens_attack_lab(app_url, page):
     shot(page, f"{transport}-embeddings_click_to_attack_lab")
 
 
+def test_embedding_hover_shows_thumbnail_and_box_lists_images(app_url, page):
+    """Hovering a clean point or a twin shows a tooltip with the image's thumbnail (an <img> of the
+    32-px PNG), its id, true class and both predictions; in box mode a drag across the map lists the
+    images inside with thumbnails."""
+    transport, base = app_url
+    _open_embeddings(page, base)
+    tip = page.locator(TOOLTIP)
+    for selector in (CLEAN_POINTS, ".vega-embed g.twins_marks path"):
+        x, y = _centre(page, selector, 5)
+        page.mouse.move(x - 6, y - 6)
+        page.mouse.move(x, y)
+        page.locator(f"{TOOLTIP}.visible img").wait_for(timeout=15_000)
+        page.wait_for_function("() => { const i = document.querySelector('#vg-tooltip-element img');"
+                               " return i && i.complete && i.naturalWidth > 0; }")
+        img = page.evaluate("() => { const i = document.querySelector('#vg-tooltip-element img');"
+                            " return {w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width,"
+                            " src: i.src.slice(0, 22)}; }")
+        assert img == {"w": 32, "h": 32, "shown": 96, "src": "data:image/png;base64,"}, img
+        text = tip.inner_text()
+        for key in ("image id", "samples:", "true class", "clean pred", "adv pred"):
+            assert key in text, (key, text)
+        assert ("adversarial twin" in text) == ("twins" in selector), text
+        shot(page, f"{transport}-embeddings_hover_{'twin' if 'twins' in selector else 'clean'}")
+        page.mouse.move(5, 5)  # off the map: the tooltip goes
+        page.wait_for_function("() => !document.querySelector('#vg-tooltip-element.visible')", timeout=10_000)
+    # box mode: a drag over every point lists all 20 (the first 16 with thumbnails)
+    page.get_by_text("drag a box to list several", exact=True).click()
+    settle(page)
+    page.locator(CLEAN_POINTS).nth(19).wait_for()
+    area = page.locator(".vega-embed g.role-axis-grid").first.bounding_box()  # the plot's frame
+    x0, y0 = area["x"] + 3, area["y"] + 3  # a brush starts inside the frame only
+    x1, y1 = area["x"] + area["width"] - 3, area["y"] + area["height"] - 3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(1, 13):  # in steps, as a hand drags (vega's brush follows pointer moves)
+        page.mouse.move(x0 + (x1 - x0) * k / 12, y0 + (y1 - y0) * k / 12)
+        page.wait_for_timeout(40)
+    page.mouse.up()
+    page.get_by_role("heading", name="20 selected images").wait_for(timeout=60_000)
+    settle(page)
+    no_exception(page)
+    main = page.locator('[data-testid="stMain"]')
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
+                           ".filter(i => i.complete && i.naturalWidth >= 64).length >= 16")  # 64-px thumbnails
+    assert main.get_by_role("button", name="3", exact=True).count() == 1  # an open button per listed image
+    shot(page, f"{transport}-embeddings_box_selection")
+
+
 # ---- layout with the five shipped models, at two widths ----------------------------------------
 SHIPPED = REPO / "checkpoints"
 LAYOUT_WIDTHS = (1440, 1024)
@@ -265,11 +327,11 @@ LAYOUT_PAGES = {
     "zoo": ("zoo", "Model zoo", None, "Comparison"),
 }
 # Every visible element of the main area and the sidebar must end inside the viewport; two pictures
-# (img elements) must not overlap. Plotly's and the data grid's internals are drawn and clipped by
-# their own libraries, so only their outer boxes are checked.
+# (img elements) must not overlap. Plotly's, Vega's and the data grid's internals are drawn and clipped
+# by their own libraries, so only their outer boxes are checked.
 LAYOUT_JS = """() => {
   const vw = document.documentElement.clientWidth, bad = [], imgs = [];
-  const inner = el => el.closest('.js-plotly-plot .main-svg, .js-plotly-plot .modebar, [data-testid="stDataFrame"] canvas, .dvn-scroller, .gdg-overlay, [data-testid="stDataFrameResizable"] > div > div, [role="tooltip"]');
+  const inner = el => el.closest('.js-plotly-plot .main-svg, .js-plotly-plot .modebar, .vega-embed svg *, [data-testid="stDataFrame"] canvas, .dvn-scroller, .gdg-overlay, [data-testid="stDataFrameResizable"] > div > div, [role="tooltip"]');
   for (const el of document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *')) {
     const r = el.getBoundingClientRect();
     if (r.width < 1 || r.height < 1 || inner(el)) continue;

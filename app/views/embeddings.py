@@ -1,9 +1,11 @@
 """Embedding explorer: a 2-D map (UMAP or PCA) of each model's features, side by side, for the same N
-images; their adversarial twins are placed into the same map at the end of a segment, flips in red.
-Maps are computed as background tasks (progress bar, cancel). Clicking a point opens that image in
-the attack lab."""
+images; their adversarial twins are placed into the same map at the end of a segment, flips as black
+crosses. Maps are computed as background tasks (progress bar, cancel). Hovering a point shows the
+image's thumbnail (fetched for all points in one Service.thumbnails call, PNG-encoded here, cached);
+clicking a point opens that image in the attack lab."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,10 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from app.session import honesty, state, tasks
-from app.session.client import classes, get_image
+from app.session.client import backend_key, classes, current_dataset, explain_error, get_client, get_image
 from app.widgets import attack_ui, charts
-from app.widgets.components import data_sources, input_side, model_picker, page_setup
-from app.widgets.imaging import THUMB_PX, upscale
+from app.widgets.components import data_sources, dataset_info, input_side, model_picker, page_setup
+from app.widgets.imaging import THUMB_PX, png_data_uris, tooltip_side, upscale
 
 SLOT = "emb_queue"
 PLACEMENT = {
@@ -88,6 +90,18 @@ st.markdown(f"**{q['key']['desc']}**" + ("" if q["key"] == {**key, "desc": q["ke
                                           else " (settings changed since: press Compute maps to update)"))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _thumbnails(backend: str, image_ids: tuple[str, ...], side: int) -> dict[str, str]:
+    """{image id: PNG data URI} of the images at side x side: one backend call per 2000 ids (the
+    service's cap), encoded once per (backend, ids, side)."""
+    ids = list(dict.fromkeys(image_ids))
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 2000):
+        chunk = ids[i:i + 2000]
+        out.update(zip(chunk, png_data_uris(get_client().thumbnails(chunk, side=side)["pixels"])))
+    return out
+
+
 def _open(image_id: str) -> None:
     state.put("image", image_id)
     st.switch_page("views/attack_lab.py")
@@ -96,20 +110,34 @@ def _open(image_id: str) -> None:
 MOUSE = {"click": "click a point to open it", "box": "drag a box to list several"}
 mouse = state.widget(st.radio, "Mouse on the maps", "emb_mouse", "click", options=list(MOUSE), format_func=MOUSE.get,
                      horizontal=True, help="Click: a click on a point opens that image in the attack lab (drag "
-                                           "pans). Box: dragging draws a selection box at once; the selected images "
-                                           "are listed with thumbnails below the maps.")
+                                           "pans, the wheel zooms). Box: dragging draws a selection box at once; the "
+                                           "selected images are listed with thumbnails below the maps. Either way, "
+                                           "hovering a point shows the image's thumbnail.")
 chosen: list[str] = []
 done_ids = [m for m in q["key"]["models"] if m in results]
+side = tooltip_side(int(dataset_info(current_dataset())["image_size"]))
+try:  # every map's images in one call; without them the maps still work, with text-only tooltips
+    thumbs: dict[str, str] | None = _thumbnails(backend_key(), tuple(dict.fromkeys(
+        i for m in done_ids for i in results[m]["image_ids"])), side)
+except Exception as e:
+    thumbs = None
+    st.caption(f"No thumbnails in the tooltips: {explain_error(e)}")
+# the tooltip's picture at a whole multiple of its side, about 96 px, pixels kept square
+st.html(f"<style>#vg-tooltip-element img {{ width: {side * max(1, round(96 / side))}px; "
+        "image-rendering: pixelated; }</style>")
+# a selection belongs to one set of maps and one mouse mode: new maps or another mode start without one
+run_tag = hashlib.sha256(json.dumps(q["key"], sort_keys=True, default=str).encode()).hexdigest()[:10]
 per_row = 1 if len(done_ids) == 1 else 2
 for i in range(0, len(done_ids), per_row):
     cols = st.columns(per_row)
     for col, m in zip(cols, done_ids[i:i + per_row]):
         res = results[m]
         card = by_id.get(m) or {"id": m}
-        fig = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows,
-                                   box_select=mouse == "box")
-        ev = col.plotly_chart(fig, width="stretch", key=f"emb_{m}", on_select="rerun",
-                              selection_mode=("points", "box", "lasso"))
+        chart = charts.embedding_map(res, class_names, title=names.get(m, m), show_arrows=arrows,
+                                     box_select=mouse == "box", dataset=current_dataset(),
+                                     thumbnails=None if thumbs is None else [thumbs[i] for i in res["image_ids"]])
+        ev = col.altair_chart(chart, width="stretch", key=f"emb_{m}_{mouse}_{run_tag}", on_select="rerun",
+                              selection_mode=charts.embedding_selection_modes(res, mouse == "box"))
         flips = None if res.get("pred_adv") is None else int((np.asarray(res["pred_adv"])
                                                                 != np.asarray(res["pred_clean"])).sum())
         col.caption(f"{honesty.model_line(card)}. {res['method'].upper()}"
@@ -117,14 +145,8 @@ for i in range(0, len(done_ids), per_row):
                     + (f"; adversarial points {PLACEMENT.get(res['placement'], 'placed by ' + str(res['placement']))}"
                        if res.get("coords_adv") is not None else "")
                     + (f"; {flips} of {len(res['image_ids'])} predictions flipped" if flips is not None else ""))
-        for p in (ev.selection.points if ev and ev.selection else []):
-            cd = p.get("customdata")
-            if cd is None:  # plotly sends the trace's customdata when it has one; fall back to the index
-                trace = fig.data[p.get("curve_number", 0)]
-                cd = trace.customdata[p["point_index"]] if trace.customdata is not None else None
-            row = int(cd[0] if isinstance(cd, (list, tuple)) else cd) if cd is not None else None
-            if row is not None:
-                chosen.append(res["image_ids"][row])
+        chosen += [res["image_ids"][r] for r in charts.embedding_selection(ev, mouse == "box", res)
+                   if 0 <= r < len(res["image_ids"])]
 
 chosen = list(dict.fromkeys(chosen))
 if len(chosen) == 1:
@@ -163,6 +185,7 @@ e1.download_button("Coordinates (CSV)", lambda: pd.DataFrame(_rows()).to_csv(ind
 e2.download_button("Settings + coordinates (JSON)", lambda: json.dumps({"settings": q["key"], "points": _rows()}),
                    "robustlens_embedding.json", "application/json", on_click="ignore",
                    icon=":material/data_object:")
-st.caption("Hover a point for its id and predictions. With 'click', a click on a point opens it in the attack lab; "
-           "with 'box', dragging across a map selects several (listed above with thumbnails; double-click clears). "
-           "Pan, zoom and lasso are in the toolbar above each map; the camera icon saves it as PNG.")
+st.caption("Hover a point for its thumbnail, id, true class and predictions. With 'click', a click on a point "
+           "opens it in the attack lab, a drag pans and the wheel zooms (double-click resets); with 'box', dragging "
+           "across a map selects the images whose point or twin lies inside (listed above with thumbnails; "
+           "double-click clears).")

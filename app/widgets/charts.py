@@ -1,12 +1,16 @@
-"""Plotly figures for every page: one template, class colours from the dataset registry's palette
-(app.widgets.imaging.class_colour), eps shown in k/255.
+"""Charts for every page: Plotly figures with one template, class colours from the dataset registry's
+palette (app.widgets.imaging.class_colour), eps shown in k/255; the embedding map is a Vega-Lite chart
+(Altair), because its hover tooltip shows the image's thumbnail and a Plotly hover label cannot hold a
+picture.
 
-Each function takes plain data (lists / numpy arrays from the service) and returns a go.Figure;
-nothing here talks to the backend or to Streamlit.
+Each function takes plain data (lists / numpy arrays from the service) and returns a go.Figure (or an
+Altair chart); nothing here talks to the backend or to Streamlit.
 """
 from __future__ import annotations
 
+import altair as alt
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -73,63 +77,130 @@ def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
     return _layout(fig, height=380, barmode="group", legend=dict(orientation="h", y=-0.3))
 
 
+# Twin markers: an "x" drawn as two strokes (a path in the symbol's unit square) and an open circle.
+TWIN_SHAPES = {"twin flip": "M-1,-1L1,1M1,-1L-1,1", "twin same": "circle"}
+# the names of the embedding map's selections (what Streamlit reports them by): a clicked clean point, a
+# clicked twin, a box
+PICK, PICK_TWIN, BOX = "pick", "pick_twin", "box"
+
+
 def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: bool = True,
-                  box_select: bool = False, dataset: str | None = None) -> go.Figure:
-    """One model's map. res: Service.embed output (coords_clean (n,2), coords_adv (n,2)|None,
-    labels/pred_clean/pred_adv (n,), image_ids). Clean points coloured by true class (one legend
-    entry per class); each adversarial twin sits at the end of a grey segment: a black cross when the
-    attack flipped the prediction, a grey open circle when it did not (colours no class uses).
-    customdata = row index (for selections). dataset: whose class colours to use (else a palette
-    sized to len(classes))."""
+                  box_select: bool = False, dataset: str | None = None,
+                  thumbnails: list[str] | None = None) -> alt.LayerChart:
+    """One model's map as a Vega-Lite chart (st.altair_chart), whose hover tooltip can show a picture.
+    res: Service.embed output (coords_clean (n,2), coords_adv (n,2)|None, labels/pred_clean/pred_adv
+    (n,), image_ids). Clean points coloured by true class (the data set's palette, one legend entry per
+    class present); each adversarial twin sits at the end of a grey segment: a black x when the attack
+    flipped the prediction, a grey open circle when it did not (colours no class uses; their own
+    legend). thumbnails: n image URLs ("data:image/png;base64,...") shown in the tooltip of the image's
+    clean point and of its twin, above the image id, true class and both predictions.
+
+    One data row per image ("row" = its index in res, x/y, x_adv/y_adv), drawn by every layer, so a
+    thumbnail travels once. Selections (read them with embedding_selection): box_select=False: the
+    point selections PICK (a click on a clean point) and PICK_TWIN (on a twin), each of the row's index;
+    a drag pans, the wheel zooms; box_select=True: the interval selection BOX on x/y (a drag draws a
+    box at once; rows_in_box finds the images inside it)."""
     cc = np.asarray(res["coords_clean"], dtype=float)
+    n = len(cc)
     lab = np.asarray(res["labels"]).astype(int)
     pc = np.asarray(res["pred_clean"]).astype(int)
-    ids = list(res["image_ids"])
     adv = res.get("coords_adv")
     pa = np.asarray(res["pred_adv"]).astype(int) if res.get("pred_adv") is not None else None
-    fig = go.Figure()
-    if adv is not None and show_arrows:
-        ca = np.asarray(adv, dtype=float)
-        seg = np.full((len(cc) * 3, 2), np.nan)  # x0, x1, gap per point: one trace for all segments
-        seg[0::3], seg[1::3] = cc, ca
-        fig.add_trace(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", hoverinfo="skip",
-                                 line=dict(color="rgba(110,110,110,0.35)", width=1), name="clean -> adv",
-                                 showlegend=True))
     name = lambda i: classes[i] if 0 <= i < len(classes) else str(i)  # noqa: E731
-    for k in range(len(classes)):
-        sel = np.flatnonzero(lab == k)
-        if not len(sel):
-            continue
-        hover = [f"{ids[i]}<br>true {name(lab[i])}<br>clean pred {name(pc[i])}"
-                 + (f"<br>adv pred {name(pa[i])}" if pa is not None else "") for i in sel]
-        fig.add_trace(go.Scatter(
-            x=cc[sel, 0], y=cc[sel, 1], mode="markers", name=classes[k], customdata=sel, text=hover,
-            hovertemplate="%{text}<extra>clean</extra>",
-            marker=dict(color=class_colour(k, len(classes), dataset), size=6, line=dict(width=0.5, color="white"))))
-    if adv is not None and pa is not None:
+    df = pd.DataFrame({"row": np.arange(n), "x": cc[:, 0], "y": cc[:, 1], "image id": list(res["image_ids"]),
+                       "true class": [name(i) for i in lab], "clean pred": [name(i) for i in pc]})
+    tips = ["image id", "true class", "clean pred"]
+    if thumbnails is not None:
+        if len(thumbnails) != n:
+            raise ValueError(f"need {n} thumbnails, got {len(thumbnails)}")
+        df.insert(0, "image", list(thumbnails))  # vega-tooltip shows a field named "image" as a picture
+        tips = ["image", *tips]
+    twins = adv is not None and pa is not None
+    if twins:
         ca = np.asarray(adv, dtype=float)
-        flip = pa != pc
-        for flag, nm, col, size, symbol in ((False, "twin same", SAME_COLOUR, 6, "circle-open"),
-                                            (True, "twin flip", FLIP_COLOUR, 8, "x")):
-            sel = np.flatnonzero(flip == flag)
-            if not len(sel):
-                continue
-            hover = [f"{ids[i]}<br>true {name(lab[i])}<br>clean pred {name(pc[i])}<br>adv pred {name(pa[i])}"
-                     for i in sel]
-            fig.add_trace(go.Scatter(x=ca[sel, 0], y=ca[sel, 1], mode="markers", name=nm, customdata=sel,
-                                     text=hover, hovertemplate="%{text}<extra>adversarial</extra>",
-                                     marker=dict(symbol=symbol, color=col, size=size,
-                                                 line=dict(width=1.2, color=col))))
-    fig.update_xaxes(showticklabels=False, title=None)
-    # no equal-aspect lock: UMAP axes carry no units, and the map should use the column's width
-    fig.update_yaxes(showticklabels=False, title=None)
-    # box_select: dragmode "select", so dragging draws a selection box at once (no tool to pick
-    # first). Streamlit then selects nothing on a click, so it is the user's choice: without it a
-    # drag pans and a click on a point selects it (and opens it in the attack lab).
-    return _layout(fig, title=title, height=520, **({"dragmode": "select"} if box_select else {}),
-                   legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
-                               entrywidth=0.33, entrywidthmode="fraction",  # three per row, however narrow
-                               title=dict(text="true class / twin", font=dict(size=10), side="top")))
+        df["x_adv"], df["y_adv"] = ca[:, 0], ca[:, 1]
+        df["adv pred"] = [name(i) for i in pa]
+        df["twin"] = np.where(pa != pc, "twin flip", "twin same")
+        tips.append("adv pred")
+    # the classes present, in label order, with the data set's colours
+    present = sorted(set(lab.tolist()))
+    colour = alt.Color("true class:N", title="true class",
+                       scale=alt.Scale(domain=[name(k) for k in present],
+                                       range=[class_colour(k, len(classes), dataset) for k in present]),
+                       legend=alt.Legend(orient="bottom", columns=3, symbolLimit=30, labelLimit=110,
+                                         titleFontSize=10, labelFontSize=10))
+    sel = (alt.selection_interval(name=BOX, encodings=["x", "y"]) if box_select
+           else alt.selection_point(name=PICK, fields=["row"], on="click", clear="dblclick"))
+    seen = alt.condition(sel, alt.value(1.0), alt.value(0.25))  # the selection stays opaque (all, when none)
+    # UMAP axes carry no units: no labels, ticks or titles, and no equal-aspect lock (the map takes the
+    # column's width); the grid stays, for the eye
+    axis = alt.Axis(labels=False, ticks=False, domain=False, title=None)
+    scale = alt.Scale(zero=False, nice=False, padding=10)  # padding (px): no point sits on the frame
+    x, y = alt.X("x:Q", axis=axis, scale=scale), alt.Y("y:Q", axis=axis, scale=scale)
+    tooltip = [alt.Tooltip(f"{t}:N", title=t) for t in tips] + [alt.Tooltip("point:N", title="point")]
+    base = alt.Chart(df)
+    layers = []
+    if twins and show_arrows:
+        layers.append(base.mark_rule(color="#6e6e6e", opacity=0.35, strokeWidth=1).encode(
+            x=x, y=y, x2="x_adv:Q", y2="y_adv:Q"))
+    layers.append(base.mark_circle(size=42, opacity=1.0, stroke="white", strokeWidth=0.5).transform_calculate(
+        point="'clean'").encode(x=x, y=y, color=colour, opacity=seen, tooltip=tooltip).properties(
+        name="clean").add_params(sel))
+    if twins:
+        what = "datum.twin == 'twin flip' ? 'adversarial twin, flipped' : 'adversarial twin, same prediction'"
+        layers.append(base.mark_point(filled=False, size=44, strokeWidth=1.3).transform_calculate(point=what).encode(
+            x=alt.X("x_adv:Q", axis=axis), y=alt.Y("y_adv:Q", axis=axis), opacity=seen,
+            shape=alt.Shape("twin:N", title="adversarial twin",
+                            scale=alt.Scale(domain=list(TWIN_SHAPES), range=list(TWIN_SHAPES.values())),
+                            legend=alt.Legend(orient="bottom", titleFontSize=10, labelFontSize=10)),
+            stroke=alt.Stroke("twin:N", title="adversarial twin",  # same field and title: one legend
+                              scale=alt.Scale(domain=list(TWIN_SHAPES), range=[FLIP_COLOUR, SAME_COLOUR]),
+                              legend=alt.Legend(orient="bottom", titleFontSize=10, labelFontSize=10)),
+            tooltip=tooltip).properties(name="twins"))
+        if not box_select:  # a click on a twin picks its row too: a selection of its own (one param on two
+            # layers draws nothing in Streamlit 1.67's Vega-Lite)
+            layers[-1] = layers[-1].add_params(alt.selection_point(name=PICK_TWIN, fields=["row"], on="click"))
+    # Streamlit fits the whole chart, title and legends included, into this height (as Plotly's 520 did)
+    chart = alt.layer(*layers).properties(height=520, title=alt.TitleParams(title, anchor="start") if title else "")
+    chart = chart.resolve_scale(color="independent", shape="independent", stroke="independent")
+    if not box_select:
+        chart = chart.interactive()  # a drag pans, the wheel zooms (box mode: a drag draws the box)
+    return chart.configure_view(strokeWidth=0)
+
+
+def embedding_selection_modes(res: dict, box_select: bool) -> list[str]:
+    """The selection names to pass st.altair_chart(selection_mode=...) for embedding_map's chart."""
+    if box_select:
+        return [BOX]
+    return [PICK, PICK_TWIN] if res.get("coords_adv") is not None and res.get("pred_adv") is not None else [PICK]
+
+
+def embedding_selection(state, box_select: bool, res: dict) -> list[int]:
+    """The rows of res (image indices) an st.altair_chart selection state holds: the picked rows, or
+    the images whose clean point or twin lies inside the box (rows_in_box)."""
+    sel = getattr(state, "selection", None) or {}
+    if box_select:
+        box = sel.get(BOX) or {}
+        return rows_in_box(res, box.get("x"), box.get("y")) if box else []
+    picked = [*(sel.get(PICK) or []), *(sel.get(PICK_TWIN) or [])]
+    return list(dict.fromkeys(int(p["row"]) for p in picked if p.get("row") is not None))
+
+
+def rows_in_box(res: dict, xs, ys) -> list[int]:
+    """Indices of the images whose clean point or adversarial twin lies in the box xs x ys (either
+    end first; None or an empty range: nothing)."""
+    if not xs or not ys or len(xs) != 2 or len(ys) != 2:
+        return []
+    (x0, x1), (y0, y1) = sorted(map(float, xs)), sorted(map(float, ys))
+
+    def inside(c) -> np.ndarray:
+        c = np.asarray(c, dtype=float)
+        return (c[:, 0] >= x0) & (c[:, 0] <= x1) & (c[:, 1] >= y0) & (c[:, 1] <= y1)
+
+    hit = inside(res["coords_clean"])
+    if res.get("coords_adv") is not None:
+        hit |= inside(res["coords_adv"])
+    return [int(i) for i in np.flatnonzero(hit)]
 
 
 def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:

@@ -9,6 +9,7 @@ for up to ten classes, hues around the wheel for more; backend.core.datasets via
 """
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -18,6 +19,7 @@ from app.session.palette import class_colours, palette
 
 DISPLAY_PX = 160  # side of an image in the grids
 THUMB_PX = 64     # side of a thumbnail in the image browser
+TOOLTIP_MAX_PX = 64  # the largest side of a thumbnail sent for a chart's hover tooltip (ImageNet's 224 -> 56)
 # The first ten colours of every class palette (CIFAR-10's, in class order), from the dataset registry.
 CLASS_COLOURS = palette(10)
 SALIENCY_CMAP = "inferno"
@@ -166,3 +168,32 @@ def png_bytes(img, px: int | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def tooltip_side(image_size: int) -> int:
+    """The side of an image's hover thumbnail: the image itself up to TOOLTIP_MAX_PX (CIFAR: 32), else
+    its side divided by the smallest whole factor that brings it there (224 -> 56, 128 -> 64, 96 -> 48),
+    so a thumbnail pixel averages about a k x k block of the image; at least 8."""
+    s = int(image_size)
+    return max(8, s // -(-s // TOOLTIP_MAX_PX))
+
+
+def png_data_uris(pixels, colours: int | None = 64) -> list[str]:
+    """(n, S, S, 3) uint8 -> n "data:image/png;base64,..." strings, e.g. for the picture of a chart's
+    tooltip. colours: each image is reduced to its own palette of that many colours (PIL's fast
+    octree) before encoding, which makes a 32-px photo's PNG about 2.5x smaller (~0.9 kB instead of
+    ~2.4 kB) for a mean error of about 5/255; None keeps every colour."""
+    a = np.asarray(pixels)
+    if a.ndim != 4 or a.shape[3] != 3:
+        raise ValueError(f"expected (n, S, S, 3) pixels, got shape {a.shape}")
+    if colours is not None and not 2 <= int(colours) <= 256:
+        raise ValueError(f"colours must be in 2..256 or None, got {colours!r}")
+    out = []
+    for px in to_uint8(a):
+        im = Image.fromarray(px)
+        if colours is not None:
+            im = im.quantize(int(colours), method=Image.Quantize.FASTOCTREE)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+    return out
