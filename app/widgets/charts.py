@@ -147,15 +147,18 @@ def embedding_map(res: dict, classes: list[str], title: str = "", show_arrows: b
         point="'clean'").encode(x=x, y=y, color=colour, opacity=seen, tooltip=tooltip).properties(
         name="clean").add_params(sel))
     if twins:
+        # above the map, in one line: beside the class legend it would be cut off in a narrow column
+        twin_legend = alt.Legend(orient="top", direction="horizontal", titleOrient="left", titleFontSize=10,
+                                 labelFontSize=10)
         what = "datum.twin == 'twin flip' ? 'adversarial twin, flipped' : 'adversarial twin, same prediction'"
         layers.append(base.mark_point(filled=False, size=44, strokeWidth=1.3).transform_calculate(point=what).encode(
-            x=alt.X("x_adv:Q", axis=axis), y=alt.Y("y_adv:Q", axis=axis), opacity=seen,
+            x=alt.X("x_adv:Q", axis=axis, scale=scale), y=alt.Y("y_adv:Q", axis=axis, scale=scale), opacity=seen,
             shape=alt.Shape("twin:N", title="adversarial twin",
                             scale=alt.Scale(domain=list(TWIN_SHAPES), range=list(TWIN_SHAPES.values())),
-                            legend=alt.Legend(orient="bottom", titleFontSize=10, labelFontSize=10)),
+                            legend=twin_legend),
             stroke=alt.Stroke("twin:N", title="adversarial twin",  # same field and title: one legend
                               scale=alt.Scale(domain=list(TWIN_SHAPES), range=[FLIP_COLOUR, SAME_COLOUR]),
-                              legend=alt.Legend(orient="bottom", titleFontSize=10, labelFontSize=10)),
+                              legend=twin_legend),
             tooltip=tooltip).properties(name="twins"))
         if not box_select:  # a click on a twin picks its row too: a selection of its own (one param on two
             # layers draws nothing in Streamlit 1.67's Vega-Lite)
