@@ -98,15 +98,7 @@ def test_feature_lens_with_imagenet(env):
 
 
 def test_zoo_lists_every_data_set_with_provenance(env):
-    import json
-
-    card_path = env / TV / "card.json"  # measured on the offline samples (evaluate --source samples)
-    card = json.loads(card_path.read_text())
-    card["metrics"] = {"clean": 0.05, "n_clean": 20,
-                       "eval": {"split": "samples", "data_variant": "imagenet-foolbox-samples"}}
-    card_path.write_text(json.dumps(card))
     at = ok(open_page("views/zoo.py"))
-    assert "(measured on imagenet-foolbox-samples)" in texts(at)
     assert sorted(at.dataframe[0].value["model"]) == sorted([OURS, TV, TOY])
     body = texts(at)
     assert "from torchvision: resnet18" in body and "licence" in body
