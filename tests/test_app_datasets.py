@@ -144,5 +144,9 @@ def test_large_default_is_checked_against_the_range():
 
     with pytest.raises(ValueError, match="steps must be in"):
         Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=50)
-    assert Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).default_at(224) == 5
-    assert Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).default_at(64) == 10
+    from backend.transport.home import param_default
+
+    q = Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).describe()
+    alim = {"large_input_px": 128}
+    assert [param_default(q, alim, side) for side in (None, 32, 127, 128, 224)] == [10, 10, 10, 5, 5]
+    assert param_default({**q, "large_default": None}, alim, 224) == 10

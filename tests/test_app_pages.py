@@ -530,7 +530,7 @@ def test_attack_lab_targeted_reports_target_reached(env):
 def test_prewarm_computes_the_attack_labs_default_view(env):
     """app.prewarm precomputes what the home page asks for by default: the same image (the rule) and
     the same attack as the page's default widget values."""
-    from app.session import prewarm
+    from backend.transport import home
     from backend.transport.client import make_client
 
     at = ok(open_page())
@@ -540,7 +540,7 @@ def test_prewarm_computes_the_attack_labs_default_view(env):
     assert ss["p_step_linf"] == "auto" and not ss["p_targeted"] and ss["p_mode"] == "whitebox"
     client = make_client()
     lim = client.limits()
-    assert page_spec == prewarm.default_spec(lim["attack"], 32) and ss["p_sal"] == lim["saliency"]["default"]
-    out = prewarm.default_view(client)
+    assert page_spec == home.default_spec(lim["attack"], 32) and ss["p_sal"] == lim["saliency"]["default"]
+    out = home.default_view(client)
     assert out["default_image"] == ss["p_image"] and out["total_s"] >= 0
     assert out["spec"] == page_spec and out["saliency"] == ss["p_sal"]

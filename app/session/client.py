@@ -65,9 +65,9 @@ def _make_client(env_key: tuple):
 
         if warm_up_enabled():
             service.warm_up()
-            from app.session import prewarm  # the home page's default view, in the background (issue 14)
+            from backend.transport import home  # the home page's default view, in the background (issue 14)
 
-            prewarm.start(client)
+            home.start(client)
     return client
 
 

@@ -16,6 +16,7 @@ import streamlit as st
 
 from app.session import state
 from app.session.client import call
+from backend.transport import home
 
 AUTO = "auto"   # a parameter left to the attack (e.g. PGD's step size 2.5 * eps / steps)
 NONE = "none"   # the "no attack" entry of pages that can show clean results only
@@ -116,8 +117,7 @@ def controls(class_names: list[str], where=None, prefix: str = "", max_steps: in
         if not q["shown"] or q["norm"] not in (None, norm):
             continue
         col = c2 if q["name"] == "eps" else c3 if q["name"] == "steps" else c4
-        if q.get("large_default") is not None and input_size and input_size >= alim.get("large_input_px", 1 << 30):
-            q = {**q, "default": q["large_default"]}
+        q = {**q, "default": home.param_default(q, alim, input_size)}
         v = _control(col, q, p(q["key"] or f"{attack['name']}_{q['name']}"), max_steps)
         if v is not None:
             spec[q["name"]] = v

@@ -10,7 +10,7 @@ import random
 
 import streamlit as st
 
-from app.session import honesty, prewarm, state
+from app.session import honesty, state
 from app.session.client import (
     all_models,
     backend_key,
@@ -23,6 +23,7 @@ from app.session.client import (
     zoo_datasets,
 )
 from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, to_uint8, upscale
+from backend.transport import home
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
@@ -142,7 +143,7 @@ def dataset_info(name: str | None = None) -> dict:
 
 def input_side(cards: list[dict], ids: list[str]) -> int:
     """The largest input side (px) among the models `ids` (a card's input_size, else its data set's)."""
-    return prewarm.input_side(cards, ids, known_datasets())
+    return home.input_side(cards, ids, known_datasets())
 
 
 def dataset_picker(where=None) -> str:

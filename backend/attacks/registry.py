@@ -101,10 +101,6 @@ class Param:
                 "step": self.step, "options": list(self.options), "norm": self.norm, "unit": self.unit,
                 "key": self.key, "help": self.help, "shown": self.shown, "large_default": self.large_default}
 
-    def default_at(self, input_size: int | None):
-        """The default for a model of this input side (large_default from LARGE_INPUT_PX up)."""
-        large = input_size is not None and input_size >= LARGE_INPUT_PX and self.large_default is not None
-        return self.large_default if large else self.default
 
 
 @dataclass(frozen=True)

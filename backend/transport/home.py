@@ -49,10 +49,19 @@ def default_sample(image_ids: list[str], labels: list[int | None], probs: dict[s
     return best
 
 
+def param_default(q: dict, alim: dict, input_size: int | None = None):
+    """The first value of the attack control for param `q` (one of limits()["attack"]'s params):
+    its large_default for models whose input side is at least alim["large_input_px"] (ImageNet-size
+    models get fewer steps), else its default. The one place this rule is written; the attack
+    controls and default_spec use it."""
+    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
+    return q["large_default"] if large and q.get("large_default") is not None else q["default"]
+
+
 def default_spec(alim: dict, input_size: int | None = None) -> dict:
     """The attack spec that the attack controls (app.widgets.attack_ui.controls) build with every widget
     at its first value: the registry's default attack in its first norm, each shown param of that norm
-    at its default (large_default from alim["large_input_px"] up; "auto" params left out), untargeted.
+    at param_default's value (large_default from alim["large_input_px"] up; "auto" params left out), untargeted.
     alim: limits()["attack"]."""
     attacks = alim.get("attacks") or {}
     name = alim.get("default") if alim.get("default") in attacks else next(iter(attacks), None)
@@ -60,12 +69,11 @@ def default_spec(alim: dict, input_size: int | None = None) -> dict:
         raise ValueError("the backend lists no attacks")
     attack = attacks[name]
     norm = attack["variants"][0]["norm"]
-    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
     spec: dict = {"method": name, "norm": norm}
     for q in attack["params"]:
         if not q["shown"] or q["norm"] not in (None, norm):
             continue
-        v = q["large_default"] if large and q.get("large_default") is not None else q["default"]
+        v = param_default(q, alim, input_size)
         if v is not None:
             spec[q["name"]] = v
     return spec
