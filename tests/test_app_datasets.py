@@ -4,6 +4,8 @@ chosen and an imported torchvision ResNet-18 (random weights, 64 px) beside our 
 AppTest against the real in-process backend; images are the offline foolbox samples."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from backend.core import adapters
@@ -17,6 +19,13 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("app_zoo")
     with app_environment(root, tmp_path_factory.mktemp("no_data"), **{adapters.TRUST_ENV: ENTRY}):
         write_zoo(root)
+        # the torchvision import measured on the offline samples (evaluate --source samples), written
+        # before any page lists the cards: the zoo page must say where it was measured
+        card_path = root / TV / "card.json"
+        card = json.loads(card_path.read_text())
+        card["metrics"] = {"clean": 0.05, "n_clean": 20,
+                           "eval": {"split": "samples", "data_variant": "imagenet-foolbox-samples"}}
+        card_path.write_text(json.dumps(card))
         yield root
 
 
@@ -78,8 +87,6 @@ def test_robustness_with_imagenet(env):
     res = at.session_state["curve_queue"]["results"]["fgsm"]
     assert set(res) == {TV} and res[TV]["n"] == 10
     # 1000 classes: the flip matrix keeps only the classes the sample holds or the attack predicts
-    import json
-
     flip = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
     held = {int(i) for i in res[TV]["flip_matrix"].sum(axis=1).nonzero()[0]}
     z = flip["z"]
@@ -99,6 +106,8 @@ def test_feature_lens_with_imagenet(env):
 
 def test_zoo_lists_every_data_set_with_provenance(env):
     at = ok(open_page("views/zoo.py"))
+    body = texts(at)
+    assert "(measured on imagenet-foolbox-samples)" in body and body.count("(measured on") == 1  # only there
     assert sorted(at.dataframe[0].value["model"]) == sorted([OURS, TV, TOY])
     body = texts(at)
     assert "from torchvision: resnet18" in body and "licence" in body
