@@ -20,6 +20,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from backend.core.registry import Registry
+
 KINDS = ("int", "float", "bool", "choice")
 
 
@@ -153,18 +155,13 @@ class Attack:
                 "minimal": self.minimal, "interactive": self.interactive, "curve": self.curve}
 
 
-_ATTACKS: dict[str, Attack] = {}
 LARGE_INPUT_PX = 128  # from this input side up, Param.large_default is the default (ImageNet-size models)
 REQUIRED = ("eps", "steps")  # every attack declares these for every norm it supports
 RESERVED = ("method", "norm", "targeted", "target_class", "seed", "extra")  # AttackSpec fields no Param may name
 
 
-def register(attack: Attack, replace: bool = False) -> Attack:
-    """Add `attack` (ValueError if its name is taken, unless replace, or if it lacks eps/steps)."""
-    if not isinstance(attack, Attack):
-        raise ValueError(f"register takes an Attack, got {type(attack).__name__}")
-    if attack.name in _ATTACKS and not replace:
-        raise ValueError(f"attack {attack.name!r} is already registered")
+def _check(attack: Attack) -> None:
+    """ValueError unless `attack` declares a variant, eps and steps for each norm, and no reserved field."""
     if not attack.variants:
         raise ValueError(f"attack {attack.name!r} declares no variant (norm)")
     taken = sorted({p.name for p in attack.params} & set(RESERVED))
@@ -174,28 +171,32 @@ def register(attack: Attack, replace: bool = False) -> Attack:
         missing = [f for f in REQUIRED if f not in attack.params_for(norm)]
         if missing:
             raise ValueError(f"attack {attack.name!r} declares no {', '.join(missing)} for norm {norm!r}")
-    _ATTACKS[attack.name] = attack
-    return attack
+
+
+_ATTACKS: Registry[Attack] = Registry("attack", Attack, unknown="attack method",
+                                      order=lambda a: (a.order, a.name), check=_check)
+
+
+def register(attack: Attack, replace: bool = False) -> Attack:
+    """Add `attack` (ValueError if its name is taken, unless replace, or if it lacks eps/steps)."""
+    return _ATTACKS.add(attack, replace)
 
 
 def unregister(name: str) -> None:
     """Remove an attack (tests that registered a toy one); unknown names are ignored."""
-    _ATTACKS.pop(name, None)
+    _ATTACKS.remove(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered attack, in menu order."""
-    return tuple(a.name for a in sorted(_ATTACKS.values(), key=lambda a: (a.order, a.name)))
+    return tuple(_ATTACKS.names())
 
 
 def get(name) -> Attack:
     """The attack called `name`; ValueError naming it and the known ones otherwise."""
-    a = _ATTACKS.get(name) if isinstance(name, str) else None
-    if a is None:
-        raise ValueError(f"unknown attack method {name!r}; known: {', '.join(names())}")
-    return a
+    return _ATTACKS.get(name)
 
 
 def describe() -> dict[str, dict]:
     """{name: Attack.describe()} in menu order (what the service's limits() serves)."""
-    return {n: _ATTACKS[n].describe() for n in names()}
+    return {n: _ATTACKS.get(n).describe() for n in names()}

@@ -30,12 +30,13 @@ How to add an architecture (five lines):
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+
+from backend.core.registry import Registry
 
 INPUT_RANGE: tuple[float, float] = (0.0, 1.0)
 
@@ -87,27 +88,6 @@ class ArchSpec:
                 raise ValueError(f"architecture {self.name!r}: defaults must include {key!r}")
 
 
-_REGISTRY: dict[str, ArchSpec] = {}
-_LOCK = threading.Lock()
-
-
-def register_arch(spec: ArchSpec, replace: bool = False) -> ArchSpec:
-    """Add an architecture to the registry. ValueError if the name is taken (unless replace)."""
-    if not isinstance(spec, ArchSpec):
-        raise ValueError(f"register_arch needs an ArchSpec, got {type(spec).__name__}")
-    with _LOCK:
-        if spec.name in _REGISTRY and not replace:
-            raise ValueError(f"architecture {spec.name!r} is already registered")
-        _REGISTRY[spec.name] = spec
-    return spec
-
-
-def unregister_arch(name: str) -> None:
-    """Remove an architecture (tests that register a toy one call this when done)."""
-    with _LOCK:
-        _REGISTRY.pop(name, None)
-
-
 def _ensure_builtin() -> None:
     # The built-in entries live beside their modules; importing models registers ResNet-18, adapters
     # the published-model families (torchvision, timm, robustbench) and trusted user code.
@@ -115,21 +95,27 @@ def _ensure_builtin() -> None:
     import backend.core.models  # noqa: F401
 
 
+_REGISTRY: Registry[ArchSpec] = Registry("architecture", ArchSpec, builtins=_ensure_builtin)
+
+
+def register_arch(spec: ArchSpec, replace: bool = False) -> ArchSpec:
+    """Add an architecture to the registry. ValueError if the name is taken (unless replace)."""
+    return _REGISTRY.add(spec, replace)
+
+
+def unregister_arch(name: str) -> None:
+    """Remove an architecture (tests that register a toy one call this when done)."""
+    _REGISTRY.remove(name)
+
+
 def names() -> list[str]:
     """Registered architecture names, in registration order (ResNet-18 first)."""
-    _ensure_builtin()
-    with _LOCK:
-        return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_arch(name: str) -> ArchSpec:
-    _ensure_builtin()
-    with _LOCK:
-        spec = _REGISTRY.get(name)
-        known = ", ".join(_REGISTRY)
-    if spec is None:
-        raise ValueError(f"unknown architecture {name!r}; known: {known}")
-    return spec
+    """The architecture called `name`; ValueError naming the known ones otherwise."""
+    return _REGISTRY.get(name)
 
 
 def describe(name: str) -> dict[str, Any]:

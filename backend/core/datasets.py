@@ -42,9 +42,10 @@ import colorsys
 import json
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from backend.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -126,42 +127,30 @@ class DatasetSpec:
                 "samples": self.samples is not None}
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
-_LOCK = threading.Lock()
+_REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec)
 
 
 def register_dataset(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
-    if not isinstance(spec, DatasetSpec):
-        raise ValueError(f"register_dataset needs a DatasetSpec, got {type(spec).__name__}")
-    with _LOCK:
-        if spec.name in _REGISTRY and not replace:
-            raise ValueError(f"dataset {spec.name!r} is already registered")
-        _REGISTRY[spec.name] = spec
-    return spec
+    """Add a data set. ValueError if the name is taken (unless replace)."""
+    return _REGISTRY.add(spec, replace)
 
 
 def unregister_dataset(name: str) -> None:
-    with _LOCK:
-        _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def names() -> list[str]:
-    with _LOCK:
-        return list(_REGISTRY)
+    """Registered data sets, in registration order (CIFAR-10 first)."""
+    return _REGISTRY.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    with _LOCK:
-        spec = _REGISTRY.get(name)
-        known = ", ".join(_REGISTRY)
-    if spec is None:
-        raise ValueError(f"unknown dataset {name!r}; known: {known}")
-    return spec
+    """The data set called `name`; ValueError naming the known ones otherwise."""
+    return _REGISTRY.get(name)
 
 
 def find_dataset(name: str) -> DatasetSpec | None:
-    with _LOCK:
-        return _REGISTRY.get(name)
+    return _REGISTRY.find(name)
 
 
 def image_size_of(name: str, root: str | Path | None = None) -> int:

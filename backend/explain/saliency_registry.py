@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from backend.attacks.registry import Param
+from backend.core.registry import Registry
 
 DISPLAYS = ("abs", "positive")
 BUILTIN_MODULES = ("backend.explain.saliency_methods",)  # imported (and so registered) on first use
@@ -64,52 +65,42 @@ class SaliencyMethod:
                 "slow": self.slow, "default_on": self.default_on, "order": self.order}
 
 
-_METHODS: dict[str, SaliencyMethod] = {}
-_loaded = False
-
-
 def _builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in BUILTIN_MODULES:
-            importlib.import_module(mod)
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(mod)
 
 
-def register(method: SaliencyMethod, replace: bool = False) -> SaliencyMethod:
-    """Add `method` (ValueError if its name is taken, unless replace, or its declaration is invalid)."""
-    _builtins()
-    if not isinstance(method, SaliencyMethod):
-        raise ValueError(f"register takes a SaliencyMethod, got {type(method).__name__}")
-    if method.name in _METHODS and not replace:
-        raise ValueError(f"saliency method {method.name!r} is already registered")
+def _check(method: SaliencyMethod) -> None:
     if method.display not in DISPLAYS:
         raise ValueError(f"display must be one of {DISPLAYS}, got {method.display!r}")
     unknown = sorted(set(method.params) - {p.name for p in PARAMS})
     if unknown:
         raise ValueError(f"saliency method {method.name!r} reads unknown params {unknown}")
-    _METHODS[method.name] = method
-    return method
+
+
+_METHODS: Registry[SaliencyMethod] = Registry("saliency method", SaliencyMethod, order=lambda m: (m.order, m.name),
+                                              check=_check, builtins=_builtins)
+
+
+def register(method: SaliencyMethod, replace: bool = False) -> SaliencyMethod:
+    """Add `method` (ValueError if its name is taken, unless replace, or its declaration is invalid)."""
+    _METHODS.load()  # a built-in's name is taken even before the first read
+    return _METHODS.add(method, replace)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that registered a toy one); unknown names are ignored."""
-    _METHODS.pop(name, None)
+    _METHODS.remove(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered method, in menu order."""
-    _builtins()
-    return tuple(m.name for m in sorted(_METHODS.values(), key=lambda m: (m.order, m.name)))
+    return tuple(_METHODS.names())
 
 
 def get(name) -> SaliencyMethod:
     """The method called `name`; ValueError naming it and the known ones otherwise."""
-    _builtins()
-    m = _METHODS.get(name) if isinstance(name, str) else None
-    if m is None:
-        raise ValueError(f"unknown saliency method {name!r}; known: {', '.join(names())}")
-    return m
+    return _METHODS.get(name)
 
 
 def describe(defaults: dict) -> dict:
@@ -117,5 +108,5 @@ def describe(defaults: dict) -> dict:
     [Param.describe() with the default from `defaults` (SaliencyParams' own)]}, for limits()."""
     ns = names()
     return {"methods": list(ns), "default": ns[0] if ns else None,
-            "info": {n: _METHODS[n].describe() for n in ns},
+            "info": {n: _METHODS.get(n).describe() for n in ns},
             "params": [{**p.describe(), "default": defaults[p.name]} for p in PARAMS]}
