@@ -57,7 +57,7 @@ from backend.train.config import TrainConfig, make_config
 from backend.train.loop import lr_at
 from backend.train.methods import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
 
-REPORT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100)
+REPORT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 400)  # and the last step
 MODES = ("authors", "lockstep", "sameinit", "ours")
 
 
@@ -384,7 +384,7 @@ def main(argv=None) -> None:
           f"collapsed loss log(3B-1)+log(2B) = {collapsed:.3f}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     results = {seed: run_seed(au, a, seed, images, labels) for seed in a.seeds}
-    steps = [s for s in REPORT_STEPS if s <= a.steps] or [a.steps]
+    steps = sorted({s for s in REPORT_STEPS if s <= a.steps} | {a.steps})
     print("\nmean pairwise cosine of the projections / loss\n")
     print(fmt_table(results, steps, a.seeds, a.modes))
     if "lockstep" in a.modes and "authors" in a.modes:
