@@ -26,6 +26,8 @@ Runs, per seed, on the same image batches (a seeded permutation of the training 
   ours       this project's training as `python -m backend.train --method rsupcon` does it: its
              own initialisation (backend.core.models.init_weights, the source's Kaiming fan-out; --init
              torch gives PyTorch's default conv init, what this project used before), its views
+`--init-draws K` compares instead the two codes' initial models over K draws (projection cosine on one
+clean batch, weight spread per layer): whether the two initialisations are the same distribution.
 Printed: loss and mean pairwise cosine of the train-mode projections (1.0 = the collapsed
 solution, whose loss is log(3B-1) + log(2B)) at chosen steps, then the lock-step agreement, then
 per-run diagnostics (L_adv, L_cln, L-inf of the adversarial views, gradient norms, BN statistics).
@@ -331,6 +333,38 @@ def fmt_table(results: dict, steps: list[int], seeds: list[int], modes: list[str
     return "\n".join(lines)
 
 
+def init_draws(au: Authors, a, images: torch.Tensor, seeds: range) -> str:
+    """Both codes' initial models over many draws, on one clean batch in train mode: are the two
+    initialisations the same distribution? (The first steps' fate depends on the draw: finding 4 of
+    docs/RSUPCON_SOURCE.md.) Returns a markdown table: mean, sd and range over the draws of each
+    statistic, and the difference of the means in units of its standard error."""
+    x = images[:a.batch].permute(0, 3, 1, 2).float() / 255
+    layers = {"conv1": ("encoder.conv1.weight", "conv1.weight"),
+              "layer4.1.conv2": ("encoder.layer4.1.conv2.weight", "layer4.1.conv2.weight"),
+              "head.0": ("head.0.weight", "head.0.weight"), "head.2": ("head.2.weight", "head.2.weight")}
+    stats: dict[str, dict[str, list[float]]] = {"authors": {}, "ours": {}}
+    for seed in seeds:
+        theirs = au.model(seed).train()
+        torch.manual_seed(seed)
+        ours = build_model("resnet18", a.width, 10, head=True).train()
+        with torch.no_grad():
+            z = {"authors": theirs(x), "ours": ours.project(x)}
+        for code, model, col in (("authors", theirs, 0), ("ours", ours, 1)):
+            params = dict(model.named_parameters())
+            row = {"projection cosine": mean_cosine(z[code])}
+            row.update({f"std {name}": float(params[names[col]].detach().std()) for name, names in layers.items()})
+            for k, v in row.items():
+                stats[code].setdefault(k, []).append(v)
+    lines = [f"| statistic ({len(seeds)} draws each) | authors: mean ± sd [min, max] | ours: mean ± sd [min, max] "
+             "| difference / SE |", "|---|---|---|---|"]
+    for k in stats["authors"]:
+        t, o = np.array(stats["authors"][k]), np.array(stats["ours"][k])
+        se = math.sqrt(t.var(ddof=1) / len(t) + o.var(ddof=1) / len(o))
+        cell = lambda v: f"{v.mean():.4g} ± {v.std(ddof=1):.2g} [{v.min():.4g}, {v.max():.4g}]"  # noqa: E731
+        lines.append(f"| {k} | {cell(t)} | {cell(o)} | {(o.mean() - t.mean()) / se:+.2f} |")
+    return "\n".join(lines)
+
+
 def _field(kv: str, ap) -> tuple[str, object]:
     name, _, text = kv.partition("=")
     kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
@@ -365,6 +399,8 @@ def main(argv=None) -> None:
                          "head_bn=true, batch_size=64 (repeatable); recipe search without changing the others")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--anomaly", action="store_true", help="keep their autograd anomaly detection on")
+    ap.add_argument("--init-draws", type=int, default=0, metavar="K",
+                    help="instead of the runs: compare both codes' initial models over K draws (seeds 0..K-1)")
     a = ap.parse_args(argv)
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     a.ours_set = dict(_field(kv, ap) for kv in a.ours_set)
@@ -377,6 +413,10 @@ def main(argv=None) -> None:
     tr, _ = bdata.train_val_indices(len(split), 1000, seed=0, labels=split.labels.numpy())
     images, labels = split.images[torch.from_numpy(tr)], split.labels[torch.from_numpy(tr)]
     collapsed = math.log(3 * a.batch - 1) + math.log(2 * a.batch)
+    if a.init_draws:
+        print(f"initial models at width {a.width}, one clean batch of {a.batch} in train mode\n")
+        print(init_draws(au, a, images, range(a.init_draws)))
+        return
     if a.ours_set:
         print(f"'ours' run with {a.ours_set}")
     print(f"RSupCon side by side: width {a.width}, batch {a.batch}, PGD-{a.attack_steps} step "
