@@ -192,6 +192,7 @@ def test_attack_lab_grid_and_controls(app_url, page):
     # 2 models x (clean, adversarial, perturbation, saliency clean, saliency adv)
     main.get_by_text("L-inf 6.0/255", exact=False).nth(1).wait_for()
     main.locator(".rl-prob").nth(2 * 2 * 5 - 1).wait_for()  # two top-5 blocks per model
+    main.locator("img").nth(9).wait_for()  # the images can arrive after the text (a loaded machine)
     settle(page)
     assert main.locator(".rl-prob").count() == 2 * 2 * 5
     assert main.locator("img").count() >= 10

@@ -1,2 +1,2 @@
-"""Per-session plumbing of the app: the backend client, URL-mirrored state, the task queue
-(the home page's precomputation is backend.transport.home)."""
+"""Per-session plumbing of the app: the backend client, URL-mirrored state, the task queue, and the
+home page's default view (home, over backend.transport.home)."""

@@ -14,9 +14,8 @@ import math
 
 import streamlit as st
 
-from app.session import state
+from app.session import home, state
 from app.session.client import call
-from backend.transport import home
 
 AUTO = "auto"   # a parameter left to the attack (e.g. PGD's step size 2.5 * eps / steps)
 NONE = "none"   # the "no attack" entry of pages that can show clean results only

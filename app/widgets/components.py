@@ -10,7 +10,7 @@ import random
 
 import streamlit as st
 
-from app.session import honesty, state
+from app.session import home, honesty, state
 from app.session.client import (
     all_models,
     backend_key,
@@ -23,7 +23,6 @@ from app.session.client import (
     zoo_datasets,
 )
 from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, to_uint8, upscale
-from backend.transport import home
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
