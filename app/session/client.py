@@ -65,7 +65,7 @@ def _make_client(env_key: tuple):
 
         if warm_up_enabled():
             service.warm_up()
-            from backend.transport import home  # the home page's default view, in the background (issue 14)
+            from app.session import home  # the home page's default view, in the background (issue 14)
 
             home.start(client)
     return client

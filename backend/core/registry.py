@@ -4,7 +4,7 @@ backend.explain.saliency_registry). Each of those keeps its own public functions
 of what a valid entry is; this class holds the entries and says the same things the same way:
 
 - `add(item, replace=False)`: ValueError when the item is not of the declared type or its
-  name is taken (unless replace); `check` (given at construction) validates the item first;
+  name is taken (unless replace); `check` (given at construction) then validates it before it is stored;
 - `get(name)`: ValueError "unknown <kind> 'x'; known: a, b" (the service turns it into a 400);
 - `names()`: registration order, or the `order` key's; `find(name)`: the entry or None;
 - `builtins`: a callable run once before the first read (or by `load()`), which imports the modules
