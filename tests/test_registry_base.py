@@ -63,3 +63,32 @@ def test_builtins_load_once_on_the_first_read_and_retry_after_a_failure():
     assert reg.names() == ["user", "builtin"] and len(calls) == 2
     reg.get("builtin")
     assert len(calls) == 2
+
+
+def test_a_read_from_another_thread_waits_for_the_builtins():
+    """While one thread loads the built-ins, another thread's read must not see a half-filled
+    registry (it runs the idempotent builtins too; the "import lock" below makes it wait)."""
+    import threading
+
+    import_lock, started, release, done = threading.Lock(), threading.Event(), threading.Event(), []
+
+    def builtins():  # like an import: one thread runs the module, the others wait for it, then no-op
+        with import_lock:
+            if not done:
+                started.set()
+                release.wait(10)
+                reg.add(Entry("builtin"))
+                done.append(1)
+
+    reg: Registry[Entry] = Registry("widget", Entry, builtins=builtins)
+    seen: dict[str, list[str]] = {}
+    first = threading.Thread(target=lambda: seen.__setitem__("first", reg.names()))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: seen.__setitem__("second", reg.names()))
+    second.start()
+    second.join(0.2)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert seen == {"first": ["builtin"], "second": ["builtin"]}

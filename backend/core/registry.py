@@ -7,9 +7,10 @@ of what a valid entry is; this class holds the entries and says the same things 
   name is taken (unless replace); `check` (given at construction) then validates it before it is stored;
 - `get(name)`: ValueError "unknown <kind> 'x'; known: a, b" (the service turns it into a 400);
 - `names()`: registration order, or the `order` key's; `find(name)`: the entry or None;
-- `builtins`: a callable run once before the first read (or by `load()`), which imports the modules
-  that register the built-in entries (import cycles keep it lazy; `add` does not run it, since those
-  modules call `add` while they are being imported).
+- `builtins`: a callable run before the first read (or by `load()`) until it has succeeded once,
+  which imports the modules that register the built-in entries (import cycles keep it lazy; `add`
+  does not run it, since those modules call `add` while they are being imported). It must be
+  idempotent (imports are).
 
 Thread-safe (a lock around the dict; the app's sessions and a training job's thread read it at once).
 Torch-free.
@@ -33,20 +34,24 @@ class Registry(Generic[T]):
         self._order, self._check, self._builtins = order, check, builtins
         self._items: dict[str, T] = {}
         self._lock = threading.RLock()
-        self._loaded, self._loading = builtins is None, False
+        self._loaded = builtins is None
+        self._loading: set[int] = set()  # the threads running builtins now
 
     def load(self) -> None:
-        """Register the built-in entries now (done once it has succeeded; a read made by a built-in
-        module while it is being imported does not run it again)."""
-        if self._loaded or self._loading:
+        """Register the built-in entries now (done once it has succeeded). A read made by a built-in
+        module while this thread imports it returns at once; another thread's read runs the imports
+        too, which Python's import locks make wait until the modules are complete, so it never sees
+        a half-filled registry."""
+        me = threading.get_ident()
+        if self._loaded or me in self._loading:
             return
         assert self._builtins is not None
-        self._loading = True
+        self._loading.add(me)
         try:
             self._builtins()
             self._loaded = True
         finally:
-            self._loading = False
+            self._loading.discard(me)
 
     def add(self, item: T, replace: bool = False) -> T:
         """Register `item` under item.name and return it."""
