@@ -1,8 +1,8 @@
 """Training throughput per method: images/s of full training steps (views, attack, forward,
 backward, SGD step) on random uint8 images, plus each method's step cost relative to pgd_at.
 
-    python bench/train_throughput.py --width 16 --batch 64 [--attack-steps 10] [--device cpu|cuda]
-        [--methods ce,pgd_at,...] [--warmup 1] [--steps 3] [--threads N] [--compile]
+    python bench/train_throughput.py --width 16 --batch 64 [--arch fastnet] [--cpu-bf16] [--attack-steps 10]
+        [--device cpu|cuda] [--methods ce,pgd_at,...] [--warmup 1] [--steps 3] [--threads N] [--compile]
 
 CUDA timings use CUDA events (bf16 autocast, channels-last, as in training); CPU timings use
 perf_counter. Methods are timed round-robin and img/s comes from each method's fastest step (the
@@ -21,39 +21,42 @@ from backend.core.runtime import quiet_openmp
 quiet_openmp()  # before torch loads
 import torch
 
+from backend.core import archs
 from backend.core.archs_meta import WIDTHS
-from backend.core.models import build_model
 from backend.core.runtime import usable_cores
 from backend.train.config import CONTRASTIVE, METHODS, make_config
+from backend.train.loop import model_args
 from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
 
 
-def make_step(method: str, args, device: torch.device):
-    """A closure running one full training step of `method` on a fixed random batch."""
-    cfg = make_config("full", method=method, width=args.width, batch_size=args.batch,
-                      attack_steps=args.attack_steps)
+def make_step(cfg, device: torch.device, compile_net: bool = False):
+    """A closure running one full training step of cfg.method (cfg's architecture, width, batch size,
+    attack steps, precision) on a fixed random batch, set up as backend.train.loop does."""
     torch.manual_seed(0)
-    model = build_model("resnet18", args.width, 10, head=method in CONTRASTIVE).to(device)
+    args = model_args(cfg, 10, 32)
+    contrastive = cfg.method in CONTRASTIVE
+    model = archs.build_arch(cfg.arch, args, head=contrastive, head_bn=cfg.head_bn).to(device)
     cuda = device.type == "cuda"
-    if cuda:
+    fast = (cuda and cfg.amp) or (not cuda and cfg.cpu_bf16)
+    if cuda or fast:
         model.to(memory_format=torch.channels_last)
-    if method in CONTRASTIVE:
-        model.fc.requires_grad_(False)
-    core = TrainNet(model, channels_last=cuda)
-    fwd = torch.compile(core) if args.compile else core
+    if contrastive:
+        model.classifier.requires_grad_(False)
+    core = TrainNet(model, channels_last=cuda or fast)
+    fwd = torch.compile(core) if compile_net else core
     nets = Nets(fwd, fwd, core)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
                           weight_decay=5e-4)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fast else contextlib.nullcontext
     ctx = StepContext(cfg, torch.Generator().manual_seed(1), torch.Generator(device=device).manual_seed(2),
                       autocast, lambda: False)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    x = torch.randint(0, 256, (cfg.batch_size, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+    y = torch.randint(0, 10, (cfg.batch_size,), generator=g).to(device)
     model.train()
 
     def step():
-        loss = LOSSES[method](nets, x, y, ctx)
+        loss = LOSSES[cfg.method](nets, x, y, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -76,7 +79,9 @@ def timed(step, device: torch.device) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet18", help="a registered architecture (resnet18, fastnet, ...)")
     ap.add_argument("--width", type=int, default=16, choices=WIDTHS)
+    ap.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast and channels-last on the CPU")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--attack-steps", type=int, default=10)
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -97,10 +102,13 @@ def main(argv=None) -> None:
     else:
         torch.backends.cudnn.benchmark = True
         where = torch.cuda.get_device_name(device)
-    print(f"# {where}; width {args.width}, batch {args.batch}, PGD steps {args.attack_steps} "
+    precision = " bf16" if args.cpu_bf16 else ""
+    print(f"# {where}; {args.arch} width {args.width}{precision}, batch {args.batch}, PGD steps {args.attack_steps} "
           f"(fgsm_rs: 1), {args.warmup} warm-up + {args.steps} timed steps each, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    steps = {m: make_step(m, args, device) for m in methods}
+    steps = {m: make_step(make_config("full", method=m, arch=args.arch, width=args.width, batch_size=args.batch,
+                                      attack_steps=args.attack_steps, cpu_bf16=args.cpu_bf16), device, args.compile)
+             for m in methods}
     for _ in range(args.warmup):
         for m in methods:
             steps[m]()

@@ -81,6 +81,7 @@ class ArchSpec:
     label: str = ""
     head_arg: str | None = None
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values per argument
+    trainable: bool = False  # offered by the Train page and trained by the test suite on every method
 
     def __post_init__(self) -> None:
         for key in ("num_classes", "input_size"):
@@ -92,6 +93,7 @@ def _ensure_builtin() -> None:
     # The built-in entries live beside their modules; importing models registers ResNet-18, adapters
     # the published-model families (torchvision, timm, robustbench) and trusted user code.
     import backend.core.adapters
+    import backend.core.fastnet
     import backend.core.models  # noqa: F401
 
 
@@ -113,6 +115,12 @@ def names() -> list[str]:
     return _REGISTRY.names()
 
 
+def trainable() -> list[str]:
+    """The architectures the Train page offers (ArchSpec.trainable), in registration order. The trainer
+    itself takes any registered architecture (`--arch`)."""
+    return [n for n in names() if get_arch(n).trainable]
+
+
 def get_arch(name: str) -> ArchSpec:
     """The architecture called `name`; ValueError naming the known ones otherwise."""
     return _REGISTRY.get(name)
@@ -122,7 +130,8 @@ def describe(name: str) -> dict[str, Any]:
     """Plain-data form of an architecture (for the service's limits() and the UI)."""
     spec = get_arch(name)
     return {"name": spec.name, "label": spec.label or spec.name, "defaults": dict(spec.defaults),
-            "choices": {k: list(v) for k, v in spec.choices.items()}, "head": spec.head_arg is not None}
+            "choices": {k: list(v) for k, v in spec.choices.items()}, "head": spec.head_arg is not None,
+            "trainable": spec.trainable}
 
 
 def full_args(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -140,16 +149,35 @@ def full_args(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
-def build_arch(name: str, args: dict[str, Any] | None = None, head: bool = False) -> nn.Module:
+def build_arch(name: str, args: dict[str, Any] | None = None, head: bool = False,
+               head_bn: bool = False) -> nn.Module:
     """An untrained model of architecture `name` with `args` (missing ones take their defaults),
-    checked against the contract. head=True adds the projection head where the spec has one."""
+    checked against the contract. head=True adds the projection head: the spec's own where it has
+    one (its head_bn argument, if any, comes from args), else `attach_head`'s on the contract's
+    features (head_bn: a BatchNorm1d after its first layer)."""
     spec = get_arch(name)
     kwargs = full_args(name, args)
-    if head:
-        if spec.head_arg is None:
-            raise ValueError(f"architecture {name!r} has no projection head")
+    if head and spec.head_arg is not None:
         kwargs[spec.head_arg] = True
-    return check_model(spec.build(**kwargs), name)
+    model = check_model(spec.build(**kwargs), name)
+    if head and spec.head_arg is None:
+        attach_head(model, head_bn=head_bn)
+    return model
+
+
+def projection_head(feature_dim: int, proj_dim: int = 128, head_bn: bool = False) -> nn.Module:
+    """The contrastive projection head (RSUPCON.md): Linear(f, f) -> [BatchNorm1d] -> ReLU -> Linear(f, proj_dim);
+    its output is L2-normalised by the caller."""
+    mid = [nn.BatchNorm1d(feature_dim)] if head_bn else []
+    return nn.Sequential(nn.Linear(feature_dim, feature_dim), *mid, nn.ReLU(inplace=True),
+                         nn.Linear(feature_dim, proj_dim))
+
+
+def attach_head(model: nn.Module, proj_dim: int = 128, head_bn: bool = False) -> nn.Module:
+    """Give any contract model a projection head `model.head` on its `features` (feature_dim wide), the
+    same layers (and state-dict keys head.*) as ResNet-18's own; checkpoints leave it out."""
+    model.head = projection_head(int(getattr(model, "feature_dim")), proj_dim, head_bn)
+    return model
 
 
 def check_model(model: Any, name: str = "model") -> nn.Module:

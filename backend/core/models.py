@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.core.archs import ArchSpec, build_arch, register_arch
+from backend.core.archs import ArchSpec, build_arch, projection_head, register_arch
 from backend.core.archs_meta import WIDTHS
 
 
@@ -69,10 +69,8 @@ class ResNet18(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nn.Linear(self.feature_dim, num_classes)
         self.head = None
-        if head:
-            f = self.feature_dim
-            mid = [nn.BatchNorm1d(f)] if head_bn else []  # an option, not the source's head
-            self.head = nn.Sequential(nn.Linear(f, f), *mid, nn.ReLU(inplace=True), nn.Linear(f, proj_dim))
+        if head:  # head_bn: an option, not the source's head
+            self.head = projection_head(self.feature_dim, proj_dim, head_bn)
         init_weights(self)
 
     @property
@@ -132,7 +130,7 @@ def _build_resnet18(num_classes: int = 10, width: int = 32, proj_dim: int = 128,
 RESNET18 = register_arch(ArchSpec(
     "resnet18", _build_resnet18, {"num_classes": 10, "width": 32, "proj_dim": 128, "head_bn": False,
                                   "input_size": 32},
-    label="ResNet-18 (CIFAR stem)", head_arg="head", choices={"width": WIDTHS}), replace=True)
+    label="ResNet-18 (CIFAR stem)", head_arg="head", choices={"width": WIDTHS}, trainable=True), replace=True)
 
 
 def build_model(arch: str = "resnet18", width: int = 32, num_classes: int = 10, head: bool = False,

@@ -2,7 +2,9 @@
 take minutes on a CPU is refused with a clear message (and a pointer to the task API) instead of run.
 
 The unit is one image-pass: a forward plus a backward pass of one 32x32 image through a width-16
-ResNet-18 (a wider model costs (width/16)^2 as much). The rates are conservative readings of
+ResNet-18. Any other model costs its forward FLOPs at its own input size (counted once per model with
+torch.utils.flop_counter, backend.core.flops) divided by that reference's: a 224-px ResNet-50 is about
+117 units, a width-64 FastNet about 4.3, a width-32 ResNet-18 about 4. The rates are conservative readings of
 bench/interactive.py on the project's 2-core CPU under load (about 1,500 image-passes/s idle in
 PGD batches, and 10-20 ms per single-image optimisation step); on CUDA they are far higher.
 """
@@ -18,8 +20,11 @@ MARGIN = 2.0                                # refuse above limit / MARGIN: headr
 
 
 def _scale(service, model_ids) -> list[float]:
+    """Each model's cost in image-passes of the reference network (see the module docstring)."""
+    from backend.core.flops import relative_cost  # torch is loaded by now (the Service is)
+
     ids = service.models.resolve(model_ids)
-    return [(int(service.models.card(m).get("width") or 16) / 16) ** 2 for m in ids]
+    return [relative_cost(service.models.model(m), service.models.weights_key(m)) for m in ids]
 
 
 def estimate_s(service, kind: str, p: dict) -> float:

@@ -72,6 +72,8 @@ _CONFIG_FLAGS = (
     ("preset", dict(choices=tuple(PRESETS), help="default: full (or the --config file's)")),
     ("dataset", dict(choices=datasets(), help="default: cifar10")),
     ("data", dict(help="data root, or 'synthetic' (default: backend.core.data.resolve_root())")),
+    ("arch", dict(help="a registered architecture (default resnet18, the paper's; fastnet: the compact CPU net)")),
+    ("arch_args", dict(help='its builder arguments as a JSON object, e.g. \'{"name": "resnet18"}\' for torchvision')),
     ("width", dict(type=int, choices=WIDTHS)),
     ("epochs", dict(type=_integer)),
     ("subset", dict(type=_integer, help="training images (0 = all 49,000)")),
@@ -79,6 +81,8 @@ _CONFIG_FLAGS = (
     ("lr", dict(type=_number)),
     ("schedule", dict(choices=SCHEDULES)),
     ("warmup_epochs", dict(type=_number)),
+    ("label_smoothing", dict(type=_number, help="in the training cross-entropy (default 0)")),
+    ("ema", dict(type=_number, help="decay of a moving average of the weights per step (default 0 = off)")),
     ("attack_steps", dict(type=_integer, help="PGD steps for training and val")),
     ("trades_beta", dict(type=_number)),
     ("temperature", dict(type=_number, help="contrastive temperature (source: 0.07)")),
@@ -97,6 +101,7 @@ _CONFIG_FLAGS = (
     ("log_every", dict(type=_integer, help="steps between progress events")),
     ("compile", dict(action="store_true", help="torch.compile the network")),
     ("amp", dict(flag="--no-amp", action="store_false", help="no bf16 autocast on CUDA")),
+    ("cpu_bf16", dict(action="store_true", help="bf16 autocast and channels-last on a CPU (fast with AVX512-BF16)")),
 )
 
 

@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from backend.core import archs
 from backend.core.checkpoints import new_card, save_checkpoint, validate_id
-from backend.core.models import build_model
 from backend.core.runtime import torch_threads
 from backend.train import state as st
 from backend.train.config import TrainConfig, config_from_dict, lr_at, resume_mismatch
@@ -57,7 +57,32 @@ class _Progress:
     best_epoch: int | None = None
     history: list = field(default_factory=list)
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0  # this process's CPU time over every session of the run: core-seconds
     serial: int = 0
+
+
+def model_args(cfg: TrainConfig, num_classes: int, input_size: int) -> dict:
+    """The builder arguments of cfg's architecture: cfg.arch_args, the width where the architecture takes
+    one, and the data set's class count and image side. ValueError for an unknown architecture or argument."""
+    spec = archs.get_arch(cfg.arch)
+    args = {**cfg.arch_args, "num_classes": num_classes, "input_size": input_size}
+    if "width" in spec.defaults:
+        args["width"] = cfg.width
+    archs.full_args(cfg.arch, args)  # checks names and choices now, before any data is read
+    return args
+
+
+def train_attack(cfg: TrainConfig) -> str | None:
+    """How the method crafts its training examples, as the card states it (None for clean training)."""
+    info = METHOD_INFO[cfg.method]
+    if info.attack is None:
+        return None
+    eps = f"linf eps {cfg.eps * 255:g}/255"
+    if info.attack == "fgsm":
+        return f"FGSM with random start, {eps}, step {cfg.fgsm_step * 255:g}/255"
+    target = {"pgd_at": "cross-entropy", "trades": "KL(clean || adversarial), TRADES start",
+              "rsupcon": "the contrastive loss (RSUPCON.md)"}.get(cfg.method, "the training loss")
+    return f"PGD-{cfg.attack_steps} on {target}, {eps}, step {cfg.step_size * 255:g}/255"
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -112,9 +137,11 @@ class _Run:
         self.val_x, self.val_y = dev(self.data.val_x), dev(self.data.val_y)
         self.ncm_x, self.ncm_y = dev(self.data.ncm_x), dev(self.data.ncm_y)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model("resnet18", cfg.width, len(self.data.classes), head=cfg.contrastive,
-                                 head_bn=cfg.head_bn).to(device)
-        cl = device.type == "cuda" and cfg.channels_last
+        self.arch_args = model_args(cfg, len(self.data.classes), int(self.data.train_x.shape[-1]))
+        self.model = archs.build_arch(cfg.arch, self.arch_args, head=cfg.contrastive,
+                                      head_bn=cfg.head_bn).to(device)
+        cpu_fast = device.type == "cpu" and cfg.cpu_bf16
+        cl = (device.type == "cuda" and cfg.channels_last) or cpu_fast
         if cl:
             self.model.to(memory_format=torch.channels_last)
         if cfg.contrastive:  # the classifier is fit later by the probe; DDP must not track it
@@ -133,9 +160,14 @@ class _Run:
         self.gens = {"order": torch.Generator().manual_seed(cfg.seed),
                      "aug": torch.Generator().manual_seed(cfg.seed + 1 + 1000 * rank),
                      "dev": torch.Generator(device=device).manual_seed(cfg.seed + 2 + 1000 * rank)}
-        use_amp = device.type == "cuda" and cfg.amp
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp \
+        use_amp = (device.type == "cuda" and cfg.amp) or cpu_fast
+        self._amp = use_amp
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp \
             else contextlib.nullcontext
+        # the moving average of the weights (cfg.ema): every floating tensor of the state dict
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         # with several ranks only collective checks at step boundaries are safe (see _stopping)
         self.ctx = StepContext(cfg, self.gens["aug"], self.gens["dev"], self.autocast,
                                should_stop if world == 1 else (lambda: False))
@@ -146,6 +178,7 @@ class _Run:
         self.best_state: dict | None = None
         self.perm: torch.Tensor | None = None
         self.session_start = time.time()
+        self.cpu_start = time.process_time()  # after the data are read: cpu_s counts the training itself
 
     # ------------------------------------------------------------------------------ helpers
     def _stopping(self) -> bool:
@@ -158,10 +191,40 @@ class _Run:
     def _elapsed(self) -> float:
         return self.p.elapsed_s + time.time() - self.session_start
 
+    def _cpu(self) -> float:
+        return self.p.cpu_s + time.process_time() - self.cpu_start
+
     def _meta(self) -> dict:
         d = dict(vars(self.p))
-        d.update(config=self.cfg.to_dict(), world=self.world, elapsed_s=self._elapsed())
+        d.update(config=self.cfg.to_dict(), world=self.world, elapsed_s=self._elapsed(), cpu_s=self._cpu())
         return d
+
+    def _ema_update(self) -> None:
+        """ema <- d * ema + (1 - d) * weights for every floating tensor (batch-norm statistics too); integer
+        buffers are copied. d ramps up as min(ema, (1 + t) / (10 + t)) so early averages forget the
+        random initialisation."""
+        assert self.ema is not None
+        t = self.p.global_step
+        d = min(self.cfg.ema, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                else:
+                    self.ema[k].copy_(v)
+
+    @contextlib.contextmanager
+    def _averaged(self):
+        """The model holds the moving average inside the block (when cfg.ema), its own weights again after."""
+        if self.ema is None:
+            yield
+            return
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(own)
 
     def save_state(self) -> None:
         self.p.serial += 1
@@ -175,6 +238,8 @@ class _Run:
             tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
             if self.best_state is not None:
                 tensors.update({f"best/{k}": v for k, v in self.best_state.items()})
+            if self.ema is not None:
+                tensors.update({f"ema/{k}": v for k, v in self.ema.items()})
             opt_t, opt_meta = st.optimizer_tensors(self.opt)
             tensors.update(opt_t)
             tensors.update(st.rng_tensors(self.gens))
@@ -199,6 +264,8 @@ class _Run:
         self.model.load_state_dict(pick("model/"))
         best = pick("best/")
         self.best_state = best or None
+        if self.ema is not None:
+            self.ema = pick("ema/") or self.ema
         st.load_optimizer(self.opt, tensors, meta["optimizer"])
         if self.rank == 0:
             st.restore_rng(tensors, self.gens)
@@ -207,7 +274,7 @@ class _Run:
                            self.gens)
         self.perm = tensors.get("perm")
         for k in vars(self.p):
-            setattr(self.p, k, meta[k])
+            setattr(self.p, k, meta.get(k, getattr(self.p, k)))  # states saved before cpu_s existed lack it
         return True
 
     def _classifier(self, probe_done: bool):
@@ -240,8 +307,9 @@ class _Run:
             if self.p.phase == "train":
                 self.train_epochs()
                 self.p.phase = "probe" if cfg.contrastive else "final"
-                if self.best_state is not None:
-                    self.model.load_state_dict(self.best_state)
+                final = self.best_state if self.best_state is not None else self.ema  # ema: None when off
+                if final is not None:
+                    self.model.load_state_dict(final)
                 self.perm = None
                 self.save_state()
             if cfg.contrastive and self.p.phase == "probe":
@@ -287,6 +355,8 @@ class _Run:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
+                if self.ema is not None:
+                    self._ema_update()
                 loss_acc += loss.detach()
                 window_n += 1
                 p.step_in_epoch += 1
@@ -328,12 +398,13 @@ class _Run:
         epoch = p.epoch + 1
         record = {"epoch": epoch, "val_clean": None, "val_robust": None}
         if self.rank == 0 and (epoch % cfg.val_every == 0 or epoch == cfg.epochs) and len(self.val_y):
-            record.update(self._validate())
-            metric = record["val_robust"] if cfg.robust and record["val_robust"] is not None \
-                else record["val_clean"]
-            if p.best_metric is None or metric > p.best_metric:
-                p.best_metric, p.best_epoch = metric, epoch
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            with self._averaged():  # validate (and keep) the moving average when there is one
+                record.update(self._validate())
+                metric = record["val_robust"] if cfg.robust and record["val_robust"] is not None \
+                    else record["val_clean"]
+                if p.best_metric is None or metric > p.best_metric:
+                    p.best_metric, p.best_epoch = metric, epoch
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             p.history.append(record)
         if self.rank == 0:
             left = (cfg.epochs - epoch) * self.steps_per_epoch
@@ -380,7 +451,11 @@ class _Run:
                    "n_val": len(self.val_y), "n_val_robust": min(cfg.val_robust_n, len(self.val_y))
                    if final["val_robust"] is not None else 0}
         attack = f"PGD-{cfg.attack_steps} linf eps {cfg.eps * 255:g}/255 step {cfg.step_size * 255:g}/255"
+        cpu_s, on_cpu = self._cpu(), self.device.type == "cpu"
         training = {"time_s": round(self._elapsed(), 1), "hardware": hardware(self.device, self.world),
+                    "cpu_s": round(cpu_s, 1), "core_hours": round(cpu_s / 3600, 3) if on_cpu else None,
+                    "threads": torch.get_num_threads() if on_cpu else None,
+                    "train_attack": train_attack(cfg), "precision": "bf16 autocast" if self._amp else "fp32",
                     "device": self.device.type, "world_size": self.world, "epochs": cfg.epochs,
                     "attack_steps": METHOD_INFO[cfg.method].training_attack_steps(cfg.attack_steps),
                     "n_train": self.n_train, "batch_size": self.batch, "best_epoch": p.best_epoch,
@@ -388,8 +463,12 @@ class _Run:
                     "val_classifier": "linear probe (epochs: NCM on features)" if cfg.contrastive else "logits",
                     "val_attack": attack, "attack_mode": "eval", "lr_scaling": "none",
                     "history": p.history, "data_source": self.data.source}
-        card = new_card(out.name, cfg.method, "resnet18", cfg.width, list(self.data.classes),
-                        display_name=f"{METHOD_INFO[cfg.method].label} w{cfg.width} ({cfg.epochs} ep)",
+        tag = "" if cfg.arch == "resnet18" else f"{cfg.arch} "
+        width = self.arch_args.get("width")
+        card = new_card(out.name, cfg.method, cfg.arch, width, list(self.data.classes), arch_args=self.arch_args,
+                        input_size=self.arch_args["input_size"],
+                        display_name=f"{METHOD_INFO[cfg.method].label} {tag}"
+                                     f"{f'w{width} ' if width else ''}({cfg.epochs} ep)",
                         dataset=cfg.dataset, data_variant=self.data.variant, train_config=cfg.to_dict(),
                         metrics=metrics, training=training, status=PRESET_INFO[cfg.preset].status,
                         notes="trained by python -m backend.train; test metrics come from backend.eval.evaluate")

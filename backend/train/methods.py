@@ -102,7 +102,7 @@ def _ce_attack(nets: Nets, x, y, ctx: StepContext, step_size: float, steps: int)
 def _ce_logits(nets: Nets, x, y, ctx) -> torch.Tensor:
     with ctx.autocast():
         logits = nets.train(x)
-    return F.cross_entropy(logits.float(), y)
+    return F.cross_entropy(logits.float(), y, label_smoothing=ctx.cfg.label_smoothing)
 
 
 def loss_ce(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
@@ -148,7 +148,8 @@ def loss_trades(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
     with ctx.autocast():
         logits = nets.train(torch.cat([x, x_adv]), chunks=2).float()  # (2B, classes)
     clean, adv = logits.chunk(2)
-    return F.cross_entropy(clean, y) + cfg.trades_beta * _kl(adv, clean.softmax(1)).mean()
+    return F.cross_entropy(clean, y, label_smoothing=cfg.label_smoothing) \
+        + cfg.trades_beta * _kl(adv, clean.softmax(1)).mean()
 
 
 def loss_supcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:

@@ -22,6 +22,7 @@ from backend.core import datasets as _datasets
 _ATTACK = ("eps", "step_size", "attack_steps")
 _PROBE = ("probe_epochs", "probe_lr", "probe_batch_size", "adv_probe", "ncm_n")
 _CONTRAST = ("temperature", "base_temperature", "head_bn")
+_CE = ("label_smoothing",)  # the methods trained with cross-entropy
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,15 @@ _METHODS = (
     Method("rsupcon", "RSupCon", "RSupCon (robust supervised contrastive)", robust=True, contrastive=True,
            attack="pgd", needs=_ATTACK + _CONTRAST + _PROBE),
     Method("pgd_at", "PGD-AT", "PGD adversarial training", robust=True, contrastive=False, attack="pgd",
-           needs=_ATTACK),
+           needs=_ATTACK + _CE),
     Method("trades", "TRADES", "TRADES", robust=True, contrastive=False, attack="pgd",
-           needs=_ATTACK + ("trades_beta",)),
+           needs=_ATTACK + ("trades_beta",) + _CE),
     Method("supcon", "SupCon", "SupCon (contrastive, not robust)", robust=False, contrastive=True, attack=None,
            needs=_CONTRAST + _PROBE),
     Method("fgsm_rs", "FGSM-RS", "FGSM-RS (fast adversarial training)", robust=True, contrastive=False,
-           attack="fgsm", needs=("eps", "fgsm_step", "attack_steps")),  # attack_steps: the PGD validation
-    Method("ce", "CE", "Cross-entropy (standard, not robust)", robust=False, contrastive=False, attack=None),
+           attack="fgsm", needs=("eps", "fgsm_step", "attack_steps") + _CE),  # attack_steps: the PGD validation
+    Method("ce", "CE", "Cross-entropy (standard, not robust)", robust=False, contrastive=False, attack=None,
+           needs=_CE),
 )
 METHOD_INFO: dict[str, Method] = {m.name: m for m in _METHODS}
 METHODS: tuple[str, ...] = tuple(METHOD_INFO)
