@@ -65,3 +65,22 @@ def test_two_data_sets_offer_a_choice_and_the_job_trains_on_it(monkeypatch, tmp_
     assert written == job["config"]
     with contextlib.suppress(ValueError):  # the trainer finds no CIFAR-100 images and fails on its own
         client.cancel_job(job_id)
+
+
+def test_the_form_offers_the_trainable_architectures_and_the_job_trains_the_chosen_one(monkeypatch, tmp_path):
+    _env(monkeypatch, tmp_path, "synthetic", tmp_path / "no-data")
+    at = _train_page()
+    arch = at.selectbox(key="job_arch")
+    assert list(arch.options) == ["ResNet-18 (CIFAR stem)", "FastNet (compact VGG-style, for CPU training)"]
+    arch.set_value("fastnet")
+    at.selectbox(key="job_method").set_value("ce")
+    at.selectbox(key="job_preset").set_value("smoke")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from backend.transport.client import make_client
+
+    client = make_client()
+    job = client.job_status(at.session_state["job_selected"])
+    assert job["config"]["arch"] == "fastnet"
+    with contextlib.suppress(ValueError):
+        client.cancel_job(job["job_id"])

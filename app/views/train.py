@@ -29,7 +29,8 @@ st.title("Train")
 st.caption("Training runs in its own process on the backend's machine, one job at a time; others wait in the "
            "queue. Closing the browser does not stop a job.")
 
-lim = (call("limits", quiet=True) or {}).get("jobs") or {}
+limits = call("limits", quiet=True) or {}
+lim = limits.get("jobs") or {}
 # every method and preset of the training registry, with its labels and values, comes from the backend
 # (backend.train.registry through Service.limits()): a new one appears here by itself
 methods, presets = list(lim.get("methods") or []), list(lim.get("presets") or [])
@@ -54,6 +55,12 @@ with st.form("new_job"):
     name = c1.text_input("Name (optional)", max_chars=int(lim["name_chars"]), key="job_name")
     # a choice only where the backend holds more than one data set's training images
     dataset = c2.selectbox("Data set", datasets, key="job_dataset") if len(datasets) > 1 else None
+    # the trainable architectures (backend.core.archs_meta.TRAINABLE), labelled by the architecture registry
+    arch_labels = {n: d.get("label", n) for n, d in (limits.get("architectures") or {}).items()}
+    arch_names = list(lim.get("archs") or ["resnet18"])
+    arch = c1.selectbox("Architecture", arch_names, key="job_arch", format_func=lambda a: arch_labels.get(a, a),
+                        help="ResNet-18 is the paper's network; FastNet is a compact network that gets more "
+                             "accuracy out of a CPU hour (README, 'Training recipe').")
     with st.expander("Override the preset"):
         o1, o2, o3 = st.columns(3)
         width = o1.selectbox("Width", [None] + list(lim["widths"]), key="job_width",
@@ -79,7 +86,8 @@ if start and not can_train:
                "the app. The offline sample images are enough for every other page, not for training.",
                icon=":material/database_off:")
 elif start:
-    config = {"method": method, "preset": preset, "dataset": dataset, "name": name.strip() or None, "width": width,
+    config = {"method": method, "preset": preset, "dataset": dataset, "name": name.strip() or None,
+              "arch": arch, "width": width,
               "epochs": None if epochs is None else int(epochs), "subset": None if subset is None else int(subset),
               "attack_steps": None if steps is None else int(steps),
               "batch_size": None if batch is None else int(batch),

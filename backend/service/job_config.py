@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.core.archs_meta import WIDTHS
+from backend.core.archs_meta import TRAINABLE, WIDTHS
 from backend.core.errors import short
 from backend.train.config import TrainConfig, config_from_dict
 from backend.train.registry import METHODS, PRESETS, datasets
@@ -17,10 +17,11 @@ from backend.train.registry import METHODS, PRESETS, datasets
 __all__ = ["BOUNDS", "JOB_FIELDS", "LIMITS", "METHODS", "PRESETS", "JobConfig", "trainable_datasets"]
 
 # What a job may set (the preset supplies the rest of TrainConfig), and within which bounds
-JOB_FIELDS = ("method", "preset", "dataset", "width", "subset", "epochs", "attack_steps", "batch_size", "seed")
+JOB_FIELDS = ("method", "preset", "dataset", "arch", "width", "subset", "epochs", "attack_steps", "batch_size",
+              "seed")
 BOUNDS = {"epochs": (1, 50), "subset": (64, 50000), "attack_steps": (1, 20), "batch_size": (8, 1024),
           "seed": (0, 2**31 - 1)}
-LIMITS = {"widths": list(WIDTHS), **{k: list(v) for k, v in BOUNDS.items()}, "name_chars": 64,
+LIMITS = {"widths": list(WIDTHS), "archs": list(TRAINABLE), **{k: list(v) for k, v in BOUNDS.items()}, "name_chars": 64,
           "methods": list(METHODS), "presets": list(PRESETS)}  # and the data sets: Service.limits()
 
 
@@ -47,7 +48,9 @@ class JobConfig:
                                  or len(name) > LIMITS["name_chars"] or not name.isprintable()):
             raise ValueError(f"job name must be 1-{LIMITS['name_chars']} printable characters, got {short(name)}")
         fields = {k: v for k, v in d.items() if k != "name"}
-        return cls(config_from_dict({"preset": "short", **fields, "data": data}, bounds=BOUNDS), name)
+        # a job trains one of the architectures the Train page offers (the CLI takes any registered one)
+        return cls(config_from_dict({"preset": "short", **fields, "data": data},
+                                    bounds={**BOUNDS, "arch": list(TRAINABLE)}), name)
 
 
 def trainable_datasets(data: str | None) -> list[str]:
