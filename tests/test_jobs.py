@@ -58,7 +58,7 @@ def root(tmp_path):
     ({"method": "ce", "batch_size": 2.5}, r"batch_size must be an integer, got 2\.5"),
     ({"method": "ce", "preset": "huge"}, "unknown preset 'huge'"),
     ({"method": "ce", "dataset": "mnist"}, "unknown data set 'mnist'"),
-    ({"method": "ce", "arch": "torchvision"}, "arch must be one of resnet18, fastnet, got torchvision"),
+    ({"method": "ce", "arch": "torchvision"}, "arch must be one of resnet18, fastnet, got 'torchvision'"),
     ({"method": "ce", "lr": 0.1}, "unknown job config keys \\['lr'\\]"),
     ({"method": "ce", "data": "/etc"}, "unknown job config keys \\['data'\\]"),  # the manager's, not the caller's
     ({"method": "ce", "name": ""}, "job name must be"),
