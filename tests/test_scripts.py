@@ -103,3 +103,18 @@ def test_make_figure_writes_a_png_from_the_offline_samples(tmp_path):
     with Image.open(out) as im:
         fmt, (w, h) = im.format, im.size
     assert fmt == "PNG" and w > 4 * 48 and h > 2 * 48  # image column + 3 models; clean + adversarial rows
+
+
+def test_sample_accuracy_counts_each_model_on_the_offline_samples(fresh_checkpoint_root, capsys):  # noqa: F811
+    sa = _load("sample_accuracy")
+    from backend.core.data import sample_images
+
+    y = sample_images("cifar10").labels
+    pred, conf, labels = sa.sample_predictions(fresh_checkpoint_root / "tiny-ce")
+    assert torch.equal(labels, y) and pred.shape == conf.shape == (20,) and bool(((conf > 0) & (conf <= 1)).all())
+    assert sa.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: ln for ln in out[1:4]}
+    assert set(rows) == {"tiny-ce", "tiny-pgd", "tiny-rsupcon"}
+    assert f"{int((pred == y).sum())} / 20" in rows["tiny-ce"]
+    assert len([ln for ln in out if ln[:1].isdigit()]) == 20  # the per-image grid
