@@ -544,3 +544,35 @@ def test_prewarm_computes_the_attack_labs_default_view(env):
     out = home.default_view(client)
     assert out["default_image"] == ss["p_image"] and out["total_s"] >= 0
     assert out["spec"] == page_spec and out["saliency"] == ss["p_sal"]
+
+
+def test_attack_outcome_headline_counts_only_models_the_attack_fooled():
+    """Issue 20, finding 3: "flipped on 5 of 5" counted models already wrong on the clean image (and a
+    targeted attack that turned a wrong model right). The headline counts what a reader takes it to."""
+    from app.widgets.attack_ui import outcome_headline
+
+    def r(clean, adv):
+        return {"clean": {"pred": clean}, "adv": {"pred": adv}, "flipped": clean != adv}
+    ids = ["a", "b", "c", "d"]
+    res = {"a": r(3, 5), "b": r(3, 3), "c": r(1, 2), "d": r(1, 3)}  # true class 3: c, d wrong when clean
+    assert outcome_headline(res, ids, 3, None, CIFAR10_CLASSES) == \
+        "fooled **1 of 2** models that were right on the clean image; 2 already wrong before the attack"
+    assert outcome_headline(res, ids, 3, 5, CIFAR10_CLASSES) == "target **dog** reached on **1 of 4** models"
+    assert outcome_headline(res, ids, None, None, CIFAR10_CLASSES) == \
+        "prediction changed on **3 of 4** models (true class unknown)"
+    assert outcome_headline({"a": r(3, 3)}, ["a"], 3, None, CIFAR10_CLASSES) == \
+        "fooled **0 of 1** model that were right on the clean image"
+
+
+def test_attack_lab_headline_matches_the_backend_results(env):
+    at = ok(open_page(query={"attack": "pgd", "eps": "8", "steps_pgd": "5", "sal": "none"}))
+    from backend.transport.client import make_client
+
+    image = at.session_state["p_image"]
+    res = make_client().attack(image, {"method": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 5,
+                                       "random_start": True}, MODEL_IDS)["results"]
+    label = make_client().get_image(image)["label"]
+    right = [m for m in MODEL_IDS if int(res[m]["clean"]["pred"]) == label]
+    fooled = sum(int(res[m]["adv"]["pred"]) != label for m in right)
+    assert f"fooled **{fooled} of {len(right)}**" in " ".join(m.value for m in at.markdown)
+    assert "prediction flipped on" not in " ".join(m.value for m in at.markdown)

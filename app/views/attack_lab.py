@@ -230,8 +230,7 @@ def lab() -> None:
         return
     label = img.get("label")
     target = spec.get("target_class")
-    flips = sum(res["results"][m]["flipped"] for m in ids)
-    st.markdown(f"**{desc}** - prediction flipped on **{flips} of {len(ids)}** model(s)"
+    st.markdown(f"**{desc}** - {attack_ui.outcome_headline(res['results'], ids, label, target, class_names)}"
                 + (f"; crafted on {names.get(source, source)}" if mode == "transfer" else ""))
     sal_maps = None if sal == NO_SALIENCY else _saliency_maps(res, ids, sal, scale, spec, mode)[0]
     _grid(res, ids, label, target, sal_maps, class_names)

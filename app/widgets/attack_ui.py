@@ -153,3 +153,25 @@ def url_params(prefix: str = "", alim: dict | None = None) -> dict:
         if k in ss and ss[k] is not None:
             out[prefix + n] = ss[k]
     return out
+
+
+def outcome_headline(results: dict, ids: list[str], label: int | None, target: int | None,
+                     class_names: list[str]) -> str:
+    """The attack's outcome over the models, counting what a reader takes it to count: targeted, the models
+    whose prediction became the target; untargeted with a known true class, the models that were right on
+    the clean image and are wrong on the adversarial one (the ones already wrong are named apart, never
+    counted as fooled); without a true class (an upload), the models whose top class changed.
+    results: Service.attack's {model id: {"clean": {"pred"}, "adv": {"pred"}, "flipped"}}."""
+    n = len(ids)
+    if target is not None:
+        hit = sum(int(results[m]["adv"]["pred"]) == target for m in ids)
+        return f"target **{class_names[target]}** reached on **{hit} of {n}** model{'s' if n != 1 else ''}"
+    if label is None:
+        changed = sum(bool(results[m]["flipped"]) for m in ids)
+        return f"prediction changed on **{changed} of {n}** model{'s' if n != 1 else ''} (true class unknown)"
+    right = [m for m in ids if int(results[m]["clean"]["pred"]) == label]
+    fooled = sum(int(results[m]["adv"]["pred"]) != label for m in right)
+    wrong = n - len(right)
+    plural = "s" if len(right) != 1 else ""
+    text = f"fooled **{fooled} of {len(right)}** model{plural} that were right on the clean image"
+    return text + (f"; {wrong} already wrong before the attack" if wrong else "")
