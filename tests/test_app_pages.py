@@ -229,7 +229,9 @@ def test_saliency_studio_grid_metrics_and_sanity(env):
     # the input once, each model's clean and adversarial image, then methods x models x (clean, adv) maps
     assert len(at.main.image) == 1 + 2 * 2 + 2 * 2 * 2
     assert "input" in captions(at)
-    assert texts(at).count("align ") == 4 and "drift rho" in texts(at)
+    # issue 20, finding 7: the alignment is the model's (one per model column), not repeated per method row
+    assert texts(at).count("align ") == 0 and texts(at).count("gradient-image alignment ") == 2
+    assert texts(at).count("drift rho") == 4
     assert html_text(at).count("rl-colourbar") == 2 and "per map" in html_text(at)  # one bar per method
     at.radio(key="w_sal_scale").set_value("shared").run()
     ok(at)
@@ -576,3 +578,12 @@ def test_attack_lab_headline_matches_the_backend_results(env):
     fooled = sum(int(res[m]["adv"]["pred"]) != label for m in right)
     assert f"fooled **{fooled} of {len(right)}**" in " ".join(m.value for m in at.markdown)
     assert "prediction flipped on" not in " ".join(m.value for m in at.markdown)
+
+
+def test_deletion_chart_names_the_probability_it_plots():
+    """Issue 20, finding 7: the y-axis said "target probability" where the caption and the backend mean the
+    class predicted on the clean image."""
+    from app.widgets import charts
+
+    fig = charts.auc_curves({"Gradient": (np.linspace(1, 0, 5), np.linspace(0, 1, 5))})
+    assert fig.layout.yaxis.title.text == "p(class predicted on the clean image)"

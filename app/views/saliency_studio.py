@@ -85,6 +85,9 @@ def studio() -> None:
         for h, m in zip(head[1:], block):
             with h:
                 model_header(by_id.get(m), m)
+                # a property of the model's input gradient, the same whichever saliency method is shown
+                align = next((cells[(meth, m)]["metrics"]["alignment"] for meth in meths if (meth, m) in cells), None)
+                st.caption(f"gradient-image alignment {_fmt(align)}")
                 a, b2 = st.columns(2)
                 show_image(img["pixels"], caption="clean", px=CELL_PX, where=a)
                 if advs is not None:
@@ -103,12 +106,14 @@ def studio() -> None:
                 show_image(heat_rgb(maps[(meth, m)][1]), caption="adversarial", px=CELL_PX, where=b2)
                 mt = cell["metrics"]
                 dr = mt.get("drift") or {}
-                col.caption(f"align {_fmt(mt['alignment'])} | del {_fmt(mt['deletion_auc'])} | "
-                            f"ins {_fmt(mt['insertion_auc'])} | drift rho {_fmt(dr.get('spearman'))}, "
-                            f"top-10% {_fmt(dr.get('topk_overlap'))}")
-    st.caption("align: |cos| between the image and the input gradient (higher = the gradient looks like the "
-               "image). del / ins: area under the deletion (lower is better) and insertion (higher is better) "
-               "curves. drift: rank correlation and top-10% overlap between the clean and adversarial maps.")
+                col.caption(f"del {_fmt(mt['deletion_auc'])} | ins {_fmt(mt['insertion_auc'])} | "
+                            f"drift rho {_fmt(dr.get('spearman'))}, top-10% {_fmt(dr.get('topk_overlap'))}")
+    st.caption("Gradient-image alignment (under each model's name): |cos| between the image and the model's input "
+               "gradient for its predicted class, one number per model whatever the saliency method. It is small "
+               "for every model (a 3,072-pixel gradient is never close to the image): compare it across models, "
+               "where robust ones score several times higher on most images (README, saliency table). "
+               "del / ins: area under the deletion (lower is better) and insertion (higher is better) curves. "
+               "drift: rank correlation and top-10% overlap between the clean and adversarial maps.")
 
     rows = [{"model": m, "method": meth, "alignment": c["metrics"]["alignment"],
              "deletion_auc": c["metrics"]["deletion_auc"], "insertion_auc": c["metrics"]["insertion_auc"],
@@ -124,7 +129,7 @@ def studio() -> None:
                   for meth in meths if (meth, m) in cells}
         tab.plotly_chart(charts.auc_curves(curves), width="stretch", key=f"auc_{m}")
     st.caption("Pixels are removed (deletion, solid) or revealed (insertion, dashed) in the map's order; the "
-               "curve is the model's probability for its predicted class.")
+               "curve is the model's probability for the class it predicts on the clean image.")
     df = pd.DataFrame(rows)
     grid_rows = [(f"{METHODS[meth]} {kind}", [heat_rgb(cells[(meth, m)][kind]["heatmap"]) if (meth, m) in cells
                                               else None for m in ids])

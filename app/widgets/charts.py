@@ -207,7 +207,8 @@ def rows_in_box(res: dict, xs, ys) -> list[int]:
 
 
 def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:
-    """Deletion (solid) and insertion (dashed) curves: target probability vs fraction of pixels
+    """Deletion (solid) and insertion (dashed) curves: the probability of the class the model predicts on the
+    clean image (the maps' target) vs fraction of pixels
     removed / inserted, one colour per saliency method. curves: {method label: (deletion (S+1,),
     insertion (S+1,))}. A good map falls fast under deletion and rises fast under insertion."""
     fig = go.Figure()
@@ -219,7 +220,7 @@ def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:
                                      line=dict(color=col, dash=dash), legendgroup=label,
                                      hovertemplate="%{x:.0%} of pixels: p=%{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(title="fraction of pixels (most salient first)", tickformat=".0%")
-    fig.update_yaxes(title="target probability", range=[0, 1.02])
+    fig.update_yaxes(title="p(class predicted on the clean image)", range=[0, 1.02])
     return _layout(fig, title=title, height=320, legend=dict(font=dict(size=10)))
 
 
