@@ -396,6 +396,20 @@ def test_train_page_start_and_cancel_job(env):
     run_until(at, lambda a: a.dataframe[0].value["state"].tolist()[0] in ("cancelled", "done"), "the cancel")
     assert at.dataframe[0].value["state"].tolist() == ["cancelled"]
     assert at.button(key=f"resume_{job_id}")  # a cancelled job can be resumed
+    # issue 20, finding 9: Resume takes the first action column (it sat in the second, beside a gap)
+    cols = list(at.columns)
+    i = next(k for k, c in enumerate(cols) if any(b.key == f"resume_{job_id}" for b in c.button))
+    assert [c.weight for c in cols[i:i + 3]] == pytest.approx([0.2, 0.2, 0.6])
+
+
+def test_training_curves_keep_their_panel_titles_and_the_waiting_note_in_the_middle_panel():
+    from app.widgets import charts
+
+    fig = charts.training_curves([{"x": 0.1, "loss": 2.3, "ips": 100.0}])
+    assert fig.layout.margin.t >= 30  # the subplot titles sit above the plotting area
+    note = next(a for a in fig.layout.annotations if "none yet" in a.text)
+    lo, hi = fig.layout.xaxis2.domain
+    assert note.xref == "paper" and lo < note.x < hi
 
 
 def test_finished_job_joins_the_zoo_and_pickers(env, tmp_path, monkeypatch):

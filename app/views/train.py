@@ -166,15 +166,15 @@ def _detail(job_id: str) -> bool:
         st.plotly_chart(charts.training_curves(pts), width="stretch", key=f"curves_{job_id}")
         st.caption("Loss per logging window; validation accuracy on held-out training images, clean and under "
                    "the training PGD attack; throughput in images per second.")
-    b1, b2, _ = st.columns([1, 1, 3])
-    if job["state"] in ACTIVE + ("interrupted",) and b1.button("Cancel", icon=":material/cancel:",
-                                                               key=f"cancel_{job_id}"):
-        call("cancel_job", job_id)
-        st.rerun()
-    if job["state"] in ("interrupted", "failed", "cancelled") and b2.button(
-            "Resume", icon=":material/replay:", key=f"resume_{job_id}"):
-        call("resume_job", job_id)
-        st.rerun()
+    # the actions this state allows, left to right from the first column (no gap where one is missing)
+    actions = [(label, icon, op) for label, icon, op, states in (
+        ("Cancel", ":material/cancel:", "cancel_job", ACTIVE + ("interrupted",)),
+        ("Resume", ":material/replay:", "resume_job", ("interrupted", "failed", "cancelled")))
+        if job["state"] in states]
+    for col, (label, icon, op) in zip(st.columns([1, 1, 3]), actions):
+        if col.button(label, icon=icon, key=f"{op.split('_')[0]}_{job_id}"):
+            call(op, job_id)
+            st.rerun()
     if job["state"] == "done" and job.get("checkpoint"):
         st.success(f"Finished: the model **{job['checkpoint']}** is in the zoo and every model picker.",
                    icon=":material/check_circle:")

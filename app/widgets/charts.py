@@ -255,11 +255,16 @@ def training_curves(points: list[dict]) -> go.Figure:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=nm, line=dict(color=col),
                                      marker=dict(size=4)), row=1, col=c)
     if not any(p.get("val_clean") is not None or p.get("val_robust") is not None for p in points):
-        fig.add_annotation(text="validated at the end of<br>each epoch: none yet", xref="x2 domain",
-                           yref="y2 domain", x=0.5, y=0.5, showarrow=False, font=dict(color="#666"))
+        # in paper coordinates at the middle panel's centre: an axis-domain reference to a panel without
+        # traces was drawn in the first panel
+        lo, hi = fig.layout.xaxis2.domain
+        fig.add_annotation(text="validation runs at the end<br>of each epoch: none yet", xref="paper",
+                           yref="paper", x=(lo + hi) / 2, y=0.5, showarrow=False, font=dict(color="#666"))
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title="epoch")
-    return _layout(fig, height=300, legend=dict(orientation="h", y=-0.3))
+    fig = _layout(fig, height=300, legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(margin=dict(t=34))  # room for the panel titles above the plots
+    return fig
 
 
 def zoo_chart(rows: list[dict]) -> go.Figure:
