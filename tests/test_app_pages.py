@@ -452,6 +452,12 @@ def test_imaging_helpers():
     amp, scale = amplify_delta(delta)
     assert scale == pytest.approx(0.5 / (4 / 255))
     assert amp[5, 5].tolist() == [128, 128, 128] and amp[0, 0, 0] == 255 and amp[1, 1, 1] == 64
+    # issue 20, finding 10: a C&W run that changed nothing was captioned "perturbation x1048576"
+    from app.widgets.imaging import delta_caption
+
+    flat, s0 = amplify_delta(np.full((32, 32, 3), 4.7e-7, np.float32))
+    assert s0 == 0 and (flat == 128).all() and delta_caption(s0) == "perturbation: none visible (< 1/2 grey level)"
+    assert delta_caption(scale) == "perturbation x32"
     h = heat_rgb(np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32))
     lum = h.astype(float) @ [0.299, 0.587, 0.114]
     assert lum[0, 0] < lum[16, 0] < lum[31, 31]  # inferno: dark = unimportant, bright = important

@@ -24,7 +24,16 @@ from app.widgets.components import (
     prob_bars,
     show_image,
 )
-from app.widgets.imaging import amplify_delta, compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, to_uint8
+from app.widgets.imaging import (
+    amplify_delta,
+    compose_grid_png,
+    delta_caption,
+    heat_rgb,
+    raw_map,
+    scaled,
+    shared_scale,
+    to_uint8,
+)
 
 NO_SALIENCY = "none"
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
@@ -120,7 +129,7 @@ def _rows(label: int | None, target: int | None, sal: bool, class_names: list[st
 
     def pert(m, r, _):
         img_, scale = amplify_delta(r["delta"])
-        show_image(img_, caption=f"perturbation x{scale:.0f}")
+        show_image(img_, caption=delta_caption(scale))
 
     rows = [head,
             lambda m, r, _: show_image(img["pixels"], caption="clean"),

@@ -8,7 +8,7 @@ import streamlit as st
 from app.session import state, tasks
 from app.session.client import call, classes
 from app.widgets.components import model_header, model_picker, page_setup, show_image
-from app.widgets.imaging import amplify_delta, compose_grid_png
+from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption
 
 SLOT = "classvis_queue"
 
@@ -79,7 +79,7 @@ for col, m in cells:
             show_image(r["pixels"], caption=f"toward {class_names[saved['key'][2]]}: p={r['target_prob']:.2f}, "
                                             f"predicted {class_names[r['pred']]}")
             pert, scale = amplify_delta(r["delta"])
-            show_image(pert, caption=f"change x{scale:.0f}")
+            show_image(pert, caption=delta_caption(scale, "change"))
         if m in vis:
             show_image(vis[m]["pixels"], caption=f"from noise: p={vis[m]['target_prob']:.2f}")
 st.caption("Top: the image after a targeted L-inf attack toward the class (its probability and the new prediction). "

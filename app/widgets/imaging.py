@@ -115,11 +115,20 @@ def amplify_delta(delta) -> tuple[np.ndarray, float]:
     """Perturbation (H,W,3) float (pixel units, in [-eps, eps]) -> (image (H,W,3) uint8, scale).
 
     Shown as 0.5 + scale * delta, with scale chosen so the largest |delta| reaches the ends of
-    the range: grey means unchanged, the scale says how much it was magnified."""
+    the range: grey means unchanged, the scale says how much it was magnified. A perturbation below
+    half a grey level everywhere (an attack that changed nothing visible, e.g. C&W that found no
+    adversarial) is shown plain grey with scale 0: magnifying float noise a million times is no picture."""
     d = np.asarray(delta, dtype=np.float32)
     top = float(np.abs(d).max()) if d.size else 0.0
-    scale = 0.5 / top if top > 0 else 1.0
+    if top < 0.5 / 255:
+        return to_uint8(np.full_like(d, 0.5)), 0.0
+    scale = 0.5 / top
     return to_uint8(0.5 + scale * d), scale
+
+
+def delta_caption(scale: float, what: str = "perturbation") -> str:
+    """The caption under amplify_delta's image: how much it was magnified, or that nothing changed."""
+    return f"{what}: none visible (< 1/2 grey level)" if scale == 0 else f"{what} x{scale:.0f}"
 
 
 def _font(size: int):
