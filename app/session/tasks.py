@@ -1,6 +1,6 @@
 """Long work as a queue of backend tasks per session, with a polling progress bar and a cancel button.
 
-A queue is a list of items {"label", "kind", "params"} run one after another through the
+A queue is a list of items {"label", "kind", "params", "title"?} run one after another through the
 service's task API (start_task / task_status / cancel_task), so it works the same in-process and
 over HTTP. Its record lives in st.session_state[slot] (per user):
     {"key": <what was asked>, "items": [...], "next": i, "current": {"label","task_id"} | None,
@@ -102,7 +102,8 @@ def _step(q: dict) -> bool:
         q["next"] += 1
         return True
     q["waiting"] = False
-    q["current"] = {"label": item["label"], "task_id": task_id}
+    # title: how the progress bar and errors name the item (label keys the results: "pgd", a model id)
+    q["current"] = {"label": item["label"], "title": item.get("title") or item["label"], "task_id": task_id}
     q["next"] += 1
     q["done"], q["total"] = 0, 0
     return True
@@ -140,7 +141,7 @@ def poller(slot: str, what: str) -> None:
         q["shown"] = len(q["results"])
         st.rerun()
     cur = q["current"]
-    label = f"{what}: {cur['label']}" if cur else what
+    label = f"{what}: {cur.get('title') or cur['label']}" if cur else what
     if q.get("waiting"):
         label += " (waiting for a free backend worker)"
     elapsed = time.time() - q["started"]
@@ -155,8 +156,9 @@ def report(slot: str) -> None:
     q = get(slot)
     if not q:
         return
+    titles = {it["label"]: it.get("title") or it["label"] for it in q.get("items") or []}
     for label, msg in q["errors"].items():
-        st.error(f"{label}: {msg}", icon=":material/error:")
+        st.error(f"{titles.get(label, label)}: {msg}", icon=":material/error:")
     if q["state"] == "cancelled":
         st.warning("Cancelled." + (" Partial results are shown." if q["results"] else ""),
                    icon=":material/cancel:")

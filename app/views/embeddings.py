@@ -15,7 +15,7 @@ import streamlit as st
 from app.session import honesty, state, tasks
 from app.session.client import backend_key, classes, current_dataset, explain_error, get_client, get_image
 from app.widgets import attack_ui, charts
-from app.widgets.components import data_sources, dataset_info, input_side, model_picker, page_setup
+from app.widgets.components import data_sources, dataset_info, input_side, model_picker, page_setup, source_noun
 from app.widgets.imaging import THUMB_PX, png_data_uris, tooltip_side, upscale
 
 SLOT = "emb_queue"
@@ -64,23 +64,24 @@ state.sync_url({"models": ids, "emb_src": source, "emb_n": n, "emb_pca": pca, "e
 n = min(int(n), max_n.get(source, n))
 method = "pca" if pca else "umap"
 key = {"models": ids, "n": n, "spec": spec, "method": method, "seed": int(seed), "source": source}
-desc = f"{n} {source} images, {method.upper()}, " + ("clean only" if spec is None else attack_desc)
+desc = f"{n} {source_noun(source)} images, {method.upper()}, " + ("clean only" if spec is None else attack_desc)
 
 if submitted:
     if not ids:
         st.warning("Choose at least one model.")
     else:
         tasks.start(SLOT, {**key, "desc": desc},
-                    [{"label": m, "kind": "embed", "params": {"model_id": m, "n": n, "spec": spec, "method": method,
-                                                              "seed": int(seed), "source": source}} for m in ids])
+                    [{"label": m, "title": names.get(m, m), "kind": "embed",
+                      "params": {"model_id": m, "n": n, "spec": spec, "method": method, "seed": int(seed),
+                                 "source": source}} for m in ids])
 
 if tasks.running(SLOT):
     tasks.poller(SLOT, "Embedding")
 
 q = tasks.get(SLOT)
 if q is None:
-    st.info("Choose the settings and press **Compute maps**. N=500 with FGSM takes a few seconds per model on "
-            "a CPU; PGD and larger N take longer (progress is shown and you can cancel).")
+    st.info(f"Choose the settings and press **Compute maps**. {min(500, n_hi)} images with FGSM take a few seconds "
+            "per model on a CPU; PGD and more images take longer (progress is shown and you can cancel).")
     st.stop()
 tasks.report(SLOT)
 results = q["results"]

@@ -12,7 +12,7 @@ import streamlit as st
 from app.session import honesty, state, tasks
 from app.session.client import call, classes
 from app.widgets import charts
-from app.widgets.components import data_sources, model_picker, page_setup
+from app.widgets.components import data_sources, model_picker, page_setup, source_noun
 
 SLOT = "curve_queue"
 EPS_CHOICES = [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32]  # k/255
@@ -61,7 +61,7 @@ if go:
     else:
         eps_list = [k / 255 for k in sorted(eps)]
         key = {"models": ids, "eps": eps_list, "n": n, "steps": int(steps), "source": source, "seed": int(seed)}
-        tasks.start(SLOT, key, [{"label": m, "kind": "robustness_curve",
+        tasks.start(SLOT, key, [{"label": m, "title": _label(m), "kind": "robustness_curve",
                                  "params": {"model_ids": ids, "method": m, "eps_list": eps_list, "n": n,
                                             "steps": int(steps), "source": source, "seed": int(seed)}}
                                 for m in methods])
@@ -79,7 +79,7 @@ if not res:
     st.stop()
 k = q["key"]
 ran = [m.upper() for m in res]  # the attacks this run used: no "PGD 5 steps" on an FGSM-only run
-st.markdown(f"**{k['n']} {k['source']} images, seed {k['seed']}, "
+st.markdown(f"**{k['n']} {source_noun(k['source'])} images, seed {k['seed']}, "
             + ", ".join(f"PGD {k['steps']} steps" if m == "PGD" else m for m in ran) + "**")
 
 curves = {}

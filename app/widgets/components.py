@@ -27,6 +27,12 @@ from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour,
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
 BROWSE_PAGE = 12  # thumbnails per browser page
+_SOURCE_NOUNS = {"test": "test", "samples": "sample", "train": "training"}
+
+
+def source_noun(source: str) -> str:
+    """An image source as a noun's modifier: "20 sample images" (not "20 samples images")."""
+    return _SOURCE_NOUNS.get(source, source)
 _DS_SIDE = "_dataset_image_side"  # session key: the chosen data set's image side (set by dataset_picker)
 
 
