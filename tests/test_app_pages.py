@@ -236,6 +236,10 @@ def test_saliency_studio_grid_metrics_and_sanity(env):
     at.radio(key="w_sal_scale").set_value("shared").run()
     ok(at)
     assert html_text(at).count("shared scale") == 2 and at.query_params["sal_scale"] == "shared"
+    # issue 20, finding 2: why a robust model's maps go dark on the shared scale, and by how much
+    assert "sets the top" in texts(at) and texts(at).count("of the shared top") == 4
+    peaks = [float(x) for x in re.findall(r"peak (\d+)% of the shared top", texts(at))]
+    assert max(peaks) == 100 and all(0 <= p <= 100 for p in peaks)
     at.button(key="sanity_run").click().run()
     ok(at)
     assert at.session_state["sanity"]["key"][1] == "tiny-pgd"  # the first chosen model in registry order
@@ -257,6 +261,8 @@ def test_embedding_explorer_task_and_maps(env):
     maps = at.get("vega_lite_chart")  # Vega-Lite maps (their tooltips can show a picture), no Plotly
     assert len(maps) == len(MODEL_IDS) and not at.get("plotly_chart")
     assert "20 sample images, PCA, FGSM (one step, L-inf), eps 8/255" in texts(at)
+    # issue 20, finding 8: the caption promised clusters the small models' maps do not show
+    assert "inside their class cluster" not in texts(at) and "compare segment lengths" in texts(at)
     spec, table = vega_chart(maps[0])
     layers = {lay.get("name"): lay for lay in spec["layer"]}
     assert set(layers) >= {"clean", "twins"} and len(spec["layer"]) == 3  # segments, clean points, twins

@@ -30,8 +30,10 @@ PLACEMENT = {
 st.title("Embedding explorer")
 st.caption("Each model's penultimate-layer features squeezed into 2-D. Points are images coloured by their true "
            "class; a grey segment leads to the image's adversarial twin: a black cross when the attack flipped "
-           "the prediction, a grey open circle when it did not (no class uses black or that grey). Robust models "
-           "keep twins close and inside their class cluster.")
+           "the prediction, a grey open circle when it did not (no class uses black or that grey). What to look "
+           "for: how far each segment reaches. A robust model's twins stay near their clean image, a standard "
+           "model's jump far (often into another class's region). The shipped models are small CPU-trained ones, "
+           "so their classes overlap and separate clusters are rare; compare segment lengths, not cluster shapes.")
 
 _, cards, names = page_setup()
 by_id = {c["id"]: c for c in cards}

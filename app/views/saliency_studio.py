@@ -106,8 +106,16 @@ def studio() -> None:
                 show_image(heat_rgb(maps[(meth, m)][1]), caption="adversarial", px=CELL_PX, where=b2)
                 mt = cell["metrics"]
                 dr = mt.get("drift") or {}
+                peak = (maps.get("peak") or {}).get((meth, m))
                 col.caption(f"del {_fmt(mt['deletion_auc'])} | ins {_fmt(mt['insertion_auc'])} | "
-                            f"drift rho {_fmt(dr.get('spearman'))}, top-10% {_fmt(dr.get('topk_overlap'))}")
+                            f"drift rho {_fmt(dr.get('spearman'))}, top-10% {_fmt(dr.get('topk_overlap'))}"
+                            + ("" if peak is None else f" | peak {peak:.0%} of the shared top"))
+    if scale == "shared":
+        st.caption("Shared scale: per method, the model with the largest attributions sets the top. A standard "
+                   "(cross-entropy) model's input gradients are typically several times larger than a robust "
+                   "model's, so the robust models' maps look dark here: that is a difference in how strongly the "
+                   "prediction reacts to pixels, not in where the model looks ('peak' says how bright each "
+                   "model's maps can get). Switch to per map to compare where.")
     st.caption("Gradient-image alignment (under each model's name): |cos| between the image and the model's input "
                "gradient for its predicted class, one number per model whatever the saliency method. It is small "
                "for every model (a 3,072-pixel gradient is never close to the image): compare it across models, "
@@ -162,6 +170,8 @@ def _scaled_maps(cells: dict, ids: list[str], meths: list[str], scale: str) -> d
             top = shared_scale([x for pair in raws.values() for x in pair], display)
             for m, (c, a) in raws.items():
                 out[(meth, m)] = (scaled(c, top), scaled(a, top))
+                # how bright this model's own maps can get on the shared scale (its top over the shared top)
+                out.setdefault("peak", {})[(meth, m)] = shared_scale([c, a], display) / top if top > 0 else 0.0
             out["bars"][meth] = ("0", f"{top:.3g}", "shared scale")
         else:
             for m in have:
