@@ -29,6 +29,37 @@ def test_import_task_writes_a_listed_model_that_the_service_runs(tmp_path):
         svc.close()
 
 
+def test_an_offline_download_fails_with_a_plain_sentence_and_no_traceback(tmp_path, monkeypatch, caplog):
+    """Issue 20, finding 5: offline, the zoo page showed "<urlopen error [Errno -2] ...>" and the server log
+    two tracebacks. The download's error chain is what torchvision raises without DNS."""
+    import socket
+    import urllib.error
+
+    from backend.service import model_imports
+
+    def offline(*a, **k):
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except OSError as e:
+            raise urllib.error.URLError(e) from e
+    monkeypatch.setattr(model_imports, "import_model", offline)
+    write_tiny_models(tmp_path)
+    svc = Service(tmp_path, device="cpu")
+    try:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        with caplog.at_level("WARNING"):
+            st = wait_task(svc, svc.start_task("import_model", {"source": "torchvision", "name": "resnet18",
+                                                                "pretrained": True}))
+        assert st["state"] == "failed"
+        assert st["error"].startswith("no internet connection here: the torchvision weights of 'resnet18' cannot be")
+        assert "python -m backend.imports file" in st["error"] and "urlopen" not in st["error"]
+        assert not any(r.exc_info for r in caplog.records)  # logged as one line, no traceback
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    finally:
+        svc.close()
+    assert not model_imports.is_network_error(ValueError("a bad name"))
+
+
 @pytest.mark.parametrize("params, match", [
     ({"source": "file", "name": "x"}, "files and code: the command line"),
     ({"source": "entrypoint", "name": "os:system"}, "files and code"),

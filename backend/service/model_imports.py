@@ -81,9 +81,35 @@ def run(root: Path, progress=None, should_stop=None, **p) -> dict:
         opts["threat_model"] = a["threat_model"]
     else:
         opts["pretrained"] = a["pretrained"]
-    out = import_model(a["source"], a["name"], model_id=a["model_id"], root=root, **opts)
+    try:
+        out = import_model(a["source"], a["name"], model_id=a["model_id"], root=root, **opts)
+    except Exception as e:
+        if not is_network_error(e):
+            raise
+        raise ValueError(
+            f"no internet connection here: the {a['source']} weights of {a['name']!r} cannot be downloaded. "
+            "Import a weights file you have instead: python -m backend.imports file WEIGHTS --arch ... "
+            "(README, 'Import a model'); random weights need no download (leave 'Published weights' off).") from None
     if stop():
         shutil.rmtree(out, ignore_errors=True)
         raise Cancelled("import cancelled")
     progress(2, 2)
     return {"model_id": out.name, "card": read_card(out)}
+
+
+_NETWORK_ERRORS = ("URLError", "ConnectionError", "NameResolutionError", "MaxRetryError", "gaierror", "Timeout",
+                   "ConnectTimeout", "ReadTimeout", "SSLError")
+
+
+def is_network_error(e: BaseException) -> bool:
+    """Whether e, or an exception it was raised from, is a failed download (no DNS, no route, refused,
+    timed out): requests', urllib3's, urllib's and socket's errors, recognised by class name so that
+    none of those packages has to be imported here."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if any(k.__name__ in _NETWORK_ERRORS for k in type(cur).__mro__):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

@@ -94,6 +94,9 @@ class TaskRunner:
             state, task.error = "failed", str(e)
         except Cancelled:
             state = "cancelled"
+        except ValueError as e:  # the user's input or situation (named in the message): no traceback
+            log.warning("task %s (%s) failed: %s", task.task_id, task.kind, e)
+            state, task.error = "failed", str(e) or type(e).__name__
         except Exception as e:  # a task's failure is reported through its status, not lost in a thread
             log.exception("task %s (%s) failed", task.task_id, task.kind)
             state, task.error = "failed", str(e) or type(e).__name__
