@@ -615,3 +615,15 @@ def test_deletion_chart_names_the_probability_it_plots():
 
     fig = charts.auc_curves({"Gradient": (np.linspace(1, 0, 5), np.linspace(0, 1, 5))})
     assert fig.layout.yaxis.title.text == "p(class predicted on the clean image)"
+
+
+def test_a_link_to_an_image_this_server_lacks_says_so_in_the_page(env):
+    """Issue 20, finding 4: a shared link to a test-set image, opened where there is no data, showed a long
+    sidebar error in developer words and silently switched to another image."""
+    at = open_page(query={"image": "test:5285", "sal": "none", "attack": "fgsm"})
+    ok(at)  # no error box
+    note = next(w.value for w in at.warning if "cannot be opened here" in w.value)
+    shown = at.session_state["p_image"]
+    assert shown.startswith("samples:") and f"Showing **{shown}** instead" in note
+    assert "test set, which is not installed on this server" in note
+    assert "download=True" not in note and "cifar10_pack" not in note

@@ -236,23 +236,43 @@ def image_picker(where=None) -> dict | None:
         else:
             _browse_box(source, ds["name"])
         image_id = state.get("image", None)
-        img = get_image(image_id) if image_id else None
-        if img is not None and img.get("dataset", "cifar10") != ds["name"]:
-            img = None  # an image of the data set chosen before
-        if image_id and img is None:
-            state.put("image", None)  # a stale id (e.g. an upload from another server run)
+        img = get_image(image_id, quiet=True) if image_id else None
+        stale = img is not None and img.get("dataset", "cifar10") != ds["name"]  # of the data set chosen before
+        missing = image_id if image_id and img is None else None  # a link's image this server cannot show
+        if stale or missing:
+            img = None
+            state.put("image", None)
         if img is None:
             first = default_image_id(sources[0] if sources[0] != "upload" else "samples")
             if first:
                 img = get_image(first)
                 if img is not None:
                     state.put("image", img["image_id"])
+        if missing:  # said in the page itself, in the user's words: never a silent switch
+            st.session_state["_missing_image"] = (missing, None if img is None else img["image_id"])
         if img is not None:
             cap = f'{img["image_id"]}' + (f' - {img["class_name"]}' if img.get("class_name") else "")
             show_image(img["pixels"], caption=cap)
         else:
             st.info(f"No image available: upload one, or provide {ds['label']} images (see the Model zoo page).")
-        return img
+    notice = st.session_state.get("_missing_image")
+    if notice and img is not None and notice[1] == img["image_id"]:
+        st.warning(missing_image_text(notice[0], notice[1], ds["label"]), icon=":material/image_not_supported:")
+    return img
+
+
+def missing_image_text(image_id: str, shown: str | None, label: str) -> str:
+    """Why a link's image is not shown, in the user's words, and what is shown instead."""
+    if ":" in image_id and image_id.split("/")[-1].split(":")[0] in ("test", "train"):
+        split = image_id.split("/")[-1].split(":")[0]
+        why = (f"it is from the {label} {split} set, which is not installed on this server (the offline "
+               "sample images are; the Model zoo page says how to add the data set)")
+    elif "upload:" in image_id:
+        why = "uploads are kept only while the server runs, and this one has restarted since"
+    else:
+        why = "this server does not know that image id"
+    instead = f" Showing **{shown}** instead." if shown else ""
+    return f"The image in this link, **{image_id}**, cannot be opened here: {why}.{instead}"
 
 
 def compared_models() -> list[str]:
