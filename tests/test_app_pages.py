@@ -627,3 +627,15 @@ def test_a_link_to_an_image_this_server_lacks_says_so_in_the_page(env):
     assert shown.startswith("samples:") and f"Showing **{shown}** instead" in note
     assert "test set, which is not installed on this server" in note
     assert "download=True" not in note and "cifar10_pack" not in note
+
+
+def test_per_class_legend_tells_clean_from_robust():
+    """Issue 20, finding 10: the clean bars were the robust colour at opacity 0.35, which the legend's
+    swatch does not show, so both entries had the same swatch."""
+    from app.widgets import charts
+
+    fig = charts.per_class({"m": {"clean": [0.5, 0.6], "robust": [0.2, 0.3]}}, ["a", "b"])
+    clean, robust = fig.data
+    assert clean.marker.color != robust.marker.color and clean.marker.opacity is None
+    assert clean.marker.pattern.shape == "/" and charts.tint("#2f5bd3", 1.0) == "#2f5bd3"
+    assert charts.tint("#000000", 0.0) == "#ffffff"

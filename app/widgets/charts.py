@@ -28,6 +28,12 @@ def model_colour(i: int) -> str:
     return MODEL_COLOURS[i % len(MODEL_COLOURS)]
 
 
+def tint(hex_colour: str, amount: float) -> str:
+    """#rrggbb mixed with white: amount 1 keeps the colour, 0 gives white."""
+    rgb = [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(255 - amount * (255 - c)):02x}" for c in rgb)
+
+
 def _layout(fig: go.Figure, title: str = "", height: int = 360, **kw) -> go.Figure:
     fig.update_layout(template=TEMPLATE, title=title or None, height=height,
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10), **kw)
@@ -69,8 +75,9 @@ def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
     fig = go.Figure()
     for i, (label, r) in enumerate(rows.items()):
         col = model_colour(i)
+        # a lighter tint (not opacity, which the legend's swatch does not show) and a hatch for clean
         fig.add_trace(go.Bar(x=classes, y=list(np.asarray(r["clean"], dtype=float)), name=f"{label} clean",
-                             marker=dict(color=col, opacity=0.35)))
+                             marker=dict(color=tint(col, 0.4), pattern=dict(shape="/", fgcolor=col, size=6))))
         fig.add_trace(go.Bar(x=classes, y=list(np.asarray(r["robust"], dtype=float)), name=f"{label} robust",
                              marker=dict(color=col)))
     fig.update_yaxes(title="accuracy", range=[0, 1.02], tickformat=".0%")

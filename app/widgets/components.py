@@ -339,9 +339,10 @@ def _browse_box(source: str, dataset: str = "cifar10") -> None:
                         lo=1, hi=pages, min_value=1, max_value=pages, step=1)
     listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE, dataset=dataset)
     items = listing["items"] if listing else []
-    cols = st.columns(4)
+    # three to a row: four left "5..." of a four-digit test-set number in the sidebar (issue 20, finding 10)
+    cols = st.columns(3)
     for i, it in enumerate(items):
-        with cols[i % 4]:
+        with cols[i % 3]:
             im = get_image(it["image_id"], quiet=True)
             if im is not None:
                 st.image(thumbnail(im["pixels"]), width=THUMB_PX)
