@@ -20,11 +20,15 @@ defaults (`ArchSpec`). A model card stores `arch` and `arch_args` (every builder
 by `full_args`), and loading rebuilds the network from here: weights are never unpickled.
 
 How to add an architecture (five lines):
-1. Write an nn.Module with the members above (see backend.core.models.ResNet18).
+1. Write an nn.Module with the members above (see backend.core.models.ResNet18, backend.core.fastnet.FastNet).
 2. Write `build(**args) -> module` whose arguments all have defaults (num_classes and input_size
-   among them).
+   among them; a `width` argument takes TrainConfig.width).
 3. `register_arch(ArchSpec("name", build, {"num_classes": 10, "input_size": 32, ...}, "label"))`
    in the module that defines it (import that module before loading its checkpoints).
+   `python -m backend.train --arch name` then trains it with every method: contrastive methods
+   attach `attach_head`'s projection head to its features. trainable=True (and the name in
+   backend.core.archs_meta.TRAINABLE) also offers it on the Train page and adds it to the smoke
+   training of every method in tests/test_train_archs.py.
 4. Save with backend.core.checkpoints.new_card(..., arch="name", arch_args=...) + save_checkpoint.
 5. Test it as tests/test_contracts.py does the toy CNN (service, attacks, saliency, embedding, app).
 """
