@@ -69,8 +69,8 @@ class TrainConfig:
     dataset: str = "cifar10"           # a registered data set (backend.core.datasets)
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True         # on CUDA
-    cpu_bf16: bool = False             # bf16 autocast and channels-last on a CPU (about 2.7x faster training where
-    #                                    the CPU has AVX512-BF16; bench/cpu_recipe.py); ignored on CUDA
+    cpu_bf16: bool = False             # bf16 autocast and channels-last on a CPU (2.5-3x faster training where the
+    #                                    CPU has AVX512-BF16: bench/train_throughput.py --compare-fp32); not on CUDA
     compile: bool = False              # torch.compile the network
     log_every: int = 50                # steps between progress events (also every ~10 s on CPU)
 
