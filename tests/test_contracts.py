@@ -116,8 +116,9 @@ def test_registry_refuses_bad_entries_and_arguments(toy_arch):
         archs.build_arch(TOY, {"depth": 3})
     with pytest.raises(ValueError, match="channels must be one of"):
         archs.build_arch(TOY, {"channels": 5})
-    with pytest.raises(ValueError, match="no projection head"):
-        archs.build_arch(TOY, head=True)
+    # an architecture without a head of its own gets the generic one on its features (issue 24)
+    headed = archs.build_arch(TOY, head=True)
+    assert headed.head[0].in_features == headed.feature_dim and headed.head[-1].out_features == 128
     with pytest.raises(ValueError, match="unknown architecture 'vgg'; known: resnet18"):
         archs.get_arch("vgg")
     with pytest.raises(ValueError, match="missing features, logits, classifier, cam_layer, stages"):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from backend.core.archs import ArchSpec, register_arch
 from backend.core.archs_meta import WIDTHS
-from backend.core.models import init_weights
+from backend.core.models import OwnClassifier, init_weights
 
 
 class ConvGroup(nn.Module):
@@ -45,18 +45,12 @@ class ConvGroup(nn.Module):
         return self.relu2(self.bn2(self.conv2(x)))
 
 
-class FastNet(nn.Module):
+class FastNet(OwnClassifier):
     """The compact CPU network; see the module docstring. width in backend.core.archs_meta.WIDTHS."""
 
     def __init__(self, num_classes: int = 10, width: int = 64, input_size: int = 32):
         super().__init__()
-        if width not in WIDTHS:
-            raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
-            raise ValueError(f"input_size must be an integer >= 8, got {input_size!r}")
-        self.width, self.num_classes, self.input_size = width, num_classes, input_size
+        self._sizes(num_classes, width, input_size)
         self.feature_dim = 4 * width
         self.stem = nn.Sequential(nn.Conv2d(3, width // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(width // 2),
                                   nn.ReLU())
@@ -65,10 +59,6 @@ class FastNet(nn.Module):
         self.group3 = ConvGroup(4 * width, 4 * width)
         self.fc = nn.Linear(self.feature_dim, num_classes)
         init_weights(self)
-
-    @property
-    def classifier(self) -> nn.Module:
-        return self.fc
 
     @property
     def cam_layer(self) -> nn.Module:
@@ -83,13 +73,6 @@ class FastNet(nn.Module):
         """x: (N, 3, H, W) in [0, 1] -> (N, 4*width) globally max-pooled features."""
         out = self.group3(self.group2(self.group1(self.stem(x))))  # (N, 4w, H/8, W/8)
         return torch.flatten(F.adaptive_max_pool2d(out, 1), 1)  # (N, 4w)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3, H, W) in [0, 1] -> (N, num_classes) unnormalised scores."""
-        return self.fc(self.features(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x)
 
 
 def _build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastNet:

@@ -37,7 +37,39 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class OwnClassifier(nn.Module):
+    """What our own networks share under the model contract: the size checks, and a linear `fc` on the
+    pooled features as the classifier (logits(x) = fc(features(x)) = forward(x)). Subclasses define
+    features, cam_layer and stages."""
+
+    fc: nn.Linear
+
+    def _sizes(self, num_classes: int, width: int, input_size: int) -> None:
+        """Check and keep the three size arguments (ValueError naming a bad one)."""
+        if width not in WIDTHS:
+            raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
+            raise ValueError(f"input_size must be an integer >= 8, got {input_size!r}")
+        self.width, self.num_classes, self.input_size = width, num_classes, input_size
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.fc
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) in [0, 1] -> (N, num_classes) unnormalised scores."""
+        return self.fc(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x)
+
+
+class ResNet18(OwnClassifier):
     """ResNet-18, CIFAR stem (3x3 conv, stride 1, no max-pool), global average pooling.
 
     features(x): (N, 8*width) encoder output; logits(x) = forward(x): (N, num_classes);
@@ -50,13 +82,7 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128,
                  head_bn: bool = False, input_size: int = 32):
         super().__init__()
-        if width not in WIDTHS:
-            raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
-            raise ValueError(f"input_size must be an integer >= 8, got {input_size!r}")
-        self.width, self.num_classes, self.input_size = width, num_classes, input_size
+        self._sizes(num_classes, width, input_size)
         self.feature_dim = 8 * width
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -74,10 +100,6 @@ class ResNet18(nn.Module):
         init_weights(self)
 
     @property
-    def classifier(self) -> nn.Module:
-        return self.fc
-
-    @property
     def cam_layer(self) -> nn.Module:
         return self.layer4
 
@@ -91,13 +113,6 @@ class ResNet18(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # (N, C)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3, H, W) in [0, 1] -> (N, num_classes) unnormalised scores."""
-        return self.fc(self.features(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) -> (N, proj_dim) unit-norm contrastive embedding (needs head=True)."""
