@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Train and evaluate the shipped model zoo with the project's own code.
-#   scripts/train_zoo.sh cpu  OUTDIR [DATA]   # CPU preview (width 16, all 49k images x 5 epochs, PGD-3, cosine;
-#                                             # about 3 h of one core for all five, rsupcon half of it)
+#   scripts/train_zoo.sh cpu  OUTDIR [DATA]   # the CPU zoo (RECIPE=fast: FastNet w64, bf16, 12 epochs x 49k images;
+#                                             # RECIPE=previous: the earlier ResNet-18 w16 previews), one model after
+#                                             # another, each resumable (RESUME=1) from STATE (default OUTDIR/runs)
 #   scripts/train_zoo.sh gpu  OUTDIR [DATA]   # one GPU, one chunk of at most CHUNK_S seconds (default 510):
 #                                             # the five trainings run at once (preset gpu12: width 32, 8 epochs,
 #                                             # batch 512, PGD-10, bf16, channels-last, data on the device), then
 #                                             # the finished models are evaluated at once (PGD-20, reference AutoAttack)
-# cpu: each run resumes from runs/<id>/ when re-invoked with RESUME=1.
+# cpu: each run resumes from STATE/<method>/ when re-invoked with RESUME=1.
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
 #      evaluation, and prints one status line per model. docs/GPU_RUN.md has the plan and its estimates.
-# Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), THREADS (cpu), and for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
+# Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), for cpu: THREADS, RECIPE, EPOCHS, STATE,
+#   RESUME; for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
 #   DEVICE (cuda), N_PGD (2000), N_AA (1000; 0 = no AutoAttack), STATE (OUTDIR/runs), EXTRA (more
 #   backend.train flags).
 #   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
@@ -21,20 +23,36 @@ data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
 methods=${METHODS:-$("$py" -c 'from backend.train.registry import ZOO; print(*ZOO)')}
 
 if [ "$mode" = cpu ]; then
+  # RECIPE=fast (default; README "Training recipe", chosen with bench/cpu_recipe.py): FastNet width 64, bf16 on the
+  #   CPU, one-cycle lr, EMA of the weights, label smoothing 0.2 for the cross-entropy methods, PGD-2 (step 5/255)
+  #   for the attacked ones; EPOCHS (default 12) x all 49,000 images for every method; runs resume from STATE.
+  # RECIPE=previous: what trained the ResNet-18 width-16 previews shipped until issue 24 (5 epochs, PGD-3).
+  recipe=${RECIPE:-fast}; state=${STATE:-$out/runs}
   resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)
   for m in $methods; do
-    # Same budget for every method: all 49,000 training images, 5 epochs, cosine lr with a half-epoch warm-up.
-    case $m in
-      ce)      extra=() ;;
-      pgd_at)  extra=(--attack-steps 3 --step-size 3/255) ;;
-      trades)  extra=(--attack-steps 3 --step-size 3/255) ;;
-      supcon)  extra=(--probe-epochs 3) ;;
-      rsupcon) extra=(--attack-steps 3 --step-size 3/255 --probe-epochs 3) ;;
+    case $recipe in
+      fast)
+        common=(--arch fastnet --width 64 --epochs "${EPOCHS:-12}" --batch-size 128 --lr 0.1 --schedule onecycle
+                --warmup-epochs 1 --ema 0.999 --cpu-bf16)
+        attack=(--attack-steps 2 --step-size 5/255)
+        ce_opts=(--label-smoothing 0.2) ;;
+      previous)
+        common=(--width 16 --epochs "${EPOCHS:-5}" --batch-size 128 --schedule cosine --warmup-epochs 0.5)
+        attack=(--attack-steps 3 --step-size 3/255)
+        ce_opts=() ;;
+      *) echo "RECIPE must be fast or previous, got '$recipe'" >&2; exit 2 ;;
     esac
-    "$py" -m backend.train --method "$m" --preset short --subset 0 --epochs ${EPOCHS:-5} --width 16 --batch-size 128 \
-      --schedule cosine --warmup-epochs 0.5 \
+    case $m in
+      ce)      extra=("${ce_opts[@]}") ;;
+      pgd_at)  extra=("${attack[@]}" "${ce_opts[@]}") ;;
+      trades)  extra=("${attack[@]}" "${ce_opts[@]}") ;;
+      supcon)  extra=(--probe-epochs 3) ;;
+      rsupcon) extra=("${attack[@]}" --probe-epochs 3) ;;
+      *)       extra=() ;;
+    esac
+    "$py" -m backend.train --method "$m" --preset short --subset 0 "${common[@]}" \
       --val-robust-n 200 --threads "${THREADS:-1}" "${extra[@]}" "${data_arg[@]}" "${resume[@]}" \
-      --out "$out/$m" --events "$out/$m.events.jsonl" --no-progress
+      --state-dir "$state/$m" --out "$out/$m" --events "$out/$m.events.jsonl" --no-progress
   done
   exit 0
 fi
