@@ -338,3 +338,33 @@ def test_http_sessions_reach_the_server_apart_and_a_rerun_cancels_the_request_in
         assert seen[-1] == "session-b"
     finally:
         shared.close()
+
+
+def _gate_script():
+    import streamlit as st
+
+    from app.session import access, state
+
+    if access.admitted():
+        st.write("IN")
+        state.sync_url({"image": "samples:1"})
+
+
+def test_a_classroom_app_lets_in_only_the_link_with_the_class_key(monkeypatch):
+    """issue 21: with ROBUSTLENS_CLASS_KEY set the app opens only from the teacher's link, and the
+    key stays in the URL the pages write (a reload keeps working)."""
+    monkeypatch.setenv("ROBUSTLENS_CLASS_KEY", "k3y-of-the-class")
+    for link, admitted in (({}, False), ({"key": "guess"}, False), ({"key": "k3y-of-the-class"}, True)):
+        at = AppTest.from_function(_gate_script)
+        for k, v in link.items():
+            at.query_params[k] = v
+        at.run(timeout=30)
+        assert not at.exception
+        assert bool(at.markdown) and at.markdown[0].value == "IN" if admitted else not at.markdown, link
+        if admitted:
+            got = {k: v if isinstance(v, str) else v[-1] for k, v in at.query_params.items()}
+            assert got == {"key": "k3y-of-the-class", "image": "samples:1"}, got
+        else:
+            assert "link your teacher handed out" in at.error[0].value
+    monkeypatch.delenv("ROBUSTLENS_CLASS_KEY")
+    assert AppTest.from_function(_gate_script).run(timeout=30).markdown[0].value == "IN"  # no key set: open

@@ -254,20 +254,26 @@ class SessionTasks:
             elif now - self._gone_since.setdefault(s, now) >= self.gone_s:
                 gone.add(s)
         with self._lock:
-            doomed = [(tid, c) for tid, (c, s) in self._tasks.items() if s in gone]
-            for tid, _ in doomed:
+            doomed = [(tid, c, s) for tid, (c, s) in self._tasks.items() if s in gone]
+            for tid, _, _ in doomed:
                 del self._tasks[tid]
             for s in gone:
                 self._gone_since.pop(s, None)
-        for tid, client in doomed:
+        for tid, client, session in doomed:
             self.cancelled.append(tid)
             try:
-                client.cancel_task(tid)
+                if getattr(client, "transport", None) == "http":
+                    from backend.transport.client import call_scope
+
+                    with call_scope(session):  # as the session: a balancer sends it to the replica holding the task
+                        client.cancel_task(tid)
+                else:
+                    client.cancel_task(tid)
             except Exception:
                 pass
         if doomed:
             log.info("cancelled %d task(s) of %d session(s) that left", len(doomed), len(gone))
-        return [tid for tid, _ in doomed]
+        return [tid for tid, _, _ in doomed]
 
     def _loop(self) -> None:
         while True:
