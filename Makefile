@@ -2,7 +2,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-dev install-extras app server test lint bench
+.PHONY: install install-dev install-extras app server classroom test lint bench
 
 install:
 	$(PIP) -r requirements.txt
@@ -21,6 +21,12 @@ app: install
 
 server: install
 	$(PY) -m backend.transport.server
+
+# A class: backend (GPU if present) + app + the link to hand out (scripts/classroom.py; README "A classroom").
+# e.g. make classroom CLASSROOM_ARGS="--host 192.168.1.20"   or   CLASSROOM_ARGS="--replicas 2" (nginx in front)
+CLASSROOM_ARGS ?=
+classroom: install
+	$(PY) scripts/classroom.py $(CLASSROOM_ARGS)
 
 test: install-dev
 	$(PY) -m ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 # before anything imports torch.
 import streamlit as st
 
+from app.session import access
 from app.session.client import explain_error, get_client
 
 
@@ -42,6 +43,9 @@ PAGES = [
 # Streamlit caps a multiselect at ~155 px and scrolls the rest: with five or more models some chips
 # were hidden (removing one took two clicks). Let the model pickers grow to show every chip.
 st.html('<style>[data-testid="stMultiSelect"] div { max-height: none !important; }</style>')
+
+if not access.admitted():  # a classroom's app without its key in the link (app/session/access.py)
+    st.stop()
 
 nav = st.navigation(PAGES)
 

@@ -251,3 +251,120 @@ print("LOADED", loaded)
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "LOADED []" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+@pytest.fixture
+def http_server(svc):
+    """The real FastAPI app over `svc`, served by uvicorn on 127.0.0.1 (a free port) in a thread."""
+    import socket
+
+    import uvicorn
+
+    from backend.transport.server import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(svc)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the server starting")
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_http_sessions_reach_the_server_apart_and_a_rerun_cancels_the_request_in_flight(svc, http_server,
+                                                                                       monkeypatch):
+    """issue 21: in HTTP mode one HttpClient serves every browser of the Streamlit process. Each
+    session's calls must reach the server under that session's key (the fair lock's and the
+    per-session cap's), and a rerun of one session must stop its request on the server (the work
+    ends early and frees the device) while the other session's request is served."""
+    from backend.transport.client import HttpClient
+
+    app, url = http_server
+    monkeypatch.delenv("ROBUSTLENS_SESSION", raising=False)
+    seen, ended = [], {}
+    predict, classvis = svc.predict, svc.class_visualisation
+
+    def recording_predict(*a, **k):  # what the server's work scope says about who asks
+        seen.append(flight.current().session)
+        return predict(*a, **k)
+
+    def recording_classvis(*a, **k):
+        try:
+            out = classvis(*a, **k)
+            ended["how"] = "finished"
+            return out
+        except Cancelled:
+            ended["how"] = "cancelled"
+            raise
+
+    monkeypatch.setattr(svc, "predict", recording_predict)
+    monkeypatch.setattr(svc, "class_visualisation", recording_classvis)
+    shared = HttpClient(url, timeout=60)  # what the app's cache_resource holds: one for all sessions
+    try:
+        a_ctx, b_ctx = fake_ctx("session-a"), fake_ctx("session-b")
+        a, b = app_client.SessionClient(shared, a_ctx), app_client.SessionClient(shared, b_ctx)
+        assert a.predict("samples:0", ["tiny-ce"])["results"]["tiny-ce"]["probs"].shape == (10,)
+        assert b.predict("samples:1", ["tiny-ce"])["results"]["tiny-ce"]["probs"].shape == (10,)
+        assert seen == ["session-a", "session-b"]
+
+        out = {}
+
+        def run():
+            try:
+                out["value"] = a.class_visualisation(3, ["tiny-ce"], steps=500)
+            except BaseException as e:
+                out["error"] = e
+
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for(lambda: svc.lock._owner is not None or not t.is_alive(), what="session a's request on the device")
+        assert app.state.admission.in_flight == 1
+        t0 = time.monotonic()
+        a_ctx.script_requests.request_rerun(RerunData())  # session a's user changed a widget
+        t.join(30)
+        assert not t.is_alive() and isinstance(out.get("error"), Cancelled), out
+        assert time.monotonic() - t0 < 5
+        wait_for(lambda: "how" in ended, what="the server's work ending")
+        assert ended["how"] == "cancelled", "the server ran the superseded request to its end"
+        wait_for(lambda: app.state.admission.in_flight == 0, what="the server's request ending")
+        # session b was not touched: its next request is served, under its own key
+        assert b.predict("samples:2", ["tiny-ce"])["results"]["tiny-ce"]["probs"].shape == (10,)
+        assert seen[-1] == "session-b"
+    finally:
+        shared.close()
+
+
+def _gate_script():
+    import streamlit as st
+
+    from app.session import access, state
+
+    if access.admitted():
+        st.write("IN")
+        state.sync_url({"image": "samples:1"})
+
+
+def test_a_classroom_app_lets_in_only_the_link_with_the_class_key(monkeypatch):
+    """issue 21: with ROBUSTLENS_CLASS_KEY set the app opens only from the teacher's link, and the
+    key stays in the URL the pages write (a reload keeps working)."""
+    monkeypatch.setenv("ROBUSTLENS_CLASS_KEY", "k3y-of-the-class")
+    for link, admitted in (({}, False), ({"key": "guess"}, False), ({"key": "k3y-of-the-class"}, True)):
+        at = AppTest.from_function(_gate_script)
+        for k, v in link.items():
+            at.query_params[k] = v
+        at.run(timeout=30)
+        assert not at.exception
+        assert bool(at.markdown) and at.markdown[0].value == "IN" if admitted else not at.markdown, link
+        if admitted:
+            got = {k: v if isinstance(v, str) else v[-1] for k, v in at.query_params.items()}
+            assert got == {"key": "k3y-of-the-class", "image": "samples:1"}, got
+        else:
+            assert "link your teacher handed out" in at.error[0].value
+    monkeypatch.delenv("ROBUSTLENS_CLASS_KEY")
+    assert AppTest.from_function(_gate_script).run(timeout=30).markdown[0].value == "IN"  # no key set: open

@@ -19,7 +19,10 @@ Sessions (issue 13 item 1, issue 14 fair sharing): inside a script run `get_clie
 once Streamlit has asked this run to stop (the browser left) or to rerun the whole script (a widget
 changed), the call's cancellation checks (between batches, models, lock polls) end it within one
 unit of work and it frees the device lock; Streamlit then ends the run at once, as its next `st`
-call would. Tasks a session started are cancelled by `SessionTasks` once the Streamlit runtime has
+call would. Over HTTP (issue 21) the same holds through the wire: each call sends the session's id
+as X-RobustLens-Session (so the server's fair lock and per-session cap see one student, not the whole
+Streamlit process) and a superseded run closes its request's connection, which stops the work on
+the server. Tasks a session started are cancelled by `SessionTasks` once the Streamlit runtime has
 not listed the session as connected for SESSION_GONE_S seconds.
 """
 from __future__ import annotations
@@ -133,7 +136,9 @@ class SessionClient:
     """The shared client as one Streamlit script run sees it (see the module docstring).
 
     Attributes are the client's; each method call of an in-process client runs under a flight scope
-    (over HTTP the work runs in the server's process, under the server's scope): interactive, the
+    (over HTTP the work runs in the server's process, under the server's scope, and the call runs in
+    a backend.transport.client.call_scope: it sends the session's id as X-RobustLens-Session, and a
+    superseded run closes its request's connection, which stops the work on the server): interactive, the
     session's id, a fresh stop event, a watch for this run being superseded and a hold while the run
     goes on (the device lock keeps background batches back between the page's calls, while the page
     draws, so one page update waits for at most one background batch). A call that the
@@ -160,7 +165,7 @@ class SessionClient:
         remote = getattr(self._client, "transport", None) == "http"
 
         def call_in_scope(*args, **kwargs):
-            out = attr(*args, **kwargs) if remote else self._in_scope(attr, args, kwargs)
+            out = self._remote(attr, args, kwargs) if remote else self._in_scope(attr, args, kwargs)
             if name == "start_task":
                 SESSION_TASKS.track(self._client, out, self.session_id)
             return out
@@ -168,17 +173,29 @@ class SessionClient:
         call_in_scope.__name__ = name
         return call_in_scope
 
+    def _remote(self, fn, args, kwargs):
+        """Over HTTP: the call carries this session's id (the server's fairness key and per-session
+        cap) and is abandoned (its connection closed, so the server stops the work) once the run is
+        superseded, as in-process."""
+        from backend.transport.client import call_scope
+
+        with call_scope(self.session_id, watch=self.superseded):
+            return self._ended_if_superseded(fn, args, kwargs)
+
+    def _ended_if_superseded(self, fn, args, kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Cancelled:
+            if self.superseded():
+                getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
+            raise
+
     def _in_scope(self, fn, args, kwargs):
         from backend.service import flight  # in-process only: the Service's module is loaded already
 
         with flight.scope(flight.INTERACTIVE, self.session_id, threading.Event(),
                           watch=partial(superseded, self._requests), hold=partial(run_going, self._requests)):
-            try:
-                return fn(*args, **kwargs)
-            except Cancelled:
-                if self.superseded():
-                    getattr(self._ctx, "yield_check", lambda: None)()  # raises: this run ends now
-                raise
+            return self._ended_if_superseded(fn, args, kwargs)
 
 
 def _session_connected(session_id: str) -> bool:
@@ -237,20 +254,26 @@ class SessionTasks:
             elif now - self._gone_since.setdefault(s, now) >= self.gone_s:
                 gone.add(s)
         with self._lock:
-            doomed = [(tid, c) for tid, (c, s) in self._tasks.items() if s in gone]
-            for tid, _ in doomed:
+            doomed = [(tid, c, s) for tid, (c, s) in self._tasks.items() if s in gone]
+            for tid, _, _ in doomed:
                 del self._tasks[tid]
             for s in gone:
                 self._gone_since.pop(s, None)
-        for tid, client in doomed:
+        for tid, client, session in doomed:
             self.cancelled.append(tid)
             try:
-                client.cancel_task(tid)
+                if getattr(client, "transport", None) == "http":
+                    from backend.transport.client import call_scope
+
+                    with call_scope(session):  # as the session: a balancer sends it to the replica holding the task
+                        client.cancel_task(tid)
+                else:
+                    client.cancel_task(tid)
             except Exception:
                 pass
         if doomed:
             log.info("cancelled %d task(s) of %d session(s) that left", len(doomed), len(gone))
-        return [tid for tid, _ in doomed]
+        return [tid for tid, _, _ in doomed]
 
     def _loop(self) -> None:
         while True:
