@@ -201,7 +201,7 @@ def test_sessions_do_not_share_state(env):
 
 def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(tmp_path / "empty"))
-    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py"):
+    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py", "views/corruptions.py"):
         at = ok(open_page(page))
         assert any("No models are installed" in w.value for w in at.warning)
     monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
@@ -359,6 +359,31 @@ def test_robustness_curves_and_cancel(env):
     assert not at.exception
     assert at.session_state["curve_queue"]["state"] == "cancelled"
     assert any("Cancelled" in w.value for w in at.warning)
+
+
+def test_corruptions_page_shows_every_corruption_and_each_models_view(env):
+    at = ok(open_page("views/corruptions.py", query={"corr": "gaussian_noise", "csal": "gradcam"}))
+    assert at.title[0].value == "Corruptions"
+    caps = captions(at)
+    assert [c for c in caps if c.startswith("gaussian noise, severity")] == [
+        f"gaussian noise, severity {s}" for s in range(1, 6)]
+    assert sum(c.startswith("saliency, severity") for c in caps) == 5 * len(MODEL_IDS)  # a map per model and severity
+    badges = [h for h in html_text(at).split("rl-badge")[1:]]
+    assert len(badges) == 5 * len(MODEL_IDS) and all(("held: " in b) != ("changed: " in b) for b in badges)
+    table = at.dataframe[0].value  # the overview: every corruption x every model, a mark per severity
+    assert len(table) == 15 and len(table.columns) == len(MODEL_IDS)
+    assert all(len(v) == 5 and set(v) <= {"o", "x"} for col in table.columns for v in table[col])
+    assert any(c.startswith("clean, then severities 1-5") for c in caps)
+    assert at.query_params["corr"] == "gaussian_noise" and at.query_params["csal"] == "gradcam"
+    # another corruption, saliency off: the detail grid follows
+    at.selectbox(key="w_corr").set_value("fog")
+    at.selectbox(key="w_csal").set_value("none")
+    at.run()
+    ok(at)
+    caps = captions(at)
+    assert [c for c in caps if c.startswith("fog, severity")] == [f"fog, severity {s}" for s in range(1, 6)]
+    assert not any(c.startswith("saliency, severity") for c in caps)
+    assert at.query_params["corr"] == "fog"
 
 
 def test_feature_lens_and_class_visualisation(env):
