@@ -386,6 +386,45 @@ def test_corruptions_page_shows_every_corruption_and_each_models_view(env):
     assert at.query_params["corr"] == "fog"
 
 
+def test_robustness_page_corruption_curves(env):
+    at = ok(open_page("views/robustness.py", query={"cor_names": "contrast,fog", "cor_n": "10"}))
+    assert any("Run corruptions" in b.label for b in at.form_submit_button)
+    at.form_submit_button[1].click().run()  # the second form: corruptions
+    run_until(at, lambda a: a.session_state["corruption_queue"]["state"] != "running", "the corruption curves")
+    ok(at)
+    res = at.session_state["corruption_queue"]["results"]["corruptions"]
+    assert set(res) == set(MODEL_IDS)
+    for c in res.values():
+        assert c["n"] == 10 and set(c["accuracy"]) == {"contrast", "fog"} and c["severities"] == [0, 1, 2, 3, 4, 5]
+    chart = next(p for p in at.get("plotly_chart") if "severity" in str(p.proto.spec))
+    assert chart is not None
+    assert any(m.value.startswith("**10 samples images, seed 0** - mean accuracy") for m in at.markdown)
+
+
+def test_zoo_compares_mca_and_mauroc(env, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(env, root)
+    card_path = root / "tiny-pgd" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {**(card.get("metrics") or {}), "clean": 0.5, "mca": 0.4123, "n_mca": 1000, "mauroc": 0.6789,
+                       "corruptions": {"n": 1000, "variant": "regenerated: backend.core.corruptions"},
+                       "ood": {"sets": {"blobs": {}, "uniform-noise": {}, "mnist-samples": {}}}}
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
+    at = ok(open_page("views/zoo.py"))
+    df = at.dataframe[0].value
+    row = df[df["model"] == "tiny-pgd"].iloc[0]
+    assert row["mca"] == 0.4123 and row["mauroc"] == 0.6789
+    body = texts(at)
+    assert "corruptions (mCA): 41.2% (15 x 5, N=1000 per cell, regenerated)" in body
+    assert "OOD detection (mAUROC, MSP): 67.9% (3 outlier sets: blobs, uniform-noise, mnist-samples)" in body
+    spec = str(at.get("plotly_chart")[0].proto.spec)
+    assert "mCA (corruptions)" in spec and "mAUROC (OOD, MSP)" in spec
+
+
 def test_feature_lens_and_class_visualisation(env):
     at = ok(open_page("views/feature_lens.py", query={"models": "tiny-rsupcon,tiny-ce"}))
     at.number_input(key="w_lens_steps").set_value(5)
