@@ -35,6 +35,7 @@ PAGES = [
     st.Page("views/saliency_studio.py", title="Saliency studio", icon=":material/visibility:"),
     st.Page("views/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
     st.Page("views/robustness.py", title="Robustness", icon=":material/monitoring:"),
+    st.Page("views/corruptions.py", title="Corruptions", icon=":material/blur_on:"),
     st.Page("views/feature_lens.py", title="Feature lens", icon=":material/center_focus_strong:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/zoo.py", title="Model zoo", icon=":material/inventory_2:"),

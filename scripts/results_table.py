@@ -6,7 +6,10 @@ cards say.
 One row per checkpoint, in the registry's order (rsupcon first): method, width, epochs and training
 images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, the AutoAttack
 standard error (binomial, in points) and code (reference: pyautoattack; torchattacks: backend.attacks
-on torchattacks' components), status, hardware and training time. A metric the card does not have
+on torchattacks' components), mCA (%, mean accuracy over 15 corruptions x 5 severities, with the
+images per cell and the variant: "regen." for backend.core.corruptions, "official" for a CIFAR-10-C
+folder), mAUROC (%, maximum softmax probability, with the number of outlier sets), status,
+hardware and training time. A metric the card does not have
 prints as "-". Numbers measured on other images than the card's own data variant (an imported
 model measured on the 20 offline samples: `--source samples`, or on an ImageNet val folder) say
 where in the N cell, e.g. "20 / 20 / 20 on imagenet-foolbox-samples".
@@ -66,11 +69,26 @@ def _measured_on(card: dict, m: dict) -> str:
     return out
 
 
+def _mca(m: dict) -> str:
+    c = m.get("corruptions") or {}
+    if m.get("mca") is None or not c:
+        return "-"
+    kind = "official" if str(c.get("variant", "")).startswith("official") else "regen."
+    return f"{100 * m['mca']:.1f} ({_count(c.get('n'))}, {kind})"
+
+
+def _mauroc(m: dict) -> str:
+    o = m.get("ood") or {}
+    if m.get("mauroc") is None or not o:
+        return "-"
+    return f"{100 * m['mauroc']:.1f} ({len(o.get('sets') or {})} sets)"
+
+
 def rows(root: Path) -> list[str]:
     out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE "
            "| N (clean / PGD / AA) "
-           "| AA code | status | hardware | training time |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| AA code | mCA (N per cell) | mAUROC, MSP | status | hardware | training time |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in list_checkpoints(root, METHODS):
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack")) + _measured_on(card, m)
@@ -79,7 +97,7 @@ def rows(root: Path) -> list[str]:
         width = "-" if card.get("width") is None else card["width"]  # an imported model has none
         out.append(f"| {card['method']} | {width} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
                    f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {aa} | {n} "
-                   f"| {aa_code} | {card.get('status')} | {t.get('hardware', '?')} "
+                   f"| {aa_code} | {_mca(m)} | {_mauroc(m)} | {card.get('status')} | {t.get('hardware', '?')} "
                    f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")
     return out
 

@@ -201,7 +201,7 @@ def test_sessions_do_not_share_state(env):
 
 def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(tmp_path / "empty"))
-    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py"):
+    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py", "views/corruptions.py"):
         at = ok(open_page(page))
         assert any("No models are installed" in w.value for w in at.warning)
     monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
@@ -369,6 +369,70 @@ def test_robustness_curves_and_cancel(env):
     assert not at.exception
     assert at.session_state["curve_queue"]["state"] == "cancelled"
     assert any("Cancelled" in w.value for w in at.warning)
+
+
+def test_corruptions_page_shows_every_corruption_and_each_models_view(env):
+    at = ok(open_page("views/corruptions.py", query={"corr": "gaussian_noise", "csal": "gradcam"}))
+    assert at.title[0].value == "Corruptions"
+    caps = captions(at)
+    assert [c for c in caps if c.startswith("gaussian noise, severity")] == [
+        f"gaussian noise, severity {s}" for s in range(1, 6)]
+    assert sum(c.startswith("saliency, severity") for c in caps) == 5 * len(MODEL_IDS)  # a map per model and severity
+    badges = [h for h in html_text(at).split("rl-badge")[1:]]
+    assert len(badges) == 5 * len(MODEL_IDS) and all(("held: " in b) != ("changed: " in b) for b in badges)
+    table = at.dataframe[0].value  # the overview: every corruption x every model, a mark per severity
+    assert len(table) == 15 and len(table.columns) == len(MODEL_IDS)
+    assert all(len(v) == 5 and set(v) <= {"o", "x"} for col in table.columns for v in table[col])
+    assert any(c.startswith("clean, then severities 1-5") for c in caps)
+    assert at.query_params["corr"] == "gaussian_noise" and at.query_params["csal"] == "gradcam"
+    # another corruption, saliency off: the detail grid follows
+    at.selectbox(key="w_corr").set_value("fog")
+    at.selectbox(key="w_csal").set_value("none")
+    at.run()
+    ok(at)
+    caps = captions(at)
+    assert [c for c in caps if c.startswith("fog, severity")] == [f"fog, severity {s}" for s in range(1, 6)]
+    assert not any(c.startswith("saliency, severity") for c in caps)
+    assert at.query_params["corr"] == "fog"
+
+
+def test_robustness_page_corruption_curves(env):
+    at = ok(open_page("views/robustness.py", query={"cor_names": "contrast,fog", "cor_n": "10"}))
+    assert any("Run corruptions" in b.label for b in at.form_submit_button)
+    at.form_submit_button[1].click().run()  # the second form: corruptions
+    run_until(at, lambda a: a.session_state["corruption_queue"]["state"] != "running", "the corruption curves")
+    ok(at)
+    res = at.session_state["corruption_queue"]["results"]["corruptions"]
+    assert set(res) == set(MODEL_IDS)
+    for c in res.values():
+        assert c["n"] == 10 and set(c["accuracy"]) == {"contrast", "fog"} and c["severities"] == [0, 1, 2, 3, 4, 5]
+    chart = next(p for p in at.get("plotly_chart") if "severity" in str(p.proto.spec))
+    assert chart is not None
+    assert any(m.value.startswith("**10 samples images, seed 0** - mean accuracy") for m in at.markdown)
+
+
+def test_zoo_compares_mca_and_mauroc(env, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(env, root)
+    card_path = root / "tiny-pgd" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {**(card.get("metrics") or {}), "clean": 0.5, "mca": 0.4123, "n_mca": 1000, "mauroc": 0.6789,
+                       "corruptions": {"n": 1000, "variant": "regenerated: backend.core.corruptions"},
+                       "ood": {"sets": {"blobs": {}, "uniform-noise": {}, "mnist-samples": {}}}}
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(root))
+    at = ok(open_page("views/zoo.py"))
+    df = at.dataframe[0].value
+    row = df[df["model"] == "tiny-pgd"].iloc[0]
+    assert row["mca"] == 0.4123 and row["mauroc"] == 0.6789
+    body = texts(at)
+    assert "corruptions (mCA): 41.2% (15 x 5, N=1000 per cell, regenerated)" in body
+    assert "OOD detection (mAUROC, MSP): 67.9% (3 outlier sets: blobs, uniform-noise, mnist-samples)" in body
+    spec = str(at.get("plotly_chart")[0].proto.spec)
+    assert "mCA (corruptions)" in spec and "mAUROC (OOD, MSP)" in spec
 
 
 def test_feature_lens_and_class_visualisation(env):

@@ -31,6 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 # url path -> (title, text that appears once the page has finished its first run)
 PAGES = {"": ("Attack lab", "L-inf 8.0/255"), "saliency_studio": ("Saliency studio", "drift rho"),
          "embeddings": ("Embedding explorer", "Compute maps"), "robustness": ("Robustness", "press **Run**"),
+         "corruptions": ("Corruptions", "Clean prediction kept"),
          "feature_lens": ("Feature lens", "Run the lens"), "train": ("Train", "No jobs yet"),
          "zoo": ("Model zoo", "Comparison")}
 START_S = 90    # bound on a server coming up
@@ -211,6 +212,30 @@ def test_attack_lab_grid_and_controls(app_url, page):
     settle(page)
     no_exception(page)
     shot(page, f"{transport}-attack_lab_after_controls")
+
+
+def test_corruptions_view(app_url, page):
+    """The chosen image under one corruption's five severities, each model's prediction and saliency;
+    another corruption picked in the select box redraws the grid and the URL follows."""
+    transport, base = app_url
+    page.goto(f"{base}/corruptions?image=samples:3&models=tiny-rsupcon,tiny-ce&corr=fog&csal=gradcam")
+    page.get_by_text("Clean prediction kept", exact=False).first.wait_for()
+    settle(page)
+    no_exception(page)
+    main = page.locator('[data-testid="stMain"]')
+    assert main.locator(".rl-badge").count() == 5 * 2  # a prediction per severity and model
+    for s in range(1, 6):
+        assert main.get_by_text(f"fog, severity {s}", exact=True).count() == 1
+    assert main.get_by_text("saliency, severity 5", exact=True).count() == 2
+    main.locator("img").nth(1 + 5 + 5 * 2).wait_for()  # clean, 5 corrupted, 10 maps, the overview
+    shot(page, f"{transport}-corruptions")
+    main.locator('[data-testid="stSelectbox"]').filter(has_text="Corruption in detail").click()
+    page.get_by_role("option", name="gaussian noise", exact=True).click()
+    main.get_by_text("gaussian noise, severity 5", exact=True).wait_for()
+    settle(page)
+    no_exception(page)
+    assert "corr=gaussian_noise" in page.url
+    assert main.locator(".rl-badge").count() == 5 * 2
 
 
 # The embedding map is a Vega-Lite chart drawn as SVG: each layer's marks are a group named after the

@@ -41,14 +41,20 @@ def test_results_table_prints_what_the_cards_say(fresh_checkpoint_root, capsys):
     assert cells[2:9] == ["5 x 49,000", "PGD-3, step 3/255", "56.1", "30.6", "28.5 ± 3.2", "10000 / 2000 / 200",
                           "torchattacks"]  # a card without autoattack_impl predates the reference package
     assert cells[-2:] == ["some CPU", "29 min"]
-    card["metrics"].update(se_autoattack=0.02, eval={"autoattack_impl": "pyautoattack 0.2.0"})
+    card["metrics"].update(se_autoattack=0.02, eval={"autoattack_impl": "pyautoattack 0.2.0"},
+                           mca=0.6124, corruptions={"n": 1000, "variant": "regenerated: backend.core.corruptions"},
+                           mauroc=0.7134, ood={"sets": {"blobs": {}, "uniform-noise": {}, "mnist-samples": {}}})
     write_card(d, card)
     assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| pgd_at "))
-    assert "| 28.5 ± 2.0 | 10000 / 2000 / 200 | reference |" in row
+    assert "| 28.5 ± 2.0 | 10000 / 2000 / 200 | reference | 61.2 (1,000, regen.) | 71.3 (3 sets) |" in row
+    card["metrics"]["corruptions"]["variant"] = "official: CIFAR-10-C (.npy folder)"
+    write_card(d, card)
+    assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
+    assert "| 61.2 (1,000, official) |" in capsys.readouterr().out
     # a card without measurements prints dashes, never invented numbers
     ce = next(line for line in lines if line.startswith("| ce "))
-    assert "| none | - | - | - |" in ce and "| - | - |" in ce and "0 x ?" in ce
+    assert "| none | - | - | - |" in ce and "| - / - / - | - | - | - |" in ce and "0 x ?" in ce
 
 
 def test_saliency_summary_measures_are_in_range_and_deterministic():

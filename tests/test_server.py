@@ -61,6 +61,10 @@ def still_up(http):
     ("/tasks", {"kind": "nap", "params": {}}, 400, "unknown task kind 'nap'"),
     ("/class_visualisation", {"target_class": 1, "seed": False}, 422, "body.seed: Input should be a valid integer"),
     ("/robustness_curve", {"eps_list": [False], "n": 2, "source": "samples"}, 422, "body.eps_list.0"),
+    ("/corruption_view", {"image_id": "samples:0", "corruptions": ["rain"]}, 400, "unknown corruption 'rain'"),
+    ("/corruption_view", {"image_id": "samples:0", "severities": [0]}, 400, "severities must be distinct ints"),
+    ("/corruption_curve", {"source": "samples", "n": 5000}, 400, "n must be an integer in 1..1000"),
+    ("/corruption_curve", {"source": "samples", "n": 2, "seed": False}, 422, "body.seed"),
     # a synchronous request that would take minutes on a CPU is refused, not run blindly
     ("/robustness_curve", {"source": "samples", "n": 20, "steps": 100}, 400, "too long for one request"),
 ])
@@ -79,6 +83,18 @@ def test_a_refused_heavy_request_points_to_the_task_api(http, service):
                                       "params": {"source": "samples", "n": 20, "steps": 100}})
     assert task.status_code == 200  # the same work as a background task: accepted, cancellable
     assert http.post(f"/tasks/{task.json()['task_id']}/cancel").json()["state"] in ("cancelled", "done")
+
+
+def test_corruption_requests_are_priced_by_the_budget(service):
+    from backend.service import budget
+
+    small = budget.estimate_s(service, "corruption_curve", {"n": 10, "corruptions": ["fog"]})
+    big = budget.estimate_s(service, "corruption_curve", {"n": 1000})
+    assert 0 < small < big and big > 60  # 75 cells x 1,000 images x 3 models
+    with pytest.raises(ValueError, match="too long for one request.*POST /tasks"):
+        budget.check_sync(service, "corruption_curve", {"n": 1000}, 60)
+    one = budget.estimate_s(service, "corruption_view", {"image_id": "samples:0"})
+    assert one < budget.estimate_s(service, "corruption_view", {"image_id": "samples:0", "saliency": "gradient"})
 
 
 @pytest.mark.parametrize("path", ["/models/ghost", "/tasks/0123456789ab", "/jobs/0123456789ab",

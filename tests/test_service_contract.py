@@ -313,6 +313,65 @@ def test_robustness_curve(client):
         client.robustness_curve(n=5000, source="samples")
 
 
+def test_corruption_view(client):
+    out = client.corruption_view("samples:2", ["tiny-ce", "tiny-pgd"], corruptions=["fog", "gaussian_noise"],
+                                 severities=[5, 1], saliency="gradcam", seed=4)
+    assert out["corruptions"] == ["fog", "gaussian_noise"] and out["severities"] == [1, 5] and out["seed"] == 4
+    px = out["pixels"]
+    assert px.shape == (2, 2, 32, 32, 3) and px.dtype == np.float32 and 0 <= px.min() <= px.max() <= 1
+    clean = client.get_image("samples:2")["pixels"].astype(np.float32) / 255
+    change = np.abs(px - clean).mean(axis=(2, 3, 4))  # (K,V)
+    assert (change[:, 0] < change[:, 1]).all()  # severity 1 changes the image less than 5
+    assert list(out["results"]) == ["tiny-ce", "tiny-pgd"]
+    for r in out["results"].values():
+        assert r["pred"].shape == (2, 2) and r["pred"].dtype == np.int64 and ((0 <= r["pred"]) & (r["pred"] < 10)).all()
+        assert r["prob"].shape == (2, 2) and (r["prob"] > 0).all() and (r["prob"] <= 1).all()
+        assert r["flipped"].dtype == bool and (r["flipped"] == (r["pred"] != r["clean"]["pred"])).all()
+        assert r["correct"].shape == (2, 2)  # the samples have labels
+        assert r["saliency"].shape == (2, 2, 32, 32) and 0 <= r["saliency"].min() <= r["saliency"].max() <= 1
+    again = client.corruption_view("samples:2", ["tiny-ce"], corruptions=["fog", "gaussian_noise"], severities=[1, 5],
+                                   seed=4)
+    assert np.array_equal(again["pixels"], px) and again["results"]["tiny-ce"]["saliency"] is None  # seeded
+    assert np.array_equal(again["results"]["tiny-ce"]["pred"], out["results"]["tiny-ce"]["pred"])
+    full = client.corruption_view("samples:2", ["tiny-ce"])
+    assert full["pixels"].shape == (15, 5, 32, 32, 3) and full["severities"] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="unknown corruption 'rain'"):
+        client.corruption_view("samples:2", corruptions=["rain"])
+    with pytest.raises(ValueError, match="severities must be distinct ints in 1..5"):
+        client.corruption_view("samples:2", severities=[6])
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        client.corruption_view("samples:2", saliency="xray")
+    with pytest.raises(NotFoundError):
+        client.corruption_view("samples:999")
+
+
+def test_corruption_curve_and_its_task(client):
+    out = client.corruption_curve(["tiny-ce", "tiny-pgd"], ["contrast", "fog"], n=10, source="samples", seed=1)
+    assert list(out) == ["tiny-ce", "tiny-pgd"]
+    for r in out.values():
+        assert r["severities"] == [0, 1, 2, 3, 4, 5] and r["n"] == 10 and r["corruptions"] == ["contrast", "fog"]
+        for acc in r["accuracy"].values():
+            assert len(acc) == 6 and acc[0] == r["clean"] and all(0 <= a <= 1 for a in acc)
+        assert r["mca"] == pytest.approx(np.mean([a for v in r["accuracy"].values() for a in v[1:]]))
+        assert r["variant"].startswith("regenerated")
+    params = {"model_ids": ["tiny-ce"], "corruptions": ["contrast"], "n": 10, "source": "samples", "seed": 2}
+    st = wait_task(client, client.start_task("corruption_curve", params))
+    assert st["state"] == "done" and st["done"] == st["total"] == 6
+    assert_same(st["result"], client.corruption_curve(**params))
+    with pytest.raises(ValueError, match="n must be an integer in 1..1000"):
+        client.corruption_curve(n=5000, source="samples")
+    with pytest.raises(ValueError, match="unknown corruption 'rain'"):
+        client.start_task("corruption_curve", {"corruptions": ["rain"], "source": "samples"})
+
+
+def test_a_cancelled_corruption_curve_raises_the_one_cancellation_signal(clients):
+    from backend.core.errors import Cancelled
+
+    service = clients["inprocess"].service
+    with pytest.raises(Cancelled):
+        service.corruption_curve(["tiny-ce"], ["fog"], n=5, source="samples", seed=7, should_stop=lambda: True)
+
+
 def test_feature_lens_and_class_visualisation(client):
     out = client.feature_lens("samples:0", 5, ["tiny-ce"], eps=16 / 255, steps=5)
     r = out["tiny-ce"]
@@ -400,6 +459,8 @@ def test_transports_give_identical_results(clients):
         ("saliency_metrics", ("samples:6", "tiny-rsupcon"), {"method": "gradient", "spec": PGD}),
         ("embed", ("tiny-pgd",), {"n": 10, "method": "pca", "source": "samples", "spec": {"method": "fgsm"}}),
         ("feature_lens", ("samples:6", 1), {"model_ids": ["tiny-ce"], "steps": 3}),
+        ("corruption_view", ("samples:6",), {"corruptions": ["snow", "pixelate"], "saliency": "gradient"}),
+        ("corruption_curve", (["tiny-pgd"],), {"corruptions": ["zoom_blur"], "n": 8, "source": "samples"}),
         ("list_images", ("samples",), {"class_name": "ship"}),
         ("get_image", ("samples:6",), {}),
         ("thumbnails", (["samples:6", "imagenet/samples:2", "samples:6"],), {"side": 48}),
@@ -428,14 +489,15 @@ def test_service_methods_have_the_signatures_of_the_analyses_they_delegate_to():
     import inspect
 
     from backend.service.analyses import BatchAnalyses
+    from backend.service.corruption_views import CorruptionAnalyses
     from backend.service.inspection import ImageAnalyses
 
     def params(fn, drop=()):
         return [(k, p.default) for k, p in inspect.signature(fn).parameters.items() if k not in ("self", *drop)]
 
-    for part in (ImageAnalyses, BatchAnalyses):
+    for part in (ImageAnalyses, BatchAnalyses, CorruptionAnalyses):
         for name in ("predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed", "robustness_curve",
-                     "feature_lens", "class_visualisation"):
+                     "feature_lens", "class_visualisation", "corruption_view", "corruption_curve"):
             if hasattr(part, name):
                 assert params(getattr(Service, name)) == params(getattr(part, name)), name
                 assert params(getattr(HttpClient, name)) == params(getattr(part, name), ("progress", "should_stop"))

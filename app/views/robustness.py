@@ -1,6 +1,7 @@
 """Robustness: accuracy against eps for every chosen model (PGD and FGSM) on N class-balanced images,
 run as background tasks with progress and cancel; then the flip matrix (true class -> prediction
-under attack) per model and per-class robust accuracy."""
+under attack) per model and per-class robust accuracy. Below: accuracy against severity under the 15
+common corruptions (a background task too), one panel per corruption."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from app.widgets import charts
 from app.widgets.components import data_sources, model_picker, page_setup, source_noun
 
 SLOT = "curve_queue"
+CSLOT = "corruption_queue"
 EPS_CHOICES = [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32]  # k/255
 
 st.title("Robustness")
@@ -51,8 +53,10 @@ with st.form("curve_settings"):
     steps = state.widget(c3.number_input, "PGD steps", "rob_steps", 5, lo=1, hi=50, min_value=1, max_value=50)
     seed = state.widget(c3.number_input, "Seed", "rob_seed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000)
     go = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
-state.sync_url({"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n,
-                "rob_steps": steps, "rob_seed": seed})
+rob_url = {"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n,
+           "rob_steps": steps, "rob_seed": seed}
+# the URL holds both sections' params: keep the corruption section's (read further down) until it draws
+state.sync_url({**{k: st.query_params.get(k) for k in ("cor_names", "cor_n") if k in st.query_params}, **rob_url})
 n = min(int(n), count.get(source, n))
 
 if go:
@@ -66,16 +70,69 @@ if go:
                                             "steps": int(steps), "source": source, "seed": int(seed)}}
                                 for m in methods])
 
+def corruption_section() -> None:
+    """Accuracy against corruption severity: its own form, task queue and small-multiple chart."""
+    clim = lim.get("corruptions") or {}
+    names_c, labels_c = list(clim.get("names") or []), dict(clim.get("labels") or {})
+    if not names_c:
+        return
+    st.divider()
+    st.subheader("Common corruptions")
+    st.caption("Accuracy as corruptions grow (CIFAR-10-C's 15 types at severities 1-5, regenerated here from "
+               "the same seed for every model); severity 0 is clean accuracy. The cards' mCA numbers use "
+               "1,000 test images; this runs on the N you choose.")
+    with st.form("corruption_settings"):
+        c1, c2 = st.columns([2, 1])
+        chosen = state.widget(c1.multiselect, "Corruptions", "cor_names", names_c, options=names_c,
+                              format_func=lambda c: labels_c.get(c, c))
+        hi_c = min(int(clim.get("max_n") or n_max), max(count.values()))
+        n_c = state.widget(c2.slider, "N images", "cor_n", min(50, hi_c), lo=1, hi=hi_c, min_value=1, max_value=hi_c,
+                           step=1, help="Class-balanced and seeded, from the images chosen above.")
+        go_c = st.form_submit_button("Run corruptions", icon=":material/play_arrow:")
+    state.sync_url({**rob_url, "cor_names": chosen if chosen != names_c else None, "cor_n": n_c})
+    n_c = min(int(n_c), count.get(source, n_c))
+    if go_c:
+        if not ids or not chosen:
+            st.warning("Choose at least one model and one corruption.")
+        else:
+            params = {"model_ids": ids, "corruptions": list(chosen), "n": n_c, "source": source, "seed": int(seed)}
+            tasks.start(CSLOT, params, [{"label": "corruptions", "kind": "corruption_curve", "params": params}])
+    if tasks.running(CSLOT):
+        tasks.poller(CSLOT, "Corruption curves")
+    cq = tasks.get(CSLOT)
+    if cq is None:
+        st.info("Choose corruptions and N, then press **Run corruptions** (about a second per corruption for "
+                "50 images on a CPU; cancellable).")
+        return
+    tasks.report(CSLOT)
+    cres = cq["results"].get("corruptions")
+    if not cres:
+        return
+    ck = cq["key"]
+    st.markdown(f"**{ck['n']} {ck['source']} images, seed {ck['seed']}** - mean accuracy over the corrupted "
+                "images: " + ", ".join(f"{names.get(m, m)} {c['mca']:.1%} (clean {c['clean']:.1%})"
+                                       for m, c in cres.items()))
+    st.plotly_chart(charts.severity_curves(cres, names, labels_c), width="stretch", key="cor_curves")
+    st.caption("One panel per corruption; a line per model. A model whose line stays flat keeps its accuracy "
+               "as the corruption grows.")
+    rows_c = [{"model": m, "corruption": c, "severity": sv, "accuracy": a, "n": r["n"]}
+              for m, r in cres.items() for c, acc in r["accuracy"].items() for sv, a in zip(r["severities"], acc)]
+    st.download_button("Corruption curves (CSV)", pd.DataFrame(rows_c).to_csv(index=False),
+                       "robustlens_corruptions.csv", "text/csv", on_click="ignore", icon=":material/table:")
+
+
 if tasks.running(SLOT):
     tasks.poller(SLOT, "Robustness curve")
 q = tasks.get(SLOT)
 if q is None:
     st.info("Choose models, eps values and N, then press **Run**. 100 images x 5 eps values take seconds per "
             "model with FGSM and longer with PGD on a CPU; you can cancel at any time.")
+    corruption_section()
     st.stop()
 tasks.report(SLOT)
 res = q["results"]  # {"pgd"|"fgsm": {model id: curve}}
 if not res:
+    corruption_section()
     st.stop()
 k = q["key"]
 ran = [m.upper() for m in res]  # the attacks this run used: no "PGD 5 steps" on an FGSM-only run
@@ -138,3 +195,4 @@ e1.download_button("Curves (CSV)", _csv, "robustlens_curves.csv", "text/csv", on
                    icon=":material/table:")
 e2.download_button("Everything (JSON)", _json, "robustlens_curves.json", "application/json", on_click="ignore",
                    icon=":material/data_object:")
+corruption_section()

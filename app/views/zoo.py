@@ -81,6 +81,23 @@ def _pct(card: dict, key: str) -> str:
     return f"{float(v):.1%}" + (f" (N={int(n)})" if n else "")
 
 
+def _mca(card: dict) -> str:
+    m = card.get("metrics") or {}
+    c = m.get("corruptions") or {}
+    if m.get("mca") is None:
+        return "not measured"
+    kind = "official" if str(c.get("variant", "")).startswith("official") else "regenerated"
+    return f"{float(m['mca']):.1%} (15 x 5, N={c.get('n', '?')} per cell, {kind})"
+
+
+def _mauroc(card: dict) -> str:
+    m = card.get("metrics") or {}
+    sets = ((m.get("ood") or {}).get("sets") or {})
+    if m.get("mauroc") is None:
+        return "not measured"
+    return f"{float(m['mauroc']):.1%} ({len(sets)} outlier sets: {', '.join(sets)})"
+
+
 def _hours(card: dict) -> str:
     t = (card.get("training") or {}).get("time_s")
     if t is None:
@@ -124,6 +141,7 @@ for i, c in enumerate(cards):
         st.markdown(
             f"- data: {c.get('dataset', '?')} / {c.get('data_variant', '?')}{on}\n"
             f"- clean: {_pct(c, 'clean')}\n- PGD-20: {_pct(c, 'pgd20')}\n- AutoAttack: {_pct(c, 'autoattack')}\n"
+            f"- corruptions (mCA): {_mca(c)}\n- OOD detection (mAUROC, MSP): {_mauroc(c)}\n"
             + (f"- trained elsewhere ({c['provenance'].get('source', '?')}), not by RobustLens" if c.get("provenance")
                else f"- trained: {_hours(c)} on {tr.get('hardware', '?')}"
                + (f", {tr['epochs']} epochs" if tr.get("epochs") is not None else "")))
@@ -141,14 +159,14 @@ for c in cards:
     # method and architecture are on the cards above (and in the CSV): the table keeps what compares,
     # narrow enough for a 1024 px window
     rows.append({"model": c["id"], "status": c.get("status"), "clean": m.get("clean"), "pgd20": m.get("pgd20"),
-                 "autoattack": m.get("autoattack"),
+                 "autoattack": m.get("autoattack"), "mca": m.get("mca"), "mauroc": m.get("mauroc"),
                  "N": "/".join(str(m.get(k) or "-") for k in ("n_clean", "n_pgd20", "n_autoattack")),
                  "train time": _hours(c)})
 full = [{"model": c["id"], "name": c.get("display_name"), "method": c.get("method"),
          "arch": f"{c.get('arch')} w{c.get('width')}", "data": c.get("data_variant"),
          "measured_on": ((c.get("metrics") or {}).get("eval") or {}).get("data_variant"), "status": c.get("status"),
          **{k: (c.get("metrics") or {}).get(k) for k in ("clean", "n_clean", "pgd20", "n_pgd20", "autoattack",
-                                                         "n_autoattack")},
+                                                         "n_autoattack", "mca", "n_mca", "mauroc", "n_ood_in")},
          "train_time_s": (c.get("training") or {}).get("time_s"), "hardware": (c.get("training") or {}).get("hardware")}
         for c in cards]
 df = pd.DataFrame(full)  # every field, for the exports
@@ -157,10 +175,19 @@ pct = st.column_config.NumberColumn(format="percent")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={"clean": pct, "pgd20": st.column_config.NumberColumn("PGD-20", format="percent"),
                             "autoattack": st.column_config.NumberColumn("AutoAttack", format="percent"),
+                            "mca": st.column_config.NumberColumn("mCA", format="percent",
+                                                                 help="mean accuracy over 15 corruptions x 5 "
+                                                                      "severities (the card says N and variant)"),
+                            "mauroc": st.column_config.NumberColumn("mAUROC", format="percent",
+                                                                    help="OOD detection with the maximum softmax "
+                                                                         "probability, mean AUROC over the "
+                                                                         "card's outlier sets"),
                             "N": st.column_config.TextColumn("N", help="test images: clean / PGD-20 / AutoAttack")})
-if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattack")):
+if any(r.get(k) is not None for r in rows for k in ("clean", "pgd20", "autoattack", "mca", "mauroc")):
     st.plotly_chart(charts.zoo_chart(rows), width="stretch", key="zoo_chart")
-    st.caption("Light bars: clean accuracy; dark bars: accuracy under attack. A robust model loses less.")
+    st.caption("Light bars: clean accuracy; dark blue bars: accuracy under attack (a robust model loses less); "
+               "green: mean accuracy under 15 common corruptions x 5 severities (mCA); orange: how well the "
+               "maximum softmax probability tells test images from outliers (mAUROC; 50% is chance).")
 else:
     st.info("No accuracies measured yet: `python -m backend.eval.evaluate --checkpoint checkpoints/<id> "
             "[--autoattack]` measures them and writes them into the card.")

@@ -274,16 +274,44 @@ def training_curves(points: list[dict]) -> go.Figure:
     return fig
 
 
+def severity_curves(curves: dict[str, dict], names: dict[str, str] | None = None,
+                    labels: dict[str, str] | None = None, per_row: int = 5) -> go.Figure:
+    """Accuracy against corruption severity, one small panel per corruption, a line per model.
+    curves: {model id: {"corruptions": [K names], "severities": [0, 1..5], "accuracy": {name: [acc
+    per severity] in [0,1]}}} (severity 0 is clean accuracy); names: model display names; labels:
+    corruption labels."""
+    first = next(iter(curves.values()))
+    corr = list(first["corruptions"])
+    rows = -(-len(corr) // per_row)
+    fig = make_subplots(rows=rows, cols=min(per_row, len(corr)), shared_yaxes=True, shared_xaxes=True,
+                        subplot_titles=[(labels or {}).get(c, c) for c in corr],
+                        vertical_spacing=0.12 if rows > 1 else 0.2, horizontal_spacing=0.02)
+    for k, (m, c) in enumerate(curves.items()):
+        for i, name in enumerate(corr):
+            fig.add_trace(go.Scatter(
+                x=c["severities"], y=c["accuracy"][name], mode="lines+markers", name=(names or {}).get(m, m),
+                legendgroup=m, showlegend=i == 0, line=dict(color=model_colour(k)), marker=dict(size=5),
+                hovertemplate=f"{(labels or {}).get(name, name)}, severity %{{x}}<br>accuracy %{{y:.1%}}"
+                              "<extra>%{fullData.name}</extra>"),
+                row=i // per_row + 1, col=i % per_row + 1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    fig.update_xaxes(tickvals=first["severities"])
+    fig.update_annotations(font_size=12)
+    return _layout(fig, height=170 * rows + 120, legend=dict(orientation="h", y=-0.08))
+
+
 def zoo_chart(rows: list[dict]) -> go.Figure:
-    """Grouped bars per model: clean, PGD-20 and AutoAttack accuracy (missing numbers are skipped).
-    rows: [{"model": label, "clean": float|None, "pgd20": ..., "autoattack": ...}]."""
+    """Grouped bars per model: clean, PGD-20, AutoAttack accuracy, mean corruption accuracy (mCA) and
+    OOD detection (mAUROC, MSP); missing numbers are skipped. rows: [{"model": label, "clean":
+    float|None, "pgd20": ..., "autoattack": ..., "mca": ..., "mauroc": ...}]."""
     fig = go.Figure()
     for key, nm, col in (("clean", "clean", "#9fb4e8"), ("pgd20", "PGD-20", "#2f5bd3"),
-                         ("autoattack", "AutoAttack", "#1d2f6f")):
+                         ("autoattack", "AutoAttack", "#1d2f6f"), ("mca", "mCA (corruptions)", "#2a9d8f"),
+                         ("mauroc", "mAUROC (OOD, MSP)", "#e9a23b")):
         xs = [r["model"] for r in rows if r.get(key) is not None]
         ys = [r[key] for r in rows if r.get(key) is not None]
         if xs:
             fig.add_trace(go.Bar(x=xs, y=ys, name=nm, marker=dict(color=col), text=[f"{y:.1%}" for y in ys],
                                  textposition="outside"))
-    fig.update_yaxes(title="accuracy", range=[0, 1.1], tickformat=".0%")
+    fig.update_yaxes(title="accuracy; AUROC", range=[0, 1.1], tickformat=".0%")
     return _layout(fig, height=380, barmode="group", legend=dict(orientation="h", y=-0.25))

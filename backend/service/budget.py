@@ -16,6 +16,8 @@ PASSES_PER_S = {"cpu": 500.0, "cuda": 25000.0}
 STEP_S = {"cpu": 0.02, "cuda": 0.002}       # one single-image optimisation step (class visualisation)
 UMAP_S = {"cpu": 8.0, "cuda": 8.0}          # a UMAP fit of up to 2,000 points (CPU either way)
 UMAP_JIT_S = 25.0                           # numba's first compile, when nothing has warmed umap up
+CORRUPT_S = {"cpu": 0.002, "cuda": 0.002}  # making one corrupted 32-px image (numpy / scipy on the CPU)
+SALIENCY_PASSES = 32                        # image-passes of one saliency map (Integrated Gradients' steps)
 MARGIN = 2.0                                # refuse above limit / MARGIN: headroom for a shared CPU
 
 
@@ -28,7 +30,8 @@ def _scale(service, model_ids) -> list[float]:
 
 
 def estimate_s(service, kind: str, p: dict) -> float:
-    """Seconds that `kind` (robustness_curve | embed | class_visualisation) with parameters p would
+    """Seconds that `kind` (robustness_curve | embed | class_visualisation | corruption_view |
+    corruption_curve) with parameters p would
     take on service.device. Parameters are validated by the service itself; here only counted."""
     dev = "cuda" if service.device.startswith("cuda") else "cpu"
     if kind == "robustness_curve":
@@ -50,6 +53,14 @@ def estimate_s(service, kind: str, p: dict) -> float:
         if p.get("method", "umap") == "umap":
             umap = UMAP_S[dev] + (0.0 if "umap" in sys.modules else UMAP_JIT_S)
         return scale * int(p.get("n", 500)) * (1 + steps) / PASSES_PER_S[dev] + umap
+    if kind in ("corruption_view", "corruption_curve"):
+        from backend.core.corruptions import CORRUPTIONS, SEVERITIES
+
+        cells = len(p.get("corruptions") or CORRUPTIONS) * len(p.get("severities") or SEVERITIES)
+        # a forward costs about a third of an image-pass; a saliency map up to SALIENCY_PASSES of them
+        per = 0.5 + (SALIENCY_PASSES if p.get("saliency") else 0)
+        n = 1 if kind == "corruption_view" else int(p.get("n", 100))
+        return (n * cells * (CORRUPT_S[dev] + per * sum(_scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]))
     if kind == "class_visualisation":
         return sum(s * int(p.get("steps", 100)) * STEP_S[dev] for s in _scale(service, p.get("model_ids")))
     raise ValueError(f"no cost estimate for {kind!r}")

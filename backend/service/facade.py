@@ -40,7 +40,9 @@ Additions to the contract (nothing was renamed or removed):
   sanity_check adds "topk_overlap", "heatmap", "heatmaps_random";
 - job config also takes "seed"; keys left out (or None) take the preset's value; presets smoke, short,
   full; job dicts add "device", "pid", "attempts", "exit_code"; job_events items carry "seq";
-- a cancelled in-process robustness_curve/embed/class_visualisation raises errors.Cancelled;
+- a cancelled in-process robustness_curve/embed/class_visualisation/corruption_curve raises errors.Cancelled;
+- corruption_view (one image under the 15 corruptions x 5 severities: each model's prediction and
+  saliency) and corruption_curve (accuracy against severity; also a task kind); limits()["corruptions"];
 - HttpClient raises PermissionError for 401 (token) and RuntimeError for 5xx;
 - sharing (backend.service.flight): work runs under the caller's scope; a cancelled scope (a disconnected HTTP
   client, a cancelled task) raises errors.Cancelled at the next batch; background tasks queue for the
@@ -71,6 +73,8 @@ from backend.explain import saliency as saliency_lib
 from backend.service import flight, model_imports
 from backend.service import jobs as jobs_mod
 from backend.service.analyses import BatchAnalyses
+from backend.service.corruption_views import CorruptionAnalyses
+from backend.service.corruption_views import describe as describe_corruptions
 from backend.service.engine import Caches, Engine
 from backend.service.inspection import ImageAnalyses
 from backend.service.stores import DEFAULT_DATASET, THUMB_MAX_N, THUMB_SIDES, ImageStore, ModelRegistry
@@ -128,6 +132,8 @@ class Service:
         self.batch_analyses = BatchAnalyses(
             self.engine, self.root, max_embed_n=self.MAX_EMBED_N, max_eps_values=self.MAX_EPS_VALUES,
             max_curve_n=self.MAX_CURVE_N.get(self.device.split(":")[0], 1000))
+        self.corruption_analyses = CorruptionAnalyses(
+            self.engine, self.batch_analyses, max_curve_n=self.MAX_CURVE_N.get(self.device.split(":")[0], 1000))
 
     def warm_up(self, background: bool = True):
         """Pay first-use costs before a user waits for them: UMAP's numba JIT (10-25 s on a CPU) and
@@ -243,13 +249,24 @@ class Service:
                             progress=None, should_stop=None) -> dict:
         return self.batch_analyses.class_visualisation(target_class, model_ids, steps, seed, progress, should_stop)
 
+    # ---- corruptions (backend.service.corruption_views) -------------------------------------
+    def corruption_view(self, image_id: str, model_ids=None, corruptions=None, severities=None,
+                        saliency: str | None = None, seed: int = 0) -> dict:
+        return self.corruption_analyses.corruption_view(image_id, model_ids, corruptions, severities, saliency, seed)
+
+    def corruption_curve(self, model_ids=None, corruptions=None, n: int = 100, source: str = "test", seed: int = 0,
+                         progress=None, should_stop=None) -> dict:
+        return self.corruption_analyses.corruption_curve(model_ids, corruptions, n, source, seed, progress,
+                                                         should_stop)
+
     # ---- background tasks ------------------------------------------------------------------
-    TASK_KINDS = ("robustness_curve", "embed", "class_visualisation", "import_model")
+    TASK_KINDS = ("robustness_curve", "embed", "class_visualisation", "import_model", "corruption_curve")
 
     def start_task(self, kind: str, params: dict) -> str:
-        """Run robustness_curve / embed / class_visualisation in the background with `params` (that
-        method's keyword arguments); returns a task id. Parameters are validated now (ValueError);
-        at most `max_tasks` tasks run at once (beyond: tasks.TasksBusy, an errors.BusyError)."""
+        """Run robustness_curve / embed / class_visualisation / corruption_curve / import_model in the
+        background with `params` (that method's keyword arguments); returns a task id. Parameters are
+        validated now (ValueError); at most `max_tasks` tasks run at once (beyond: tasks.TasksBusy, an
+        errors.BusyError)."""
         if kind not in self.TASK_KINDS:
             raise ValueError(f"unknown task kind {short(kind)}; known: {', '.join(self.TASK_KINDS)}")
         if not isinstance(params, dict):
@@ -268,6 +285,12 @@ class Service:
         """The cheap checks of a task's parameters, so a bad request fails at once, not in the thread."""
         if kind == "import_model":
             model_imports.validate(self.root, p)
+        elif kind == "corruption_curve":
+            self.corruption_analyses.curve_args(p.get("model_ids"), p.get("corruptions"), p.get("n", 100),
+                                                p.get("source", "test"), p.get("seed", 0))
+        elif kind == "corruption_view":  # not a task; the server's budget check validates it the same way
+            self.corruption_analyses.view_args(p.get("image_id"), p.get("model_ids"), p.get("corruptions"),
+                                               p.get("severities"), p.get("saliency"), p.get("seed", 0))
         else:
             self.batch_analyses.validate_task(kind, p)
 
@@ -338,6 +361,7 @@ class Service:
                           "methods": [n for n in attacks.registry.names() if attacks.registry.get(n).curve],
                           "max_steps": attacks.MAX_STEPS},
                 "lens": dict(lens.LENS_LIMITS),
+                "corruptions": describe_corruptions(self.MAX_CURVE_N.get(self.device.split(":")[0], 1000)),
                 "saliency": saliency_lib.describe(),
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"],

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 # The Service methods both clients expose (the contract in docs/ARCHITECTURE.md and service.py).
 API = ("list_models", "model_card", "image_sources", "classes", "list_images", "get_image", "thumbnails",
        "random_image", "upload_image", "predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed",
-       "robustness_curve", "feature_lens", "class_visualisation", "start_task", "task_status",
-       "cancel_task", "start_job", "list_jobs", "job_status", "job_events", "cancel_job", "resume_job",
-       "job_log", "limits")
+       "robustness_curve", "corruption_view", "corruption_curve", "feature_lens", "class_visualisation",
+       "start_task", "task_status", "cancel_task", "start_job", "list_jobs", "job_status", "job_events",
+       "cancel_job", "resume_job", "job_log", "limits")
 
 
 class BackendUnavailable(RuntimeError):
@@ -273,6 +273,18 @@ class HttpClient:
         return self._call("POST", "/robustness_curve", json={
             "model_ids": model_ids, "method": method, "eps_list": eps_list, "n": n, "steps": steps,
             "source": source, "seed": seed})
+
+    def corruption_view(self, image_id: str, model_ids: list[str] | None = None,
+                        corruptions: list[str] | None = None, severities: list[int] | None = None,
+                        saliency: str | None = None, seed: int = 0) -> dict:
+        return self._call("POST", "/corruption_view", json={
+            "image_id": image_id, "model_ids": model_ids, "corruptions": corruptions, "severities": severities,
+            "saliency": saliency, "seed": seed})
+
+    def corruption_curve(self, model_ids: list[str] | None = None, corruptions: list[str] | None = None,
+                         n: int = 100, source: str = "test", seed: int = 0) -> dict:
+        return self._call("POST", "/corruption_curve", json={
+            "model_ids": model_ids, "corruptions": corruptions, "n": n, "source": source, "seed": seed})
 
     def feature_lens(self, image_id: str, target_class: int, model_ids: list[str] | None = None,
                      eps: float = 16 / 255, steps: int = 60) -> dict:

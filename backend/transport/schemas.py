@@ -84,6 +84,26 @@ class CurveBody(_Body):
     seed: int = 0
 
 
+Names = Annotated[list[Name], Field(max_length=16, examples=[["fog", "gaussian_noise"]])]
+
+
+class CorruptionViewBody(_Body):
+    image_id: ImageId
+    model_ids: Ids | None = None
+    corruptions: Names | None = None  # the service checks the names (400 naming the known ones)
+    severities: Annotated[list[int], Field(max_length=5)] | None = None
+    saliency: Name | None = None
+    seed: int = 0
+
+
+class CorruptionCurveBody(_Body):
+    model_ids: Ids | None = None
+    corruptions: Names | None = None
+    n: int = 100
+    source: Name = "test"
+    seed: int = 0
+
+
 class LensBody(_Body):
     image_id: ImageId
     target_class: int

@@ -54,6 +54,8 @@ from backend.transport.http_guard import (
 )
 from backend.transport.schemas import (
     AttackBody,
+    CorruptionCurveBody,
+    CorruptionViewBody,
     CurveBody,
     EmbedBody,
     ExplainBody,
@@ -264,6 +266,17 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
         await run_in_threadpool(sync_budget, "robustness_curve", b.model_dump())
         return await heavy(request, bg, svc.robustness_curve, b.model_ids, b.method, b.eps_list, b.n, b.steps,
                            b.source, b.seed)
+
+    @app.post("/corruption_view")
+    async def corruption_view(b: CorruptionViewBody, request: Request):
+        await run_in_threadpool(sync_budget, "corruption_view", b.model_dump())
+        return await heavy(request, fg, svc.corruption_view, b.image_id, b.model_ids, b.corruptions, b.severities,
+                           b.saliency, b.seed)
+
+    @app.post("/corruption_curve")
+    async def corruption_curve(b: CorruptionCurveBody, request: Request):
+        await run_in_threadpool(sync_budget, "corruption_curve", b.model_dump())
+        return await heavy(request, bg, svc.corruption_curve, b.model_ids, b.corruptions, b.n, b.source, b.seed)
 
     @app.post("/feature_lens")
     async def feature_lens(b: LensBody, request: Request):

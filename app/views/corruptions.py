@@ -1,0 +1,171 @@
+"""Corruptions: one image under the 15 common corruptions (noise, blur, weather, digital) at 5
+severities, and what every chosen model makes of each: "what humans see" is unchanged by fog or
+noise, what do the models see? An overview (the image under every corruption and severity, and
+where each model's prediction held), then one corruption in detail: per severity, each model's
+prediction and saliency side by side, as the attack lab shows attacks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from app.session import state
+from app.session.client import call, classes, models
+from app.widgets.components import (
+    badge,
+    colour_bar,
+    image_picker,
+    model_header,
+    model_picker,
+    no_models_notice,
+    prob_bars,
+    show_image,
+)
+from app.widgets.imaging import heat_rgb, to_uint8
+
+NO_SALIENCY = "none"
+
+st.title("Corruptions")
+st.caption("The same image under common corruptions (CIFAR-10-C's 15 types at 5 severities): a person still "
+           "sees the same object through fog, noise or blur. Does each model still see it, and where does it look?")
+
+img = image_picker()
+cards = models()
+lim = call("limits", quiet=True) or {}
+clim = lim.get("corruptions") or {}
+sal_lim = lim.get("saliency") or {}
+SALIENCY = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
+SALIENCY[NO_SALIENCY] = "off (faster)"
+NAMES = list(clim.get("names") or [])
+LABELS = dict(clim.get("labels") or {})
+names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+by_id = {c["id"]: c for c in cards}
+
+
+def _overview_png(pixels: np.ndarray, clean: np.ndarray, px: int = 64) -> np.ndarray:
+    """(K*(px+2), 6*(px+2), 3) uint8: a row per corruption, the clean image then severities 1..5."""
+    k, v = pixels.shape[:2]
+    gap = 2
+    out = np.full((k * (px + gap), (v + 1) * (px + gap), 3), 255, np.uint8)
+    for i in range(k):
+        for j in range(v + 1):
+            cell = np.asarray(Image.fromarray(to_uint8(clean if j == 0 else pixels[i, j - 1])).resize(
+                (px, px), Image.Resampling.NEAREST if clean.shape[0] <= px else Image.Resampling.BILINEAR))
+            out[i * (px + gap):i * (px + gap) + px, j * (px + gap):j * (px + gap) + px] = cell
+    return out
+
+
+def _held_table(res: dict, ids: list[str]) -> pd.DataFrame:
+    """Rows: corruptions; columns: models; a mark per severity: o = the clean prediction held, x = it changed."""
+    rows = {}
+    for i, c in enumerate(res["corruptions"]):
+        rows[LABELS.get(c, c)] = {names.get(m, m): "".join("x" if f else "o" for f in res["results"][m]["flipped"][i])
+                                  for m in ids}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _pred_text(r: dict, i: int, j: int, class_names: list[str]) -> str:
+    p = int(r["pred"][i, j])
+    name = class_names[p] if p < len(class_names) else str(p)
+    return f"{name} {float(r['prob'][i, j]):.0%}"
+
+
+def _detail(res: dict, ids: list[str], name: str, sal: str, class_names: list[str], label) -> None:
+    """Per severity (rows): the corrupted image, then each model's prediction (red when it changed from
+    the clean one) and its saliency map for the predicted class."""
+    i = 0  # the detail call holds one corruption
+    heads = st.columns([1] + [1] * len(ids), vertical_alignment="top")
+    heads[0].markdown("**image**")
+    for col, m in zip(heads[1:], ids):
+        with col:
+            model_header(by_id.get(m), m)
+    with st.columns([1] + [1] * len(ids))[0]:
+        show_image(img["pixels"], caption="clean")
+    clean_cols = st.columns([1] + [1] * len(ids))
+    for col, m in zip(clean_cols[1:], ids):
+        with col:
+            prob_bars(res["results"][m]["clean"]["top"][:3], label)
+    for j, s in enumerate(res["severities"]):
+        cols = st.columns([1] + [1] * len(ids), vertical_alignment="top")
+        with cols[0]:
+            show_image(res["pixels"][i, j], caption=f"{LABELS.get(name, name)}, severity {s}")
+        for col, m in zip(cols[1:], ids):
+            r = res["results"][m]
+            with col:
+                flipped = bool(r["flipped"][i, j])
+                badge(("changed: " if flipped else "held: ") + _pred_text(r, i, j, class_names),
+                      "red" if flipped else "green")
+                if r["saliency"] is not None:
+                    show_image(heat_rgb(r["saliency"][i, j]), caption=f"saliency, severity {s}")
+    if sal != NO_SALIENCY:
+        colour_bar("0", "1 = this map's top", f"{SALIENCY.get(sal, sal)}, scaled per map, for the predicted class")
+
+
+@st.fragment
+def lab() -> None:
+    class_names = classes()
+    ids = model_picker(cards)
+    top = st.columns([1.4, 1.2, 0.8])
+    name = state.widget(top[0].selectbox, "Corruption in detail", "corr", "fog" if "fog" in NAMES else NAMES[0],
+                        options=NAMES, format_func=lambda c: LABELS.get(c, c))
+    sal_default = sal_lim.get("default") if sal_lim.get("default") in SALIENCY else NO_SALIENCY
+    sal = state.widget(top[1].selectbox, "Saliency", "csal", sal_default, options=list(SALIENCY),
+                       format_func=SALIENCY.get, help="Which attribution method to show for each model.")
+    seed = state.widget(top[2].number_input, "Seed", "cseed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000,
+                        help="The random draws of the noise, blur angles, frost crops ...: the same seed, "
+                             "the same corrupted images.")
+    state.sync_url({"image": img["image_id"], "models": ids if ids != [c["id"] for c in cards] else None,
+                    "corr": name, "csal": sal, "cseed": int(seed) or None})
+    if not ids:
+        st.info("Choose at least one model.")
+        return
+    label = img.get("label")
+    with st.spinner(f"{LABELS.get(name, name)}: {len(ids)} model(s)..."):
+        detail = call("corruption_view", img["image_id"], ids, corruptions=[name],
+                      saliency=None if sal == NO_SALIENCY else sal, seed=int(seed))
+    if detail is None:
+        return
+    held = {m: int((~detail["results"][m]["flipped"]).sum()) for m in ids}
+    st.markdown(f"**{LABELS.get(name, name)}** - the clean prediction held at "
+                + ", ".join(f"{held[m]} of 5 severities on {names.get(m, m)}" for m in ids))
+    _detail(detail, ids, name, sal, class_names, label)
+    st.divider()
+    st.subheader("Every corruption and severity")
+    with st.spinner("All 15 corruptions x 5 severities..."):
+        res = call("corruption_view", img["image_id"], ids, seed=int(seed))
+    if res is None:
+        return
+    left, right = st.columns([1, 1.3])
+    left.image(_overview_png(res["pixels"], img["pixels"]), caption="clean, then severities 1-5 (left to right); "
+               "rows: " + ", ".join(LABELS.get(c, c) for c in res["corruptions"]), width="content")
+    with right:
+        kept = {names.get(m, m): int((~res["results"][m]["flipped"]).sum()) for m in ids}
+        st.markdown("Clean prediction kept (of 75 corrupted images): "
+                    + ", ".join(f"**{k}** {v}" for k, v in kept.items()))
+        st.dataframe(_held_table(res, ids), width="stretch", height=35 * 16 + 3)
+        st.caption("Per severity 1..5: o = the model's prediction is the one it gives the clean image, "
+                   "x = it changed. The same corrupted images for every model (seeded).")
+    numbers = [{"model": m, "corruption": c, "severity": s, "prediction": class_names[int(r["pred"][i, j])]
+                if int(r["pred"][i, j]) < len(class_names) else int(r["pred"][i, j]),
+                "probability": float(r["prob"][i, j]), "changed": bool(r["flipped"][i, j])}
+               for m in ids for r in [res["results"][m]] for i, c in enumerate(res["corruptions"])
+               for j, s in enumerate(res["severities"])]
+    st.download_button("Numbers (JSON)", json.dumps({"image_id": img["image_id"], "seed": int(seed),
+                                                     "variant": clim.get("variant"), "results": numbers}, indent=1),
+                       "robustlens_corruptions.json", "application/json", on_click="ignore",
+                       icon=":material/data_object:")
+
+
+if img is None:
+    st.stop()
+if not cards:
+    no_models_notice()
+    show_image(to_uint8(img["pixels"]), caption=img["image_id"])
+    st.stop()
+if not NAMES:
+    st.error("The backend lists no corruptions (limits()['corruptions']).")
+    st.stop()
+lab()
