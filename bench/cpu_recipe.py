@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -63,12 +64,12 @@ PGD_TRAIN = dict(attack_steps=2, step_size=5 / 255)
 
 
 def config_for(name: str, method: str, images: int, data: str | None):
-    """The TrainConfig of candidate `name` and `method` for a budget of `images` training images:
-    whole epochs over a balanced subset (all 49,000 images once the budget reaches an epoch)."""
+    """The TrainConfig of candidate `name` and `method` for a budget of `images` training images: the
+    fewest whole epochs that hold them, each over a balanced subset of images / epochs (at most all 49,000)."""
     values = {k: v for k, v in CANDIDATES[name].items() if not k.startswith("_")}
     if method != "ce":
         values.update(CANDIDATES[name].get("_pgd", PGD_TRAIN))
-    epochs = max(1, round(images / TRAIN_IMAGES))
+    epochs = max(1, math.ceil(images / TRAIN_IMAGES))  # every candidate trains its whole budget of images
     subset = min(TRAIN_IMAGES, max(1000, images // epochs))
     return make_config("short", method=method, epochs=epochs, subset=0 if subset >= TRAIN_IMAGES else subset,
                        val_n=0, val_robust_n=0, data=data, log_every=50,
