@@ -188,6 +188,7 @@ class Student:
     role: str  # "follower" | "explorer" | "alone"
     view: tuple[str, int]
     waits: list[float] = field(default_factory=list)
+    trace: list[tuple[float, float, str]] = field(default_factory=list)  # (start, seconds, what) per action
     errors: list[str] = field(default_factory=list)
 
 
@@ -234,6 +235,7 @@ async def action(page, s: Student, target: tuple[str, int], timeout_s: float, un
         return
     s.view = nxt
     s.waits.append(took)
+    s.trace.append((t0, took, "image" if nxt[0] != img else "eps"))
 
 
 class BrowserPage:
@@ -352,7 +354,7 @@ class WsPage:
         if error:
             return f"error shown: {error}"
         new = [u for u in dict.fromkeys(media) if u not in self.seen]
-        got = await asyncio.gather(*(self.http.get(u) for u in new))
+        got = await asyncio.gather(*(self._get(u) for u in new))
         bad = [r.status_code for r in got if r.status_code != 200]
         self.seen.update(new)
         if bad:
@@ -362,6 +364,15 @@ class WsPage:
         if not first and not caption and m.script_finished == 0:  # a full run redraws the sidebar
             return f"the sidebar does not show {view[0]}"
         return None
+
+    async def _get(self, url: str):
+        """GET, sent again once when a kept-alive connection was closed under it (as browsers do)."""
+        import httpx
+
+        try:
+            return await self.http.get(url)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return await self.http.get(url)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -513,6 +524,8 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoints", default=None)
     ap.add_argument("--client", choices=("ws", "browser"), default="ws",
                     help="ws: Streamlit's websocket protocol, no rendering (default); browser: headless Chromium")
+    ap.add_argument("--trace", default=None, help="write every action (load, student, role, start s, seconds, "
+                                                  "kind) to this CSV file")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     loads = [x.strip() for x in a.loads.split(",") if x.strip()]
@@ -524,9 +537,18 @@ def main(argv=None) -> None:
                           text=True).stdout.strip()[:72]
     print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, HEAD {head}, "
           f"{os.cpu_count()} cores, load {load_avg()} at start")
+    rows = []
     for name in loads:
-        report(asyncio.run(run_load(a, name)))
-        print(f"(load average {load_avg()} after)")
+        r = asyncio.run(run_load(a, name))
+        report(r)
+        print(f"(load average {load_avg()} after)", flush=True)
+        t0 = min((t for s in r["students"] for t, _, _ in s.trace), default=0.0)
+        rows += [(name, s.name, s.role, f"{t - t0:.2f}", f"{w:.3f}", k) for s in r["students"] for t, w, k in s.trace]
+    if a.trace:
+        import csv
+
+        with open(a.trace, "w", newline="") as f:
+            csv.writer(f).writerows([("load", "student", "role", "start_s", "seconds", "kind"), *rows])
 
 
 if __name__ == "__main__":
