@@ -26,9 +26,12 @@ For each load (a fresh backend and app each, so no load starts with another's ca
   1. one student alone (an explorer) for --alone-seconds: the reference, in the same run;
   2. --students students at once, for --seconds. A share --follow of them follow the teacher: the
      teacher's view changes every `teacher_every` seconds (a new image, or eps one step up or down;
-     seeded), each follower reacts within --react seconds and makes the actions that bring its page
-     to that view, then reads for a think time and waits for the teacher's next change. The others
-     explore: an action to a random neighbouring view (a new image or eps +-1), then a think time.
+     seeded; new to the server, like the explorers'), each follower reacts within --react seconds
+     and makes the actions that bring its page to that view, then reads for a think time and waits
+     for the teacher's next change. The others explore: an action to a random neighbouring view (a
+     new image or eps +-1) that nobody (the single student included) has asked for in this load
+     while there is one, so each explorer action is new work for the server (--repeat-views: any
+     neighbour), then a think time.
 The loads (think time in seconds, teacher's period):  below: think 12-24, teacher every 20 s;
 above: think 0.5-2, teacher every 5 s (see LOADS).
 
@@ -188,31 +191,45 @@ class Student:
     role: str  # "follower" | "explorer" | "alone"
     view: tuple[str, int]
     waits: list[float] = field(default_factory=list)
+    trace: list[tuple[float, float, str]] = field(default_factory=list)  # (start, seconds, what) per action
     errors: list[str] = field(default_factory=list)
 
 
 class Teacher:
     """The teacher's view, a seeded walk: every `every` seconds a new image or eps one step."""
 
-    def __init__(self, start: tuple[str, int], every: float, seed: int):
-        self.rng, self.every = random.Random(seed), every
+    def __init__(self, start: tuple[str, int], every: float, seed: int, visited: set | None = None):
+        self.rng, self.every, self.visited = random.Random(seed), every, visited
         self.view, self.version = start, 0
         self.changed = asyncio.Event()
 
     async def run(self, until: float) -> None:
         while time.monotonic() + self.every < until:
             await asyncio.sleep(self.every)
-            self.view, self.version = neighbour(self.rng, self.view), self.version + 1
+            self.view, self.version = neighbour(self.rng, self.view, self.visited), self.version + 1
             self.changed.set()
             self.changed = asyncio.Event()
 
 
-def neighbour(rng: random.Random, view: tuple[str, int]) -> tuple[str, int]:
+def neighbour(rng: random.Random, view: tuple[str, int], visited: set | None = None) -> tuple[str, int]:
+    """A view one action away: another image (half the time) or eps one step. With `visited` (the
+    views the server has been asked for in this load), one not in it when there is one (then added):
+    new work for the server, not a cache hit another student's walk happened to leave."""
     img, eps = view
-    if rng.random() < 0.5:
-        return rng.choice([i for i in IMAGES if i != img]), eps
     lo, hi = EPS_RANGE
-    return img, (eps + 1 if eps < hi and (eps == lo or rng.random() < 0.5) else eps - 1)
+    images = [(i, eps) for i in IMAGES if i != img]
+    steps = [(img, e) for e in (eps - 1, eps + 1) if lo <= e <= hi]
+    if visited is not None:
+        images = [v for v in images if v not in visited] or images
+        steps = [v for v in steps if v not in visited] or steps
+        new_images, new_steps = (any(v not in visited for v in vs) for vs in (images, steps))
+        pick_image = rng.random() < 0.5 if new_images == new_steps else new_images
+    else:
+        pick_image = rng.random() < 0.5
+    out = rng.choice(images if pick_image else steps)
+    if visited is not None:
+        visited.add(out)
+    return out
 
 
 async def action(page, s: Student, target: tuple[str, int], timeout_s: float, until: float | None) -> None:
@@ -234,6 +251,7 @@ async def action(page, s: Student, target: tuple[str, int], timeout_s: float, un
         return
     s.view = nxt
     s.waits.append(took)
+    s.trace.append((t0, took, "image" if nxt[0] != img else "eps"))
 
 
 class BrowserPage:
@@ -352,7 +370,7 @@ class WsPage:
         if error:
             return f"error shown: {error}"
         new = [u for u in dict.fromkeys(media) if u not in self.seen]
-        got = await asyncio.gather(*(self.http.get(u) for u in new))
+        got = await asyncio.gather(*(self._get(u) for u in new))
         bad = [r.status_code for r in got if r.status_code != 200]
         self.seen.update(new)
         if bad:
@@ -363,6 +381,15 @@ class WsPage:
             return f"the sidebar does not show {view[0]}"
         return None
 
+    async def _get(self, url: str):
+        """GET, sent again once when a kept-alive connection was closed under it (as browsers do)."""
+        import httpx
+
+        try:
+            return await self.http.get(url)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return await self.http.get(url)
+
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
@@ -372,9 +399,10 @@ class WsPage:
             self.http = None
 
 
-async def explorer(page, s: Student, rng: random.Random, think, until: float, timeout_s: float) -> None:
+async def explorer(page, s: Student, rng: random.Random, think, until: float, timeout_s: float,
+                   visited: set | None = None) -> None:
     while time.monotonic() < until:
-        await action(page, s, neighbour(rng, s.view), timeout_s, until)
+        await action(page, s, neighbour(rng, s.view, visited), timeout_s, until)
         await asyncio.sleep(rng.uniform(*think))
 
 
@@ -424,10 +452,11 @@ async def run_load(a, name: str) -> dict:
 
         # 1. one student alone (an explorer): the reference
         alone = Student("alone", "alone", (IMAGES[11], 8))
+        visited = {alone.view} if a.new_views else None
         page = new_page()
         await page.open(alone.view, 300)
         end = time.monotonic() + a.alone_seconds
-        await explorer(page, alone, random.Random(f"{a.seed}-alone-{name}"), (0.5, 1.0), end, a.timeout)
+        await explorer(page, alone, random.Random(f"{a.seed}-alone-{name}"), (0.5, 1.0), end, a.timeout, visited)
         await page.close()
         # 2. the class: open every page (not timed), five at a time as a class arrives, then run
         n_follow = round(a.students * a.follow)
@@ -435,6 +464,8 @@ async def run_load(a, name: str) -> dict:
         students = [Student(f"s{i:02d}", "follower" if i < n_follow else "explorer",
                             start if i < n_follow else (rng.choice(IMAGES), rng.randint(*EPS_RANGE)))
                     for i in range(a.students)]
+        if visited is not None:
+            visited.update(s.view for s in students)
         pages = [new_page() for _ in students]
         t_open = time.monotonic()
         for k in range(0, len(students), 5):
@@ -444,14 +475,14 @@ async def run_load(a, name: str) -> dict:
         cpu0 = {k: cpu_s(p) for k, p in pids.items()} | {"chromium": cpu_s(os.getpid(), "chromium")}
         served0, t0 = servers.heavy_served(), time.monotonic()
         until = t0 + a.seconds
-        teacher = Teacher(start, every, a.seed)
+        teacher = Teacher(start, every, a.seed, visited)
         jobs = [teacher.run(until)]
         for s, page in zip(students, pages):
             r = random.Random(f"{a.seed}-{name}-{s.name}")
             if s.role == "follower":
                 jobs.append(follower(page, s, r, teacher, think, a.react, until, a.timeout))
             else:
-                jobs.append(explorer(page, s, r, think, until, a.timeout))
+                jobs.append(explorer(page, s, r, think, until, a.timeout, visited))
         await asyncio.gather(*jobs)
         wall = time.monotonic() - t0
         await asyncio.sleep(1.0)  # the access log's last lines
@@ -513,6 +544,11 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoints", default=None)
     ap.add_argument("--client", choices=("ws", "browser"), default="ws",
                     help="ws: Streamlit's websocket protocol, no rendering (default); browser: headless Chromium")
+    ap.add_argument("--repeat-views", dest="new_views", action="store_false",
+                    help="explorers walk at random, landing on views computed before (default: each explorer "
+                         "action and teacher change asks for a view nobody asked for in this load while there is one)")
+    ap.add_argument("--trace", default=None, help="write every action (load, student, role, start s, seconds, "
+                                                  "kind) to this CSV file")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     loads = [x.strip() for x in a.loads.split(",") if x.strip()]
@@ -524,9 +560,18 @@ def main(argv=None) -> None:
                           text=True).stdout.strip()[:72]
     print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, HEAD {head}, "
           f"{os.cpu_count()} cores, load {load_avg()} at start")
+    rows = []
     for name in loads:
-        report(asyncio.run(run_load(a, name)))
-        print(f"(load average {load_avg()} after)")
+        r = asyncio.run(run_load(a, name))
+        report(r)
+        print(f"(load average {load_avg()} after)", flush=True)
+        t0 = min((t for s in r["students"] for t, _, _ in s.trace), default=0.0)
+        rows += [(name, s.name, s.role, f"{t - t0:.2f}", f"{w:.3f}", k) for s in r["students"] for t, w, k in s.trace]
+    if a.trace:
+        import csv
+
+        with open(a.trace, "w", newline="") as f:
+            csv.writer(f).writerows([("load", "student", "role", "start_s", "seconds", "kind"), *rows])
 
 
 if __name__ == "__main__":

@@ -195,8 +195,13 @@ def test_the_task_of_a_session_that_left_is_cancelled_on_its_replica(replicas, b
         wait_for(lambda: watcher.cancelled == [tid], what="the sweeper cancelling the task")
         wait_for(lambda: sc.task_status(tid)["state"] not in ("queued", "running"), what="the task ending")
         assert sc.task_status(tid)["state"] == "cancelled"
-        log = (tmp_path / "nginx" / "access.log").read_text()
-        cancels = [line for line in log.splitlines() if f"/tasks/{tid}/cancel" in line]
-        assert cancels and all("session=student-x " in line and '" 200 ' in line for line in cancels), cancels
+        log = tmp_path / "nginx" / "access.log"
+
+        def cancels():  # nginx logs a request once its answer is sent, which may be after the task ended
+            return [line for line in log.read_text().splitlines() if f"/tasks/{tid}/cancel" in line]
+
+        wait_for(cancels, what="the cancel in nginx's access log")
+        lines = cancels()
+        assert all("session=student-x " in line and '" 200 ' in line for line in lines), lines
     finally:
         shared.close()
