@@ -264,3 +264,22 @@ def test_evaluate_cli_prints_the_ood_table(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "tree"), "--skip-standard"])
     assert "needs corruptions or ood" in capsys.readouterr().err
+
+
+def test_streaks_above_64_px_equal_the_dense_kernel():
+    """Motion blur and snow streaks above 64 px are a sum of shifted images; they must equal the dense
+    convolution that smaller images use (the same weights at the same offsets, edges repeated)."""
+    import torch.nn.functional as F
+
+    from backend.core import corruptions as C
+
+    x = _images(n=2, side=96)
+    taps = C._streak_taps(2, 18, 3, -135, -45, np.random.default_rng(0))
+    w, dx, dy = taps
+    width, size = len(w), 2 * len(w) + 1
+    kern = np.zeros((2, size, size), np.float32)
+    for j in range(2):
+        np.add.at(kern[j], (width - dy[j], width + dx[j]), w)
+    xp = F.pad(x, (width,) * 4, mode="replicate").reshape(1, 6, 96 + 2 * width, 96 + 2 * width)
+    dense = F.conv2d(xp, torch.from_numpy(kern).repeat_interleave(3, 0).unsqueeze(1), groups=6).reshape(2, 3, 96, 96)
+    assert torch.allclose(C._streak(x, taps), dense, atol=1e-5)
