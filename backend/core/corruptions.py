@@ -151,9 +151,9 @@ def _streak(x: torch.Tensor, taps: tuple[np.ndarray, np.ndarray, np.ndarray]) ->
         out = torch.zeros_like(x)
         idx = torch.arange(n).view(n, 1, 1)
         for t in range(width):
-            r = (rows - torch.from_numpy(dy[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,S,1)
-            q = (cols + torch.from_numpy(dx[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,1,S)
-            out += float(w[t]) * x.permute(0, 2, 3, 1)[idx, r, q].permute(0, 3, 1, 2)
+            ri = (rows - torch.from_numpy(dy[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,S,1)
+            ci = (cols + torch.from_numpy(dx[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,1,S)
+            out += float(w[t]) * x.permute(0, 2, 3, 1)[idx, ri, ci].permute(0, 3, 1, 2)
         return out
     size = 2 * width + 1
     kernels = np.zeros((n, size, size), np.float32)
