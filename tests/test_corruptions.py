@@ -19,7 +19,7 @@ from backend.core.corruptions import (
     read_official,
 )
 from backend.core.data import Split, sample_images
-from backend.eval.evaluate import evaluate_checkpoint, main
+from backend.eval.evaluate import evaluate_checkpoint, format_extra, main
 from backend.eval.mca import corruption_accuracy
 from backend.eval.ood import SYNTHETIC, detection_metrics, ood_detection, outlier_sets, synthetic_set
 from backend.train.inputs import synthetic_task
@@ -236,6 +236,8 @@ def test_evaluate_writes_mca_and_mauroc_into_the_card(tmp_path):
     assert card["metrics"]["mauroc"] == r["mauroc"] and len(card["metrics"]["ood"]["sets"]) >= 3
     assert all(card["metrics"].get(k) == v for k, v in before.items() if k not in r)  # the rest is kept
     json.dumps(card)  # plain data
+    text = format_extra(r)
+    assert "mCA" in text and "jpeg_compression" in text and "mAUROC (MSP)" in text and "blobs" in text
     with pytest.raises(ValueError, match="does not exist"):
         evaluate_checkpoint(ckpt, split=_tiny_split(), corruptions=str(tmp_path / "nowhere"), standard=False)
     with pytest.raises(ValueError, match="needs corruptions or ood"):
@@ -243,7 +245,7 @@ def test_evaluate_writes_mca_and_mauroc_into_the_card(tmp_path):
     assert read_card(ckpt) == card  # a refused run changes nothing
 
 
-def test_evaluate_cli_prints_the_corruption_and_ood_tables(tmp_path, monkeypatch, capsys):
+def test_evaluate_cli_prints_the_ood_table(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
     monkeypatch.setenv("ROBUSTLENS_CACHE", str(tmp_path / "cache"))
@@ -253,12 +255,31 @@ def test_evaluate_cli_prints_the_corruption_and_ood_tables(tmp_path, monkeypatch
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
     ckpt = write_tiny_checkpoint(tmp_path / "ckpts", "m")
-    root = _official_tree(tmp_path / "CIFAR-10-C", n=10)
-    argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "tree"), "--skip-standard", "--corruptions",
-            str(root), "--ood", "--n-ood", "8", "--device", "cpu"]
+    argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "tree"), "--skip-standard", "--ood", "--n-ood", "8",
+            "--device", "cpu"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "mCA" in out and "jpeg_compression" in out and "mAUROC (MSP)" in out and "blobs" in out
+    assert "mAUROC (MSP)" in out and "blobs" in out and "mnist-samples" in out
+    assert read_card(ckpt)["metrics"]["ood"]["n_in"] == 8
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "tree"), "--skip-standard"])
     assert "needs corruptions or ood" in capsys.readouterr().err
+
+
+def test_streaks_above_64_px_equal_the_dense_kernel():
+    """Motion blur and snow streaks above 64 px are a sum of shifted images; they must equal the dense
+    convolution that smaller images use (the same weights at the same offsets, edges repeated)."""
+    import torch.nn.functional as F
+
+    from backend.core import corruptions as C
+
+    x = _images(n=2, side=96)
+    taps = C._streak_taps(2, 18, 3, -135, -45, np.random.default_rng(0))
+    w, dx, dy = taps
+    width, size = len(w), 2 * len(w) + 1
+    kern = np.zeros((2, size, size), np.float32)
+    for j in range(2):
+        np.add.at(kern[j], (width - dy[j], width + dx[j]), w)
+    xp = F.pad(x, (width,) * 4, mode="replicate").reshape(1, 6, 96 + 2 * width, 96 + 2 * width)
+    dense = F.conv2d(xp, torch.from_numpy(kern).repeat_interleave(3, 0).unsqueeze(1), groups=6).reshape(2, 3, 96, 96)
+    assert torch.allclose(C._streak(x, taps), dense, atol=1e-5)

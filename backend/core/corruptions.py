@@ -125,29 +125,44 @@ def _filter_same(x: torch.Tensor, k: torch.Tensor, mode: str = "reflect") -> tor
     return F.conv2d(F.pad(x, (r, r, r, r), mode=mode), k.view(1, 1, *k.shape).repeat(c, 1, 1, 1), groups=c)
 
 
-def _streak_kernels(n: int, radius: float, sigma: float, low: float, high: float,
-                    rng: np.random.Generator) -> torch.Tensor:
-    """(n, K, K) one-sided motion kernels: weights exp(-i^2 / 2 sigma^2) at whole-pixel offsets
-    round(i cos a), round(i sin a) for i = 0..2r, angle a uniform in [low, high) degrees each."""
+def _streak_taps(n: int, radius: float, sigma: float, low: float, high: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-sided motion streaks: weights w (T,) = exp(-i^2 / 2 sigma^2) normalised, i = 0..2r, and
+    whole-pixel offsets dx, dy (n, T) = round(i cos a), round(i sin a), angle a uniform in [low, high)
+    degrees per image."""
     width = 2 * int(math.ceil(radius)) + 1
     w = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2))
     w /= w.sum()
-    size = 2 * width + 1
-    out = np.zeros((n, size, size), np.float32)
-    for j, a in enumerate(np.deg2rad(rng.uniform(low, high, size=n))):
-        dx = np.rint(np.arange(width) * np.cos(a)).astype(int)
-        dy = np.rint(np.arange(width) * np.sin(a)).astype(int)
-        np.add.at(out[j], (width - dy, width + dx), w)  # the pixel at the offset feeds this one
-    return torch.from_numpy(out)
+    a = np.deg2rad(rng.uniform(low, high, size=n))[:, None]
+    i = np.arange(width)[None, :]
+    return w, np.rint(i * np.cos(a)).astype(int), np.rint(i * np.sin(a)).astype(int)
 
 
-def _streak(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Blur image i of (N,C,S,S) with kernels[i] (N,K,K), edges repeated."""
+def _streak(x: torch.Tensor, taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
+    """Blur image k of (N,C,S,S) along its streak: out(y, x) = sum_i w_i in(y - dy_i, x + dx_i), edges
+    repeated. Up to 64 px as one grouped convolution with the streak as a dense kernel; above, as a
+    sum of shifted images (the same weights: at 224 px the dense kernel would be 255 x 255)."""
+    w, dx, dy = taps
     n, c, s, _ = x.shape
-    r = kernels.shape[-1] // 2
+    width = len(w)
+    if s > 64:
+        rows = torch.arange(s).view(1, s, 1)
+        cols = torch.arange(s).view(1, 1, s)
+        out = torch.zeros_like(x)
+        idx = torch.arange(n).view(n, 1, 1)
+        for t in range(width):
+            ri = (rows - torch.from_numpy(dy[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,S,1)
+            ci = (cols + torch.from_numpy(dx[:, t]).view(n, 1, 1)).clamp(0, s - 1)  # (N,1,S)
+            out += float(w[t]) * x.permute(0, 2, 3, 1)[idx, ri, ci].permute(0, 3, 1, 2)
+        return out
+    size = 2 * width + 1
+    kernels = np.zeros((n, size, size), np.float32)
+    for j in range(n):
+        np.add.at(kernels[j], (width - dy[j], width + dx[j]), w)  # the pixel at the offset feeds this one
+    r = width
     xp = F.pad(x, (r, r, r, r), mode="replicate").reshape(1, n * c, s + 2 * r, s + 2 * r)
-    w = kernels.repeat_interleave(c, 0).unsqueeze(1)  # (N*C,1,K,K)
-    return F.conv2d(xp, w, groups=n * c).reshape(n, c, s, s)
+    k = torch.from_numpy(kernels).repeat_interleave(c, 0).unsqueeze(1)  # (N*C,1,K,K)
+    return F.conv2d(xp, k, groups=n * c).reshape(n, c, s, s)
 
 
 def _clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
@@ -229,7 +244,7 @@ def _glass_blur(x, i, rng, k):
 
 def _motion_blur(x, i, rng, k):
     radius, sigma = _MOTION[i]
-    return _streak(x, _streak_kernels(x.shape[0], radius * k, sigma * k, -45, 45, rng))
+    return _streak(x, _streak_taps(x.shape[0], radius * k, sigma * k, -45, 45, rng))
 
 
 def _zoom_blur(x, i, rng, k):
@@ -247,7 +262,7 @@ def _snow(x, i, rng, k):
     flakes = _clipped_zoom(flakes, zoom)
     flakes = torch.where(flakes < thresh, torch.zeros_like(flakes), flakes).clamp(0, 1)
     flakes = torch.round(flakes * 255) / 255  # the source passes the layer through an 8-bit image
-    flakes = _streak(flakes, _streak_kernels(n, radius * k, sigma * k, -135, -45, rng))
+    flakes = _streak(flakes, _streak_taps(n, radius * k, sigma * k, -135, -45, rng))
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = keep * x + (1 - keep) * torch.maximum(x, gray * 1.5 + 0.5)
     return x + flakes + torch.flip(flakes, dims=(-2, -1))

@@ -16,7 +16,7 @@ PASSES_PER_S = {"cpu": 500.0, "cuda": 25000.0}
 STEP_S = {"cpu": 0.02, "cuda": 0.002}       # one single-image optimisation step (class visualisation)
 UMAP_S = {"cpu": 8.0, "cuda": 8.0}          # a UMAP fit of up to 2,000 points (CPU either way)
 UMAP_JIT_S = 25.0                           # numba's first compile, when nothing has warmed umap up
-CORRUPT_S = {"cpu": 0.002, "cuda": 0.002}  # making one corrupted 32-px image (numpy / scipy on the CPU)
+CORRUPT_S = {"cpu": 0.002, "cuda": 0.002}  # making one corrupted 32-px image (numpy / scipy on the CPU; x area)
 SALIENCY_PASSES = 32                        # image-passes of one saliency map (Integrated Gradients' steps)
 MARGIN = 2.0                                # refuse above limit / MARGIN: headroom for a shared CPU
 
@@ -59,8 +59,13 @@ def estimate_s(service, kind: str, p: dict) -> float:
         cells = len(p.get("corruptions") or CORRUPTIONS) * len(p.get("severities") or SEVERITIES)
         # a forward costs about a third of an image-pass; a saliency map up to SALIENCY_PASSES of them
         per = 0.5 + (SALIENCY_PASSES if p.get("saliency") else 0)
-        n = 1 if kind == "corruption_view" else int(p.get("n", 100))
-        return (n * cells * (CORRUPT_S[dev] + per * sum(_scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]))
+        if kind == "corruption_view":  # corrupted at the image's own size (224 px for ImageNet's)
+            n, side = 1, int(service.images.get(p["image_id"])["pixels"].shape[0])
+        else:
+            n = int(p.get("n", 100))
+            side = max(service.engine.input_size(m) for m in service.models.resolve(p.get("model_ids")))
+        make = CORRUPT_S[dev] * (side / 32) ** 2
+        return n * cells * (make + per * sum(_scale(service, p.get("model_ids"))) / PASSES_PER_S[dev])
     if kind == "class_visualisation":
         return sum(s * int(p.get("steps", 100)) * STEP_S[dev] for s in _scale(service, p.get("model_ids")))
     raise ValueError(f"no cost estimate for {kind!r}")
