@@ -18,11 +18,13 @@ PAGE = "feature_lens"
 NORMS = {"l2": "L2 (large budget: features)", "linf": "L-inf (every pixel by at most eps)"}
 
 st.title("Feature lens")
-st.caption("Push an image hard toward another class and look at what changes. On models trained to be robust, "
-           "with a large L2 budget, the change can take the shape and colours of the target class (Santurkar et "
-           "al. 2019); a standard model reaches the class with a faint pattern spread over the whole image. The "
-           "shipped models are small CPU previews: expect colour blobs and edges in the target's typical places "
-           "(sky, water, fur tones), rarely a recognisable object.")
+st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
+           "budget the change takes on shapes of the target class (Santurkar et al. 2019, with robust networks "
+           "trained for many GPU-hours). The shipped models are small CPU previews (width 16, 5 epochs): at the "
+           "default L2 6 the robust ones reach p 0.78-0.87 for the target on the sample images, with visible strokes "
+           "and blobs that are sometimes class-like (dark legs toward deer, a dark body toward automobile) and "
+           "rarely a recognisable object; the standard CE model reaches p 1.00 within a few steps and spends the "
+           "rest of the budget on a fine speckle over the whole image.")
 
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
@@ -55,7 +57,7 @@ with st.form("lens_settings"):
         eps_l2 = state.widget(c2.slider, "L2 budget eps", "lens_l2", float(defaults["eps"]["l2"]), lo=l2_lo,
                               hi=l2_hi, min_value=l2_lo, max_value=l2_hi, step=0.5,
                               help="The L2 size of the whole change (a 32-px image has 3,072 values; eps 6 is a "
-                                   "change of 0.11 per value on average, 28/255). Step = 2.5 x eps / steps.")
+                                   "root-mean-square change of 0.11, 28/255, per value). Step = 2.5 x eps / steps.")
     else:
         eps_k = state.widget(c2.slider, "eps (k/255)", "lens_eps", round(defaults["eps"]["linf"] * 255), lo=eps_lo,
                              hi=eps_hi, min_value=eps_lo, max_value=eps_hi,
@@ -146,11 +148,11 @@ if paths:
     st.plotly_chart(charts.lens_paths(paths, tgt_name, title=f"p({tgt_name}) step by step"), width="stretch",
                     key="lens_paths")
     st.caption("How each model's probability of the target class grows over the attack's steps. On the shipped "
-               "models a standard (CE) model reaches the class within a few steps with a change you cannot see; "
-               "the robust ones climb slowly, and only where they climb is the change large enough to look at. "
-               "Grad-CAM (Saliency studio) is no help here: it weighs the last, 4x4 convolutional stage, so its "
-               "maps are coarse blobs for every model, and a plausible blob says where a model looks, not "
-               "whether it is robust.")
+               "models and the sample images the standard CE model reaches 1.00 within about 10 steps; the robust "
+               "ones climb for 30-40 steps and level off (0.78-0.87 at L2 6): the budget they need is what makes "
+               "their change large enough to look at. Grad-CAM (Saliency studio) is no help here: it weighs the "
+               "last, 4x4 convolutional stage, so its maps are coarse blobs for every model, and a plausible blob "
+               "says where a model looks, not whether it is robust.")
 if lens_res or vis:
     grid = []
     if lens_res:
