@@ -232,6 +232,8 @@ def test_saliency_studio_grid_metrics_and_sanity(env):
     # issue 20, finding 7: the alignment is the model's (one per model column), not repeated per method row
     assert texts(at).count("align ") == 0 and texts(at).count("gradient-image alignment ") == 2
     assert texts(at).count("drift rho") == 4
+    # issue 20, finding 1: where Grad-CAM undercuts the story, the page says why (coarse layer, not robustness)
+    assert "Grad-CAM weighs the last convolutional stage" in texts(at) and "not whether it is robust" in texts(at)
     assert html_text(at).count("rl-colourbar") == 2 and "per map" in html_text(at)  # one bar per method
     at.radio(key="w_sal_scale").set_value("shared").run()
     ok(at)
@@ -321,6 +323,45 @@ def client_pixels(image_id: str):
 
     split = sample_images("cifar10")
     return split.images[int(image_id.split(":")[1])].numpy()
+
+
+def test_an_embedding_link_shows_its_maps_without_compute(env):
+    """Issue 20, finding 6: the teacher computes maps; a second session opening the page's URL gets them
+    at once from the service's cache, without pressing Compute maps."""
+    teacher = ok(open_page("views/embeddings.py", query={"models": "tiny-pgd,tiny-ce", "emb_n": "10",
+                                                          "emb_pca": "1", "emb_seed": "3"}))
+    assert "run" not in teacher.query_params
+    teacher.form_submit_button[0].click().run()
+    run_until(teacher, lambda a: a.session_state["emb_queue"]["state"] != "running", "the teacher's maps")
+    ok(teacher)
+    link = dict(teacher.query_params)
+    assert link["run"] == "1"
+    student = ok(open_page("views/embeddings.py", query=link))
+    run_until(student, lambda a: a.session_state["emb_queue"]["state"] != "running", "the student's maps", 20)
+    ok(student)
+    got, want = student.session_state["emb_queue"]["results"], teacher.session_state["emb_queue"]["results"]
+    assert set(got) == {"tiny-pgd", "tiny-ce"}
+    assert all(np.array_equal(got[m]["coords_clean"], want[m]["coords_clean"]) for m in got)
+    assert len(student.get("vega_lite_chart")) == 2
+    # the test set is not installed here: a link to maps of it says so and computes nothing (no silent switch)
+    other = ok(open_page("views/embeddings.py", query={**link, "emb_src": "test"}))
+    assert any("test set, which this server does not have" in w.value for w in other.warning)
+    assert "emb_queue" not in other.session_state
+
+
+def test_a_robustness_link_shows_its_curves_without_run(env):
+    q = {"models": "tiny-ce", "rob_methods": "fgsm", "rob_eps": "0,4", "rob_n": "10", "rob_seed": "2"}
+    teacher = ok(open_page("views/robustness.py", query=q))
+    teacher.form_submit_button[0].click().run()
+    run_until(teacher, lambda a: a.session_state["curve_queue"]["state"] != "running", "the teacher's curve")
+    link = dict(ok(teacher).query_params)
+    assert link["run"] == "1"
+    student = ok(open_page("views/robustness.py", query=link))
+    run_until(student, lambda a: a.session_state["curve_queue"]["state"] != "running", "the student's curve", 20)
+    ok(student)
+    got = student.session_state["curve_queue"]["results"]["fgsm"]["tiny-ce"]["accuracy"]
+    assert list(got) == list(teacher.session_state["curve_queue"]["results"]["fgsm"]["tiny-ce"]["accuracy"])
+    assert len(student.get("plotly_chart")) == 3  # curves, the flip matrix, per class
 
 
 def test_embedding_selection_rows():
@@ -437,6 +478,9 @@ def test_zoo_compares_mca_and_mauroc(env, tmp_path, monkeypatch):
 
 def test_feature_lens_and_class_visualisation(env):
     at = ok(open_page("views/feature_lens.py", query={"models": "tiny-rsupcon,tiny-ce"}))
+    assert at.radio(key="w_lens_norm").value == "l2"  # the measured default: a large L2 budget
+    assert at.slider(key="w_lens_l2").value == 6.0
+    at.slider(key="w_lens_l2").set_value(4.0)
     at.number_input(key="w_lens_steps").set_value(5)
     at.number_input(key="w_lens_vis_steps").set_value(5)
     at.selectbox(key="w_lens_target").set_value(2)
@@ -444,13 +488,54 @@ def test_feature_lens_and_class_visualisation(env):
     ok(at)
     lens = at.session_state["lens"]["res"]
     assert set(lens) == {"tiny-rsupcon", "tiny-ce"}
-    assert all(abs(r["delta"]).max() <= 16 / 255 + 1e-5 for r in lens.values())
+    assert all(np.linalg.norm(r["delta"].ravel()) <= 4.0 + 1e-3 for r in lens.values())
+    assert all(len(r["path"]) == 6 for r in lens.values())
     run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")
     ok(at)
     assert len(at.main.image) == 3 * 2  # toward target, change, from noise per model
     caps = captions(at)
     assert sum(c.startswith("toward bird: p=") for c in caps) == 2
     assert sum(c.startswith("from noise: p=") for c in caps) == 2
+    assert len(at.get("plotly_chart")) == 1  # the target probability path, one line per model
+    assert "L2 eps 4" in texts(at) and "Grad-CAM" in texts(at)
+    # drawn row by row (finding 10: columns misaligned at 1024 px): every column holds one picture, so each
+    # row of pictures is its own set of columns and starts at one height whatever the captions above wrap to
+    per_column = [len(c.image) for c in at.main.columns]
+    assert max(per_column) == 1 and sum(per_column) == 6, per_column  # the old grid: [3, 3]
+    assert at.query_params["run"] == "1" and at.query_params["lens_l2"] == "4"
+
+
+def test_feature_lens_l_inf_keeps_its_budget(env):
+    at = ok(open_page("views/feature_lens.py", query={"models": "tiny-ce", "lens_norm": "linf", "lens_eps": "8",
+                                                      "lens_steps": "3", "lens_vis_steps": "2"}))
+    assert at.slider(key="w_lens_eps").value == 8
+    at.form_submit_button[0].click().run()
+    r = ok(at).session_state["lens"]["res"]["tiny-ce"]
+    assert np.abs(r["delta"]).max() <= 8 / 255 + 1e-5
+
+
+def test_a_feature_lens_link_shows_its_results_without_run(env):
+    """The teacher runs the lens; a second session opening the page's URL gets the same results at once,
+    from the service's cache (issue 20, finding 6)."""
+    q = {"models": "tiny-pgd,tiny-ce", "lens_steps": "4", "lens_vis_steps": "3", "lens_target": "7"}
+    teacher = ok(open_page("views/feature_lens.py", query=q))
+    teacher.form_submit_button[0].click().run()
+    run_until(teacher, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the teacher's lens")
+    ok(teacher)
+    link = dict(teacher.query_params)
+    assert link["run"] == "1"
+    student = ok(open_page("views/feature_lens.py", query=link))
+    run_until(student, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the student's lens", 20)
+    ok(student)
+    assert {m: r["target_prob"] for m, r in student.session_state["lens"]["res"].items()} == \
+        {m: r["target_prob"] for m, r in teacher.session_state["lens"]["res"].items()}
+    assert sum(c.startswith("from noise: p=") for c in captions(student)) == 2
+    # a link naming a model this server lacks says so and runs the others; without run=1 nothing runs
+    gone = ok(open_page("views/feature_lens.py", query={**link, "models": "tiny-pgd,gone-model"}))
+    assert any("gone-model" in w.value for w in gone.warning)
+    assert set(gone.session_state["lens"]["res"]) == {"tiny-pgd"}
+    plain = ok(open_page("views/feature_lens.py", query={k: v for k, v in link.items() if k != "run"}))
+    assert "lens" not in plain.session_state and "Run the lens" in plain.info[0].value
 
 
 def test_train_page_start_and_cancel_job(env):

@@ -377,6 +377,18 @@ LAYOUT_JS = """() => {
 }"""
 
 
+# The Feature lens's pictures by row (the caption's first words) -> the top of each picture, in px.
+LENS_ROWS_JS = """() => { const rows = {};
+  for (const im of document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"]')) {
+    const cap = (im.parentElement.innerText || '').trim();
+    const kind = ['toward', 'from noise', 'change'].find(k => cap.startsWith(k) || cap.includes('\\n' + k));
+    const img = im.querySelector('img');
+    if (!kind || !img) continue;
+    (rows[kind] = rows[kind] || []).push(Math.round(img.getBoundingClientRect().top));
+  }
+  return rows; }"""
+
+
 @pytest.fixture(scope="module")
 def five_model_app(tmp_path_factory):
     """The app on a copy of the five shipped checkpoints (cpu-preview cards with measured accuracy),
@@ -435,9 +447,49 @@ def test_layout_with_five_models(five_model_app, browser, width):
                   return r.top >= box.top - 1 && r.bottom <= box.bottom + 1; }); }""")
             if chips is not None and name != "train":
                 assert len(chips) >= 5 and all(chips), (name, width, "a model chip is hidden", chips)
+            if name == "feature_lens":  # issue 20, finding 10: each row of pictures starts at one height
+                rows = pg.evaluate(LENS_ROWS_JS)
+                assert set(rows) == {"toward", "change", "from noise"}, rows
+                for kind, tops in rows.items():
+                    assert len(tops) == 5 and max(tops) - min(tops) <= 1, (width, kind, tops)
             if name in ("attack_lab", "saliency_studio", "feature_lens"):
                 main_text = pg.locator('[data-testid="stMain"]').inner_text()
                 assert main_text.count("cpu-preview") >= 5 and main_text.count("AutoAttack") >= 5, name
         assert not outside, outside[:10]
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("path,button,done", [
+    ("feature_lens?models=tiny-rsupcon,tiny-ce&lens_steps=4&lens_vis_steps=3", "Run the lens", "from noise: p="),
+    ("embeddings?models=tiny-pgd,tiny-ce&emb_n=10&emb_pca=1", "Compute maps", "predictions flipped"),
+])
+def test_a_teachers_link_shows_results_in_a_second_browser(app_url, browser, path, button, done):
+    """Issue 20, finding 6: the teacher runs an analysis; a second browser context opening the URL the
+    teacher's page shows gets the results without pressing anything, from the service's cache."""
+    transport, base = app_url
+    teacher, student = (browser.new_context(viewport={"width": 1440, "height": 1400}) for _ in range(2))
+    try:
+        pg = teacher.new_page()
+        pg.set_default_timeout(RENDER_S * 1000)
+        pg.goto(f"{base}/{path}")
+        settle(pg)
+        pg.get_by_role("button", name=button, exact=True).click()
+        main = pg.locator('[data-testid="stMain"]')
+        main.get_by_text(done, exact=False).first.wait_for()
+        pg.wait_for_function("() => location.search.includes('run=1')")
+        link = pg.url
+        st_pg = student.new_page()
+        st_pg.set_default_timeout(RENDER_S * 1000)
+        t0 = time.monotonic()
+        st_pg.goto(link)
+        st_pg.locator('[data-testid="stMain"]').get_by_text(done, exact=False).first.wait_for()
+        took = time.monotonic() - t0  # reported, not asserted (tests never assert wall-clock times)
+        settle(st_pg)
+        no_exception(st_pg)
+        assert "run=1" in st_pg.url
+        shot(st_pg, f"{transport}-link-{path.split('?')[0]}")
+        print(f"{transport} {path.split('?')[0]}: the student's page showed results {took:.1f} s after opening")
+    finally:
+        teacher.close()
+        student.close()

@@ -171,3 +171,29 @@ def once(key: str) -> bool:
         return False
     st.session_state[k] = True
     return True
+
+
+# A link names its page's results with run=1: the page writes it into the URL while the results on screen
+# match the settings there, and runs those analyses when a session opens such a link (served from the
+# service's cache when someone has already run them), so a class opening the teacher's link waits for
+# nothing the teacher computed.
+RUN = "run"
+
+
+def linked_run(page: str) -> bool:
+    """True on this session's first run of `page` when its URL says run=1 (the link names results)."""
+    return once("linked_run_" + page) and st.query_params.get(RUN) == "1"
+
+
+def url_value(name: str) -> str | None:
+    """The raw value of query parameter `name` as the link gave it (the last one when repeated), or None."""
+    vals = st.query_params.get_all(name)
+    return str(vals[-1]) if vals else None
+
+
+def url_missing(name: str, available: Iterable) -> list[str]:
+    """The entries of the link's comma-separated param `name` that are not in `available` (a model the
+    link names that this server does not have), in the link's order."""
+    raw = url_value(name)
+    have = {str(a) for a in available}
+    return [v for v in (raw or "").split(",") if v and v not in have]

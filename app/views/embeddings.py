@@ -17,6 +17,7 @@ from app.session.client import backend_key, classes, current_dataset, explain_er
 from app.widgets import attack_ui, charts
 from app.widgets.components import data_sources, dataset_info, input_side, model_picker, page_setup, source_noun
 from app.widgets.imaging import THUMB_PX, png_data_uris, tooltip_side, upscale
+from app.widgets.links import linked_open
 
 SLOT = "emb_queue"
 PLACEMENT = {
@@ -40,6 +41,9 @@ by_id = {c["id"]: c for c in cards}
 class_names = classes()
 src_opts, max_n = data_sources()
 
+# before anything writes the URL: does the link name maps (run=1), and can they be computed here?
+linked = linked_open("embeddings", list(by_id), "emb_src", src_opts, dataset_info(current_dataset())["label"],
+                     "Compute maps")
 ids = model_picker(cards)
 # The twins' attack: any interactive attack of the backend's registry (outside the form, so its own controls
 # follow the choice at once); the first of the registry's order, the cheapest, by default.
@@ -61,12 +65,11 @@ with st.form("emb_settings", border=True):
     arrows = state.widget(c3.toggle, "Show segments", "emb_arrows", True)
     submitted = st.form_submit_button("Compute maps", type="primary", icon=":material/play_arrow:")
 
-state.sync_url({"models": ids, "emb_src": source, "emb_n": n, "emb_pca": pca, "emb_seed": seed,
-                **attack_ui.url_params("emb_", alim=alim)})
-n = min(int(n), max_n.get(source, n))
+n_shown, n = n, min(int(n), max_n.get(source, n))
 method = "pca" if pca else "umap"
 key = {"models": ids, "n": n, "spec": spec, "method": method, "seed": int(seed), "source": source}
 desc = f"{n} {source_noun(source)} images, {method.upper()}, " + ("clean only" if spec is None else attack_desc)
+submitted = submitted or (linked and bool(ids))  # a link naming maps computes them (the service's cache first)
 
 if submitted:
     if not ids:
@@ -77,10 +80,13 @@ if submitted:
                       "params": {"model_id": m, "n": n, "spec": spec, "method": method, "seed": int(seed),
                                  "source": source}} for m in ids])
 
+q = tasks.get(SLOT)
+current = bool(q and q["state"] == "done" and q["key"] == {**key, "desc": q["key"].get("desc")})
+state.sync_url({"models": ids, "emb_src": source, "emb_n": n_shown, "emb_pca": pca, "emb_seed": seed,
+                **attack_ui.url_params("emb_", alim=alim), state.RUN: 1 if current else None})
 if tasks.running(SLOT):
     tasks.poller(SLOT, "Embedding")
 
-q = tasks.get(SLOT)
 if q is None:
     st.info(f"Choose the settings and press **Compute maps**. {min(500, n_hi)} images with FGSM take a few seconds "
             "per model on a CPU; PGD and more images take longer (progress is shown and you can cancel).")

@@ -13,7 +13,8 @@ import streamlit as st
 from app.session import honesty, state, tasks
 from app.session.client import call, classes
 from app.widgets import charts
-from app.widgets.components import data_sources, model_picker, page_setup, source_noun
+from app.widgets.components import data_sources, dataset_info, model_picker, page_setup, source_noun
+from app.widgets.links import linked_open
 
 SLOT = "curve_queue"
 CSLOT = "corruption_queue"
@@ -38,6 +39,8 @@ def _label(m: str) -> str:
     return variants[0].get("label") or m
 
 
+# before anything writes the URL: does the link name curves (run=1), and can they be computed here?
+linked = linked_open("robustness", [c["id"] for c in cards], "rob_src", src_opts, dataset_info()["label"])
 ids = model_picker(cards)
 with st.form("curve_settings"):
     c1, c2, c3 = st.columns([1.3, 1, 1])
@@ -53,22 +56,28 @@ with st.form("curve_settings"):
     steps = state.widget(c3.number_input, "PGD steps", "rob_steps", 5, lo=1, hi=50, min_value=1, max_value=50)
     seed = state.widget(c3.number_input, "Seed", "rob_seed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000)
     go = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
-rob_url = {"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n,
-           "rob_steps": steps, "rob_seed": seed}
-# the URL holds both sections' params: keep the corruption section's (read further down) until it draws
-state.sync_url({**{k: st.query_params.get(k) for k in ("cor_names", "cor_n") if k in st.query_params}, **rob_url})
-n = min(int(n), count.get(source, n))
+n_shown, n = n, min(int(n), count.get(source, n))
+eps_list = [k / 255 for k in sorted(eps)]
+key = {"models": ids, "eps": eps_list, "n": n, "steps": int(steps), "source": source, "seed": int(seed)}
+go = go or (linked and bool(ids and eps and methods))  # a link naming curves runs them (the service's cache first)
 
 if go:
     if not ids or not eps or not methods:
         st.warning("Choose at least one model, one eps value and one attack.")
     else:
-        eps_list = [k / 255 for k in sorted(eps)]
-        key = {"models": ids, "eps": eps_list, "n": n, "steps": int(steps), "source": source, "seed": int(seed)}
         tasks.start(SLOT, key, [{"label": m, "title": _label(m), "kind": "robustness_curve",
                                  "params": {"model_ids": ids, "method": m, "eps_list": eps_list, "n": n,
                                             "steps": int(steps), "source": source, "seed": int(seed)}}
                                 for m in methods])
+
+q = tasks.get(SLOT)
+current = bool(q and q["state"] == "done" and q["key"] == key
+               and [it["label"] for it in q["items"]] == list(methods))
+rob_url = {"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n_shown,
+           "rob_steps": steps, "rob_seed": seed, state.RUN: 1 if current else None}
+# the URL holds both sections' params: keep the corruption section's (read further down) until it draws
+state.sync_url({**{k: st.query_params.get(k) for k in ("cor_names", "cor_n") if k in st.query_params}, **rob_url})
+
 
 def corruption_section() -> None:
     """Accuracy against corruption severity: its own form, task queue and small-multiple chart."""
@@ -123,7 +132,6 @@ def corruption_section() -> None:
 
 if tasks.running(SLOT):
     tasks.poller(SLOT, "Robustness curve")
-q = tasks.get(SLOT)
 if q is None:
     st.info("Choose models, eps values and N, then press **Run**. 100 images x 5 eps values take seconds per "
             "model with FGSM and longer with PGD on a CPU; you can cancel at any time.")

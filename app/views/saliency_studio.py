@@ -116,6 +116,11 @@ def studio() -> None:
                    "model's, so the robust models' maps look dark here: that is a difference in how strongly the "
                    "prediction reacts to pixels, not in where the model looks ('peak' says how bright each "
                    "model's maps can get). Switch to per map to compare where.")
+    if "gradcam" in meths:
+        st.caption("Grad-CAM weighs the last convolutional stage (4x4 cells for the shipped ResNet-18s on a 32-px "
+                   "image), upsampled: its maps are coarse blobs that look much alike for robust and standard "
+                   "models. A plausible Grad-CAM blob says roughly where a model looks, not whether it is robust; "
+                   "the gradient maps and the attacks show that.")
     st.caption("Gradient-image alignment (under each model's name): |cos| between the image and the model's input "
                "gradient for its predicted class, one number per model whatever the saliency method. It is small "
                "for every model (a 3,072-pixel gradient is never close to the image): compare it across models, "

@@ -231,6 +231,20 @@ def auc_curves(curves: dict[str, tuple], title: str = "") -> go.Figure:
     return _layout(fig, title=title, height=320, legend=dict(font=dict(size=10)))
 
 
+def lens_paths(paths: dict[str, list[float]], target: str, title: str = "") -> go.Figure:
+    """The Feature lens's target probability after each PGD step, one line per model. paths: {model
+    display name: p after 0..steps steps (step 0: the clean image)}."""
+    fig = go.Figure()
+    for i, (name, ys) in enumerate(paths.items()):
+        y = np.asarray(ys, dtype=float)
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name,
+                                 line=dict(color=model_colour(i)),
+                                 hovertemplate="step %{x}: p=%{y:.3f}<extra>%{fullData.name}</extra>"))
+    fig.update_xaxes(title="PGD step (0: the clean image)")
+    fig.update_yaxes(title=f"p({target})", range=[0, 1.02])
+    return _layout(fig, title=title, height=300, legend=dict(font=dict(size=10)))
+
+
 def sanity_curve(stages: list[str], similarity: list[float], overlap: list[float] | None = None,
                  title: str = "") -> go.Figure:
     """Similarity between the original map and the map after randomising the model cumulatively

@@ -1,9 +1,10 @@
-"""What a model "sees" in a class: large-eps targeted attacks and class activation maximisation.
+"""What a model "sees" in a class: large-budget targeted attacks and class activation maximisation.
 
 A robust model's input gradients are perceptually aligned (Santurkar et al. 2019), so pushing an
 image toward a class paints features of that class a person can recognise; a standard model gets
 there with invisible noise. Both functions take a frozen classifier and take gradients with
-respect to the input only. Images are (N,3,H,W) float in [0,1]; eps in pixel units (16/255).
+respect to the input only. Images are (N,3,H,W) float in [0,1]; L-inf eps in pixel units (16/255),
+L2 eps as the L2 norm of the change in those units over all 3*H*W values.
 """
 from __future__ import annotations
 
@@ -14,16 +15,44 @@ from backend.attacks.pgd import ce_loss_fn, pgd
 from backend.core.archs import input_size
 from backend.core.errors import Cancelled
 
-LENS_LIMITS = {"eps": [1 / 255, 32 / 255], "steps": [1, 200], "vis_steps": [1, 500]}
+# eps per norm in pixel units. Large L2 budgets are where robust models' targeted images show class
+# features (Santurkar et al. 2019); an L2 ball of radius eps holds every image at L2 distance <= eps
+# from x (two 32x32x3 images are at most 55.4 apart; L-inf 16/255 everywhere is L2 3.5).
+LENS_LIMITS = {"eps": [1 / 255, 32 / 255], "eps_l2": [0.1, 20.0], "steps": [1, 200], "vis_steps": [1, 500]}
+LENS_NORMS = ("linf", "l2")
+# the page's and the service's defaults, measured on the shipped CIFAR-10 checkpoints (README, Feature lens)
+LENS_DEFAULTS = {"norm": "l2", "eps": {"linf": 16 / 255, "l2": 6.0}, "steps": 60}
+
+
+def lens_step(eps: float, steps: int) -> float:
+    """The step size that lets `steps` steps reach the ball's edge with room to turn: 2.5 * eps / steps
+    (Madry et al.'s rule), for either norm (L-inf steps move every pixel by it, L2 steps move the image
+    by it in L2 distance)."""
+    return 2.5 * float(eps) / int(steps)
 
 
 def targeted_lens(model: torch.nn.Module, x: torch.Tensor, target_class: int, eps: float = 16 / 255,
-                  steps: int = 60) -> torch.Tensor:
-    """L-inf PGD toward `target_class` from x (N,3,H,W) in [0,1], no random start (the picture
-    should change only where the model wants it to). step = 2.5 * eps / steps (Madry et al.'s rule),
-    so the whole ball is reachable. Returns x_adv (N,3,H,W) in [0,1], |x_adv - x|_inf <= eps."""
+                  steps: int = 60, norm: str = "linf") -> tuple[torch.Tensor, list[list[float]]]:
+    """PGD toward `target_class` from x (N,3,H,W) in [0,1] in the L-inf or L2 ball of radius eps,
+    no random start (the picture should change only where the model wants it to), step
+    lens_step(eps, steps) so the whole ball is reachable. Returns (x_adv (N,3,H,W) in [0,1] with
+    |x_adv - x|_norm <= eps, path): path[i] the N target-class softmax probabilities after i steps,
+    i = 0..steps (path[0] is the clean image's)."""
+    if norm not in LENS_NORMS:
+        raise ValueError(f"norm must be one of {LENS_NORMS}, got {norm!r}")
     y = torch.full((x.shape[0],), int(target_class), dtype=torch.long, device=x.device)
-    return pgd(ce_loss_fn(model, y, targeted=True), x, eps, 2.5 * eps / steps, steps, "linf", rand_init=False)
+    path: list[list[float]] = []
+    loss_fn = ce_loss_fn(model, y, targeted=True)
+
+    def recording(xa: torch.Tensor) -> torch.Tensor:  # pgd evaluates it once per step, before the step
+        loss = loss_fn(xa)  # -cross-entropy = log p(target)
+        path.append(loss.detach().exp().cpu().tolist())
+        return loss
+
+    xa = pgd(recording, x, eps, lens_step(eps, steps), steps, norm, rand_init=False)
+    with torch.no_grad():
+        path.append(torch.softmax(model(xa), 1)[:, int(target_class)].cpu().tolist())
+    return xa, path
 
 
 def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:

@@ -275,35 +275,43 @@ class BatchAnalyses:
                 "flip_eps": a["eps"][flip_i], "n": int(n)}
 
     # ---- what the model sees ---------------------------------------------------------------
-    def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float = 16 / 255,
-                     steps: int = 60) -> dict:
-        """Large-eps targeted L-inf PGD toward target_class on each model: {mid: {"pixels": float32
-        (32,32,3) in [0,1], "delta": float32 (32,32,3), "target_prob": float, "pred": int}}.
-        eps in [1/255, 32/255], steps 1..200."""
+    def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float | None = None,
+                     steps: int = 60, norm: str = "linf") -> dict:
+        """Large-budget targeted PGD toward target_class on each model (backend.explain.lens):
+        {mid: {"pixels": float32 (S,S,3) in [0,1], "delta": float32 (S,S,3), "target_prob": float,
+        "pred": int, "path": float32 (steps+1,) the target probability after 0..steps steps}}.
+        norm "linf" (eps in [1/255, 32/255]) or "l2" (eps in [0.1, 20], the L2 size of the change);
+        eps None: lens.LENS_DEFAULTS for the norm; steps 1..200."""
         ids = self.models.resolve(model_ids)
         check_int("target_class", target_class, 0, self.engine.num_classes(ids) - 1)
-        lo, hi = lens.LENS_LIMITS["eps"]
+        if norm not in lens.LENS_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(lens.LENS_NORMS)}, got {short(norm)}")
+        if eps is None:
+            eps = lens.LENS_DEFAULTS["eps"][norm]
+        lo, hi = lens.LENS_LIMITS["eps" if norm == "linf" else "eps_l2"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not lo - 1e-9 <= eps <= hi + 1e-9:
-            raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}] (1/255..32/255), got {short(eps)}")
+            scale = " (1/255..32/255)" if norm == "linf" else ""
+            raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}]{scale} for norm {norm}, got {short(eps)}")
         check_int("steps", steps, *lens.LENS_LIMITS["steps"])
         self.images.get(image_id)
         out = {}
         for mid in ids:
             flight.check()  # between models: stop when the client has left
-            key = ("lens", self.models.weights_key(mid), image_id, target_class, float(eps), steps)
+            key = ("lens", self.models.weights_key(mid), image_id, target_class, norm, float(eps), steps)
             out[mid] = self.engine.cached(self.results, key, lambda: self._lens_one(
-                mid, self.engine.model_input(mid, image_id)[0], target_class, eps, steps))
+                mid, self.engine.model_input(mid, image_id)[0], target_class, eps, steps, norm))
         return out
 
-    def _lens_one(self, mid, x, target_class, eps, steps) -> dict:
+    def _lens_one(self, mid, x, target_class, eps, steps, norm) -> dict:
         model = self.models.model(mid)
         with self.lock, torch.inference_mode(False), torch.enable_grad():
-            xa = lens.targeted_lens(model, x.to(self.device), target_class, float(eps), steps)
+            xa, path = lens.targeted_lens(model, x.to(self.device), target_class, float(eps), steps, norm)
             probs = torch.softmax(model(xa), 1)[0].detach().cpu()
         xa = xa.cpu()[0].numpy()  # (3,H,W)
         return {"pixels": np.ascontiguousarray(xa.transpose(1, 2, 0), dtype=np.float32),
                 "delta": np.ascontiguousarray((xa - x[0].numpy()).transpose(1, 2, 0), dtype=np.float32),
-                "target_prob": float(probs[target_class]), "pred": int(probs.argmax())}
+                "target_prob": float(probs[target_class]), "pred": int(probs.argmax()),
+                "path": np.asarray([p[0] for p in path], dtype=np.float32)}
 
     def class_visualisation(self, target_class: int, model_ids=None, steps: int = 100, seed: int = 0,
                             progress=None, should_stop=None) -> dict:

@@ -241,9 +241,9 @@ class Service:
         return self.batch_analyses.robustness_curve(model_ids, method, eps_list, n, steps, source, seed, progress,
                                                     should_stop)
 
-    def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float = 16 / 255,
-                     steps: int = 60) -> dict:
-        return self.batch_analyses.feature_lens(image_id, target_class, model_ids, eps, steps)
+    def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float | None = None,
+                     steps: int = 60, norm: str = "linf") -> dict:
+        return self.batch_analyses.feature_lens(image_id, target_class, model_ids, eps, steps, norm)
 
     def class_visualisation(self, target_class: int, model_ids=None, steps: int = 100, seed: int = 0,
                             progress=None, should_stop=None) -> dict:
@@ -360,7 +360,9 @@ class Service:
                           "max_eps_values": self.MAX_EPS_VALUES,
                           "methods": [n for n in attacks.registry.names() if attacks.registry.get(n).curve],
                           "max_steps": attacks.MAX_STEPS},
-                "lens": dict(lens.LENS_LIMITS),
+                "lens": {**lens.LENS_LIMITS, "norms": list(lens.LENS_NORMS), "defaults": {
+                    "norm": lens.LENS_DEFAULTS["norm"], "steps": lens.LENS_DEFAULTS["steps"],
+                    "eps": dict(lens.LENS_DEFAULTS["eps"])}},
                 "corruptions": describe_corruptions(self.MAX_CURVE_N.get(self.device.split(":")[0], 1000)),
                 "saliency": saliency_lib.describe(),
                 "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],

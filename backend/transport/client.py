@@ -287,9 +287,10 @@ class HttpClient:
             "model_ids": model_ids, "corruptions": corruptions, "n": n, "source": source, "seed": seed})
 
     def feature_lens(self, image_id: str, target_class: int, model_ids: list[str] | None = None,
-                     eps: float = 16 / 255, steps: int = 60) -> dict:
+                     eps: float | None = None, steps: int = 60, norm: str = "linf") -> dict:
         return self._call("POST", "/feature_lens", json={"image_id": image_id, "target_class": target_class,
-                                                         "model_ids": model_ids, "eps": eps, "steps": steps})
+                                                         "model_ids": model_ids, "eps": eps, "steps": steps,
+                                                         "norm": norm})
 
     def class_visualisation(self, target_class: int, model_ids: list[str] | None = None, steps: int = 100,
                             seed: int = 0) -> dict:

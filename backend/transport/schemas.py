@@ -108,8 +108,9 @@ class LensBody(_Body):
     image_id: ImageId
     target_class: int
     model_ids: Ids | None = None
-    eps: float = 16 / 255
+    eps: float | None = None
     steps: int = 60
+    norm: Name = "linf"
 
 
 class VisBody(_Body):

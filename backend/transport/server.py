@@ -280,7 +280,8 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
     @app.post("/feature_lens")
     async def feature_lens(b: LensBody, request: Request):
-        return await heavy(request, fg, svc.feature_lens, b.image_id, b.target_class, b.model_ids, b.eps, b.steps)
+        return await heavy(request, fg, svc.feature_lens, b.image_id, b.target_class, b.model_ids, b.eps, b.steps,
+                           b.norm)
 
     @app.post("/class_visualisation")
     async def class_visualisation(b: VisBody, request: Request):
