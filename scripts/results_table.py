@@ -3,13 +3,14 @@ cards say.
 
     python scripts/results_table.py [--checkpoints checkpoints]
 
-One row per checkpoint, in the registry's order (rsupcon first): method, width, epochs and training
+One row per checkpoint, in the registry's order (rsupcon first): method, network (architecture and width),
+epochs and training
 images, training attack, clean / PGD-20 / AutoAttack accuracy (%) with their N, the AutoAttack
 standard error (binomial, in points) and code (reference: pyautoattack; torchattacks: backend.attacks
 on torchattacks' components), mCA (%, mean accuracy over 15 corruptions x 5 severities, with the
 images per cell and the variant: "regen." for backend.core.corruptions, "official" for a CIFAR-10-C
 folder), mAUROC (%, maximum softmax probability, with the number of outlier sets), status,
-hardware and training time. A metric the card does not have
+hardware, training time and core-hours (the trainer's measured CPU time; cards before issue 24 lack it). A metric the card does not have
 prints as "-". Numbers measured on other images than the card's own data variant (an imported
 model measured on the 20 offline samples: `--source samples`, or on an ImageNet val folder) say
 where in the N cell, e.g. "20 / 20 / 20 on imagenet-foolbox-samples".
@@ -85,21 +86,38 @@ def _mauroc(m: dict) -> str:
 
 
 def rows(root: Path) -> list[str]:
-    out = ["| method | width | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE "
+    out = ["| method | network | epochs x images | training attack | clean | PGD-20 | AutoAttack ± SE "
            "| N (clean / PGD / AA) "
-           "| AA code | mCA (N per cell) | mAUROC, MSP | status | hardware | training time |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| AA code | mCA (N per cell) | mAUROC, MSP | status | hardware | training time | core-hours |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in list_checkpoints(root, METHODS):
         m, t = card.get("metrics") or {}, card.get("training") or {}
         n = " / ".join(str(m.get(k, "-")) for k in ("n_clean", "n_pgd20", "n_autoattack")) + _measured_on(card, m)
         minutes = t.get("time_s")
         aa, aa_code = _aa(m)
-        width = "-" if card.get("width") is None else card["width"]  # an imported model has none
-        out.append(f"| {card['method']} | {width} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
+        out.append(f"| {card['method']} | {_network(card)} | {t.get('epochs', '?')} x {_count(t.get('n_train'))} "
                    f"| {_attack(card)} | {_pct(m, 'clean')} | {_pct(m, 'pgd20')} | {aa} | {n} "
                    f"| {aa_code} | {_mca(m)} | {_mauroc(m)} | {card.get('status')} | {t.get('hardware', '?')} "
-                   f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} |")
+                   f"| {'-' if minutes is None else f'{minutes / 60:.0f} min'} | {_core_hours(t)} |")
     return out
+
+
+_ARCH_NAMES = {"resnet18": "ResNet-18", "fastnet": "FastNet"}
+
+
+def _network(card: dict) -> str:
+    """'ResNet-18 w16', 'FastNet w64', or the registry name of another architecture (imported: its name)."""
+    arch = card.get("arch") or "?"
+    name = (card.get("arch_args") or {}).get("name") if arch in ("torchvision", "timm", "robustbench") else None
+    label = f"{arch} {name}" if name else _ARCH_NAMES.get(arch, arch)
+    return label + (f" w{card['width']}" if card.get("width") is not None else "")
+
+
+def _core_hours(t: dict) -> str:
+    """CPU time the training took, in core-hours: measured (the card's cpu_s, the process's CPU time, since
+    issue 24), else '-' (older cards have only wall time; their thread count is in the hardware cell)."""
+    cpu = t.get("cpu_s")
+    return "-" if cpu is None else f"{cpu / 3600:.2f}"
 
 
 def main(argv=None) -> int:
