@@ -472,6 +472,10 @@ def test_a_feature_lens_link_shows_its_results_without_run(env):
     assert set(gone.session_state["lens"]["res"]) == {"tiny-pgd"}
     plain = ok(open_page("views/feature_lens.py", query={k: v for k, v in link.items() if k != "run"}))
     assert "lens" not in plain.session_state and "Run the lens" in plain.info[0].value
+    # a link to a test-set image on a server without the data set: said so, nothing run on another image
+    other = ok(open_page("views/feature_lens.py", query={**link, "image": "test:5"}))
+    assert "lens" not in other.session_state
+    assert any("lens was for test:5" in i.value for i in other.info)
 
 
 def test_train_page_start_and_cancel_job(env):
