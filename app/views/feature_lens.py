@@ -117,7 +117,9 @@ tgt_name = class_names[saved["key"][2]] if saved else class_names[int(target)]
 
 def _toward(m: str) -> None:
     r = lens_res[m]
-    show_image(r["pixels"], caption=f"toward {tgt_name}: p={r['target_prob']:.2f}, predicted {class_names[r['pred']]}")
+    # a short image caption: a caption wider than the picture widens the picture with it
+    show_image(r["pixels"], caption=f"toward {tgt_name}: p={r['target_prob']:.2f}")
+    st.caption(f"predicted {class_names[r['pred']]}")
 
 
 def _change(m: str) -> None:
@@ -141,7 +143,7 @@ for i in range(0, max(1, len(shown)), max(1, k)):
             with col:
                 draw(m)
 st.caption(f"Top: the image after a targeted attack toward the class ({saved['eps_text'] if saved else eps_text}; "
-           "its probability and the new prediction). Middle: what changed, magnified. Bottom: an image grown from "
+           "its probability and the prediction after it). Middle: what changed, magnified. Bottom: an image grown from "
            "grey noise to maximise the class logit (with jitter and blur so it cannot be pure noise).")
 paths = {names.get(m, m): lens_res[m]["path"] for m in shown if m in lens_res and lens_res[m].get("path") is not None}
 if paths:

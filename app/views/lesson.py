@@ -140,8 +140,8 @@ else:  # draws
                "expect colour and edge changes, rarely a recognisable object (the Feature lens page says why).")
 
     def _toward(m: str) -> None:
-        show_image(out[m]["pixels"], caption=f"p({tgt})={out[m]['target_prob']:.2f}, predicts "
-                                             f"{class_names[out[m]['pred']]}")
+        show_image(out[m]["pixels"], caption=f"p({tgt})={out[m]['target_prob']:.2f}")
+        st.caption(f"predicts {class_names[out[m]['pred']]}")
 
     def _delta(m: str) -> None:
         pert, scale = amplify_delta(out[m]["delta"])
