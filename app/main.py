@@ -32,6 +32,7 @@ st.set_page_config(page_title="RobustLens", page_icon=_favicon(), layout="wide",
 # without this script (no page config, no shared sidebar).
 PAGES = [
     st.Page("views/attack_lab.py", title="Attack lab", icon=":material/bolt:", default=True),
+    st.Page("views/lesson.py", title="Lesson", icon=":material/school:"),
     st.Page("views/saliency_studio.py", title="Saliency studio", icon=":material/visibility:"),
     st.Page("views/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
     st.Page("views/robustness.py", title="Robustness", icon=":material/monitoring:"),

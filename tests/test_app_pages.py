@@ -536,6 +536,10 @@ def test_a_feature_lens_link_shows_its_results_without_run(env):
     assert set(gone.session_state["lens"]["res"]) == {"tiny-pgd"}
     plain = ok(open_page("views/feature_lens.py", query={k: v for k, v in link.items() if k != "run"}))
     assert "lens" not in plain.session_state and "Run the lens" in plain.info[0].value
+    # a link to a test-set image on a server without the data set: said so, nothing run on another image
+    other = ok(open_page("views/feature_lens.py", query={**link, "image": "test:5"}))
+    assert "lens" not in other.session_state
+    assert any("lens was for test:5" in i.value for i in other.info)
 
 
 def test_train_page_start_and_cancel_job(env):
@@ -788,3 +792,39 @@ def test_per_class_legend_tells_clean_from_robust():
     assert clean.marker.color != robust.marker.color and clean.marker.opacity is None
     assert clean.marker.pattern.shape == "/" and charts.tint("#2f5bd3", 1.0) == "#2f5bd3"
     assert charts.tint("#000000", 0.0) == "#ffffff"
+
+
+LESSON_STEPS = {  # step -> (a text each step's page shows, pictures in the main area beyond the sidebar's)
+    "fool": ("before,", 2), "hold": ("adversarially trained model(s)", 3), "change": (", L2 ", 3),
+    "looks": ("scaled to its own brightest pixel", 3), "embedding": ("Changed predictions of 20 images", 0),
+    "draws": ("steps. The shipped models are small CPU previews", 6)}
+
+
+@pytest.mark.parametrize("step", list(LESSON_STEPS))
+def test_lesson_step_from_a_link(env, step):
+    """Each Lesson step opened from a link (step and image in the URL) shows its live view, offline."""
+    at = ok(open_page("views/lesson.py", query={"step": step, "image": "samples:4"}))
+    assert at.radio(key="w_step").value == step
+    assert at.query_params["step"] == step and at.query_params["image"] == "samples:4"
+    text, n_img = LESSON_STEPS[step]
+    shown = texts(at) + "\n" + "\n".join(captions(at))
+    assert text in shown, shown
+    main_imgs = [im for im in at.main.image if "sample" not in " ".join(im.captions)]
+    assert len(main_imgs) >= n_img
+    if step == "embedding":
+        assert len(at.get("vega_lite_chart")) == len(MODEL_IDS)
+    if step == "draws":
+        assert len(at.get("plotly_chart")) == 1
+
+
+def test_lesson_next_and_previous(env):
+    at = ok(open_page("views/lesson.py"))
+    assert at.radio(key="w_step").value == "fool" and at.button(key="lesson_prev").disabled
+    seen = []
+    for _ in range(5):
+        at.button(key="lesson_next").click().run()
+        ok(at)
+        seen.append(at.query_params["step"])
+    assert seen == ["hold", "change", "looks", "embedding", "draws"] and at.button(key="lesson_next").disabled
+    at.button(key="lesson_prev").click().run()
+    assert ok(at).query_params["step"] == "embedding"

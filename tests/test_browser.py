@@ -493,3 +493,38 @@ def test_a_teachers_link_shows_results_in_a_second_browser(app_url, browser, pat
     finally:
         teacher.close()
         student.close()
+
+
+# Each Lesson step -> a text its view shows once computed (tests/test_app_pages.py checks the same per step)
+LESSON = [("fool", "before,"), ("hold", "adversarially trained model(s)"), ("change", ", L2 "),
+          ("looks", "scaled to its own brightest pixel"), ("embedding", "Changed predictions of 20 images"),
+          ("draws", "steps. The shipped models are small CPU previews")]
+
+
+def test_lesson_walk_end_to_end(app_url, page):
+    """The teacher presses Next through the Lesson: each step's view and its step name in the URL; then
+    a second browser context opening the teacher's link lands on the same step with its view."""
+    transport, base = app_url
+    page.goto(f"{base}/lesson?image=samples:2")
+    page.get_by_role("heading", name="Lesson", level=1).wait_for()
+    main = page.locator('[data-testid="stMain"]')
+    for i, (key, text) in enumerate(LESSON):
+        main.get_by_text(text, exact=False).first.wait_for()
+        settle(page)
+        no_exception(page)
+        assert f"step={key}" in page.url and "image=samples%3A2" in page.url.replace(":", "%3A")
+        shot(page, f"{transport}-lesson-{i + 1}-{key}")
+        if i < len(LESSON) - 1:
+            main.get_by_role("button", name="Next").click()
+    ctx = page.context.browser.new_context(viewport={"width": 1440, "height": 1400})
+    try:
+        other = ctx.new_page()
+        other.set_default_timeout(RENDER_S * 1000)
+        other.goto(page.url)
+        other.locator('[data-testid="stMain"]').get_by_text(LESSON[-1][1], exact=False).first.wait_for()
+        settle(other)
+        no_exception(other)
+        other.locator('[data-testid="stMain"] .js-plotly-plot').first.wait_for()  # the path chart
+        assert other.locator('[data-testid="stMain"] .js-plotly-plot').count() == 1
+    finally:
+        ctx.close()

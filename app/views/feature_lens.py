@@ -21,10 +21,11 @@ st.title("Feature lens")
 st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
            "budget the change takes on shapes of the target class (Santurkar et al. 2019, with robust networks "
            "trained for many GPU-hours). The shipped models are small CPU previews (width 16, 5 epochs): at the "
-           "default L2 6 the robust ones reach p 0.78-0.87 for the target on the sample images, with visible strokes "
-           "and blobs that are sometimes class-like (dark legs toward deer, a dark body toward automobile) and "
-           "rarely a recognisable object; the standard CE model reaches p 1.00 within a few steps and spends the "
-           "rest of the budget on a fine speckle over the whole image.")
+           "default L2 6 the robust ones reach a target probability of 0.78-0.87 on average over four sample "
+           "images (one image can stay lower), with visible strokes and blobs that are sometimes class-like (dark "
+           "legs toward deer, a dark body toward automobile) and rarely a recognisable object; the standard CE "
+           "model reaches p 1.00 within a few steps and spends the rest of the budget on a fine speckle over the "
+           "whole image.")
 
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
@@ -117,7 +118,9 @@ tgt_name = class_names[saved["key"][2]] if saved else class_names[int(target)]
 
 def _toward(m: str) -> None:
     r = lens_res[m]
-    show_image(r["pixels"], caption=f"toward {tgt_name}: p={r['target_prob']:.2f}, predicted {class_names[r['pred']]}")
+    # a short image caption: a caption wider than the picture widens the picture with it
+    show_image(r["pixels"], caption=f"toward {tgt_name}: p={r['target_prob']:.2f}")
+    st.caption(f"predicted {class_names[r['pred']]}")
 
 
 def _change(m: str) -> None:
@@ -141,7 +144,7 @@ for i in range(0, max(1, len(shown)), max(1, k)):
             with col:
                 draw(m)
 st.caption(f"Top: the image after a targeted attack toward the class ({saved['eps_text'] if saved else eps_text}; "
-           "its probability and the new prediction). Middle: what changed, magnified. Bottom: an image grown from "
+           "its probability and the prediction after it). Middle: what changed, magnified. Bottom: an image grown from "
            "grey noise to maximise the class logit (with jitter and blur so it cannot be pure noise).")
 paths = {names.get(m, m): lens_res[m]["path"] for m in shown if m in lens_res and lens_res[m].get("path") is not None}
 if paths:
@@ -149,10 +152,10 @@ if paths:
                     key="lens_paths")
     st.caption("How each model's probability of the target class grows over the attack's steps. On the shipped "
                "models and the sample images the standard CE model reaches 1.00 within about 10 steps; the robust "
-               "ones climb for 30-40 steps and level off (0.78-0.87 at L2 6): the budget they need is what makes "
-               "their change large enough to look at. Grad-CAM (Saliency studio) is no help here: it weighs the "
-               "last, 4x4 convolutional stage, so its maps are coarse blobs for every model, and a plausible blob "
-               "says where a model looks, not whether it is robust.")
+               "ones climb for 30-40 steps and level off (0.78-0.87 on average at L2 6): the budget they need is "
+               "what makes their change large enough to look at. Grad-CAM (Saliency studio) is no help here: it "
+               "weighs the last, 4x4 convolutional stage, so its maps are coarse blobs for every model, and a "
+               "plausible blob says where a model looks, not whether it is robust.")
 if lens_res or vis:
     grid = []
     if lens_res:

@@ -244,6 +244,7 @@ def describe() -> dict:
     label, one-line use and the values it trains with (so the page's texts cannot drift from them)."""
     shown = ("width", "epochs", "subset", "batch_size", "attack_steps", "probe_epochs", "synthetic_n")
     return {"method_titles": {m: info.title for m, info in METHOD_INFO.items()},
+            "method_robust": {m: info.robust for m, info in METHOD_INFO.items()},
             "preset_labels": {p: info.label for p, info in PRESET_INFO.items()},
             "preset_use": {p: info.use for p, info in PRESET_INFO.items()},
             "preset_values": {p: {k: getattr(c, k) for k in shown}

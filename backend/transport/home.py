@@ -120,13 +120,21 @@ def default_view(client) -> dict:
 
 
 def start(client) -> threading.Thread:
-    """default_view(client) in a daemon thread (started and returned)."""
+    """default_view(client), then the Lesson's steps on its sample (backend.transport.lesson), in a
+    daemon thread (started and returned)."""
     def work():
         try:
             r = default_view(client)
             log.info("default view precomputed: %s", r)
         except Exception:
             log.warning("precomputing the default view failed", exc_info=True)
+            return
+        try:  # then the Lesson's steps on the same sample (backend.transport.lesson), for a class's link
+            from backend.transport import lesson
+
+            log.info("lesson precomputed: %s", lesson.lesson_view(client, r.get("default_image")))
+        except Exception:
+            log.warning("precomputing the lesson failed", exc_info=True)
 
     t = threading.Thread(target=work, name="robustlens-default-view", daemon=True)
     t.start()
