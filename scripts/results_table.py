@@ -10,7 +10,8 @@ standard error (binomial, in points) and code (reference: pyautoattack; torchatt
 on torchattacks' components), mCA (%, mean accuracy over 15 corruptions x 5 severities, with the
 images per cell and the variant: "regen." for backend.core.corruptions, "official" for a CIFAR-10-C
 folder), mAUROC (%, maximum softmax probability, with the number of outlier sets), status,
-hardware, training time and core-hours (the trainer's measured CPU time; cards before issue 24 lack it). A metric the card does not have
+hardware, training time and core-hours (the trainer's measured CPU time; cards before issue 24 lack
+it). A metric the card does not have
 prints as "-". Numbers measured on other images than the card's own data variant (an imported
 model measured on the 20 offline samples: `--source samples`, or on an ImageNet val folder) say
 where in the N cell, e.g. "20 / 20 / 20 on imagenet-foolbox-samples".
