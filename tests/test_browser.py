@@ -223,15 +223,19 @@ def test_corruptions_view(app_url, page):
     settle(page)
     no_exception(page)
     main = page.locator('[data-testid="stMain"]')
+    # the images (and their captions) can arrive after the text on a loaded machine: wait for them first
+    main.locator("img").nth(1 + 5 + 5 * 2).wait_for()  # clean, 5 corrupted, 10 maps, the overview
+    main.get_by_text("saliency, severity 5", exact=True).nth(1).wait_for()
+    settle(page)
     assert main.locator(".rl-badge").count() == 5 * 2  # a prediction per severity and model
     for s in range(1, 6):
         assert main.get_by_text(f"fog, severity {s}", exact=True).count() == 1
     assert main.get_by_text("saliency, severity 5", exact=True).count() == 2
-    main.locator("img").nth(1 + 5 + 5 * 2).wait_for()  # clean, 5 corrupted, 10 maps, the overview
     shot(page, f"{transport}-corruptions")
     main.locator('[data-testid="stSelectbox"]').filter(has_text="Corruption in detail").click()
     page.get_by_role("option", name="gaussian noise", exact=True).click()
     main.get_by_text("gaussian noise, severity 5", exact=True).wait_for()
+    main.locator(".rl-badge").nth(5 * 2 - 1).wait_for()
     settle(page)
     no_exception(page)
     assert "corr=gaussian_noise" in page.url
