@@ -56,7 +56,7 @@ with st.form("curve_settings"):
 rob_url = {"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n,
            "rob_steps": steps, "rob_seed": seed}
 # the URL holds both sections' params: keep the corruption section's (read further down) until it draws
-state.sync_url({**{k: st.query_params.get(k) for k in ("cor_names", "cor_n") if k in st.query_params}, **rob_url})
+state.sync_url({**{k: st.query_params.get(k) for k in ("cor_group", "cor_n") if k in st.query_params}, **rob_url})
 n = min(int(n), count.get(source, n))
 
 if go:
@@ -83,17 +83,20 @@ def corruption_section() -> None:
                "1,000 test images; this runs on the N you choose.")
     with st.form("corruption_settings"):
         c1, c2 = st.columns([2, 1])
-        chosen = state.widget(c1.multiselect, "Corruptions", "cor_names", names_c, options=names_c,
-                              format_func=lambda c: labels_c.get(c, c))
+        groups = {"all": names_c, **(clim.get("groups") or {})}  # a choice of groups, not 15 chips
+        group = state.widget(c1.selectbox, "Corruptions", "cor_group", "all", options=list(groups),
+                             format_func=lambda g: "all 15" if g == "all" else
+                             f"{g}: " + ", ".join(labels_c.get(c, c) for c in groups[g]))
+        chosen = list(groups[group])
         hi_c = min(int(clim.get("max_n") or n_max), max(count.values()))
         n_c = state.widget(c2.slider, "N images", "cor_n", min(50, hi_c), lo=1, hi=hi_c, min_value=1, max_value=hi_c,
                            step=1, help="Class-balanced and seeded, from the images chosen above.")
         go_c = st.form_submit_button("Run corruptions", icon=":material/play_arrow:")
-    state.sync_url({**rob_url, "cor_names": chosen if chosen != names_c else None, "cor_n": n_c})
+    state.sync_url({**rob_url, "cor_group": group if group != "all" else None, "cor_n": n_c})
     n_c = min(int(n_c), count.get(source, n_c))
     if go_c:
-        if not ids or not chosen:
-            st.warning("Choose at least one model and one corruption.")
+        if not ids:
+            st.warning("Choose at least one model.")
         else:
             params = {"model_ids": ids, "corruptions": list(chosen), "n": n_c, "source": source, "seed": int(seed)}
             tasks.start(CSLOT, params, [{"label": "corruptions", "kind": "corruption_curve", "params": params}])
