@@ -82,11 +82,12 @@ def corruption_section() -> None:
                "the same seed for every model); severity 0 is clean accuracy. The cards' mCA numbers use "
                "1,000 test images; this runs on the N you choose.")
     with st.form("corruption_settings"):
-        c1, c2 = st.columns([2, 1])
+        c1, c2, _ = st.columns([1.3, 1, 1])  # the curve form's columns: the slider gets the same width
         groups = {"all": names_c, **(clim.get("groups") or {})}  # a choice of groups, not 15 chips
-        group = state.widget(c1.selectbox, "Corruptions", "cor_group", "all", options=list(groups),
-                             format_func=lambda g: "all 15" if g == "all" else
-                             f"{g}: " + ", ".join(labels_c.get(c, c) for c in groups[g]))
+        group = state.widget(c1.radio, "Corruptions", "cor_group", "all", options=list(groups), horizontal=True,
+                             format_func=lambda g: "all 15" if g == "all" else g,
+                             help="; ".join(f"{g}: " + ", ".join(labels_c.get(c, c) for c in groups[g])
+                                            for g in groups if g != "all"))
         chosen = list(groups[group])
         hi_c = min(int(clim.get("max_n") or n_max), max(count.values()))
         n_c = state.widget(c2.slider, "N images", "cor_n", min(50, hi_c), lo=1, hi=hi_c, min_value=1, max_value=hi_c,
