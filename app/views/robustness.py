@@ -76,7 +76,7 @@ current = bool(q and q["state"] == "done" and q["key"] == key
 rob_url = {"models": ids, "rob_eps": eps, "rob_methods": methods, "rob_src": source, "rob_n": n_shown,
            "rob_steps": steps, "rob_seed": seed, state.RUN: 1 if current else None}
 # the URL holds both sections' params: keep the corruption section's (read further down) until it draws
-state.sync_url({**{k: st.query_params.get(k) for k in ("cor_names", "cor_n") if k in st.query_params}, **rob_url})
+state.sync_url({**{k: st.query_params.get(k) for k in ("cor_group", "cor_n") if k in st.query_params}, **rob_url})
 
 
 def corruption_section() -> None:
@@ -91,18 +91,22 @@ def corruption_section() -> None:
                "the same seed for every model); severity 0 is clean accuracy. The cards' mCA numbers use "
                "1,000 test images; this runs on the N you choose.")
     with st.form("corruption_settings"):
-        c1, c2 = st.columns([2, 1])
-        chosen = state.widget(c1.multiselect, "Corruptions", "cor_names", names_c, options=names_c,
-                              format_func=lambda c: labels_c.get(c, c))
+        c1, c2, _ = st.columns([1.3, 1, 1])  # the curve form's columns: the slider gets the same width
+        groups = {"all": names_c, **(clim.get("groups") or {})}  # a choice of groups, not 15 chips
+        group = state.widget(c1.radio, "Corruptions", "cor_group", "all", options=list(groups), horizontal=True,
+                             format_func=lambda g: "all 15" if g == "all" else g,
+                             help="; ".join(f"{g}: " + ", ".join(labels_c.get(c, c) for c in groups[g])
+                                            for g in groups if g != "all"))
+        chosen = list(groups[group])
         hi_c = min(int(clim.get("max_n") or n_max), max(count.values()))
         n_c = state.widget(c2.slider, "N images", "cor_n", min(50, hi_c), lo=1, hi=hi_c, min_value=1, max_value=hi_c,
                            step=1, help="Class-balanced and seeded, from the images chosen above.")
         go_c = st.form_submit_button("Run corruptions", icon=":material/play_arrow:")
-    state.sync_url({**rob_url, "cor_names": chosen if chosen != names_c else None, "cor_n": n_c})
+    state.sync_url({**rob_url, "cor_group": group if group != "all" else None, "cor_n": n_c})
     n_c = min(int(n_c), count.get(source, n_c))
     if go_c:
-        if not ids or not chosen:
-            st.warning("Choose at least one model and one corruption.")
+        if not ids:
+            st.warning("Choose at least one model.")
         else:
             params = {"model_ids": ids, "corruptions": list(chosen), "n": n_c, "source": source, "seed": int(seed)}
             tasks.start(CSLOT, params, [{"label": "corruptions", "kind": "corruption_curve", "params": params}])
