@@ -58,16 +58,16 @@ def test_gpu_zoo_script_rejects_an_unknown_mode(tmp_path):
 
 
 def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
-    """scripts/train_zoo.sh cpu with the default recipe (FastNet, bf16, one-cycle, EMA, label smoothing), one
+    """scripts/train_zoo.sh cpu with the default recipe (FastNet w64, bf16, cosine) plus an EXTRA_FAST option, one
     epoch of ce on the synthetic task: the card says what the recipe is."""
-    e = dict(os.environ, PYTHON=sys.executable, METHODS="ce", EPOCHS="1", OMP_NUM_THREADS="1")
+    e = dict(os.environ, PYTHON=sys.executable, METHODS="ce", EPOCHS="1", OMP_NUM_THREADS="1", EXTRA_FAST="--ema 0.9")
     r = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "zoo"), "synthetic"],
                        cwd=REPO, env=e, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((tmp_path / "zoo" / "ce" / "card.json").read_text())
     tc = card["train_config"]
     assert (card["arch"], card["width"], tc["epochs"], tc["schedule"], tc["cpu_bf16"], tc["ema"],
-            tc["label_smoothing"]) == ("fastnet", 64, 1, "onecycle", True, 0.999, 0.2)
+            tc["label_smoothing"]) == ("fastnet", 64, 1, "cosine", True, 0.9, 0.0)
     assert (tmp_path / "zoo" / "runs" / "ce" / "state.json").exists()
     bad = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "z2"), "synthetic"],
                          cwd=REPO, env={**e, "RECIPE": "huge"}, capture_output=True, text=True, timeout=60)
