@@ -226,7 +226,7 @@ def test_evaluate_on_the_offline_samples_writes_their_variant_and_n(imagenet_car
     mod = importlib.util.module_from_spec(_load_table)
     _load_table.loader.exec_module(mod)
     row = next(r for r in mod.rows(imagenet_card.parent) if r.startswith("| imported "))
-    assert "| 20 / 20 / 0 on imagenet-foolbox-samples |" in row and row.startswith("| imported | entrypoint |")  # its architecture, no width
+    assert "| 20 / 20 / 0 on imagenet-foolbox-samples |" in row and row.startswith("| imported | entrypoint |")
 
 
 def test_evaluate_on_a_wnid_val_folder_of_some_classes(imagenet_card, tmp_path, capsys):
