@@ -14,6 +14,7 @@ from app.session import state
 from app.session.client import call, classes, models
 from app.widgets import attack_ui
 from app.widgets.components import (
+    NO_SALIENCY,
     badge,
     colour_bar,
     image_picker,
@@ -22,6 +23,7 @@ from app.widgets.components import (
     model_picker,
     no_models_notice,
     prob_bars,
+    quick_saliency,
     show_image,
 )
 from app.widgets.imaging import (
@@ -35,7 +37,6 @@ from app.widgets.imaging import (
     to_uint8,
 )
 
-NO_SALIENCY = "none"
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
 SCALES = {"map": "per map", "shared": "shared across models"}
 
@@ -48,8 +49,7 @@ cards = models()
 lim = call("limits", quiet=True) or {}
 sal_lim = lim.get("saliency") or {}
 # the quick saliency methods of the backend's registry (slow ones are on the Saliency studio page), then "off"
-SALIENCY = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
-SALIENCY[NO_SALIENCY] = "off (faster)"
+SALIENCY = quick_saliency(sal_lim)
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
 by_id = {c["id"]: c for c in cards}
 

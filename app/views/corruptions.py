@@ -15,6 +15,7 @@ from PIL import Image
 from app.session import state
 from app.session.client import call, classes, models
 from app.widgets.components import (
+    NO_SALIENCY,
     badge,
     colour_bar,
     image_picker,
@@ -22,11 +23,10 @@ from app.widgets.components import (
     model_picker,
     no_models_notice,
     prob_bars,
+    quick_saliency,
     show_image,
 )
 from app.widgets.imaging import heat_rgb, to_uint8
-
-NO_SALIENCY = "none"
 
 st.title("Corruptions")
 st.caption("The same image under common corruptions (CIFAR-10-C's 15 types at 5 severities): a person still "
@@ -37,8 +37,7 @@ cards = models()
 lim = call("limits", quiet=True) or {}
 clim = lim.get("corruptions") or {}
 sal_lim = lim.get("saliency") or {}
-SALIENCY = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
-SALIENCY[NO_SALIENCY] = "off (faster)"
+SALIENCY = quick_saliency(sal_lim)
 NAMES = list(clim.get("names") or [])
 LABELS = dict(clim.get("labels") or {})
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}

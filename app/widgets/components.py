@@ -30,6 +30,17 @@ BROWSE_PAGE = 12  # thumbnails per browser page
 _SOURCE_NOUNS = {"test": "test", "samples": "sample", "train": "training"}
 
 
+NO_SALIENCY = "none"  # the saliency menus' "off" entry
+
+
+def quick_saliency(sal_lim: dict) -> dict[str, str]:
+    """{method: label} of the backend's quick saliency methods (limits()["saliency"]; the slow ones are on the
+    Saliency studio page), then NO_SALIENCY: the menu of the pages that draw a map per model and image."""
+    out = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
+    out[NO_SALIENCY] = "off (faster)"
+    return out
+
+
 def source_noun(source: str) -> str:
     """An image source as a noun's modifier: "20 sample images" (not "20 samples images")."""
     return _SOURCE_NOUNS.get(source, source)
