@@ -9,17 +9,8 @@ import torch
 
 from backend.core.models import build_model
 from backend.explain import lens
-from tests.helpers import both_clients, tiny_checkpoint_root  # noqa: F401 (fixture)
-
-
-@pytest.fixture(scope="module")
-def clients(tiny_checkpoint_root, tmp_path_factory):  # noqa: F811
-    yield from both_clients(tiny_checkpoint_root, tmp_path_factory.mktemp("jobs"))
-
-
-@pytest.fixture(params=["inprocess", "http"])
-def client(request, clients):
-    return clients[request.param]
+from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.test_service_contract import client, clients  # noqa: F401 (fixtures: both transports)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +46,7 @@ def test_lens_rejects_an_unknown_norm(model):
         lens.targeted_lens(model, torch.zeros(1, 3, 32, 32), 0, 1.0, 2, "l1")
 
 
-def test_service_lens_l2_budget_and_path(client):
+def test_service_lens_l2_budget_and_path(client):  # noqa: F811
     out = client.feature_lens("samples:0", 5, ["tiny-ce"], eps=3.0, steps=5, norm="l2")
     r = out["tiny-ce"]
     clean = client.get_image("samples:0")["pixels"].astype(np.float32) / 255
@@ -75,6 +66,6 @@ def test_service_lens_l2_budget_and_path(client):
     ({"norm": "linf", "eps": 3.0}, r"eps must be in \[0.0039, 0.1255\] \(1/255..32/255\) for norm linf, got 3.0"),
     ({"norm": "l2", "eps": True}, "eps"),  # HTTP: the schema names body.eps
 ])
-def test_service_lens_validates_norm_and_eps(client, kwargs, match):
+def test_service_lens_validates_norm_and_eps(client, kwargs, match):  # noqa: F811
     with pytest.raises(ValueError, match=match):
         client.feature_lens("samples:0", 5, ["tiny-ce"], steps=2, **kwargs)
