@@ -11,7 +11,6 @@ least disturbed by other processes); the median is printed beside it. Nothing is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import time
@@ -25,7 +24,7 @@ from backend.core import archs
 from backend.core.archs_meta import WIDTHS
 from backend.core.runtime import usable_cores
 from backend.train.config import CONTRASTIVE, METHODS, make_config
-from backend.train.loop import model_args
+from backend.train.loop import model_args, precision
 from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
 
 
@@ -36,18 +35,16 @@ def make_step(cfg, device: torch.device, compile_net: bool = False):
     args = model_args(cfg, 10, 32)
     contrastive = cfg.method in CONTRASTIVE
     model = archs.build_arch(cfg.arch, args, head=contrastive, head_bn=cfg.head_bn).to(device)
-    cuda = device.type == "cuda"
-    fast = (cuda and cfg.amp) or (not cuda and cfg.cpu_bf16)
-    if cuda or fast:
+    autocast, channels_last = precision(cfg, device)  # as the trainer decides it
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     if contrastive:
         model.classifier.requires_grad_(False)
-    core = TrainNet(model, channels_last=cuda or fast)
+    core = TrainNet(model, channels_last=channels_last)
     fwd = torch.compile(core) if compile_net else core
     nets = Nets(fwd, fwd, core)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
                           weight_decay=5e-4)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fast else contextlib.nullcontext
     ctx = StepContext(cfg, torch.Generator().manual_seed(1), torch.Generator(device=device).manual_seed(2),
                       autocast, lambda: False)
     g = torch.Generator().manual_seed(0)

@@ -48,7 +48,6 @@ img = image_picker()
 cards = models()
 lim = call("limits", quiet=True) or {}
 sal_lim = lim.get("saliency") or {}
-# the quick saliency methods of the backend's registry (slow ones are on the Saliency studio page), then "off"
 SALIENCY = quick_saliency(sal_lim)
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
 by_id = {c["id"]: c for c in cards}

@@ -72,6 +72,17 @@ def model_args(cfg: TrainConfig, num_classes: int, input_size: int) -> dict:
     return args
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+    """(autocast factory, channels_last) for cfg on device: bf16 autocast and channels-last on CUDA (cfg.amp,
+    cfg.channels_last) and, with cfg.cpu_bf16, on the CPU; otherwise fp32 (contextlib.nullcontext)."""
+    cpu_fast = device.type == "cpu" and cfg.cpu_bf16
+    amp = (device.type == "cuda" and cfg.amp) or cpu_fast
+    channels_last = (device.type == "cuda" and cfg.channels_last) or cpu_fast
+    if not amp:
+        return contextlib.nullcontext, channels_last
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), channels_last
+
+
 def train_attack(cfg: TrainConfig) -> str | None:
     """How the method crafts its training examples, as the card states it (None for clean training)."""
     info = METHOD_INFO[cfg.method]
@@ -140,8 +151,8 @@ class _Run:
         self.arch_args = model_args(cfg, len(self.data.classes), int(self.data.train_x.shape[-1]))
         self.model = archs.build_arch(cfg.arch, self.arch_args, head=cfg.contrastive,
                                       head_bn=cfg.head_bn).to(device)
-        cpu_fast = device.type == "cpu" and cfg.cpu_bf16
-        cl = (device.type == "cuda" and cfg.channels_last) or cpu_fast
+        self.autocast, cl = precision(cfg, device)
+        self._amp = self.autocast is not contextlib.nullcontext
         if cl:
             self.model.to(memory_format=torch.channels_last)
         if cfg.contrastive:  # the classifier is fit later by the probe; DDP must not track it
@@ -160,10 +171,6 @@ class _Run:
         self.gens = {"order": torch.Generator().manual_seed(cfg.seed),
                      "aug": torch.Generator().manual_seed(cfg.seed + 1 + 1000 * rank),
                      "dev": torch.Generator(device=device).manual_seed(cfg.seed + 2 + 1000 * rank)}
-        use_amp = (device.type == "cuda" and cfg.amp) or cpu_fast
-        self._amp = use_amp
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp \
-            else contextlib.nullcontext
         # the moving average of the weights (cfg.ema): every floating tensor of the state dict
         self.ema: dict[str, torch.Tensor] | None = None
         if cfg.ema:
