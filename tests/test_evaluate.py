@@ -165,3 +165,50 @@ def test_bad_arguments_raise(tmp_path):
         evaluate_model(model, tiny_split(), n_pgd=-1)
     with pytest.raises(ValueError, match="n_clean"):
         evaluate_model(model, tiny_split(), n_clean=0)
+
+
+def test_chunked_reference_autoattack_resumes_and_matches_its_chunks(tmp_path, monkeypatch):
+    """--aa-state: each chunk is one reference run kept on disk; a rerun measures only the missing
+    chunks and gives the same numbers; a stop between chunks keeps what was finished."""
+    import numpy as np
+    import torch
+
+    import backend.eval.evaluate as ev
+    from backend.core.data import balanced_indices
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    split = tiny_split()
+    state = tmp_path / "aa"
+    r = evaluate_model(model, split, n_clean=1, n_pgd=0, n_aa=10, batch_size=8, aa_state=state, aa_chunk=4)
+    assert sorted(p.name for p in state.iterdir()) == ["chunk-0000.json", "chunk-0001.json", "chunk-0002.json"]
+    idx = balanced_indices(split.labels.numpy(), 10, 0)
+    x, y = split.float_images(idx), split.labels[idx]
+    direct = np.concatenate([ev._reference_autoattack(model, x[i:i + 4], y[i:i + 4], 8 / 255, 0, 8, "cpu")
+                             for i in range(0, 10, 4)])
+    assert r["autoattack"] == float(direct.mean()) and r["n_autoattack"] == 10
+    assert r["eval"]["autoattack_chunks"] == "runs of 4 images, each with seed 0"
+
+    calls = []
+    real = ev._reference_autoattack
+    monkeypatch.setattr(ev, "_reference_autoattack", lambda m, xs, *a: calls.append(len(xs)) or real(m, xs, *a))
+    (state / "chunk-0001.json").unlink()
+    again = evaluate_model(model, split, n_clean=1, n_pgd=0, n_aa=10, batch_size=8, aa_state=state, aa_chunk=4)
+    assert calls == [4] and again["autoattack"] == r["autoattack"]
+
+    fresh = tmp_path / "aa2"
+    stops = iter([False, False, False, True])  # clean batch, AutoAttack batch, chunk 0; stop before chunk 1
+    with pytest.raises(Cancelled):
+        evaluate_model(model, split, n_clean=1, n_pgd=0, n_aa=10, batch_size=8, aa_state=fresh, aa_chunk=4,
+                       should_stop=lambda: next(stops))
+    assert [p.name for p in fresh.iterdir()] == ["chunk-0000.json"]
+    with pytest.raises(ValueError, match="reference AutoAttack only"):
+        evaluate_model(model, split, n_aa=4, aa_impl="torchattacks", aa_state=fresh)
+
+
+def test_evaluate_checkpoint_keeps_autoattack_chunks_per_weights(tmp_path):
+    ckpt = write_tiny_checkpoint(tmp_path, "m")
+    evaluate_checkpoint(ckpt, split=tiny_split(), only_autoattack=True, n_aa=4, batch_size=8,
+                        aa_state=tmp_path / "state", aa_chunk=2)
+    (folder,) = (tmp_path / "state").iterdir()
+    assert folder.name.startswith("m-") and len(list(folder.iterdir())) == 2

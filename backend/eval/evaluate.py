@@ -3,7 +3,7 @@
     python -m backend.eval.evaluate --checkpoint checkpoints/NAME [--data DIR | --source samples] [--n-clean N]
         [--n-pgd 2000] [--autoattack] [--n-aa 200] [--aa-steps 100] [--seed 0] [--batch-size 256]
         [--device auto] [--threads N] [--corruptions [DIR]] [--n-corrupt 1000] [--ood [DIR ...]]
-        [--n-ood 1000] [--skip-standard]
+        [--n-ood 1000] [--skip-standard] [--aa-state DIR] [--aa-chunk 100]
 
 Protocol (shared/docs/RSUPCON.md): clean accuracy on the test split (all images unless --n-clean),
 PGD-20 (L-inf, eps 8/255, step 2/255, random start) on a balanced seeded subset, AutoAttack standard
@@ -13,7 +13,9 @@ from torchattacks' components run by backend.attacks with the reference's 100 it
 (--aa-impl torchattacks, the interactive attacks' code). The numbers, their standard errors
 (binomial, sqrt(p(1-p)/N)), the subset sizes, the data variant, the attack settings and the seed
 go into the card's metrics (atomically); the same command and seed give the same numbers. The
-AutoAttack package is imported only when AutoAttack is requested.
+AutoAttack package is imported only when AutoAttack is requested. --aa-state DIR runs the reference
+in chunks of --aa-chunk images (each chunk one run with the seed) and keeps every finished chunk in
+DIR, so an hours-long evaluation on a CPU can be stopped and started again with the same command.
 
 --source samples measures on the checkpoint's data set's offline sample images instead of its
 test split (backend.core.data.sample_images: for ImageNet-1k the 20 validation images the foolbox
@@ -33,6 +35,8 @@ synthetic sets, n_ood images each). Both go into the card's metrics with their N
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -83,6 +87,37 @@ def _reference_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, s
     return (y_adv == y).cpu().numpy()
 
 
+def _chunked_reference_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+                                  batch_size: int, device, state: Path, chunk: int,
+                                  should_stop: Callable[[], bool]) -> np.ndarray:
+    """`_reference_autoattack` on consecutive chunks of `chunk` images, each chunk its own run (same
+    seed), so a long evaluation can stop and go on: every finished chunk's per-image results are
+    written to `state` (a folder for this model, subset and settings; see evaluate_checkpoint), and a
+    run finds the chunks already there. should_stop() is polled between chunks (errors.Cancelled)."""
+    state.mkdir(parents=True, exist_ok=True)
+    hits = []
+    for i, start in enumerate(range(0, len(y), chunk)):
+        xs, ys = x[start:start + chunk], y[start:start + chunk]
+        f = state / f"chunk-{i:04d}.json"
+        if f.exists():
+            rec = json.loads(f.read_text())
+            if rec.get("labels") == ys.tolist():
+                hits.append(np.asarray(rec["robust"], dtype=bool))
+                continue
+            log.warning("%s holds another subset's results; measuring it again", f)
+        if should_stop():
+            raise Cancelled("evaluation cancelled")
+        t = time.time()
+        h = _reference_autoattack(model, xs, ys, eps, seed, batch_size, device)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"labels": ys.tolist(), "robust": h.astype(bool).tolist(),
+                                   "time_s": round(time.time() - t, 1)}))
+        os.replace(tmp, f)
+        log.info("AutoAttack chunk %d (%d images): %d robust, %.0f s", i, len(ys), int(h.sum()), time.time() - t)
+        hits.append(h.astype(bool))
+    return np.concatenate(hits)
+
+
 def reference_autoattack_version() -> str:
     import pyautoattack
 
@@ -103,7 +138,8 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
                    n_aa: int = 0, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
                    steps: int = PGD_STEPS, aa_steps: int = AA_STEPS, aa_impl: str = "reference",
-                   should_stop: Callable[[], bool] = lambda: False) -> dict:
+                   should_stop: Callable[[], bool] = lambda: False, aa_state: Path | None = None,
+                   aa_chunk: int = 100) -> dict:
     """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
 
     n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
@@ -113,7 +149,9 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     {"clean", "n_clean", "pgd{steps}", "n_pgd{steps}", "autoattack", "n_autoattack", "se_clean",
      "se_pgd{steps}", "se_autoattack", "per_class_clean", "per_class_pgd{steps}",
      "per_class_autoattack", "eval": {settings}}. should_stop() is polled before every batch; once it
-    is true the evaluation raises errors.Cancelled (the one cancellation signal).
+    is true the evaluation raises errors.Cancelled (the one cancellation signal). aa_state: a folder
+    where the reference AutoAttack keeps its finished chunks of `aa_chunk` images, so that an
+    interrupted run goes on where it stopped (see _chunked_reference_autoattack).
     """
     n = len(split)
     check_int("n_pgd", n_pgd, 0)
@@ -128,6 +166,9 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
     if aa_impl not in AA_IMPLS:
         raise ValueError(f"aa_impl must be one of {AA_IMPLS}, got {aa_impl!r}")
     aa_spec = None
+    check_int("aa_chunk", aa_chunk, 1)
+    if aa_state is not None and aa_impl != "reference":
+        raise ValueError("aa_state (resumable chunks) applies to the reference AutoAttack only")
     if n_aa and aa_impl == "torchattacks":  # built (and so validated) before any work
         from backend.attacks import MAX_BATCH, AttackSpec, run_attack  # lazy: torchattacks loads only for AutoAttack
 
@@ -178,6 +219,10 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
                 r = run_attack(model, x, y, aa_spec)
                 hits.append(((r.pred_clean == y) & (r.pred_adv == y)).cpu().numpy())
             hits = np.concatenate(hits)
+        elif aa_state is not None:
+            x, y = batch(idx)
+            hits = _chunked_reference_autoattack(model, x, y, eps, seed, batch_size, device, Path(aa_state),
+                                                 aa_chunk, should_stop)
         else:
             x, y = batch(idx)
             hits = _reference_autoattack(model, x, y, eps, seed, batch_size, device)
@@ -196,6 +241,8 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
                    "autoattack_impl": (aa_version if aa_impl == "reference" else
                                        "torchattacks components via backend.attacks") if n_aa else None,
                    "subsets": "balanced over classes, seeded (backend.core.data.balanced_indices)"}
+    if n_aa and aa_impl == "reference" and aa_state is not None:
+        out["eval"]["autoattack_chunks"] = f"runs of {aa_chunk} images, each with seed {seed}"
     return out
 
 
@@ -259,6 +306,12 @@ def evaluate_checkpoint(ckpt_dir: str | os.PathLike, data: str | None = None, wr
         if not kwargs.get("n_aa"):
             raise ValueError("only_autoattack needs n_aa > 0")
         kwargs.update(n_pgd=0, n_clean=1)
+    if kwargs.get("aa_state") is not None:  # one folder per weights, subset and settings
+        ident = [hashlib.sha256((Path(ckpt_dir) / "model.safetensors").read_bytes()).hexdigest(), split.variant,
+                 split.split, len(split), kwargs.get("n_aa"), kwargs.get("seed", 0), kwargs.get("eps", EPS),
+                 kwargs.get("aa_chunk", 100), reference_autoattack_version()]
+        digest = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+        kwargs["aa_state"] = Path(kwargs["aa_state"]) / f"{Path(ckpt_dir).name}-{digest}"
     result = evaluate_model(loaded.model, split, **kwargs)
     result["eval"]["time_s"] = round(time.time() - t, 1)
     if not only_autoattack and (corruptions is not None or ood is not None):
@@ -361,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="iterations of APGD-CE/APGD-T/FAB-T for --aa-impl torchattacks (the reference's 100)")
     ap.add_argument("--aa-impl", choices=AA_IMPLS, default="reference",
                     help="reference: pyautoattack (what cards report); torchattacks: backend.attacks")
+    ap.add_argument("--aa-state", type=Path, default=None, metavar="DIR",
+                    help="reference AutoAttack in chunks of --aa-chunk images, each finished chunk kept in DIR: "
+                         "run the same command again to go on after an interruption")
+    ap.add_argument("--aa-chunk", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -391,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_checkpoint(a.checkpoint, a.data, write=not a.no_write, only_autoattack=a.only_autoattack,
                                      n_clean=a.n_clean,
                                      n_pgd=a.n_pgd, n_aa=a.n_aa if a.autoattack else 0, seed=a.seed,
-                                     aa_steps=a.aa_steps, aa_impl=a.aa_impl,
+                                     aa_steps=a.aa_steps, aa_impl=a.aa_impl, aa_state=a.aa_state,
+                                     aa_chunk=a.aa_chunk,
                                      batch_size=a.batch_size, device=device, source=a.source,
                                      corruptions=a.corruptions, ood=a.ood, n_corrupt=a.n_corrupt, n_ood=a.n_ood,
                                      standard=not a.skip_standard)
