@@ -7,6 +7,13 @@
 #                                             # the five trainings run at once (preset gpu12: width 32, 8 epochs,
 #                                             # batch 512, PGD-10, bf16, channels-last, data on the device), then
 #                                             # the finished models are evaluated at once (PGD-20, reference AutoAttack)
+#   scripts/train_zoo.sh eval OUTDIR [DATA]   # evaluate the trained models in OUTDIR on the CPU, each step skipped
+#                                             # when its numbers are already in the card, AutoAttack resumable
+#                                             # (chunks kept in STATE/aa): clean (all 10,000) and PGD-20 (N_PGD,
+#                                             # 2000), reference AutoAttack (N_AA, 1000), mCA and mAUROC (1000
+#                                             # each: N_CORRUPT, N_OOD), the reference embedding (N_REF, 1000);
+#                                             # with INSTALL=1, once all are evaluated, copies them into
+#                                             # checkpoints/ (replacing the models there)
 # cpu: each run resumes from STATE/<method>/ when re-invoked with RESUME=1.
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
@@ -17,7 +24,7 @@
 #   backend.train flags).
 #   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
 set -euo pipefail
-mode=${1:?cpu or gpu}; out=${2:?output folder}; data=${3:-}
+mode=${1:?cpu, eval or gpu}; out=${2:?output folder}; data=${3:-}
 py=${PYTHON:-python3}
 data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
 methods=${METHODS:-$("$py" -c 'from backend.train.registry import ZOO; print(*ZOO)')}
@@ -58,7 +65,38 @@ if [ "$mode" = cpu ]; then
   done
   exit 0
 fi
-[ "$mode" = gpu ] || { echo "mode must be cpu or gpu, got '$mode'" >&2; exit 2; }
+if [ "$mode" = eval ]; then
+  state=${STATE:-$out/runs}; n_aa=${N_AA:-1000}; threads=(--threads "${THREADS:-2}")
+  has() { "$py" - "$out/$1/card.json" "$2" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])).get("metrics", {})
+sys.exit(0 if m.get(sys.argv[2]) is not None else 1)
+PY
+  }
+  all=0
+  for m in $methods; do
+    if [ ! -f "$out/$m/card.json" ]; then echo "zoo $m: not trained yet"; all=3; continue; fi
+    ev=("$py" -m backend.eval.evaluate --checkpoint "$out/$m" "${data_arg[@]}" --seed 0 "${threads[@]}")
+    has "$m" pgd20 || "${ev[@]}" --n-pgd "${N_PGD:-2000}"
+    if [ "$n_aa" -gt 0 ] && ! has "$m" autoattack; then
+      "${ev[@]}" --autoattack --only-autoattack --n-aa "$n_aa" --aa-state "$state/aa"
+    fi
+    has "$m" mca || "${ev[@]}" --skip-standard --corruptions --ood --n-corrupt "${N_CORRUPT:-1000}" --n-ood "${N_OOD:-1000}"
+    [ -f "$out/$m/reference_embedding.safetensors" ] || \
+      "$py" -m backend.eval.references --checkpoint "$out/$m" --n "${N_REF:-1000}" "${data_arg[@]}" "${threads[@]}"
+    echo "zoo $m: evaluated"
+  done
+  if [ "$all" = 0 ] && [ "${INSTALL:-0}" = 1 ]; then
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    for m in $methods; do
+      rm -rf "${root:?}/checkpoints/$m" && mkdir -p "$root/checkpoints/$m"
+      cp "$out/$m/card.json" "$out/$m/model.safetensors" "$out/$m/reference_embedding.safetensors" "$root/checkpoints/$m/"
+      echo "zoo $m: installed in checkpoints/$m"
+    done
+  fi
+  exit $all
+fi
+[ "$mode" = gpu ] || { echo "mode must be cpu, eval or gpu, got '$mode'" >&2; exit 2; }
 
 chunk=${CHUNK_S:-510}; eval_s=${EVAL_S:-150}; preset=${PRESET:-gpu12}; device=${DEVICE:-cuda}
 state=${STATE:-$out/runs}

@@ -54,7 +54,7 @@ def test_gpu_zoo_script_dry_run_trains_evaluates_and_resumes(tmp_path):
 def test_gpu_zoo_script_rejects_an_unknown_mode(tmp_path):
     r = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "tpu", str(tmp_path)], capture_output=True,
                        text=True, cwd=REPO)
-    assert r.returncode == 2 and "cpu or gpu" in r.stderr
+    assert r.returncode == 2 and "cpu, eval or gpu" in r.stderr
 
 
 def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
@@ -72,3 +72,45 @@ def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
     bad = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "z2"), "synthetic"],
                          cwd=REPO, env={**e, "RECIPE": "huge"}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "RECIPE must be fast or previous" in bad.stderr
+
+
+def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
+    """scripts/train_zoo.sh eval: clean / PGD-20, the reference AutoAttack in resumable chunks, mCA / mAUROC and the
+    reference embedding for each trained model; a second run finds everything done and measures nothing again;
+    INSTALL=1 copies the evaluated models into the checkpoints folder of the script's tree."""
+    import shutil
+
+    tree = tmp_path / "tree"  # a copy of the script in a tree of its own, so INSTALL=1 writes there
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "train_zoo.sh", tree / "scripts" / "train_zoo.sh")
+    env = dict(os.environ, PYTHON=sys.executable, METHODS="ce", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    from PIL import Image
+
+    from backend.train.inputs import synthetic_task
+    from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
+
+    out = tmp_path / "zoo"
+    write_tiny_checkpoint(out, "ce")  # what `train_zoo.sh cpu` leaves: OUT/<method>/{card.json,model.safetensors}
+
+    data = tmp_path / "data"  # a small test split in the ImageFolder layout (the reference embedding reads one)
+    x, y = synthetic_task(40, seed=3)
+    for i, (img, label) in enumerate(zip(x, y)):
+        d = data / "test" / CIFAR10_CLASSES[int(label)]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+    small = {**env, "N_PGD": "8", "N_AA": "4", "N_CORRUPT": "2", "N_OOD": "8", "N_REF": "20", "THREADS": "1",
+             "INSTALL": "1", "ROBUSTLENS_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run(["bash", str(tree / "scripts/train_zoo.sh"), "eval", str(out), str(data)], cwd=REPO,
+                       env=small, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = json.loads((out / "ce" / "card.json").read_text())["metrics"]
+    assert (m["n_pgd20"], m["n_autoattack"], m["n_mca"]) == (8, 4, 2) and m["mauroc"] is not None
+    assert len(list((out / "runs" / "aa").iterdir())) == 1  # the AutoAttack chunks, kept per weights
+    assert (out / "ce" / "reference_embedding.safetensors").exists()
+    assert sorted(p.name for p in (tree / "checkpoints" / "ce").iterdir()) == [
+        "card.json", "model.safetensors", "reference_embedding.safetensors"]
+    card_before = (out / "ce" / "card.json").read_bytes()
+    again = subprocess.run(["bash", str(tree / "scripts/train_zoo.sh"), "eval", str(out), str(data)], cwd=REPO,
+                           env={**small, "INSTALL": "0"}, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "zoo ce: evaluated" in again.stdout
+    assert again.stderr == "" and (out / "ce" / "card.json").read_bytes() == card_before  # nothing measured again
