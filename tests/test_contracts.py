@@ -13,6 +13,7 @@ import torch.nn as nn
 from PIL import Image
 
 from backend.core import archs, data, datasets
+from backend.core.architectures.resnet18 import ResNet18
 from backend.core.checkpoints import (
     CARD,
     CheckpointError,
@@ -22,7 +23,7 @@ from backend.core.checkpoints import (
     read_card,
     save_checkpoint,
 )
-from backend.core.models import ResNet18, build_model
+from backend.core.models import build_model
 from backend.explain import lens
 from backend.service import Service
 from tests.helpers import write_tiny_checkpoint

@@ -16,7 +16,8 @@ from backend.core.models import build_model
 from backend.train.config import make_config
 from backend.train.inputs import synthetic_task
 from backend.train.losses import rsupcon_loss, rsupcon_terms
-from backend.train.methods import Nets, StepContext, TrainNet, loss_rsupcon, rsupcon_step, rsupcon_views
+from backend.train.methods.rsupcon import loss as loss_rsupcon
+from backend.train.steps import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
 
 
 @pytest.mark.parametrize("width", [16, 32])

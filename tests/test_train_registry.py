@@ -43,9 +43,11 @@ def test_registry_and_config_and_job_runner_import_without_torch():
 
 
 def test_every_method_has_a_loss_and_every_preset_a_valid_config():
-    from backend.train.methods import LOSSES
+    from backend.train import registry
 
-    assert set(LOSSES) == set(METHODS) == set(LABELS) and len(set(LABELS.values())) == len(METHODS)
+    assert set(METHODS) == set(LABELS) and len(set(LABELS.values())) == len(METHODS)
+    assert all(callable(registry.get(m).loss) for m in METHODS)  # each module declares its method with its loss
+    assert METHODS[0] == "rsupcon"  # the listing order: the proposed method first
     assert set(CONTRASTIVE) < set(METHODS) and set(ROBUST) < set(METHODS)
     for m in METHOD_INFO.values():
         assert set(m.needs) <= FIELDS, m.name

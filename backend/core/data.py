@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.core.datasets import _NAME_RE as _NAME_RE
-from backend.core.datasets import CIFAR10, DatasetSpec, find_dataset, get_dataset, image_size_of
+from backend.core.datasets import CIFAR10, NAME_RE, DatasetSpec, find_dataset, get_dataset, image_size_of
 from backend.core.imagefiles import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from backend.core.imagefiles import SHARED_CIFAR as SHARED_CIFAR
 from backend.core.imagefiles import SHARED_DATA as SHARED_DATA
@@ -142,7 +141,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def _check_args(split: str, dataset: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not isinstance(dataset, str) or not _NAME_RE.match(dataset):
+    if not isinstance(dataset, str) or not NAME_RE.match(dataset):
         raise ValueError(f"dataset must be a short lower-case name such as 'cifar10', got {dataset!r}")
 
 
@@ -294,7 +293,7 @@ def _subset_variant(variant: str, dataset: str, k: int) -> str:
         out = f"{dataset}-{tag}-{variant[len(dataset) + 1:]}"
     else:
         out = f"{variant}-{tag}"
-    return out if _NAME_RE.match(out) else f"{dataset}-{tag}"
+    return out if NAME_RE.match(out) else f"{dataset}-{tag}"
 
 
 def _check_classes(classes: list[str], dataset: str, folder: Path) -> None:

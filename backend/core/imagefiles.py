@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from backend import REPO
-from backend.core.datasets import _NAME_RE, MANIFEST, find_dataset
 from backend.core.datasets import DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from backend.core.datasets import MANIFEST, NAME_RE, find_dataset, get_dataset
 from backend.core.runtime import usable_cores
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_CIFAR = SHARED_DATA / "cifar10-jpeg"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _PARALLEL_MIN = 2048         # below this many files, starting processes costs more than it saves
-_TV_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}  # torchvision.datasets class per data set
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -39,7 +38,7 @@ class DataNotFoundError(FileNotFoundError):
 
 def _tv_dir(dataset: str) -> str | None:
     spec = find_dataset(dataset)
-    return spec.torchvision_dir if spec is not None and dataset in _TV_CLASSES else None
+    return spec.torchvision_dir if spec is not None and spec.torchvision_class is not None else None
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path | None:
@@ -186,7 +185,7 @@ def _variant(src: _Source, dataset: str, paths: list[str]) -> str:
     variant_file = src.root / "VARIANT"
     if variant_file.is_file():
         name = variant_file.read_text().strip()
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ValueError(f"{variant_file} must hold one short lower-case name, got {name!r}")
         return name
     if src.root.resolve() == SHARED_CIFAR.resolve():
@@ -256,7 +255,7 @@ def _read_torchvision(root: Path, split: str, dataset: str, download: bool):
     genuine files are ever unpickled."""
     from torchvision import datasets  # lazy: heavy, and only this branch needs it
 
-    cls = getattr(datasets, _TV_CLASSES[dataset])
+    cls = getattr(datasets, get_dataset(dataset).torchvision_class or "")
     try:
         ds = cls(str(root), train=(split == "train"), download=download)
     except Exception as e:  # offline download (URLError) or missing/corrupt files (RuntimeError)

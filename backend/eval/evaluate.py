@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from backend.attacks.pgd import pgd  # noqa: E402
+from backend.attacks.projected_gradient import pgd  # noqa: E402
 from backend.core.data import Split, balanced_indices, load_split, sample_images  # noqa: E402
 from backend.core.errors import Cancelled  # noqa: E402
 from backend.core.validation import check_int  # noqa: E402

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backend.attacks.pgd import ce_loss_fn, pgd
+from backend.attacks.projected_gradient import ce_loss_fn, pgd
 from backend.core.archs import input_size
 from backend.core.errors import Cancelled
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     from backend.train.loop import train
-    from backend.train.methods import Cancelled
+    from backend.train.steps import Cancelled
 
     try:
         out = train(cfg, opts, should_stop=lambda: bool(received))

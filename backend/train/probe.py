@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.train.augment import view_t
 from backend.train.config import TrainConfig
-from backend.train.methods import Nets, StepContext, eval_mode
+from backend.train.steps import Nets, StepContext, eval_mode
 
 NCM_SCALE = 10.0  # logit scale of the nearest-class-mean classifier (cosine similarity / 0.1)
 
@@ -65,7 +65,7 @@ def validate(classify: Callable, nets: Nets, images: torch.Tensor, labels: torch
              cfg: TrainConfig, batch: int, should_stop: Callable[[], bool], seed: int = 0) -> dict:
     """{"val_clean": acc on all images, "val_robust": PGD-attack_steps acc on the first
     val_robust_n (None when 0)}; eval mode, fixed seed."""
-    from backend.train.methods import Cancelled
+    from backend.train.steps import Cancelled
 
     correct = 0
     with eval_mode(nets.core):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.common import ascent_loss, forward, is_success, random_starts
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.attacks.registry import Param
 from backend.attacks.spec import MAX_EPS, MAX_RESTARTS
 

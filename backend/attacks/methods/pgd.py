@@ -1,6 +1,7 @@
 """PGD (Madry et al. 2018) in the L-inf or L2 ball: `steps` steps of step_size along the gradient's sign
 (L-inf) or unit direction (L2), each projected back onto the ball and [0, 1]; a seeded random start by
-default, optional restarts. Targeted or not. The primitive itself is backend.attacks.pgd."""
+default, optional restarts. Targeted or not. The primitive itself (also used by training and evaluation) is
+backend.attacks.projected_gradient."""
 from __future__ import annotations
 
 from backend.attacks.common import eps_param, steps_param

@@ -75,11 +75,10 @@ class FastNet(OwnClassifier):
         return torch.flatten(F.adaptive_max_pool2d(out, 1), 1)  # (N, 4w)
 
 
-def _build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastNet:
+def build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastNet:
     return FastNet(num_classes=num_classes, width=width, input_size=input_size)
 
 
 FASTNET = register_arch(ArchSpec(
-    "fastnet", _build, {"num_classes": 10, "width": 64, "input_size": 32},
-    label="FastNet (compact VGG-style, for CPU training)", choices={"width": WIDTHS}, trainable=True),
-    replace=True)
+    "fastnet", build, {"num_classes": 10, "width": 64, "input_size": 32},
+    label="FastNet (compact VGG-style, for CPU training)", choices={"width": WIDTHS}, trainable=True, order=20))
