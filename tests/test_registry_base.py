@@ -123,7 +123,7 @@ def test_a_builtin_name_is_taken_before_the_first_read_and_a_failed_import_is_re
         "wdg2_items/good.py": ENTRY.format(host="wdg2_host", name="good", order=1),
         "wdg2_items/broken.py": "import a_module_that_does_not_exist\n",
     })
-    from wdg2_host import REG, Entry  # type: ignore[import-not-found]
+    from wdg2_host import REG  # type: ignore[import-not-found]
 
     with pytest.raises(ImportError, match="a_module_that_does_not_exist"):
         REG.names()

@@ -175,30 +175,30 @@ def _check(attack: Attack) -> None:
 
 
 # The built-in attacks are the modules of backend/attacks/methods/, found on first use.
-_ATTACKS: Registry[Attack] = Registry("attack", Attack, package="backend.attacks.methods", unknown="attack method",
+REGISTRY: Registry[Attack] = Registry("attack", Attack, package="backend.attacks.methods", unknown="attack method",
                                       order=lambda a: (a.order, a.name), check=_check)
 
 
 def register(attack: Attack, replace: bool = False) -> Attack:
     """Add `attack` (ValueError if its name is taken, unless replace, or if it lacks eps/steps)."""
-    return _ATTACKS.register(attack, replace)
+    return REGISTRY.register(attack, replace)
 
 
 def unregister(name: str) -> None:
     """Remove an attack (tests that registered a toy one); unknown names are ignored."""
-    _ATTACKS.unregister(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered attack, in menu order."""
-    return tuple(_ATTACKS.names())
+    return tuple(REGISTRY.names())
 
 
 def get(name) -> Attack:
     """The attack called `name`; ValueError naming it and the known ones otherwise."""
-    return _ATTACKS.get(name)
+    return REGISTRY.get(name)
 
 
 def describe() -> dict[str, dict]:
     """{name: Attack.describe()} in menu order (what the service's limits() serves)."""
-    return {n: _ATTACKS.get(n).describe() for n in names()}
+    return {n: REGISTRY.get(n).describe() for n in names()}

@@ -96,23 +96,23 @@ class ArchSpec:
 
 
 # The built-in architectures are the modules of backend/core/architectures/, found on first use.
-_REGISTRY: Registry[ArchSpec] = Registry("architecture", ArchSpec, package="backend.core.architectures",
+REGISTRY: Registry[ArchSpec] = Registry("architecture", ArchSpec, package="backend.core.architectures",
                                          order=lambda a: a.order)
 
 
 def register_arch(spec: ArchSpec, replace: bool = False) -> ArchSpec:
     """Add an architecture to the registry. ValueError if the name is taken (unless replace)."""
-    return _REGISTRY.register(spec, replace)
+    return REGISTRY.register(spec, replace)
 
 
 def unregister_arch(name: str) -> None:
     """Remove an architecture (tests that register a toy one call this when done)."""
-    _REGISTRY.unregister(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> list[str]:
     """Registered architecture names, in their `order` (ResNet-18 first)."""
-    return _REGISTRY.names()
+    return REGISTRY.names()
 
 
 def trainable() -> list[str]:
@@ -123,7 +123,7 @@ def trainable() -> list[str]:
 
 def get_arch(name: str) -> ArchSpec:
     """The architecture called `name`; ValueError naming the known ones otherwise."""
-    return _REGISTRY.get(name)
+    return REGISTRY.get(name)
 
 
 def describe(name: str) -> dict[str, Any]:

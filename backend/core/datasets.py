@@ -135,31 +135,31 @@ class DatasetSpec:
 
 
 # The built-in data sets are the modules of backend/core/dataset_specs/, found on first use.
-_REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec, package="backend.core.dataset_specs",
+REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec, package="backend.core.dataset_specs",
                                             order=lambda d: d.order)
 
 
 def register_dataset(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
     """Add a data set. ValueError if the name is taken (unless replace)."""
-    return _REGISTRY.register(spec, replace)
+    return REGISTRY.register(spec, replace)
 
 
 def unregister_dataset(name: str) -> None:
-    _REGISTRY.unregister(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> list[str]:
     """Registered data sets, in their `order` (CIFAR-10 first)."""
-    return _REGISTRY.names()
+    return REGISTRY.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The data set called `name`; ValueError naming the known ones otherwise."""
-    return _REGISTRY.get(name)
+    return REGISTRY.get(name)
 
 
 def find_dataset(name: str) -> DatasetSpec | None:
-    return _REGISTRY.find(name)
+    return REGISTRY.find(name)
 
 
 def image_size_of(name: str, root: str | Path | None = None) -> int:

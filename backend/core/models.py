@@ -22,7 +22,7 @@ class OwnClassifier(nn.Module):
 
     fc: nn.Linear
 
-    def _sizes(self, num_classes: int, width: int, input_size: int) -> None:
+    def set_sizes(self, num_classes: int, width: int, input_size: int) -> None:
         """Check and keep the three size arguments (ValueError naming a bad one)."""
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {WIDTHS}, got {width!r}")

@@ -104,7 +104,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
                    device: str | torch.device = "cpu", eps: float = EPS, step_size: float = STEP,
                    steps: int = PGD_STEPS, aa_steps: int = AA_STEPS, aa_impl: str = "reference",
                    should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
+    """Accuracy of an eval-mode classifier (float (n,3,S,S) in [0,1] -> logits) on `split`.
 
     n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
     balanced seeded subsets for PGD-`steps` and AutoAttack (0 skips); aa_impl "reference"

@@ -73,29 +73,29 @@ def _check(method: SaliencyMethod) -> None:
 
 
 # The built-in methods are the modules of backend/explain/saliency_methods/, found on first use.
-_METHODS: Registry[SaliencyMethod] = Registry("saliency method", SaliencyMethod,
+REGISTRY: Registry[SaliencyMethod] = Registry("saliency method", SaliencyMethod,
                                               package="backend.explain.saliency_methods",
                                               order=lambda m: (m.order, m.name), check=_check)
 
 
 def register(method: SaliencyMethod, replace: bool = False) -> SaliencyMethod:
     """Add `method` (ValueError if its name is taken, unless replace, or its declaration is invalid)."""
-    return _METHODS.register(method, replace)
+    return REGISTRY.register(method, replace)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that registered a toy one); unknown names are ignored."""
-    _METHODS.unregister(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered method, in menu order."""
-    return tuple(_METHODS.names())
+    return tuple(REGISTRY.names())
 
 
 def get(name) -> SaliencyMethod:
     """The method called `name`; ValueError naming it and the known ones otherwise."""
-    return _METHODS.get(name)
+    return REGISTRY.get(name)
 
 
 def describe(defaults: dict) -> dict:
@@ -103,5 +103,5 @@ def describe(defaults: dict) -> dict:
     [Param.describe() with the default from `defaults` (SaliencyParams' own)]}, for limits()."""
     ns = names()
     return {"methods": list(ns), "default": ns[0] if ns else None,
-            "info": {n: _METHODS.get(n).describe() for n in ns},
+            "info": {n: REGISTRY.get(n).describe() for n in ns},
             "params": [{**p.describe(), "default": defaults[p.name]} for p in PARAMS]}

@@ -59,7 +59,7 @@ class TrainConfig:
     probe_lr: float = 1.0
     probe_batch_size: int = 512
     adv_probe: bool = False            # fit the probe on PGD-attack_steps examples of the full model
-    subset: int = 0                    # training images used (balanced, seeded); 0 = all 49,000
+    subset: int = 0                    # training images used (balanced, seeded); 0 = all but the held out
     val_n: int = 1000                  # held-out training images (clean val accuracy)
     val_robust_n: int = 500            # of those, attacked with PGD-attack_steps for robust val accuracy
     ncm_n: int = 2000                  # training images whose class means classify val (contrastive)

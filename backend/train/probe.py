@@ -1,7 +1,7 @@
 """Validation during training and the linear probe of the contrastive methods.
 
-Images here are uint8 (N, 3, 32, 32) resident on the training device; classifiers map float
-(n, 3, 32, 32) in [0, 1] to logits (n, classes). Validation draws from its own seeded generator,
+Images here are uint8 (N, 3, S, S) resident on the training device (S the data set's side);
+classifiers map float (n, 3, S, S) in [0, 1] to logits (n, classes). Validation draws from its own seeded generator,
 never from the training generators, so validating (or not) leaves the training run unchanged.
 """
 from __future__ import annotations

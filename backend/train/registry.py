@@ -82,33 +82,33 @@ def _check(method: Method) -> None:
 
 
 # The built-in methods are the modules of backend/train/methods/, found on first use.
-_METHODS: Registry[Method] = Registry("training method", Method, package="backend.train.methods",
+REGISTRY: Registry[Method] = Registry("training method", Method, package="backend.train.methods",
                                       order=lambda m: m.order, check=_check)
 
 
 def register(method: Method, replace: bool = False) -> Method:
     """Add a training method (ValueError if its name is taken, unless replace, or it is invalid)."""
-    return _METHODS.register(method, replace)
+    return REGISTRY.register(method, replace)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that registered a toy one); unknown names are ignored."""
-    _METHODS.unregister(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered method, in listing order (RSupCon first, then the baselines)."""
-    return tuple(_METHODS.names())
+    return tuple(REGISTRY.names())
 
 
 def get(name: Any) -> Method:
     """The method called `name`; ValueError naming it and the known ones otherwise."""
-    return _METHODS.get(name)
+    return REGISTRY.get(name)
 
 
 def find(name: Any) -> Method | None:
     """The method called `name`, or None."""
-    return _METHODS.find(name)
+    return REGISTRY.find(name)
 
 
 # The registry read now (a toy method registered by a test is included), under the names the code

@@ -50,7 +50,7 @@ class FastNet(OwnClassifier):
 
     def __init__(self, num_classes: int = 10, width: int = 64, input_size: int = 32):
         super().__init__()
-        self._sizes(num_classes, width, input_size)
+        self.set_sizes(num_classes, width, input_size)
         self.feature_dim = 4 * width
         self.stem = nn.Sequential(nn.Conv2d(3, width // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(width // 2),
                                   nn.ReLU())

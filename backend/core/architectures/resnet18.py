@@ -52,7 +52,7 @@ class ResNet18(OwnClassifier):
     def __init__(self, num_classes: int = 10, width: int = 64, head: bool = False, proj_dim: int = 128,
                  head_bn: bool = False, input_size: int = 32):
         super().__init__()
-        self._sizes(num_classes, width, input_size)
+        self.set_sizes(num_classes, width, input_size)
         self.feature_dim = 8 * width
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

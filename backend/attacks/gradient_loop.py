@@ -1,5 +1,6 @@
-"""The loop FGSM and PGD share: signed-gradient (L-inf) or normalised-gradient (L2) ascent inside the
-eps-ball, with per-image seeded random starts and restarts; plus the parameters both declare."""
+"""The loop FGSM and PGD (backend/attacks/methods/fgsm.py, pgd.py) share: signed-gradient (L-inf) or
+normalised-gradient (L2) ascent inside the eps-ball, with per-image seeded random starts and restarts;
+plus the parameters both declare."""
 from __future__ import annotations
 
 import math
