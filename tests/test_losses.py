@@ -95,7 +95,7 @@ def test_supcon_special_case_matches_khosla_form():
     assert got.item() == pytest.approx(naive(z, y, z, y, exclude=eye), rel=1e-5)
 
 
-def test_rsupcon_loss_is_adv_plus_clean_terms():
+def test_rsupcon_terms_sum_to_the_naive_loss():
     v, b, d = 2, 5, 8
     z_adv = rand_feats(v * b, d, seed=12).view(v, b, d)
     z_b = rand_feats(b, d, seed=13)

@@ -116,7 +116,7 @@ def names() -> list[str]:
 
 
 def trainable() -> list[str]:
-    """The architectures the Train page offers (ArchSpec.trainable), in registration order. The trainer
+    """The architectures the Train page offers (ArchSpec.trainable), in menu order. The trainer
     itself takes any registered architecture (`--arch`)."""
     return [n for n in names() if get_arch(n).trainable]
 
