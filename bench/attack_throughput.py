@@ -15,8 +15,8 @@ Rows (median of --repeat runs; ours and the reference alternate within each repe
 the same machine load; the ratio of the best runs is printed too, as other processes inflate
 medians on a shared machine):
   - PGD-10 L-inf (eps 8/255, step 2/255, random start) on --batch images, images/s:
-    run_attack, the bare backend.attacks.pgd primitive with NCHW input (shows what the channels-last input
-    buys), and torchattacks.PGD; ratio = ours / torchattacks.PGD (target >= 1.0x);
+    run_attack, the bare backend.attacks.projected_gradient primitive with NCHW input (shows what the channels-last
+    input buys), and torchattacks.PGD; ratio = ours / torchattacks.PGD (target >= 1.0x);
   - FGSM (eps 8/255): run_attack vs torchattacks.FGSM;
   - C&W-L2 (c=1, 100 steps, lr 0.01) and DeepFool (50 steps, overshoot 0.02) per-image latency on
     --per-image-batch images: run_attack vs torchattacks.CW / torchattacks.DeepFool.
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks import AttackSpec, run_attack
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.core.archs_meta import WIDTHS
 from backend.core.checkpoints import load_checkpoint
 from backend.core.models import build_model, freeze
@@ -140,7 +140,7 @@ def main() -> None:
     sections = {  # name: (title, images, labels, ours {label: fn}, (reference label, fn), per-image unit)
         "pgd": ("PGD-10 Linf 8/255", x, y, {
             "ours: run_attack": lambda: run_attack(model, x, y, AttackSpec(eps=eps, step_size=alpha, steps=10)).x_adv,
-            "ours: backend.attacks.pgd, NCHW": bare_pgd},
+            "ours: backend.attacks.projected_gradient, NCHW": bare_pgd},
             ("torchattacks.PGD", lambda: ta.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)),
             False),
         "fgsm": ("FGSM Linf 8/255", x, y, {

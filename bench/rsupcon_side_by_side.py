@@ -57,7 +57,7 @@ from backend.core import data as bdata
 from backend.core.models import build_model
 from backend.train.config import TrainConfig, make_config
 from backend.train.loop import lr_at
-from backend.train.methods import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
+from backend.train.steps import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
 
 REPORT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 400)  # and the last step
 MODES = ("authors", "lockstep", "sameinit", "ours")

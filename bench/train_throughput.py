@@ -23,9 +23,11 @@ import torch
 from backend.core import archs
 from backend.core.archs_meta import WIDTHS
 from backend.core.runtime import usable_cores
-from backend.train.config import CONTRASTIVE, METHODS, make_config
+from backend.train import registry
+from backend.train.config import make_config
 from backend.train.loop import model_args, precision
-from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
+from backend.train.registry import CONTRASTIVE, METHODS
+from backend.train.steps import Nets, StepContext, TrainNet
 
 
 def make_step(cfg, device: torch.device, compile_net: bool = False):
@@ -53,7 +55,7 @@ def make_step(cfg, device: torch.device, compile_net: bool = False):
     model.train()
 
     def step():
-        loss = LOSSES[cfg.method](nets, x, y, ctx)
+        loss = registry.get(cfg.method).loss(nets, x, y, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

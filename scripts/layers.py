@@ -1,7 +1,8 @@
 """The import graph of backend/ and app/ by package, checked against the layer order, drawn as Mermaid.
 
     python scripts/layers.py            # print the package graph as a Mermaid flowchart
-    python scripts/layers.py --check    # exit 1 if a module imports a package of a higher layer
+    python scripts/layers.py --check    # exit 1 if a module imports a package of a higher layer,
+                                        # or the modules import each other in a cycle
     python scripts/layers.py --write docs/ARCHITECTURE.md   # refresh the diagram between its markers
 
 Read from the code (ast, every import statement, also the lazy ones inside functions), not drawn by hand.
@@ -94,6 +95,89 @@ def graph(root: Path = ROOT) -> tuple[dict[tuple[str, str], int], list[str]]:
     return dict(edges), bad
 
 
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the project modules it imports (every import statement, lazy ones included). `import
+    a.b.c` and `from a.b import c` are imports of the module a.b.c when that is a module of the tree
+    (not of the package a.b that holds it), `from a.b import name` of a.b; a name that is no module of
+    the tree counts as the nearest enclosing one."""
+    files = sorted((root / "backend").rglob("*.py")) + sorted((root / "app").rglob("*.py"))
+    modules = {module_name(f, root): f for f in files}
+    out: dict[str, set[str]] = {}
+    for mod, f in modules.items():
+        deps = set()
+        for name in direct_imports(f, root):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != mod:
+                deps.add(name)
+        out[mod] = deps
+    return out
+
+
+def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
+    """The names a file imports, one per imported thing: `from a.b import c` gives a.b.c if that is a
+    file or folder of the tree, else a.b (relative imports resolved)."""
+    mod = module_name(path, root)
+    base = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            stem = base[: len(base) - (node.level - 1)] if node.level else []
+            name = ".".join(stem + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = root.joinpath(*f"{name}.{a.name}".split("."))
+                out.add(f"{name}.{a.name}" if sub.with_suffix(".py").is_file() or sub.is_dir() else name)
+    return {m for m in out if m.split(".")[0] in ("backend", "app")}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: each strongly connected component of more than one module (Tarjan's
+    algorithm, iterative), sorted; [] when the imports form a DAG."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph.get(start, ()))))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return sorted(found)
+
+
 def mermaid(edges: dict[tuple[str, str], int]) -> str:
     lines = ["```mermaid", "flowchart BT"]
     for i, layer in enumerate(LAYERS):
@@ -111,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", type=Path, help="replace the diagram between the markers in this file")
     a = ap.parse_args(argv)
     edges, bad = graph()
+    loops = cycles(module_graph())
     if a.check:
-        print("\n".join(bad) or f"layers ok: {len(edges)} package edges, none upward or sideways")
+        bad += [f"import cycle: {' -> '.join(c)} -> {c[0]}" for c in loops]
+        print("\n".join(bad) or f"layers ok: {len(edges)} package edges, none upward or sideways; no import cycle")
         return 1 if bad else 0
+    if loops:  # the picture is drawn anyway; say what --check would refuse
+        print("\n".join(f"import cycle: {' -> '.join(c)} -> {c[0]}" for c in loops), file=sys.stderr)
     text = mermaid(edges)
     if a.write:
         doc = a.write.read_text()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.explain.saliency import SaliencyParams, attribute, to_heatmap
 from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift
 from backend.train.registry import METHODS

@@ -438,7 +438,7 @@ def test_works_inside_inference_mode(easy_model, easy_data):
 
 
 def test_pgd_primitive_solves_linear_objectives_exactly():
-    from backend.attacks.pgd import pgd
+    from backend.attacks.projected_gradient import pgd
     x = 0.2 + 0.6 * torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     # L-inf: ascending sum(x) ends at the upper corner of the box [x - eps, x + eps] n [0, 1];
     # descending ends at the lower one (the autograd gradient here is an expanded view).

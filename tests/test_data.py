@@ -80,7 +80,7 @@ def test_imagefolder_loads_and_caches_outside_repo(tmp_path, monkeypatch):
     def no_decode(paths, size=32):
         raise AssertionError("decoded although a valid cache exists")
     data.clear_memory_cache()
-    monkeypatch.setattr(data, "_decode_imagefolder", no_decode)
+    monkeypatch.setattr(data, "decode_imagefolder", no_decode)
     s2 = load_split(tmp_path / "toy", "train", dataset="toy", cache_dir=cache)
     assert s2 is not s and torch.equal(s2.images, s.images) and torch.equal(s2.labels, s.labels)
     assert (s2.classes, s2.variant, s2.source) == (s.classes, s.variant, s.source)
@@ -89,8 +89,8 @@ def test_imagefolder_loads_and_caches_outside_repo(tmp_path, monkeypatch):
     calls = []
     def counting_decode(paths, size=32):
         calls.append(len(paths))
-        return data._decode_paths(paths, size)
-    monkeypatch.setattr(data, "_decode_imagefolder", counting_decode)
+        return data.decode_paths(paths, size)
+    monkeypatch.setattr(data, "decode_imagefolder", counting_decode)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "toy" / "train" / "dog" / "0099.png")
     s3 = load_split(tmp_path / "toy", "train", dataset="toy", cache_dir=cache)
     assert calls == [13] and len(s3) == 13 and s3.labels.tolist().count(1) == 5

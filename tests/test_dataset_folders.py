@@ -111,9 +111,9 @@ def test_a_cifar10_subset_loads_and_an_exact_tree_keeps_its_cache_key(tmp_path):
     e = load_split(exact, "test", "cifar10")
     assert e.labels.tolist() == list(range(10)) and e.variant == "cifar10-imagefolder"
     # the key the decoded CIFAR caches had before folders by id and subsets existed
-    src = imagefiles._Source("imagefolder", exact, exact / "test")
+    src = imagefiles.Source("imagefolder", exact, exact / "test")
     ident = json.dumps([1, "imagefolder", str((exact / "test").resolve()), "test", "cifar10",
-                        imagefiles._fingerprint(src)])
+                        imagefiles.fingerprint(src)])
     stem = f"cifar10-test-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
     assert (tmp_path / "cache" / "splits" / f"{stem}.json").is_file()
     assert "folders" not in json.loads((tmp_path / "cache" / "splits" / f"{stem}.json").read_text())

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.train.losses import rsupcon_attack_loss, rsupcon_loss, supcon_loss
+from backend.train.losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
 
 
 def naive(anchor, al, contrast, cl, tau=0.07, tau_base=0.07, exclude=None):
@@ -95,7 +95,7 @@ def test_supcon_special_case_matches_khosla_form():
     assert got.item() == pytest.approx(naive(z, y, z, y, exclude=eye), rel=1e-5)
 
 
-def test_rsupcon_loss_is_adv_plus_clean_terms():
+def test_rsupcon_terms_sum_to_the_naive_loss():
     v, b, d = 2, 5, 8
     z_adv = rand_feats(v * b, d, seed=12).view(v, b, d)
     z_b = rand_feats(b, d, seed=13)
@@ -107,7 +107,7 @@ def test_rsupcon_loss_is_adv_plus_clean_terms():
     for i in range(v * b):
         ex[i, i] = True
     want = naive(flat, yv, contrast, torch.cat([yv, y]), exclude=ex) + naive(z_b, y, flat, yv)
-    assert rsupcon_loss(z_adv, z_b, y).item() == pytest.approx(want, rel=1e-5)
+    assert sum(rsupcon_terms(z_adv, z_b, y)).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_attack_loss_excludes_own_clean_source():
@@ -131,6 +131,6 @@ def test_bad_shapes_raise():
         supcon_loss(a, torch.zeros(3, dtype=torch.long), a, torch.zeros(3, dtype=torch.long),
                     exclude=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="z_adv"):
-        rsupcon_loss(a, a, torch.zeros(3, dtype=torch.long))
+        rsupcon_terms(a, a, torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature"):
         supcon_loss(a, torch.zeros(3, dtype=torch.long), a, torch.zeros(3, dtype=torch.long), 0.0)

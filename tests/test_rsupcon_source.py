@@ -15,8 +15,9 @@ import torch.nn as nn
 from backend.core.models import build_model
 from backend.train.config import make_config
 from backend.train.inputs import synthetic_task
-from backend.train.losses import rsupcon_loss, rsupcon_terms
-from backend.train.methods import Nets, StepContext, TrainNet, loss_rsupcon, rsupcon_step, rsupcon_views
+from backend.train.losses import rsupcon_terms
+from backend.train.methods.rsupcon import loss as loss_rsupcon
+from backend.train.steps import Nets, StepContext, TrainNet, rsupcon_step, rsupcon_views
 
 
 @pytest.mark.parametrize("width", [16, 32])
@@ -65,7 +66,7 @@ def test_rsupcon_step_is_the_training_loss_and_reports_its_parts():
     assert torch.allclose(out["l_adv"] + out["l_cln"], loss)
     z = out["z"]
     assert z.shape == (3, 16, 128) and torch.allclose(z.norm(dim=2), torch.ones(3, 16), atol=1e-5)
-    assert torch.allclose(rsupcon_loss(z[:2], z[2], y), loss)
+    assert torch.allclose(sum(rsupcon_terms(z[:2], z[2], y)), loss)
     assert all(torch.allclose(a, b) for a, b in zip(rsupcon_terms(z[:2], z[2], y), (out["l_adv"], out["l_cln"])))
     assert out["x_adv"].shape == (32, 3, 32, 32)
 

@@ -11,7 +11,6 @@ from backend.explain.saliency import (
     SaliencyParams,
     attribute,
     baseline_images,
-    signed_map,
     to_heatmap,
 )
 
@@ -115,8 +114,6 @@ def test_to_heatmap_range(method, tiny_model, tiny_batch):
     h = to_heatmap(attribute(tiny_model, x, y, method, FAST), method)
     assert h.shape == (4, 32, 32) and h.dtype == np.float32
     assert h.min() >= 0 and h.max() <= 1 and np.isclose(h.max(), 1.0)
-    s = signed_map(attribute(tiny_model, x, y, method, FAST))
-    assert s.shape == (4, 32, 32) and s.min() >= -1 and s.max() <= 1
 
 
 def test_to_heatmap_clips_outliers_and_zero_map():

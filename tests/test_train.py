@@ -19,10 +19,10 @@ from backend.core.models import build_model
 from backend.train import RunOptions, make_config, train
 from backend.train import state as st
 from backend.train.__main__ import parse
-from backend.train.config import METHODS
 from backend.train.loop import lr_at
 from backend.train.losses import rsupcon_attack_loss
-from backend.train.methods import Cancelled, Nets, StepContext, TrainNet, rsupcon_attack
+from backend.train.registry import METHODS
+from backend.train.steps import Cancelled, Nets, StepContext, TrainNet, rsupcon_attack
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(data="synthetic", subset=16, batch_size=8, val_n=8, val_robust_n=4, ncm_n=16, attack_steps=1,

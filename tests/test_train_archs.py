@@ -15,11 +15,12 @@ from backend.core import archs
 from backend.core.archs_meta import TRAINABLE
 from backend.core.checkpoints import load_checkpoint
 from backend.core.flops import forward_flops, reference_flops
-from backend.train import RunOptions, make_config, train
+from backend.train import RunOptions, make_config, registry, train
 from backend.train import state as st
-from backend.train.config import CONTRASTIVE, METHODS, config_from_dict
+from backend.train.config import config_from_dict
 from backend.train.loop import lr_at, model_args
-from backend.train.methods import LOSSES, Nets, StepContext, TrainNet
+from backend.train.registry import CONTRASTIVE, METHODS
+from backend.train.steps import Nets, StepContext, TrainNet
 
 TINY = dict(data="synthetic", subset=16, batch_size=8, val_n=8, val_robust_n=4, ncm_n=16, attack_steps=1,
             probe_epochs=1, probe_batch_size=16)
@@ -43,7 +44,7 @@ def test_one_step_of_every_method_on_every_trainable_architecture(arch, method):
     y = torch.tensor([0, 1, 0, 1])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    loss = LOSSES[method](nets, x, y, ctx)
+    loss = registry.get(method).loss(nets, x, y, ctx)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     opt = torch.optim.SGD([p for p in model.parameters() if p.grad is not None], lr=0.1)
@@ -116,7 +117,7 @@ def test_label_smoothing_changes_the_cross_entropy_methods_loss_only():
         core = TrainNet(archs.build_arch("fastnet", model_args(cfg, 10, 32), head=method in CONTRASTIVE).eval())
         ctx = StepContext(cfg, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2),
                           contextlib.nullcontext, lambda: False)
-        return float(LOSSES[method](Nets(core, core, core), x, y, ctx).detach())
+        return float(registry.get(method).loss(Nets(core, core, core), x, y, ctx).detach())
     assert loss("ce", 0.2) != loss("ce", 0.0)
     assert loss("supcon", 0.2) == loss("supcon", 0.0)
 
@@ -164,7 +165,7 @@ def test_resume_with_ema_gives_the_same_model(tmp_path):
     train(cfg, RunOptions(out=tmp_path / "a" / "m", state_dir=tmp_path / "sa", progress_bar=False, threads=1))
     opts = RunOptions(out=tmp_path / "b" / "m", state_dir=tmp_path / "sb", progress_bar=False, threads=1,
                       save_every_min=1e-9, resume=True)
-    from backend.train.methods import Cancelled
+    from backend.train.steps import Cancelled
     with pytest.raises(Cancelled):
         train(cfg, opts, should_stop=StopAfter(3))
     train(cfg, opts)

@@ -43,9 +43,11 @@ def test_registry_and_config_and_job_runner_import_without_torch():
 
 
 def test_every_method_has_a_loss_and_every_preset_a_valid_config():
-    from backend.train.methods import LOSSES
+    from backend.train import registry
 
-    assert set(LOSSES) == set(METHODS) == set(LABELS) and len(set(LABELS.values())) == len(METHODS)
+    assert set(METHODS) == set(LABELS) and len(set(LABELS.values())) == len(METHODS)
+    assert all(callable(registry.get(m).loss) for m in METHODS)  # each module declares its method with its loss
+    assert METHODS[0] == "rsupcon"  # the listing order: the proposed method first
     assert set(CONTRASTIVE) < set(METHODS) and set(ROBUST) < set(METHODS)
     for m in METHOD_INFO.values():
         assert set(m.needs) <= FIELDS, m.name
@@ -134,3 +136,24 @@ def test_cli_config_file_errors(content, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         parse(["--config", str(f), "--out", str(tmp_path / "m")])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_method_declaration_is_checked_when_registered():
+    from backend.train import registry
+
+    def loss(nets, x_u8, y, ctx):  # never run: each declaration below is refused
+        raise AssertionError
+
+    bad = [(dict(robust=True, attack=None), "a robust method trains on crafted examples"),
+           (dict(robust=True, attack="cw"), r"attack must be one of \('pgd', 'fgsm'\) or None, got 'cw'"),
+           (dict(robust=False, attack=None, loss="not a function"), "loss must be callable")]
+    for kw, match in bad:
+        with pytest.raises(ValueError, match=match):
+            registry.register(registry.Method(**{"name": "toy_bad", "label": "Bad", "title": "Bad",
+                                                 "contrastive": False, "loss": loss, **kw}))
+        assert "toy_bad" not in registry.names()
+    with pytest.raises(ValueError, match="training method 'ce' is already registered"):
+        registry.register(registry.Method("ce", "CE", "again", robust=False, contrastive=False, attack=None,
+                                          loss=loss))
+    with pytest.raises(ValueError, match=r"unknown training method 'toy_bad'; known: rsupcon, pgd_at"):
+        registry.get("toy_bad")

@@ -7,18 +7,15 @@ nothing here switches its mode, writes its parameters or leaves gradients on the
 are taken with respect to inputs only, so one model may be attacked from several threads at once.
 
 Rooms: spec (AttackSpec, AttackResult, shared bounds), registry (the list of attacks; how to add one
-is at its top), common (what the attack modules share), methods/ (FGSM, PGD L-inf/L2, C&W-L2,
-DeepFool, AutoAttack: one module each), pgd (the projected-gradient primitive training and
-evaluation use too), runner (run_attack, accuracy_under_attack, robustness_curve), sanity
-(sanity_checks). Every attack documents what it optimises, the meaning of eps, which spec fields it
-reads, and what `iterations` counts.
+is at its top), common (what the attack modules share), gradient_loop (FGSM's and PGD's loop),
+methods/ (FGSM, PGD L-inf/L2, C&W-L2, DeepFool, AutoAttack: one module each, found by the registry),
+projected_gradient (the PGD primitive training and evaluation use too), runner (run_attack,
+accuracy_under_attack, robustness_curve), sanity (sanity_checks). Every attack documents what it
+optimises, the meaning of eps, which spec fields it reads, and what `iterations` counts.
 """
 from __future__ import annotations
 
-from backend.attacks import (
-    methods,  # noqa: F401 - imports every attack module, which registers itself
-    registry,
-)
+from backend.attacks import registry  # its first read imports backend/attacks/methods/, one module per attack
 from backend.attacks.registry import Attack, Param, Variant, register, unregister
 from backend.attacks.runner import accuracy_under_attack, robustness_curve, run_attack
 from backend.attacks.sanity import sanity_checks

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.attacks.pgd import random_start
+from backend.attacks.projected_gradient import random_start
 from backend.attacks.registry import Param
 from backend.attacks.spec import MAX_EPS
 

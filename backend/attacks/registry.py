@@ -1,7 +1,8 @@
 """The attack registry: the one list of attacks, each with its norms, labels, parameters, ranges and defaults.
 
 How to add an attack (one new module plus its tests; no other file changes):
-1. New module backend/attacks/methods/<name>.py (every module there is imported, so it registers itself).
+1. New module backend/attacks/methods/<name>.py (every module there is imported on first use of the
+   registry, so it registers itself).
 2. run(model, x, y, target, spec) -> (x_adv, iterations, logits_adv or None, logits_clean or None).
 3. Params: eps per norm and steps (common.eps_param/steps_param), any others with range/default/step.
 4. register(Attack(name, label, variants=(Variant(norm, label, help),), params, run, order=...)).
@@ -173,30 +174,31 @@ def _check(attack: Attack) -> None:
             raise ValueError(f"attack {attack.name!r} declares no {', '.join(missing)} for norm {norm!r}")
 
 
-_ATTACKS: Registry[Attack] = Registry("attack", Attack, unknown="attack method",
+# The built-in attacks are the modules of backend/attacks/methods/, found on first use.
+REGISTRY: Registry[Attack] = Registry("attack", Attack, package="backend.attacks.methods", unknown="attack method",
                                       order=lambda a: (a.order, a.name), check=_check)
 
 
 def register(attack: Attack, replace: bool = False) -> Attack:
     """Add `attack` (ValueError if its name is taken, unless replace, or if it lacks eps/steps)."""
-    return _ATTACKS.add(attack, replace)
+    return REGISTRY.register(attack, replace)
 
 
 def unregister(name: str) -> None:
     """Remove an attack (tests that registered a toy one); unknown names are ignored."""
-    _ATTACKS.remove(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered attack, in menu order."""
-    return tuple(_ATTACKS.names())
+    return tuple(REGISTRY.names())
 
 
 def get(name) -> Attack:
     """The attack called `name`; ValueError naming it and the known ones otherwise."""
-    return _ATTACKS.get(name)
+    return REGISTRY.get(name)
 
 
 def describe() -> dict[str, dict]:
     """{name: Attack.describe()} in menu order (what the service's limits() serves)."""
-    return {n: _ATTACKS.get(n).describe() for n in names()}
+    return {n: REGISTRY.get(n).describe() for n in names()}

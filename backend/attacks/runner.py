@@ -17,7 +17,7 @@ from backend.core.validation import check_int
 log = logging.getLogger("backend.attacks")
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
@@ -26,7 +26,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _check_inputs(x, y, max_n: int | None = MAX_BATCH) -> None:
+def check_inputs(x, y, max_n: int | None = MAX_BATCH) -> None:
     if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
         raise ValueError(f"x must be a float tensor (N,3,H,W), got {getattr(x, 'dtype', type(x).__name__)} "
                          f"{tuple(getattr(x, 'shape', ()))}")
@@ -41,7 +41,7 @@ def _check_inputs(x, y, max_n: int | None = MAX_BATCH) -> None:
                          f"{tuple(getattr(y, 'shape', ()))}")
 
 
-def _class_index(name: str, v: torch.Tensor, num_classes: int) -> None:
+def class_index(name: str, v: torch.Tensor, num_classes: int) -> None:
     if v.numel() and (int(v.min()) < 0 or int(v.max()) >= num_classes):
         raise ValueError(f"{name} must be in [0, {num_classes - 1}], got values in [{int(v.min())}, {int(v.max())}]")
 
@@ -54,8 +54,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
     The whole call is deterministic given spec.seed (random starts are seeded per image)."""
     if not isinstance(spec, AttackSpec):
         raise ValueError(f"spec must be an AttackSpec, got {type(spec).__name__}")
-    device = _model_device(model)
-    _check_inputs(x, y)
+    device = model_device(model)
+    check_inputs(x, y)
     # inference_mode(False)/enable_grad: callers may sit inside no_grad or inference_mode (a server);
     # the clone turns a possible inference tensor into one autograd can use, and shields x.
     with torch.inference_mode(False), torch.enable_grad():
@@ -69,7 +69,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
             raise ValueError(f"model must return logits (N, C), got shape {tuple(probe.shape)} for N=1")
         num_classes = probe.shape[1]
         spec.validate(num_classes)
-        _class_index("y", y, num_classes)
+        class_index("y", y, num_classes)
         t: torch.Tensor | None = None
         if spec.targeted:
             want = spec.target_class if target is None else target
@@ -79,7 +79,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackS
             if tt.is_floating_point() or tt.dtype == torch.bool or tt.shape not in ((), (x.shape[0],)):
                 raise ValueError(f"target must be an int or an integer tensor of shape ({x.shape[0]},), got {tt!r}")
             t = tt.long().expand(x.shape[0]).clone()
-            _class_index("target", t, num_classes)
+            class_index("target", t, num_classes)
         elif target is not None:
             raise ValueError(f"target={target!r} given for an untargeted spec (set targeted=True)")
         # Each attack returns (x_adv, iterations, logits of x_adv, logits of x), the logits None
@@ -111,7 +111,7 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sp
     """Robust accuracy in [0, 1]: the fraction of x (N,3,H,W) in [0, 1], any N >= 1, that is classified
     as y both clean and after the attack (so it never exceeds clean accuracy). Runs in chunks of
     batch_size <= MAX_BATCH."""
-    _check_inputs(x, y, max_n=None)
+    check_inputs(x, y, max_n=None)
     correct = 0
     for s in _batches(x.shape[0], batch_size):
         res = run_attack(model, x[s], y[s], spec)
@@ -136,7 +136,7 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method:
     if not isinstance(eps_list, (list, tuple)) or not 1 <= len(eps_list) <= 64:
         raise ValueError(f"eps_list must be a list of 1..64 values, got {eps_list!r}")
     specs = [AttackSpec(method=method, norm=norm, eps=e, steps=steps, seed=seed) for e in eps_list]
-    _check_inputs(x, y, max_n=None)
+    check_inputs(x, y, max_n=None)
     chunks = _batches(x.shape[0], batch_size)
     minimal = registry.get(method).minimal
     runs = [AttackSpec(method=method, norm=norm, eps=0.0, steps=steps, seed=seed)] if minimal else specs

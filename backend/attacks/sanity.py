@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backend.attacks.common import forward
-from backend.attacks.runner import _check_inputs, _class_index, _model_device
+from backend.attacks.runner import check_inputs, class_index, model_device
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
@@ -17,15 +17,15 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[st
     non-finite outputs, exactly-zero input gradients (gradient masking), accuracy on the labelled
     x (N,3,H,W) in [0, 1], N <= MAX_BATCH, within two standard errors of chance (untrained or
     randomised model), and outputs that change between two identical forward passes."""
-    device = _model_device(model)
-    _check_inputs(x, y)
+    device = model_device(model)
+    check_inputs(x, y)
     warnings: list[str] = []
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         y = y.detach().to(device=device, dtype=torch.long)
         logits = forward(model, x)
         n, c = logits.shape
-        _class_index("y", y, c)
+        class_index("y", y, c)
         out = logits.detach()
         if not torch.isfinite(out).all():
             return [f"model outputs contain NaN or Inf for {int((~torch.isfinite(out)).any(1).sum())} of {n} images"]

@@ -19,18 +19,19 @@ The registry maps an architecture name to its builder and the builder's argument
 defaults (`ArchSpec`). A model card stores `arch` and `arch_args` (every builder argument, filled in
 by `full_args`), and loading rebuilds the network from here: weights are never unpickled.
 
-How to add an architecture (five lines):
-1. Write an nn.Module with the members above (see backend.core.models.ResNet18, backend.core.fastnet.FastNet).
-2. Write `build(**args) -> module` whose arguments all have defaults (num_classes and input_size
+How to add an architecture (one new module plus its test; no other file changes):
+1. New module backend/core/architectures/<name>.py (every module there is imported on first use of
+   the registry, so it registers itself).
+2. In it, an nn.Module with the members above (see architectures/resnet18.py, architectures/fastnet.py;
+   or any classifier wrapped in backend.core.adapters.ContractAdapter, as architectures/published.py
+   does) and `build(**args) -> module` whose arguments all have defaults (num_classes and input_size
    among them; a `width` argument takes TrainConfig.width).
-3. `register_arch(ArchSpec("name", build, {"num_classes": 10, "input_size": 32, ...}, "label"))`
-   in the module that defines it (import that module before loading its checkpoints).
+3. At its end `register_arch(ArchSpec("name", build, {"num_classes": 10, "input_size": 32, ...}, "label"))`.
    `python -m backend.train --arch name` then trains it with every method: contrastive methods
    attach `attach_head`'s projection head to its features. trainable=True (and the name in
    backend.core.archs_meta.TRAINABLE) also offers it on the Train page and adds it to the smoke
    training of every method in tests/test_train_archs.py.
-4. Save with backend.core.checkpoints.new_card(..., arch="name", arch_args=...) + save_checkpoint.
-5. Test it as tests/test_contracts.py does the toy CNN (service, attacks, saliency, embedding, app).
+4. Test it as tests/test_contracts.py does the toy CNN (service, attacks, saliency, embedding, app).
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ class ArchSpec:
     head_arg: str | None = None
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values per argument
     trainable: bool = False  # offered by the Train page and trained by the test suite on every method
+    order: int = 100  # menu position (ties: registration order)
 
     def __post_init__(self) -> None:
         for key in ("num_classes", "input_size"):
@@ -93,41 +95,35 @@ class ArchSpec:
                 raise ValueError(f"architecture {self.name!r}: defaults must include {key!r}")
 
 
-def _ensure_builtin() -> None:
-    # The built-in entries live beside their modules; importing models registers ResNet-18, adapters
-    # the published-model families (torchvision, timm, robustbench) and trusted user code.
-    import backend.core.adapters
-    import backend.core.fastnet
-    import backend.core.models  # noqa: F401
-
-
-_REGISTRY: Registry[ArchSpec] = Registry("architecture", ArchSpec, builtins=_ensure_builtin)
+# The built-in architectures are the modules of backend/core/architectures/, found on first use.
+REGISTRY: Registry[ArchSpec] = Registry("architecture", ArchSpec, package="backend.core.architectures",
+                                         order=lambda a: a.order)
 
 
 def register_arch(spec: ArchSpec, replace: bool = False) -> ArchSpec:
     """Add an architecture to the registry. ValueError if the name is taken (unless replace)."""
-    return _REGISTRY.add(spec, replace)
+    return REGISTRY.register(spec, replace)
 
 
 def unregister_arch(name: str) -> None:
     """Remove an architecture (tests that register a toy one call this when done)."""
-    _REGISTRY.remove(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> list[str]:
-    """Registered architecture names, in registration order (ResNet-18 first)."""
-    return _REGISTRY.names()
+    """Registered architecture names, in their `order` (ResNet-18 first)."""
+    return REGISTRY.names()
 
 
 def trainable() -> list[str]:
-    """The architectures the Train page offers (ArchSpec.trainable), in registration order. The trainer
+    """The architectures the Train page offers (ArchSpec.trainable), in menu order. The trainer
     itself takes any registered architecture (`--arch`)."""
     return [n for n in names() if get_arch(n).trainable]
 
 
 def get_arch(name: str) -> ArchSpec:
     """The architecture called `name`; ValueError naming the known ones otherwise."""
-    return _REGISTRY.get(name)
+    return REGISTRY.get(name)
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -28,28 +28,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.core.datasets import _NAME_RE as _NAME_RE
-from backend.core.datasets import CIFAR10, DatasetSpec, find_dataset, get_dataset, image_size_of
+from backend.core.datasets import CIFAR10, NAME_RE, DatasetSpec, find_dataset, get_dataset, image_size_of
 from backend.core.imagefiles import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from backend.core.imagefiles import SHARED_CIFAR as SHARED_CIFAR
 from backend.core.imagefiles import SHARED_DATA as SHARED_DATA
 from backend.core.imagefiles import DataNotFoundError as DataNotFoundError
-from backend.core.imagefiles import (
-    _class_dirs,
-    _decode_imagefolder,
-    _decode_paths,
-    _disk_read,
-    _disk_write,
-    _fingerprint,
-    _list_imagefolder,
-    _locate,
-    _read_torchvision,
-    _stamp,
-    _tv_dir,
-    _variant,
-    looked_for,
-)
 from backend.core.imagefiles import cache_root as cache_root
+from backend.core.imagefiles import (
+    class_dirs,
+    decode_imagefolder,
+    decode_paths,
+    disk_read,
+    disk_write,
+    fingerprint,
+    list_imagefolder,
+    locate,
+    looked_for,
+    read_torchvision,
+    source_variant,
+    stamp,
+    torchvision_dir_of,
+)
 from backend.core.imagefiles import how_to_provide_data as how_to_provide_data
 from backend.core.imagefiles import resolve_root as resolve_root
 
@@ -142,7 +141,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def _check_args(split: str, dataset: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not isinstance(dataset, str) or not _NAME_RE.match(dataset):
+    if not isinstance(dataset, str) or not NAME_RE.match(dataset):
         raise ValueError(f"dataset must be a short lower-case name such as 'cifar10', got {dataset!r}")
 
 
@@ -180,17 +179,17 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
         if not download:
             raise DataNotFoundError(how_to_provide_data())
         r = cache_root(cache_dir) / "torchvision"
-    src = _locate(r, split, dataset)
+    src = locate(r, split, dataset)
     fresh = None
-    if src is None and download and _tv_dir(dataset) is not None:
-        fresh = _read_torchvision(r, split, dataset, download=True)
-        src = _locate(r, split, dataset)
+    if src is None and download and torchvision_dir_of(dataset) is not None:
+        fresh = read_torchvision(r, split, dataset, download=True)
+        src = locate(r, split, dataset)
     if src is None:
         detail = ("it does not exist" if not r.exists() else
-                  f"no {looked_for(split)} folder and no {_tv_dir(dataset) or 'torchvision'}/ folder")
+                  f"no {looked_for(split)} folder and no {torchvision_dir_of(dataset) or 'torchvision'}/ folder")
         raise DataNotFoundError(how_to_provide_data(r, detail, dataset))
 
-    mem_key = (src.kind, str(src.folder.resolve()), split, dataset, _stamp(src))
+    mem_key = (src.kind, str(src.folder.resolve()), split, dataset, stamp(src))
     with _MEMORY_LOCK:
         if mem_key in _MEMORY:
             _MEMORY.move_to_end(mem_key)
@@ -198,16 +197,16 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
 
     size = image_size_of(dataset, src.root)  # a registered data set's, or the root's dataset.json's
     # the class folders are matched to the data set before anything is decoded or cached
-    plan = None if src.kind == "torchvision" else _class_plan([d.name for d in _class_dirs(src.folder)],
+    plan = None if src.kind == "torchvision" else _class_plan([d.name for d in class_dirs(src.folder)],
                                                                 dataset, src.folder)
-    ident = [_CACHE_FORMAT, src.kind, str(src.folder.resolve()), split, dataset, _fingerprint(src)]
+    ident = [_CACHE_FORMAT, src.kind, str(src.folder.resolve()), split, dataset, fingerprint(src)]
     if size != 32:  # 32: the old keys stay valid; other sides centre-crop non-square files
         ident += [size, "centre-crop"]
     if plan is not None and not plan.exact:  # folders by id, in another order, or a subset
         ident += [["labels", plan.labels]]
     digest = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
     stem = cache_root(cache_dir) / "splits" / f"{dataset}-{split}-{digest}"
-    cached = _disk_read(stem)
+    cached = disk_read(stem)
     if cached is not None:
         x, y, meta = cached
         if plan is None:
@@ -215,26 +214,26 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
         log.info("loaded %s/%s (%d images) from cache %s", dataset, split, len(y), stem)
     else:
         if src.kind == "torchvision":
-            x, y, classes = fresh or _read_torchvision(src.root, split, dataset, download=download)
+            x, y, classes = fresh or read_torchvision(src.root, split, dataset, download=download)
             _check_classes(classes, dataset, src.folder)
-            variant = _variant(src, dataset, [])
+            variant = source_variant(src, dataset, [])
         else:
             assert plan is not None
-            folders, paths, y = _list_imagefolder(src.folder)
+            folders, paths, y = list_imagefolder(src.folder)
             if folders != plan.folders:
                 raise ValueError(f"{src.folder}: its class folders changed while it was read; load it again")
             y = np.asarray(plan.labels, dtype=np.int64)[y]  # folder order -> the data set's labels
             classes = list(plan.classes)
-            variant = _variant(src, dataset, paths)
+            variant = source_variant(src, dataset, paths)
             if plan.subset:
                 variant = _subset_variant(variant, dataset, len(plan.folders))
-            x = _decode_imagefolder(paths) if size == 32 else _decode_imagefolder(paths, size)
+            x = decode_imagefolder(paths) if size == 32 else decode_imagefolder(paths, size)
         meta = {"format": _CACHE_FORMAT, "n": int(len(y)), "classes": list(classes), "variant": variant,
                 "source": str(src.folder.resolve()), "dataset": dataset, "split": split,
                 "image_size": int(x.shape[1])}
         if plan is not None and not plan.exact:
             meta["folders"] = list(plan.folders)
-        _disk_write(stem, x, y, meta)
+        disk_write(stem, x, y, meta)
         log.info("decoded %s/%s (%d images) from %s; cached at %s", dataset, split, len(y), src.folder,
                  stem)
     out = Split(torch.from_numpy(x), torch.from_numpy(y), tuple(meta["classes"]), dataset, split,
@@ -249,7 +248,7 @@ def load_split(root: str | os.PathLike | None = None, split: str = "train", data
 @dataclass(frozen=True)
 class _ClassPlan:
     """How a tree's class folders (sorted by name) map onto a data set's labels."""
-    folders: list[str]         # the class folder names, sorted (the order _list_imagefolder labels them)
+    folders: list[str]         # the class folder names, sorted (the order list_imagefolder labels them)
     labels: list[int]          # the data set's label of each folder
     classes: tuple[str, ...]   # the Split's classes (a registered data set's full list)
     exact: bool                # folders == classes: labels are the folder indices, as always
@@ -294,7 +293,7 @@ def _subset_variant(variant: str, dataset: str, k: int) -> str:
         out = f"{dataset}-{tag}-{variant[len(dataset) + 1:]}"
     else:
         out = f"{variant}-{tag}"
-    return out if _NAME_RE.match(out) else f"{dataset}-{tag}"
+    return out if NAME_RE.match(out) else f"{dataset}-{tag}"
 
 
 def _check_classes(classes: list[str], dataset: str, folder: Path) -> None:
@@ -317,7 +316,7 @@ def _samples_where(spec: DatasetSpec) -> tuple[str, re.Pattern] | None:
     return package, re.compile(pattern)
 
 
-def _samples_dir(package: str = "foolbox") -> Path | None:
+def samples_dir(package: str = "foolbox") -> Path | None:
     # find_spec locates the installed package without importing it (foolbox pulls in eagerpy etc.).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -341,14 +340,14 @@ def sample_images(dataset: str = "cifar10") -> Split:
     if where is None:
         raise ValueError(f"dataset {dataset!r} ships no offline samples")
     package, pattern = where
-    d = _samples_dir(package)
+    d = samples_dir(package)
     files = [] if d is None else sorted(
         (int(m.group(1)), int(m.group(2)), d / m.group(0))
         for m in (pattern.match(p.name) for p in d.iterdir()) if m)
     if not files:
         raise DataNotFoundError(f"the offline {spec.label} samples come from the {package} package, which is "
                                 "not installed (or has no data/ folder): pip install 'foolbox>=3.3.4'")
-    x = _decode_paths([str(p) for _, _, p in files], spec.image_size)
+    x = decode_paths([str(p) for _, _, p in files], spec.image_size)
     y = np.asarray([label for _, label, _ in files], dtype=np.int64)
     out = Split(torch.from_numpy(x), torch.from_numpy(y), spec.classes, dataset, "samples",
                 f"{dataset}-{package}-samples", str(d))
@@ -411,7 +410,7 @@ def available_sources(root: str | os.PathLike | None = None, dataset: str = "cif
         out["samples"] = {"available": False, "message": f"no offline samples for {dataset}"}
     else:
         package, pattern = where
-        d = _samples_dir(package)
+        d = samples_dir(package)
         n = 0 if d is None else sum(1 for p in d.iterdir() if pattern.match(p.name))
         out["samples"] = {"available": n > 0,
                           "message": f"{n} {spec.label} test images from {package} ({d})" if n  # type: ignore[union-attr]
@@ -419,7 +418,7 @@ def available_sources(root: str | os.PathLike | None = None, dataset: str = "cif
     r = resolve_root(root)
     out["root"] = None if r is None else str(r)
     for split in SPLITS:
-        src = None if r is None else _locate(r, split, dataset)
+        src = None if r is None else locate(r, split, dataset)
         if src is not None:
             out[split] = {"available": True, "message": f"{src.kind} at {src.folder}"}
         else:

@@ -5,7 +5,8 @@ its class names in label order, the square image side in pixels that images are 
 per-channel mean colour of its training images (RGB in [0, 1], for display and "mean" baselines),
 one display colour per class (`colours`, from `palette`), and where its images come from: an
 ImageFolder tree (always), a torchvision root folder (`torchvision_dir`, read by torchvision's own
-reader) and offline sample images shipped inside an installed package (`samples`).
+reader, the class `torchvision_class`) and offline sample images shipped inside an installed package
+(`samples`).
 
 Class folders of a registered data set may be named by class name or by the class's folder id
 (`folder_ids`: ImageNet's WordNet ids, n01440764 ..., as a real ImageNet val/ folder and Imagenette
@@ -26,15 +27,16 @@ side images are decoded to, an integer in [8, 1024]), "mean" (three values in [0
 ValueError that names it. A registered data set takes its settings from the registry only (a
 manifest beside it is ignored, with a log line).
 
-How to add a data set (five lines):
-1. `register_dataset(DatasetSpec("name", "Label", classes=(...), image_size=S, mean=(r, g, b)))`
-   in a module imported before use (classes in label order; S the side models take).
-2. Set `torchvision_dir` if a torchvision dataset class reads it (and name the class in
-   backend.core.imagefiles._TV_CLASSES), `samples` for images a package ships.
+How to add a data set (one new module plus its test; no other file changes):
+1. New module backend/core/dataset_specs/<name>.py (every module there is imported on first use of
+   the registry) ending in `register_dataset(DatasetSpec("name", "Label", classes=(...),
+   image_size=S, mean=(r, g, b)))` (classes in label order; S the side models take).
+2. Set `torchvision_dir` and `torchvision_class` if a torchvision dataset class reads it, `samples`
+   for images a package ships.
 3. Put the images in an ImageFolder tree DIR/train/<class>/..., DIR/test/<class>/... (<class> a
-   class name or its folder id; DIR/val/ is the test split when DIR has no test/, ImageNet's layout).
-4. `load_split(DIR, "test", dataset="name")` gives (N, S, S, 3) uint8 images.
-5. Test it as tests/test_contracts.py does the CIFAR-100-shaped entry.
+   class name or its folder id; DIR/val/ is the test split when DIR has no test/, ImageNet's layout);
+   `load_split(DIR, "test", dataset="name")` gives (N, S, S, 3) uint8 images.
+4. Test it as tests/test_contracts.py does the CIFAR-100-shaped entry.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 1024        # the largest side a manifest may ask for (a 1024 px split is 3 MB per image)
 MANIFEST = "dataset.json"    # an unregistered data set's settings, in its data root
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 # Tableau 10: the first ten class colours of every palette (plots, bars and legends share them).
 _TABLEAU10 = ("#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
@@ -83,12 +85,14 @@ class DatasetSpec:
     image_size: int = DEFAULT_IMAGE_SIZE
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     torchvision_dir: str | None = None         # folder inside a torchvision root, e.g. cifar-10-batches-py
+    torchvision_class: str | None = None       # the torchvision.datasets class reading it, e.g. CIFAR10
     samples: str | None = None                 # "package:file-regex" of offline samples (label = group 2)
     colours: tuple[str, ...] = field(default=())
     folder_ids: tuple[str, ...] = ()           # another folder name per class (ImageNet: WordNet ids), or ()
+    order: int = 100                           # menu position (ties: registration order)
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not NAME_RE.match(self.name):
             raise ValueError(f"dataset name must be a short lower-case name, got {self.name!r}")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"dataset {self.name!r} needs at least two distinct class names")
@@ -96,6 +100,9 @@ class DatasetSpec:
             raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
         if len(self.mean) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.mean):
             raise ValueError(f"mean must be three values in [0, 1], got {self.mean!r}")
+        if (self.torchvision_dir is None) != (self.torchvision_class is None):
+            raise ValueError(f"dataset {self.name!r}: torchvision_dir and torchvision_class go together, got "
+                             f"{self.torchvision_dir!r} and {self.torchvision_class!r}")
         if not self.colours:
             object.__setattr__(self, "colours", palette(len(self.classes)))
         elif len(self.colours) != len(self.classes):
@@ -127,30 +134,32 @@ class DatasetSpec:
                 "samples": self.samples is not None}
 
 
-_REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec)
+# The built-in data sets are the modules of backend/core/dataset_specs/, found on first use.
+REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec, package="backend.core.dataset_specs",
+                                            order=lambda d: d.order)
 
 
 def register_dataset(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
     """Add a data set. ValueError if the name is taken (unless replace)."""
-    return _REGISTRY.add(spec, replace)
+    return REGISTRY.register(spec, replace)
 
 
 def unregister_dataset(name: str) -> None:
-    _REGISTRY.remove(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> list[str]:
-    """Registered data sets, in registration order (CIFAR-10 first)."""
-    return _REGISTRY.names()
+    """Registered data sets, in their `order` (CIFAR-10 first)."""
+    return REGISTRY.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The data set called `name`; ValueError naming the known ones otherwise."""
-    return _REGISTRY.get(name)
+    return REGISTRY.get(name)
 
 
 def find_dataset(name: str) -> DatasetSpec | None:
-    return _REGISTRY.find(name)
+    return REGISTRY.find(name)
 
 
 def image_size_of(name: str, root: str | Path | None = None) -> int:
@@ -185,7 +194,7 @@ def read_manifest(root: str | Path, name: str | None = None) -> dict | None:
         raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {list(_MANIFEST_KEYS)}")
     out: dict = {}
     if "name" in raw:
-        if not isinstance(raw["name"], str) or not _NAME_RE.match(raw["name"]):
+        if not isinstance(raw["name"], str) or not NAME_RE.match(raw["name"]):
             raise ValueError(f"{path}: name must be a short lower-case name, got {raw['name']!r}")
         if name is not None and raw["name"] != name:
             raise ValueError(f"{path}: this data root is data set {raw['name']!r}, not {name!r}")
@@ -230,32 +239,11 @@ def class_colours(n: int, dataset: str | None = None) -> tuple[str, ...]:
     return spec.colours if spec is not None and spec.num_classes == n else palette(n)
 
 
-CIFAR10 = register_dataset(DatasetSpec(
-    "cifar10", "CIFAR-10",
-    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    image_size=32, mean=(0.4914, 0.4822, 0.4465), torchvision_dir="cifar-10-batches-py",
-    samples=r"foolbox:^cifar10_(\d+)_(\d)\.png$"))
+# the built-in data sets' specs, by the names the code used before they moved into dataset_specs/
+_BUILTIN_CONSTANTS = {"CIFAR10": "cifar10", "CIFAR100": "cifar100", "IMAGENET": "imagenet"}
 
-# The 100 fine labels in label order (alphabetical, as torchvision's CIFAR100.classes lists them).
-CIFAR100 = register_dataset(DatasetSpec(
-    "cifar100", "CIFAR-100", tuple("""
-apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can
-castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin
-elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard
-lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear
-pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal
-shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
-telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
-""".split()), image_size=32, mean=(0.5071, 0.4865, 0.4409), torchvision_dir="cifar-100-python",
-    samples=r"foolbox:^cifar100_(\d+)_(\d+)\.png$"))  # the 20 CIFAR-100 test images foolbox ships (fine labels)
 
-# ImageNet-1k (ILSVRC 2012): the 1000 class names in label order (the order torchvision's and timm's
-# classifiers use), from imagenet_classes.txt beside this module; the 20 validation images that the
-# foolbox package ships are the offline samples; images are shown at 224 px, the models' input side.
-# Class folders may be named by WordNet id (imagenet_wnids.txt, in the same label order: the sorted
-# synset ids, as ImageNet's val/ folder and Imagenette name them).
-IMAGENET = register_dataset(DatasetSpec(
-    "imagenet", "ImageNet-1k",
-    tuple((Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines()),
-    image_size=224, mean=(0.485, 0.456, 0.406), samples=r"foolbox:^imagenet_(\d+)_(\d+)\.jpg$",
-    folder_ids=tuple((Path(__file__).with_name("imagenet_wnids.txt")).read_text().split())))
+def __getattr__(name: str) -> DatasetSpec:
+    if name in _BUILTIN_CONSTANTS:
+        return get_dataset(_BUILTIN_CONSTANTS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

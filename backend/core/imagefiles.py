@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from backend import REPO
-from backend.core.datasets import _NAME_RE, MANIFEST, find_dataset
 from backend.core.datasets import DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from backend.core.datasets import MANIFEST, NAME_RE, find_dataset, get_dataset
 from backend.core.runtime import usable_cores
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_CIFAR = SHARED_DATA / "cifar10-jpeg"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _PARALLEL_MIN = 2048         # below this many files, starting processes costs more than it saves
-_TV_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}  # torchvision.datasets class per data set
 
 
 class DataNotFoundError(FileNotFoundError):
     """No data set where one was looked for; the message says how to provide one."""
 
 
-def _tv_dir(dataset: str) -> str | None:
+def torchvision_dir_of(dataset: str) -> str | None:
     spec = find_dataset(dataset)
-    return spec.torchvision_dir if spec is not None and dataset in _TV_CLASSES else None
+    return spec.torchvision_dir if spec is not None and spec.torchvision_class is not None else None
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path | None:
@@ -73,7 +72,7 @@ def how_to_provide_data(root: Path | None = None, detail: str = "", dataset: str
 
 # ---------------------------------------------------------------------------------------- locating
 @dataclass(frozen=True)
-class _Source:
+class Source:
     kind: str        # "imagefolder" | "torchvision"
     root: Path       # the data root (ImageFolder: holds train/ test/; torchvision: holds the batch dir)
     folder: Path     # the folder whose files make up the split (fingerprinted for the cache)
@@ -93,36 +92,36 @@ def looked_for(split: str) -> str:
     return f"{first}/" + (f" (or {', '.join(f + '/' for f in rest)})" if rest else "")
 
 
-def _locate(root: Path, split: str, dataset: str) -> _Source | None:
+def locate(root: Path, split: str, dataset: str) -> Source | None:
     # A torchvision root wins over an ImageFolder tree: it is the original, lossless data.
-    tv = _tv_dir(dataset)
+    tv = torchvision_dir_of(dataset)
     if tv is not None:
         if root.name == tv and root.is_dir():
-            return _Source("torchvision", root.parent, root)
+            return Source("torchvision", root.parent, root)
         if (root / tv).is_dir():
-            return _Source("torchvision", root, root / tv)
+            return Source("torchvision", root, root / tv)
     for name in split_folders(split):
         if (root / name).is_dir():
             if name != split:
                 log.info("%s has no %s/ folder: its %s/ folder is the %s split", root, split, name, split)
-            return _Source("imagefolder", root, root / name)
+            return Source("imagefolder", root, root / name)
     # a split folder itself given as the root (--data /data/imagenet/val): its parent is the data root
     if (split == "test" and root.name in TEST_FOLDERS and root.is_dir()
             and not any((root / n).is_dir() for n in ("train",) + TEST_FOLDERS)):
         log.info("%s is named %s/: it is the test split itself (data root %s)", root, root.name, root.parent)
-        return _Source("imagefolder", root.parent, root)
+        return Source("imagefolder", root.parent, root)
     return None
 
 
-def _class_dirs(folder: Path) -> list[Path]:
+def class_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: p.name)
 
 
-def _list_imagefolder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
+def list_imagefolder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(class names sorted, file paths, labels) of an ImageFolder split; files sorted by name."""
     classes, paths, labels = [], [], []
-    for k, d in enumerate(_class_dirs(folder)):
+    for k, d in enumerate(class_dirs(folder)):
         files = sorted(e.path for e in os.scandir(d) if e.is_file() and not e.name.startswith(".")
                        and e.name.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
@@ -135,17 +134,17 @@ def _list_imagefolder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     return classes, paths, np.asarray(labels, dtype=np.int64)
 
 
-def _stamp(src: _Source) -> tuple:
+def stamp(src: Source) -> tuple:
     """Cheap change marker for the in-process cache: mtimes of the split folder and its class
     folders (adding, removing or renaming a file changes its folder's mtime)."""
-    dirs = [src.folder] + ([] if src.kind == "torchvision" else _class_dirs(src.folder))
+    dirs = [src.folder] + ([] if src.kind == "torchvision" else class_dirs(src.folder))
     extra = [f.stat().st_mtime_ns for f in (src.root / "VARIANT", src.root / MANIFEST) if f.is_file()]
     if src.kind == "torchvision":
         extra += [e.stat().st_mtime_ns for e in os.scandir(src.folder) if e.is_file()]
     return tuple(d.stat().st_mtime_ns for d in dirs) + tuple(extra)
 
 
-def _fingerprint(src: _Source) -> str:
+def fingerprint(src: Source) -> str:
     """Every file's relative path, size and mtime, hashed: a disk cache is used only while the
     files it was decoded from are unchanged (about 0.15 s for 50,000 files)."""
     h = hashlib.sha256()
@@ -180,13 +179,13 @@ def _jpeg_quality(path: str) -> int | None:
     return None
 
 
-def _variant(src: _Source, dataset: str, paths: list[str]) -> str:
+def source_variant(src: Source, dataset: str, paths: list[str]) -> str:
     if src.kind == "torchvision":
         return f"{dataset}-original"
     variant_file = src.root / "VARIANT"
     if variant_file.is_file():
         name = variant_file.read_text().strip()
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ValueError(f"{variant_file} must hold one short lower-case name, got {name!r}")
         return name
     if src.root.resolve() == SHARED_CIFAR.resolve():
@@ -207,7 +206,7 @@ def _centre_square(im: Image.Image) -> Image.Image:
     return im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
 
 
-def _decode_paths(paths: list[str], size: int = 32) -> np.ndarray:
+def decode_paths(paths: list[str], size: int = 32) -> np.ndarray:
     """(len(paths), size, size, 3) uint8; every mode converted to RGB; other sizes resized bilinearly.
     At sides other than DEFAULT_IMAGE_SIZE (ImageNet's 224, a manifest's side) a non-square file is
     first centre-cropped to a square (as uploads are), so photos keep their aspect ratio; at 32 px
@@ -231,24 +230,24 @@ def _workers() -> int:
     return max(1, min(4, usable_cores()))
 
 
-def _decode_imagefolder(paths: list[str], size: int = 32) -> np.ndarray:
-    """Decode many files with a few processes (decoding 32x32 JPEGs is Python-bound, so threads
+def decode_imagefolder(paths: list[str], size: int = 32) -> np.ndarray:
+    """Decode many files with a few processes (decoding small JPEGs is Python-bound, so threads
     barely help). 'fork' where available: the children only run PIL and numpy, and spawning
     would re-import torch in each child, which costs more than the decode itself."""
     workers = _workers()
     if len(paths) < _PARALLEL_MIN or workers == 1:
-        return _decode_paths(paths, size)
+        return decode_paths(paths, size)
     per = max(500, min(4000, len(paths) // (workers * 4) + 1))
     chunks = [paths[i:i + per] for i in range(0, len(paths), per)]
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     log.info("decoding %d images with %d processes", len(paths), workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return np.concatenate(list(ex.map(_decode_paths, chunks, [size] * len(chunks))))
+        return np.concatenate(list(ex.map(decode_paths, chunks, [size] * len(chunks))))
 
 
-def _read_torchvision(root: Path, split: str, dataset: str, download: bool):
-    """(images (N,32,32,3) uint8, labels (N,) int64, classes) via torchvision's own reader (CIFAR
-    batches hold 32x32 images).
+def read_torchvision(root: Path, split: str, dataset: str, download: bool):
+    """(images (N,S,S,3) uint8, labels (N,) int64, classes) via torchvision's own reader, the data
+    set's `torchvision_class` (CIFAR's batches hold 32 px images).
 
     torchvision's python batches are pickles: that is the official CIFAR format and torchvision's
     reader unpickles them. This is the only place where the project lets anything be unpickled, and
@@ -256,7 +255,7 @@ def _read_torchvision(root: Path, split: str, dataset: str, download: bool):
     genuine files are ever unpickled."""
     from torchvision import datasets  # lazy: heavy, and only this branch needs it
 
-    cls = getattr(datasets, _TV_CLASSES[dataset])
+    cls = getattr(datasets, get_dataset(dataset).torchvision_class or "")
     try:
         ds = cls(str(root), train=(split == "train"), download=download)
     except Exception as e:  # offline download (URLError) or missing/corrupt files (RuntimeError)
@@ -278,7 +277,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return base
 
 
-def _disk_read(stem: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
+def disk_read(stem: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
     meta_path = stem.with_suffix(".json")
     if not meta_path.is_file():
         return None
@@ -296,7 +295,7 @@ def _disk_read(stem: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
         return None
 
 
-def _disk_write(stem: Path, x: np.ndarray, y: np.ndarray, meta: dict) -> None:
+def disk_write(stem: Path, x: np.ndarray, y: np.ndarray, meta: dict) -> None:
     """Arrays first, the JSON last: a cache entry exists only once all three are complete."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     tag = f".tmp-{os.getpid()}-{threading.get_ident()}"

@@ -1,7 +1,7 @@
 """Turn an uploaded image file into one model-sized picture: (S, S, 3) uint8 RGB, or UploadError.
 
-S is the side the model takes (its card's input_size); by default the image size of CIFAR-10 in the
-dataset registry (backend.core.datasets), 32.
+S is the side the model takes (its card's input_size; any side); by default the image size of
+CIFAR-10 in the dataset registry (backend.core.datasets), 32.
 
 Uploads are untrusted. The guards, in order: byte count; a format allow-list (PIL can also open
 formats that shell out to other programs, such as EPS via Ghostscript); pixel count and side length

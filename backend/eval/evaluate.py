@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from backend.attacks.pgd import pgd  # noqa: E402
+from backend.attacks.projected_gradient import pgd  # noqa: E402
 from backend.core.data import Split, balanced_indices, load_split, sample_images  # noqa: E402
 from backend.core.errors import Cancelled  # noqa: E402
 from backend.core.validation import check_int  # noqa: E402
@@ -140,7 +140,7 @@ def evaluate_model(model: torch.nn.Module, split: Split, n_clean: int | None = N
                    steps: int = PGD_STEPS, aa_steps: int = AA_STEPS, aa_impl: str = "reference",
                    should_stop: Callable[[], bool] = lambda: False, aa_state: Path | None = None,
                    aa_chunk: int = 100) -> dict:
-    """Accuracy of an eval-mode classifier (float (n,3,32,32) in [0,1] -> logits) on `split`.
+    """Accuracy of an eval-mode classifier (float (n,3,S,S) in [0,1] -> logits) on `split`.
 
     n_clean: images for clean accuracy (None: all; fewer: a balanced seeded subset); n_pgd / n_aa:
     balanced seeded subsets for PGD-`steps` and AutoAttack (0 skips); aa_impl "reference"

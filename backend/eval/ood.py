@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.core.data import Split, _samples_dir, balanced_indices
+from backend.core.data import Split, balanced_indices, samples_dir
 from backend.core.errors import Cancelled
-from backend.core.imagefiles import IMAGE_EXTENSIONS, _decode_paths
+from backend.core.imagefiles import IMAGE_EXTENSIONS, decode_paths
 from backend.core.validation import check_int
 
 SCORES = ("msp", "energy", "maxlogit")
@@ -88,7 +88,7 @@ def synthetic_set(name: str, n: int, side: int, seed: int = 0) -> torch.Tensor:
 def package_sets(dataset: str, side: int) -> dict[str, torch.Tensor]:
     """{name: (20, 3, side, side) float} from the foolbox package's sample images of every data set
     other than `dataset` (offline; empty without the package)."""
-    d = _samples_dir("foolbox")
+    d = samples_dir("foolbox")
     out: dict[str, torch.Tensor] = {}
     if d is None:
         return out
@@ -97,7 +97,7 @@ def package_sets(dataset: str, side: int) -> dict[str, torch.Tensor]:
             continue
         files = sorted(str(p) for p in d.iterdir() if re.match(pattern, p.name))
         if files:
-            out[name] = torch.from_numpy(_decode_paths(files, side)).permute(0, 3, 1, 2).float().div(255).contiguous()
+            out[name] = torch.from_numpy(decode_paths(files, side)).permute(0, 3, 1, 2).float().div(255).contiguous()
     return out
 
 
@@ -115,7 +115,7 @@ def folder_set(root: str | Path, side: int, n: int = 1000, seed: int = 0) -> tup
         keep = np.sort(np.random.default_rng(seed).choice(len(files), n, replace=False))
         files = [files[i] for i in keep]
     name = d.name if _NAME.match(d.name) else "folder"
-    return name, torch.from_numpy(_decode_paths(files, side)).permute(0, 3, 1, 2).float().div(255).contiguous()
+    return name, torch.from_numpy(decode_paths(files, side)).permute(0, 3, 1, 2).float().div(255).contiguous()
 
 
 def outlier_sets(dataset: str, side: int, folders: list[str] | tuple[str, ...] = (), n: int = 1000,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backend.attacks.pgd import ce_loss_fn, pgd
+from backend.attacks.projected_gradient import ce_loss_fn, pgd
 from backend.core.archs import input_size
 from backend.core.errors import Cancelled
 
 # eps per norm in pixel units. Large L2 budgets are where robust models' targeted images show class
 # features (Santurkar et al. 2019); an L2 ball of radius eps holds every image at L2 distance <= eps
-# from x (two 32x32x3 images are at most 55.4 apart; L-inf 16/255 everywhere is L2 3.5).
+# from x (two S x S x 3 images are at most S * sqrt(3) apart: 55.4 at 32 px; L-inf 16/255 everywhere
+# is L2 3.5 at 32 px, 24 at 224 px).
 LENS_LIMITS = {"eps": [1 / 255, 32 / 255], "eps_l2": [0.1, 20.0], "steps": [1, 200], "vis_steps": [1, 500]}
 LENS_NORMS = ("linf", "l2")
 # the page's and the service's defaults, measured on the shipped CIFAR-10 checkpoints (README, Feature lens)

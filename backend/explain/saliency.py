@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from backend.explain import saliency_registry
 
 BASELINES = next(p.options for p in saliency_registry.PARAMS if p.name == "baseline")
-BLUR_SIGMA = 3.0  # pixels; strong enough to remove 32x32 object detail, keeps the colour layout
+BLUR_SIGMA = 3.0  # pixels at every image size: removes a 32-px image's object detail, keeps the colour layout
 CHUNK = 256       # images per forward/backward pass when a method expands the batch
 
 
@@ -170,17 +170,6 @@ def to_heatmap(attr, method: str = "gradient", percentile: float = 99.0) -> np.n
     top = top.reshape(-1, 1, 1)
     out = np.where(top > 0, np.clip(m, 0.0, top) / np.where(top > 0, top, 1.0), 0.0)
     return np.nan_to_num(out).astype(np.float32)
-
-
-def signed_map(attr, percentile: float = 99.0) -> np.ndarray:
-    """Signed display map (N,H,W) float32 in [-1,1]: attributions summed over channels, divided by
-    the per-image `percentile` of |value| and clipped (for a diverging colour map)."""
-    if not (0.0 < percentile <= 100.0):
-        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-    m = _as_numpy(attr).sum(axis=1)
-    top = np.percentile(np.abs(m).reshape(len(m), -1), percentile, axis=1).reshape(-1, 1, 1)
-    out = np.where(top > 0, np.clip(m / np.where(top > 0, top, 1.0), -1.0, 1.0), 0.0)
-    return out.astype(np.float32)
 
 
 def describe() -> dict:

@@ -2,7 +2,8 @@
 the parameters it reads, and its compute function; plus the shared parameters' ranges.
 
 How to add a saliency method (one new module plus its tests; no other file changes):
-1. New module backend/explain/saliency_methods/<name>.py (every module there is imported on first use).
+1. New module backend/explain/saliency_methods/<name>.py (every module there is imported on first use of
+   the registry, so it registers itself).
 2. compute(model, inp, target, params) -> attributions (N,3,H,W); inp is a private copy of x in [0,1].
 3. Never touch the shared frozen model: put hooks on backend.explain.saliency.twin(model).
 4. register(SaliencyMethod(name, label, info, compute, display="abs"|"positive", params=(fields read))).
@@ -13,7 +14,6 @@ keep the evidence for the target only (negative values mean "against").
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +21,6 @@ from backend.attacks.registry import Param
 from backend.core.registry import Registry
 
 DISPLAYS = ("abs", "positive")
-BUILTIN_MODULES = ("backend.explain.saliency_methods",)  # imported (and so registered) on first use
 
 # The SaliencyParams fields, with their accepted ranges and the step of a control (the defaults are
 # SaliencyParams' own). SaliencyParams validates with these.
@@ -65,11 +64,6 @@ class SaliencyMethod:
                 "slow": self.slow, "default_on": self.default_on, "order": self.order}
 
 
-def _builtins() -> None:
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
-
-
 def _check(method: SaliencyMethod) -> None:
     if method.display not in DISPLAYS:
         raise ValueError(f"display must be one of {DISPLAYS}, got {method.display!r}")
@@ -78,29 +72,30 @@ def _check(method: SaliencyMethod) -> None:
         raise ValueError(f"saliency method {method.name!r} reads unknown params {unknown}")
 
 
-_METHODS: Registry[SaliencyMethod] = Registry("saliency method", SaliencyMethod, order=lambda m: (m.order, m.name),
-                                              check=_check, builtins=_builtins)
+# The built-in methods are the modules of backend/explain/saliency_methods/, found on first use.
+REGISTRY: Registry[SaliencyMethod] = Registry("saliency method", SaliencyMethod,
+                                              package="backend.explain.saliency_methods",
+                                              order=lambda m: (m.order, m.name), check=_check)
 
 
 def register(method: SaliencyMethod, replace: bool = False) -> SaliencyMethod:
     """Add `method` (ValueError if its name is taken, unless replace, or its declaration is invalid)."""
-    _METHODS.load()  # a built-in's name is taken even before the first read
-    return _METHODS.add(method, replace)
+    return REGISTRY.register(method, replace)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that registered a toy one); unknown names are ignored."""
-    _METHODS.remove(name)
+    REGISTRY.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered method, in menu order."""
-    return tuple(_METHODS.names())
+    return tuple(REGISTRY.names())
 
 
 def get(name) -> SaliencyMethod:
     """The method called `name`; ValueError naming it and the known ones otherwise."""
-    return _METHODS.get(name)
+    return REGISTRY.get(name)
 
 
 def describe(defaults: dict) -> dict:
@@ -108,5 +103,5 @@ def describe(defaults: dict) -> dict:
     [Param.describe() with the default from `defaults` (SaliencyParams' own)]}, for limits()."""
     ns = names()
     return {"methods": list(ns), "default": ns[0] if ns else None,
-            "info": {n: _METHODS.get(n).describe() for n in ns},
+            "info": {n: REGISTRY.get(n).describe() for n in ns},
             "params": [{**p.describe(), "default": defaults[p.name]} for p in PARAMS]}

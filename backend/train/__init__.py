@@ -19,23 +19,24 @@ from backend.core.runtime import quiet_openmp
 quiet_openmp()
 
 from backend.train.config import (  # noqa: E402 (after the OpenMP setting)
-    CONTRASTIVE,
-    METHODS,
     PRESETS,
-    ROBUST,
     TrainConfig,
     config_from_dict,
     lr_at,
     make_config,
 )
 
-_LAZY = {"RunOptions": "backend.train.loop", "train": "backend.train.loop", "Cancelled": "backend.train.methods"}
+_LAZY = {"RunOptions": "backend.train.loop", "train": "backend.train.loop", "Cancelled": "backend.train.steps"}
 
 __all__ = ["CONTRASTIVE", "METHODS", "PRESETS", "ROBUST", "TrainConfig", "config_from_dict", "lr_at", "make_config",
            *_LAZY]
 
 
 def __getattr__(name: str):
+    if name in ("CONTRASTIVE", "METHODS", "ROBUST"):  # the registry read now (backend.train.registry)
+        from backend.train import registry
+
+        return getattr(registry, name)
     if name in _LAZY:
         import importlib
 

@@ -76,7 +76,7 @@ _CONFIG_FLAGS = (
     ("arch_args", dict(help='its builder arguments as a JSON object, e.g. \'{"name": "resnet18"}\' for torchvision')),
     ("width", dict(type=int, choices=WIDTHS)),
     ("epochs", dict(type=_integer)),
-    ("subset", dict(type=_integer, help="training images (0 = all 49,000)")),
+    ("subset", dict(type=_integer, help="training images (0 = all but the 1,000 held out)")),
     ("batch_size", dict(type=_integer)),
     ("lr", dict(type=_number)),
     ("schedule", dict(choices=SCHEDULES)),
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     from backend.train.loop import train
-    from backend.train.methods import Cancelled
+    from backend.train.steps import Cancelled
 
     try:
         out = train(cfg, opts, should_stop=lambda: bool(received))

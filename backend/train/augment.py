@@ -7,7 +7,7 @@ so a seed gives the same views on CPU and GPU, and nothing waits on the GPU: the
 parameters travel to the device in one pinned, non-blocking copy each.
 
 Views (each ends with a random horizontal flip, p = 0.5):
-  b  random 32x32 crop of the image zero-padded by 4 pixels.
+  b  random HxW crop of the image zero-padded by 4 pixels.
   s  random resized crop (scale 0.2-1, ratio 3/4-4/3) resized bilinearly back to HxW, then colour
      jitter (brightness, contrast, saturation 0.4, hue 0.1; p 0.8; the four in random order per
      sample), then grayscale with p 0.2.
@@ -299,14 +299,3 @@ def view_t(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.T
     xf = _apply(xf, op == 12, autocontrast)
     xf = _apply(xf, op == 13, equalize)
     return _flip(xf, flip)
-
-
-VIEWS = {"b": view_b, "s": view_s, "t": view_t}
-
-
-def make_views(x: torch.Tensor, letters: str, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """One augmented float (N,3,H,W) tensor per letter of `letters` (e.g. "tsb"), drawn in order."""
-    bad = [c for c in letters if c not in VIEWS]
-    if bad or not letters:
-        raise ValueError(f"views must be letters from {sorted(VIEWS)}, got {letters!r}")
-    return [VIEWS[c](x, generator) for c in letters]

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from backend.core.archs_meta import TRAINABLE, WIDTHS
 from backend.core.errors import short
-from backend.train.registry import CONTRASTIVE, METHOD_INFO, METHODS, PRESET_INFO, PRESETS, ROBUST, STATUS, datasets
+from backend.train import registry
+from backend.train.registry import PRESET_INFO, PRESETS, STATUS, datasets
 
-__all__ = ["CONTRASTIVE", "DEVICES", "METHOD_INFO", "METHODS", "PRESET_INFO", "PRESETS", "ROBUST",
+__all__ = ["DEVICES", "PRESET_INFO", "PRESETS",
            "RUNTIME_FIELDS", "SCHEDULES", "STATUS", "TRAINABLE", "WIDTHS", "TrainConfig", "config_from_dict",
            "describe", "lr_at", "make_config", "resume_mismatch"]
 
@@ -58,7 +59,7 @@ class TrainConfig:
     probe_lr: float = 1.0
     probe_batch_size: int = 512
     adv_probe: bool = False            # fit the probe on PGD-attack_steps examples of the full model
-    subset: int = 0                    # training images used (balanced, seeded); 0 = all 49,000
+    subset: int = 0                    # training images used (balanced, seeded); 0 = all but the held out
     val_n: int = 1000                  # held-out training images (clean val accuracy)
     val_robust_n: int = 500            # of those, attacked with PGD-attack_steps for robust val accuracy
     ncm_n: int = 2000                  # training images whose class means classify val (contrastive)
@@ -81,8 +82,8 @@ class TrainConfig:
 
         def unknown(name, what, known):
             raise ValueError(f"unknown {what} {short(getattr(self, name))}; known: {', '.join(known)}")
-        if self.method not in METHODS:
-            unknown("method", "training method", METHODS)
+        if registry.find(self.method) is None:
+            unknown("method", "training method", registry.names())
         if self.preset not in PRESETS:
             unknown("preset", "preset", PRESETS)
         if self.dataset not in datasets():
@@ -130,11 +131,11 @@ class TrainConfig:
 
     @property
     def contrastive(self) -> bool:
-        return METHOD_INFO[self.method].contrastive
+        return registry.get(self.method).contrastive
 
     @property
     def robust(self) -> bool:
-        return METHOD_INFO[self.method].robust
+        return registry.get(self.method).robust
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,9 +244,10 @@ def describe() -> dict:
     """The registry as a form shows it (Service.limits()["jobs"]): each method's title, each preset's
     label, one-line use and the values it trains with (so the page's texts cannot drift from them)."""
     shown = ("width", "epochs", "subset", "batch_size", "attack_steps", "probe_epochs", "synthetic_n")
-    return {"method_titles": {m: info.title for m, info in METHOD_INFO.items()},
-            "method_robust": {m: info.robust for m, info in METHOD_INFO.items()},
+    methods = [registry.get(m) for m in registry.names()]
+    return {"method_titles": {m.name: m.title for m in methods},
+            "method_robust": {m.name: m.robust for m in methods},
             "preset_labels": {p: info.label for p, info in PRESET_INFO.items()},
             "preset_use": {p: info.use for p, info in PRESET_INFO.items()},
             "preset_values": {p: {k: getattr(c, k) for k in shown}
-                              for p in PRESETS for c in [make_config(p, method=METHODS[0])]}}
+                              for p in PRESETS for c in [make_config(p, method=methods[0].name)]}}

@@ -1,4 +1,5 @@
-"""Training inputs: CIFAR splits (49,000 train / 1,000 held out) or a synthetic task made in code.
+"""Training inputs: a data set's training split (all but 1,000 held-out images, which validate) or a
+synthetic task made in code.
 
 All images here are uint8 (N, 3, S, S) CPU tensors (channels first, ready for the views), S the
 data set's image size (backend.core.datasets; 32 for CIFAR and the synthetic task), labels int64

@@ -24,13 +24,14 @@ from tqdm import tqdm
 from backend.core import archs
 from backend.core.checkpoints import new_card, save_checkpoint, validate_id
 from backend.core.runtime import torch_threads
+from backend.train import registry
 from backend.train import state as st
 from backend.train.config import TrainConfig, config_from_dict, lr_at, resume_mismatch
 from backend.train.events import EventLog, hardware
 from backend.train.inputs import load_inputs
-from backend.train.methods import LOSSES, Cancelled, Nets, StepContext, TrainNet
 from backend.train.probe import NearestClassMean, class_means, linear_probe, logits_classifier, validate
-from backend.train.registry import METHOD_INFO, PRESET_INFO
+from backend.train.registry import PRESET_INFO
+from backend.train.steps import Cancelled, Nets, StepContext, TrainNet
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def precision(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], cont
 
 def train_attack(cfg: TrainConfig) -> str | None:
     """How the method crafts its training examples, as the card states it (None for clean training)."""
-    info = METHOD_INFO[cfg.method]
+    info = registry.get(cfg.method)
     if info.attack is None:
         return None
     eps = f"linf eps {cfg.eps * 255:g}/255"
@@ -354,7 +355,7 @@ class _Run:
                 lo = s * self.batch + self.rank * per_rank
                 idx = perm[lo:lo + per_rank]
                 try:
-                    loss = LOSSES[cfg.method](self.nets, self.train_x[idx], self.train_y[idx], self.ctx)
+                    loss = registry.get(cfg.method).loss(self.nets, self.train_x[idx], self.train_y[idx], self.ctx)
                 except Cancelled:  # stopped mid-step: rewind the generators to the step's start
                     for k, g in self.gens.items():
                         g.set_state(snap[k])
@@ -464,7 +465,7 @@ class _Run:
                     "threads": torch.get_num_threads() if on_cpu else None,
                     "train_attack": train_attack(cfg), "precision": "bf16 autocast" if self._amp else "fp32",
                     "device": self.device.type, "world_size": self.world, "epochs": cfg.epochs,
-                    "attack_steps": METHOD_INFO[cfg.method].training_attack_steps(cfg.attack_steps),
+                    "attack_steps": registry.get(cfg.method).training_attack_steps(cfg.attack_steps),
                     "n_train": self.n_train, "batch_size": self.batch, "best_epoch": p.best_epoch,
                     "selection": "val_robust" if cfg.robust else "val_clean",
                     "val_classifier": "linear probe (epochs: NCM on features)" if cfg.contrastive else "logits",
@@ -474,7 +475,7 @@ class _Run:
         width = self.arch_args.get("width")
         card = new_card(out.name, cfg.method, cfg.arch, width, list(self.data.classes), arch_args=self.arch_args,
                         input_size=self.arch_args["input_size"],
-                        display_name=f"{METHOD_INFO[cfg.method].label} {tag}"
+                        display_name=f"{registry.get(cfg.method).label} {tag}"
                                      f"{f'w{width} ' if width else ''}({cfg.epochs} ep)",
                         dataset=cfg.dataset, data_variant=self.data.variant, train_config=cfg.to_dict(),
                         metrics=metrics, training=training, status=PRESET_INFO[cfg.preset].status,

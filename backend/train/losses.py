@@ -102,13 +102,6 @@ def rsupcon_terms(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tenso
     return l_adv, l_cln
 
 
-def rsupcon_loss(z_adv: torch.Tensor, z_base: torch.Tensor, labels: torch.Tensor,
-                 temperature: float = 0.07, base_temperature: float = 0.07) -> torch.Tensor:
-    """RSupCon training loss L_adv + L_cln, a scalar (float32); see `rsupcon_terms`."""
-    l_adv, l_cln = rsupcon_terms(z_adv, z_base, labels, temperature, base_temperature)
-    return l_adv + l_cln
-
-
 def rsupcon_attack_loss(z_adv: torch.Tensor, z_clean: torch.Tensor, labels: torch.Tensor,
                         temperature: float = 0.07, base_temperature: float = 0.07) -> torch.Tensor:
     """The objective the RSupCon attack ascends, per adversarial anchor: (V*B,) float32.

@@ -1,7 +1,7 @@
 """Validation during training and the linear probe of the contrastive methods.
 
-Images here are uint8 (N, 3, 32, 32) resident on the training device; classifiers map float
-(n, 3, 32, 32) in [0, 1] to logits (n, classes). Validation draws from its own seeded generator,
+Images here are uint8 (N, 3, S, S) resident on the training device (S the data set's side);
+classifiers map float (n, 3, S, S) in [0, 1] to logits (n, classes). Validation draws from its own seeded generator,
 never from the training generators, so validating (or not) leaves the training run unchanged.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.train.augment import view_t
 from backend.train.config import TrainConfig
-from backend.train.methods import Nets, StepContext, eval_mode
+from backend.train.steps import Nets, StepContext, eval_mode
 
 NCM_SCALE = 10.0  # logit scale of the nearest-class-mean classifier (cosine similarity / 0.1)
 
@@ -65,7 +65,7 @@ def validate(classify: Callable, nets: Nets, images: torch.Tensor, labels: torch
              cfg: TrainConfig, batch: int, should_stop: Callable[[], bool], seed: int = 0) -> dict:
     """{"val_clean": acc on all images, "val_robust": PGD-attack_steps acc on the first
     val_robust_n (None when 0)}; eval mode, fixed seed."""
-    from backend.train.methods import Cancelled
+    from backend.train.steps import Cancelled
 
     correct = 0
     with eval_mode(nets.core):

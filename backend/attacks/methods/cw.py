@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.common import eps_param, forward, is_success, steps_param
-from backend.attacks.pgd import project
+from backend.attacks.projected_gradient import project
 from backend.attacks.registry import Attack, Param, Variant, register
 from backend.attacks.spec import MAX_CW_STEPS
 

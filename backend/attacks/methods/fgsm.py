@@ -2,8 +2,8 @@
 FGSM-RS (Wong et al. 2020), stepping 1.25*eps from a uniform point of the ball. Targeted or not."""
 from __future__ import annotations
 
+from backend.attacks import gradient_loop
 from backend.attacks.common import eps_param, steps_param
-from backend.attacks.methods import _gradient
 from backend.attacks.registry import Attack, Param, Variant, register
 
 
@@ -19,7 +19,7 @@ ATTACK = register(Attack(
                       "One signed-gradient step of size eps: the fastest attack, and the weakest."),),
     params=(eps_param("linf"),
             steps_param("fgsm", default=1, lo=1, hi=1, shown=False),
-            *[p for p in _gradient.step_size_params(shown=False) if p.norm == "linf"],
+            *[p for p in gradient_loop.step_size_params(shown=False) if p.norm == "linf"],
             Param("random_start", "Random start", kind="bool", default=False, key="fgsm_rs", shown=False),
-            _gradient.restarts_param()),
-    run=_gradient.run, resolve=resolve, check=_gradient.check_restarts, doc=__doc__))
+            gradient_loop.restarts_param()),
+    run=gradient_loop.run, resolve=resolve, check=gradient_loop.check_restarts, doc=__doc__))

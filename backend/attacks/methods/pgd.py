@@ -1,10 +1,11 @@
 """PGD (Madry et al. 2018) in the L-inf or L2 ball: `steps` steps of step_size along the gradient's sign
 (L-inf) or unit direction (L2), each projected back onto the ball and [0, 1]; a seeded random start by
-default, optional restarts. Targeted or not. The primitive itself is backend.attacks.pgd."""
+default, optional restarts. Targeted or not. The primitive itself (also used by training and evaluation) is
+backend.attacks.projectedgradient_loop."""
 from __future__ import annotations
 
+from backend.attacks import gradient_loop
 from backend.attacks.common import eps_param, steps_param
-from backend.attacks.methods import _gradient
 from backend.attacks.registry import Attack, Param, Variant, register
 from backend.attacks.spec import MAX_STEPS
 
@@ -27,8 +28,8 @@ ATTACK = register(Attack(
                       "PGD in the L2 ball: steps along the normalised gradient; eps is the Euclidean budget.")),
     params=(eps_param("linf"), eps_param("l2"),
             steps_param("pgd", default=10, lo=0, hi=MAX_STEPS, large_default=5),
-            *_gradient.step_size_params(STEP_MENU),
+            *gradient_loop.step_size_params(STEP_MENU),
             Param("random_start", "Random start", kind="bool", default=True, key="rs",
                   help="Start from a random point in the eps-ball instead of the image itself."),
-            _gradient.restarts_param()),
-    run=_gradient.run, resolve=resolve, check=_gradient.check_restarts, doc=__doc__))
+            gradient_loop.restarts_param()),
+    run=gradient_loop.run, resolve=resolve, check=gradient_loop.check_restarts, doc=__doc__))

@@ -1,5 +1,6 @@
-"""The loop FGSM and PGD share: signed-gradient (L-inf) or normalised-gradient (L2) ascent inside the
-eps-ball, with per-image seeded random starts and restarts; plus the parameters both declare."""
+"""The loop FGSM and PGD (backend/attacks/methods/fgsm.py, pgd.py) share: signed-gradient (L-inf) or
+normalised-gradient (L2) ascent inside the eps-ball, with per-image seeded random starts and restarts;
+plus the parameters both declare."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.common import ascent_loss, forward, is_success, random_starts
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.attacks.registry import Param
 from backend.attacks.spec import MAX_EPS, MAX_RESTARTS
 

@@ -50,7 +50,7 @@ class FastNet(OwnClassifier):
 
     def __init__(self, num_classes: int = 10, width: int = 64, input_size: int = 32):
         super().__init__()
-        self._sizes(num_classes, width, input_size)
+        self.set_sizes(num_classes, width, input_size)
         self.feature_dim = 4 * width
         self.stem = nn.Sequential(nn.Conv2d(3, width // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(width // 2),
                                   nn.ReLU())
@@ -75,11 +75,10 @@ class FastNet(OwnClassifier):
         return torch.flatten(F.adaptive_max_pool2d(out, 1), 1)  # (N, 4w)
 
 
-def _build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastNet:
+def build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastNet:
     return FastNet(num_classes=num_classes, width=width, input_size=input_size)
 
 
 FASTNET = register_arch(ArchSpec(
-    "fastnet", _build, {"num_classes": 10, "width": 64, "input_size": 32},
-    label="FastNet (compact VGG-style, for CPU training)", choices={"width": WIDTHS}, trainable=True),
-    replace=True)
+    "fastnet", build, {"num_classes": 10, "width": 64, "input_size": 32},
+    label="FastNet (compact VGG-style, for CPU training)", choices={"width": WIDTHS}, trainable=True, order=20))

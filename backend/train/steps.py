@@ -1,8 +1,12 @@
-"""One training loss per batch for each method: ce, pgd_at, trades, supcon, rsupcon, fgsm_rs.
+"""The step machinery the training methods share (backend/train/methods/, one module per method, each
+declaring its loss with the registry, backend.train.registry).
 
-Every method takes a batch of uint8 images (B, 3, 32, 32) on the training device and labels (B,),
-draws its views with backend.train.augment, crafts adversarial examples with backend.attacks.pgd.pgd, and returns
-the scalar loss of one train-mode forward pass (the caller does backward and the optimiser step).
+A method's loss takes a batch of uint8 images (B, 3, H, W) on the training device and labels (B,),
+draws its views with backend.train.augment (view_b / view_s / view_t), crafts
+adversarial examples with backend.attacks.projected_gradient.pgd (ce_attack for cross-entropy), and
+returns the scalar loss of one train-mode forward pass (the caller does backward and the optimiser
+step). Here: the network wrapper (TrainNet, Nets), the per-step context (StepContext), eval_mode,
+the cross-entropy attack and loss, the KL term, and the RSupCon step.
 
 Attacks run with the network in eval mode (batch-norm running statistics, no statistics updates),
 for every method: RSupCon's source does so, TRADES' reference code does so for its KL attack, and
@@ -19,11 +23,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backend.attacks.pgd import pgd
+from backend.attacks.projected_gradient import pgd
 from backend.core.errors import Cancelled  # the one stop signal (here: SIGTERM / SIGINT asked the trainer to stop)
 from backend.train.augment import view_b, view_s, view_t
 from backend.train.config import TrainConfig
-from backend.train.losses import rsupcon_attack_loss, rsupcon_terms, supcon_loss
+from backend.train.losses import rsupcon_attack_loss, rsupcon_terms
 
 
 class TrainNet(nn.Module):
@@ -88,7 +92,9 @@ def eval_mode(module: nn.Module):
         module.train(was)
 
 
-def _ce_attack(nets: Nets, x, y, ctx: StepContext, step_size: float, steps: int) -> torch.Tensor:
+def ce_attack(nets: Nets, x, y, ctx: StepContext, step_size: float, steps: int) -> torch.Tensor:
+    """PGD (random start, `steps` steps of `step_size`, eps = cfg.eps) ascending the cross-entropy, in
+    eval mode: x (B,3,H,W) in [0, 1] -> x_adv (B,3,H,W)."""
     def loss_fn(xa):
         ctx.check()
         with ctx.autocast():
@@ -99,68 +105,16 @@ def _ce_attack(nets: Nets, x, y, ctx: StepContext, step_size: float, steps: int)
         return pgd(loss_fn, x, ctx.cfg.eps, step_size, steps, generator=ctx.gen_dev)
 
 
-def _ce_logits(nets: Nets, x, y, ctx) -> torch.Tensor:
+def ce_logits(nets: Nets, x, y, ctx) -> torch.Tensor:
+    """The train-mode cross-entropy (with cfg.label_smoothing) of x (B,3,H,W), a scalar."""
     with ctx.autocast():
         logits = nets.train(x)
     return F.cross_entropy(logits.float(), y, label_smoothing=ctx.cfg.label_smoothing)
 
 
-def loss_ce(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """Cross-entropy on view b."""
-    return _ce_logits(nets, view_b(x_u8, ctx.gen_aug), y, ctx)
-
-
-def loss_pgd_at(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """Madry et al.: cross-entropy on PGD-k examples of view b (random start)."""
-    cfg = ctx.cfg
-    x_adv = _ce_attack(nets, view_b(x_u8, ctx.gen_aug), y, ctx, cfg.step_size, cfg.attack_steps)
-    return _ce_logits(nets, x_adv, y, ctx)
-
-
-def loss_fgsm_rs(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """Wong et al. fast AT: one FGSM step of fgsm_step from a uniform random start in the eps-ball."""
-    x_adv = _ce_attack(nets, view_b(x_u8, ctx.gen_aug), y, ctx, ctx.cfg.fgsm_step, 1)
-    return _ce_logits(nets, x_adv, y, ctx)
-
-
-def _kl(logits_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+def kl_div(logits_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
     """Per-example KL(p_clean || softmax(logits_adv)), (B,); TRADES' reference direction."""
     return (p_clean * (p_clean.clamp_min(1e-12).log() - logits_adv.float().log_softmax(1))).sum(1)
-
-
-def loss_trades(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """Zhang et al.: CE(f(x), y) + beta * KL(f(x) || f(x~)); the attack ascends the KL from
-    x + 0.001 N(0, 1) (TRADES' start), k steps."""
-    cfg = ctx.cfg
-    x = view_b(x_u8, ctx.gen_aug)
-    with eval_mode(nets.core):
-        with torch.no_grad(), ctx.autocast():
-            p_clean = nets.attack(x).float().softmax(1)
-
-        def loss_fn(xa):
-            ctx.check()
-            with ctx.autocast():
-                return _kl(nets.attack(xa), p_clean)
-
-        noise = torch.randn(x.shape, device=x.device, generator=ctx.gen_dev)
-        x_adv = pgd(loss_fn, x, cfg.eps, cfg.step_size, cfg.attack_steps, rand_init=False,
-                    x_init=x + 0.001 * noise)
-    with ctx.autocast():
-        logits = nets.train(torch.cat([x, x_adv]), chunks=2).float()  # (2B, classes)
-    clean, adv = logits.chunk(2)
-    return F.cross_entropy(clean, y, label_smoothing=cfg.label_smoothing) \
-        + cfg.trades_beta * _kl(adv, clean.softmax(1)).mean()
-
-
-def loss_supcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """Khosla et al. SupCon on two clean s views (A = C, E(a) = {a})."""
-    cfg = ctx.cfg
-    x = torch.cat([view_s(x_u8, ctx.gen_aug), view_s(x_u8, ctx.gen_aug)])  # (2B,3,H,W)
-    with ctx.autocast():
-        z = nets.train(x, "proj")  # (2B, d)
-    y2 = y.repeat(2)
-    eye = torch.eye(len(y2), dtype=torch.bool, device=z.device)
-    return supcon_loss(z, y2, z, y2, cfg.temperature, cfg.base_temperature, eye)
 
 
 def rsupcon_attack(nets: Nets, xt, xs, xb, y, ctx: StepContext,
@@ -202,14 +156,3 @@ def rsupcon_step(nets: Nets, xt, xs, xb, y, ctx: StepContext,
         z = nets.train(torch.cat([x_adv, xb]), "proj").view(3, b, -1)  # [t~, s~, b]
     l_adv, l_cln = rsupcon_terms(z[:2], z[2], y, cfg.temperature, cfg.base_temperature)
     return {"x_adv": x_adv, "z": z, "l_adv": l_adv, "l_cln": l_cln}
-
-
-def loss_rsupcon(nets: Nets, x_u8, y, ctx: StepContext) -> torch.Tensor:
-    """RSupCon: L_adv + L_cln from one train-mode forward on [x~_t, x~_s, x_b]."""
-    out = rsupcon_step(nets, *rsupcon_views(x_u8, ctx), y, ctx)
-    return out["l_adv"] + out["l_cln"]
-
-
-# one loss per method of backend.train.registry (tests/test_train_registry.py checks that they match)
-LOSSES: dict[str, Callable] = {"ce": loss_ce, "pgd_at": loss_pgd_at, "trades": loss_trades,
-                               "supcon": loss_supcon, "rsupcon": loss_rsupcon, "fgsm_rs": loss_fgsm_rs}
