@@ -128,7 +128,7 @@ def test_uploads(http):
 
 
 def test_internal_errors_are_500_with_detail(service, http, monkeypatch):
-    def boom():
+    def boom(**kw):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(service, "classes", boom)

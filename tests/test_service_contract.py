@@ -480,24 +480,3 @@ def test_cached_results_cannot_be_corrupted(clients):
     first["results"]["tiny-ce"]["pred"] = -1
     again = c.predict("samples:7", ["tiny-ce"])["results"]["tiny-ce"]
     assert again["pred"] == int(np.argmax(again["probs"])) and abs(float(again["probs"].sum()) - 1) < 1e-5
-
-
-def test_service_methods_have_the_signatures_of_the_analyses_they_delegate_to():
-    """The Service is built by composition: its analysis methods delegate to ImageAnalyses and
-    BatchAnalyses with the same parameters and defaults (start_task reads the Service's), and the
-    HTTP client exposes the same ones (less the in-process progress callbacks)."""
-    import inspect
-
-    from backend.service.analyses import BatchAnalyses
-    from backend.service.corruption_views import CorruptionAnalyses
-    from backend.service.inspection import ImageAnalyses
-
-    def params(fn, drop=()):
-        return [(k, p.default) for k, p in inspect.signature(fn).parameters.items() if k not in ("self", *drop)]
-
-    for part in (ImageAnalyses, BatchAnalyses, CorruptionAnalyses):
-        for name in ("predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed", "robustness_curve",
-                     "feature_lens", "class_visualisation", "corruption_view", "corruption_curve"):
-            if hasattr(part, name):
-                assert params(getattr(Service, name)) == params(getattr(part, name)), name
-                assert params(getattr(HttpClient, name)) == params(getattr(part, name), ("progress", "should_stop"))

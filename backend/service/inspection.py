@@ -27,7 +27,7 @@ class ImageAnalyses:
         self.models, self.images, self.lock, self.device = engine.models, engine.images, engine.lock, engine.device
         self.results = engine.caches.results
 
-    def predict(self, image_id: str, model_ids=None, topk: int = 5) -> dict:
+    def predict(self, image_id: str, model_ids, topk: int) -> dict:
         """{"image_id", "results": {model_id: {"probs": float32 (C,), "pred": int, "top": [{"index",
         "class_name", "prob"}] (topk best)}}}; topk in 1..C."""
         ids = self.models.resolve(model_ids)
@@ -36,8 +36,8 @@ class ImageAnalyses:
         return {"image_id": image_id,
                 "results": {m: self.engine.prob_entry(self.engine.clean_probs(m, image_id), m, topk) for m in ids}}
 
-    def attack(self, image_id: str, spec: dict, model_ids=None, mode: str = "whitebox",
-               source_model: str | None = None, saliency: str | None = None, target: int | None = None) -> dict:
+    def attack(self, image_id: str, spec: dict, model_ids, mode: str, source_model: str | None,
+               saliency: str | None, target: int | None) -> dict:
         """Attack one image on each model (whitebox) or craft on source_model and evaluate the same
         adversarial image on every model (transfer). See the contract for the result shape:
         results[mid] = {"crafted_on", "adv_pixels" (S,S,3) float32 in [0,1], "delta" (S,S,3),
@@ -101,8 +101,8 @@ class ImageAnalyses:
             out["saliency_clean"], out["saliency_adv"] = heat[0], heat[1]
         return out
 
-    def explain(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                target: int | None = None, spec: dict | None = None, params: dict | None = None) -> dict:
+    def explain(self, image_id: str, model_id: str, method: str, target: int | None, spec: dict | None,
+                params: dict | None) -> dict:
         """{"method", "target": int, "heatmap": float32 (H,W) in [0,1], "attribution": float32
         (3,H,W), "adversarial": bool} at the model's input size. target defaults to the predicted class of the explained
         image; spec given -> explain the adversarial image crafted on model_id with that spec.
@@ -142,14 +142,13 @@ class ImageAnalyses:
             self.results.put(clean_key, out[0])
         return out[-1]
 
-    def saliency_metrics(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                         spec: dict | None = None) -> dict:
+    def saliency_metrics(self, image_id: str, model_id: str, method: str, spec: dict | None) -> dict:
         """Measures of the map for the predicted class: {"alignment", "centered_alignment",
         "deletion_auc", "insertion_auc" (floats), "deletion_curve", "insertion_curve" (S+1,)
         float32, "fractions" (S+1,)}, plus, with spec, "drift": {"spearman", "topk_overlap"}
         between the clean map and the adversarial image's map."""
-        adv = None if spec is None else self.explain(image_id, model_id, method, spec=spec)  # both maps, one pass
-        ex = self.explain(image_id, model_id, method)
+        adv = None if spec is None else self.explain(image_id, model_id, method, None, spec, None)  # both maps, one pass
+        ex = self.explain(image_id, model_id, method, None, None, None)
         key = ("metrics", self.models.weights_key(model_id), image_id, method,
                None if spec is None else _key(self.engine.spec(spec).to_dict()))
         return self.engine.cached(self.results, key,
@@ -172,7 +171,7 @@ class ImageAnalyses:
             out["drift"] = {"spearman": float(d["spearman"][0]), "topk_overlap": float(d["topk_overlap"][0])}
         return out
 
-    def sanity_check(self, image_id: str, model_id: str, method: str = "gradient") -> dict:
+    def sanity_check(self, image_id: str, model_id: str, method: str) -> dict:
         """Cascading parameter randomisation (Adebayo et al. 2018), top layer first:
         {"stages": [str] (S,), "similarity": [float] (S,) Spearman rank correlation between the
         original and each randomised map (low = the method depends on what the model learned),
