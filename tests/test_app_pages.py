@@ -714,7 +714,7 @@ def test_attack_lab_targeted_reports_target_reached(env):
 def test_prewarm_computes_the_attack_labs_default_view(env):
     """app.prewarm precomputes what the home page asks for by default: the same image (the rule) and
     the same attack as the page's default widget values."""
-    from backend.transport import home
+    from app.session import home
     from backend.transport.client import make_client
 
     at = ok(open_page())

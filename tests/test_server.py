@@ -379,8 +379,8 @@ def test_make_client_defaults_to_in_process(tiny_checkpoint_root, monkeypatch): 
 
 def test_the_server_precomputes_the_home_pages_default_view_at_launch(tiny_checkpoint_root, monkeypatch):  # noqa: F811
     """Issue 14 (cold start, HTTP mode): at launch the server computes the attack lab's default view
-    (backend.transport.home) in the background; the app's first identical request is a cache hit."""
-    from backend.transport import home
+    (app.session.home) in the background; the app's first identical request is a cache hit."""
+    from app.session import home
     from backend.transport.server import build
 
     monkeypatch.setenv("ROBUSTLENS_WARM_UP", "1")

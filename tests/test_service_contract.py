@@ -12,7 +12,6 @@ from PIL import Image
 
 from backend.core.errors import BusyError, NotFoundError
 from backend.service import Service
-from backend.transport.client import HttpClient
 from tests.helpers import CIFAR10_CLASSES, both_clients, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the order list_models must give (rsupcon first)
@@ -229,7 +228,6 @@ def test_an_adversarial_map_computes_its_clean_twin_in_the_same_pass(tiny_checkp
                                                                     monkeypatch):
     """Issue 12 (speed at 224 px): explaining the adversarial image first computes the clean map in
     the same attribution pass of two images and caches it; both equal what two separate calls give."""
-    from backend.service import Service
 
     params = {"ig_steps": 8} if method == "integrated_gradients" else {"smoothgrad_samples": 4} \
         if method == "smoothgrad" else None

@@ -11,7 +11,7 @@ import json
 import streamlit as st
 
 from app.session import state
-from app.session.client import call, classes, models
+from app.session.client import backend, classes, models
 from app.widgets import attack_ui
 from app.widgets.components import (
     NO_SALIENCY,
@@ -46,7 +46,7 @@ st.caption("Pick an image in the sidebar, then an attack: every model is attacke
 
 img = image_picker()
 cards = models()
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 sal_lim = lim.get("saliency") or {}
 SALIENCY = quick_saliency(sal_lim)
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
@@ -162,8 +162,8 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
     display = sal_lim["info"][sal]["display"]  # the registry's rule, as the backend's heatmaps
     raws = {}
     for m in ids:
-        adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)  # computes the clean map with it
-        clean = call("explain", img["image_id"], m, sal, quiet=True)
+        adv = backend(quiet=True).explain(img["image_id"], m, sal, spec=spec)  # computes the clean map with it
+        clean = backend(quiet=True).explain(img["image_id"], m, sal)
         if clean is None or adv is None:
             return per_map, "map"
         raws[m] = (raw_map(clean["attribution"], display), raw_map(adv["attribution"], display))
@@ -185,7 +185,7 @@ def _grid(res: dict, ids: list[str], label, target, sal_maps: dict | None, class
 
 def _preview(ids: list[str], label) -> None:
     """While the attack runs: each model's clean prediction (fast), so the page is useful at once."""
-    pred = call("predict", img["image_id"], ids, quiet=True)
+    pred = backend(quiet=True).predict(img["image_id"], ids)
     if not pred:
         return
     k = per_row(len(ids))
@@ -231,8 +231,8 @@ def lab() -> None:
     with preview.container():
         with st.spinner(f"Attacking {len(ids)} model(s): {desc}..."):
             _preview(ids, img.get("label"))
-            res = call("attack", img["image_id"], spec, ids, mode=mode, source_model=source,
-                       saliency=None if sal == NO_SALIENCY else sal)
+            res = backend().attack(img["image_id"], spec, ids, mode=mode, source_model=source,
+                                   saliency=None if sal == NO_SALIENCY else sal)
     preview.empty()
     if res is None:
         return

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.session import state
-from app.session.client import call, classes
+from app.session.client import backend, classes
 from app.widgets import attack_ui, charts
 from app.widgets.components import colour_bar, input_side, model_header, model_picker, page_setup, show_image
 from app.widgets.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
@@ -29,7 +29,7 @@ st.caption("Which pixels does each model use? Robust models tend to give maps th
 
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 sal_lim = lim.get("saliency") or {"methods": [], "info": {}}
 # every saliency method of the backend's registry, slow ones marked
 METHODS = {m: sal_lim["info"][m]["label"] + (" (slow)" if sal_lim["info"][m]["slow"] else "")
@@ -64,16 +64,16 @@ def studio() -> None:
     with st.status(f"Computing {len(ids) * len(meths)} map pairs ({desc})...", expanded=False) as status:
         bar = st.progress(0.0)
         for i, (meth, m) in enumerate((a, b) for a in meths for b in ids):
-            met = call("saliency_metrics", img["image_id"], m, meth, spec)
-            adv = call("explain", img["image_id"], m, meth, spec=spec)  # first: computes the clean map with it
-            clean = call("explain", img["image_id"], m, meth)
+            met = backend().saliency_metrics(img["image_id"], m, meth, spec)
+            adv = backend().explain(img["image_id"], m, meth, spec=spec)  # first: computes the clean map with it
+            clean = backend().explain(img["image_id"], m, meth)
             if met is not None and clean is not None and adv is not None:
                 cells[(meth, m)] = {"metrics": met, "clean": clean, "adv": adv}
             bar.progress((i + 1) / (len(ids) * len(meths)))
         status.update(label=f"{len(cells)} map pairs ready ({desc})", state="complete")
     if not cells:
         return
-    advs = call("attack", img["image_id"], spec, ids, saliency=None, quiet=True)  # cached by the maps' attack
+    advs = backend(quiet=True).attack(img["image_id"], spec, ids, saliency=None)  # cached by the maps' attack
     maps = _scaled_maps(cells, ids, meths, scale)
     k = per_block(len(ids))
     for b in range(0, len(ids), k):
@@ -195,7 +195,7 @@ def _sanity(ids: list[str]) -> None:
     key = (img["image_id"], m, meth)
     if c3.button("Run sanity check", icon=":material/science:", key="sanity_run"):
         with st.spinner("Randomising the model stage by stage..."):
-            res = call("sanity_check", img["image_id"], m, meth)
+            res = backend().sanity_check(img["image_id"], m, meth)
         if res is not None:
             st.session_state["sanity"] = {"key": key, "res": res}
     saved = st.session_state.get("sanity")

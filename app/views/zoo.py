@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.session import state, tasks
-from app.session.client import all_models, call
+from app.session.client import all_models, backend
 from app.widgets import charts
 from app.widgets.components import no_models_notice
 
@@ -23,7 +23,7 @@ SOURCE_LABELS = {"robustbench": "RobustBench model zoo", "torchvision": "torchvi
 def import_section() -> None:
     """Import a published model by name: a background task with a progress bar and a cancel button.
     Files and code are imported on the command line only (`python -m backend.imports`)."""
-    lim = (call("limits", quiet=True) or {}).get("imports")
+    lim = (backend(quiet=True).limits() or {}).get("imports")
     if not lim:
         return
     st.subheader("Import a model")

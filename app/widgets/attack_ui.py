@@ -15,7 +15,7 @@ import math
 import streamlit as st
 
 from app.session import home, state
-from app.session.client import call
+from app.session.client import backend
 
 AUTO = "auto"   # a parameter left to the attack (e.g. PGD's step size 2.5 * eps / steps)
 NONE = "none"   # the "no attack" entry of pages that can show clean results only
@@ -23,7 +23,7 @@ NONE = "none"   # the "no attack" entry of pages that can show clean results onl
 
 def attack_limits() -> dict:
     """Service.limits()["attack"] ({} when the backend cannot be asked)."""
-    return (call("limits", quiet=True) or {}).get("attack") or {}
+    return (backend(quiet=True).limits() or {}).get("attack") or {}
 
 
 def menu(alim: dict) -> dict[str, tuple[dict, dict]]:

@@ -21,9 +21,10 @@ builds them from `operations()`; the OpenAPI schema stays typed), the HttpClient
 whose `dispatch(op, arguments)` says how it runs an operation; a call `client.attack(...)` binds the
 arguments to the declared signature (the defaults filled in) and hands them to `dispatch`.
 
-Adding an operation: declare it here with its impl and write the work in a service module (or, as
-tests/test_operations.py shows, declare it with a callable impl in any module and `Api.add` it);
-its page calls `backend().<name>(...)`. docs/ARCHITECTURE.md counts the files.
+Adding an operation: one module in backend/service/operations/ declares it with `@Api.add @operation(...)`
+and a callable impl (its work; torch imported inside it, so that the module stays torch-free), and
+its page calls `backend().<name>(...)`; tests/test_operations.py shows it (docs/ARCHITECTURE.md counts
+the files). The built-in operations below name their work by a dotted path instead.
 
 Torch-free (the app imports it in HTTP mode); pydantic is imported only to build request bodies.
 """
@@ -123,22 +124,37 @@ class Operation:
 _OPERATIONS: dict[str, Operation] = {}
 
 
+EXTENSIONS = "backend.service.operations"  # a folder of modules, each declaring operations with Api.add
+_discovered = False
+
+
 def operations() -> dict[str, Operation]:
-    """Every declared operation by name, in declaration order (the routes' order)."""
+    """Every declared operation by name, in declaration order (the routes' order): this module's, then
+    those of the modules in backend/service/operations/ (imported on the first call)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        import importlib
+        import pkgutil
+
+        package = importlib.import_module(EXTENSIONS)
+        for m in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            importlib.import_module(f"{EXTENSIONS}.{m.name}")
     return dict(_OPERATIONS)
 
 
 def get(name: str) -> Operation:
     """The operation called `name`; ValueError naming the known ones."""
+    ops = operations()
     try:
-        return _OPERATIONS[name]
+        return ops[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown operation {str(name)[:60]!r}; known: {', '.join(_OPERATIONS)}") from None
+        raise ValueError(f"unknown operation {str(name)[:60]!r}; known: {', '.join(ops)}") from None
 
 
 def task_kinds() -> list[str]:
     """The operations start_task runs."""
-    return [n for n, op in _OPERATIONS.items() if op.task]
+    return [n for n, op in operations().items() if op.task]
 
 
 def operation(verb: str | None, path: str | None, *, cost: str, impl: str | Callable[..., Any],
@@ -166,6 +182,8 @@ def operation(verb: str | None, path: str | None, *, cost: str, impl: str | Call
             return self.dispatch(op, op.bind(args, kwargs))
 
         call.operation = op  # type: ignore[attr-defined]
+        if op.name in _OPERATIONS:
+            raise ValueError(f"operation {op.name!r} is declared already")
         _OPERATIONS[op.name] = op
         return typing.cast(F, call)
 
@@ -202,10 +220,19 @@ class Api:
         op = getattr(fn, "operation", None)
         if not isinstance(op, Operation):
             raise ValueError("Api.add takes a function declared with @operation")
-        if hasattr(Api, op.name):
-            raise ValueError(f"operation {op.name!r} is declared already")
+        if hasattr(Api, op.name) or not callable(op.impl):
+            raise ValueError(f"operation {op.name!r}: Api.add takes a new name and a callable impl")
         setattr(Api, op.name, fn)
         return fn
+
+    @classmethod
+    def remove(cls, name: str) -> None:
+        """Take back an operation that Api.add added (servers created after have no route for it)."""
+        fn = Api.__dict__.get(name)
+        if not isinstance(getattr(fn, "operation", None), Operation) or isinstance(fn.operation.impl, str):
+            raise ValueError(f"{name!r} is not an added operation")
+        delattr(Api, name)
+        del _OPERATIONS[name]
 
     # ---- models and images -----------------------------------------------------------------
     @operation("GET", "/models", cost=LIGHT, impl="_list_models")
@@ -398,3 +425,6 @@ class Api:
         """Every bound the service enforces and every registry (attacks with parameters, ranges and
         defaults; saliency methods; data sets; architectures; training methods), for the UI's widgets."""
         raise NotImplementedError
+
+
+operations()  # the modules of backend/service/operations/ add theirs now, before any client is used

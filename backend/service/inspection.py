@@ -147,7 +147,7 @@ class ImageAnalyses:
         "deletion_auc", "insertion_auc" (floats), "deletion_curve", "insertion_curve" (S+1,)
         float32, "fractions" (S+1,)}, plus, with spec, "drift": {"spearman", "topk_overlap"}
         between the clean map and the adversarial image's map."""
-        adv = None if spec is None else self.explain(image_id, model_id, method, None, spec, None)  # both maps, one pass
+        adv = None if spec is None else self.explain(image_id, model_id, method, None, spec, None)  # both, one pass
         ex = self.explain(image_id, model_id, method, None, None, None)
         key = ("metrics", self.models.weights_key(model_id), image_id, method,
                None if spec is None else _key(self.engine.spec(spec).to_dict()))

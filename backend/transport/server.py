@@ -237,15 +237,22 @@ def check_bind(host: str, token: str | None) -> None:
                          "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`")
 
 
+PREWARM = "app.session.home:start"  # the app's home view and Lesson (its policy lives in the app)
+
+
 def build(argv: list[str] | None = None):
-    """(args, service, app, the default-view thread or None) from the command line, nothing served yet."""
+    """(args, service, app, the prewarm thread or None) from the command line, nothing served yet."""
     p = argparse.ArgumentParser(prog="python -m backend.transport.server", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--checkpoints", default=None, help="checkpoints folder (default $ROBUSTLENS_CHECKPOINTS "
                                                        "or <repo>/checkpoints)")
-    p.add_argument("--data", default=None, help="CIFAR-10 data root (default $RSUPCON_DATA or ../shared)")
+    p.add_argument("--data", default=None, help="data root (default $RSUPCON_DATA or ../shared)")
     p.add_argument("--token", default=None, help="bearer token (default $ROBUSTLENS_TOKEN)")
+    p.add_argument("--prewarm", default=PREWARM,
+                   help="module:function called at launch with an in-process client, returning a thread: the "
+                        f"views a client will ask for first, computed into the caches (default {PREWARM}; "
+                        "'none': nothing)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     token = args.token or os.environ.get("ROBUSTLENS_TOKEN") or None
@@ -257,11 +264,23 @@ def build(argv: list[str] | None = None):
     prewarm = None
     if warm_up_enabled():
         service.warm_up()  # background: UMAP JIT and the reference maps' refits
-        from backend.transport import home
-        from backend.transport.client import InProcessClient
+        if args.prewarm != "none":
+            from backend.transport.client import InProcessClient
 
-        prewarm = home.start(InProcessClient(service))  # background: the app's home view, into the caches
+            prewarm = _named(args.prewarm)(InProcessClient(service))
     return args, service, create_app(service, token=token), prewarm
+
+
+def _named(ref: str):
+    """The function `module:function` names. A name, not an import: the default is the app's policy
+    (app.session.home), which the backend's layers do not import (tests/test_layers.py)."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SystemExit(f"--prewarm {ref!r}: no such function ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> None:
