@@ -445,6 +445,26 @@ def test_limits(client):
     assert lim["embed"]["max_n"] == 2000 and lim["curve"]["max_n"] == 1000
     assert lim["topk"] == [1, 10] and lim["upload"]["max_bytes"] > 0
     assert lim["jobs"]["widths"] == [16, 32, 64] and lim["attack"]["max_eps_linf"] > 0
+    assert lim == {**client.capabilities(), "topk": [1, 10]}  # limits: the capabilities and the models' bounds
+
+
+def test_capabilities_are_computed_once(tiny_checkpoint_root, tmp_path, monkeypatch):  # noqa: F811
+    """The file system (the trainer's data) is read at the first call, not on every page run; and a
+    caller editing its copy changes nobody else's."""
+    from backend.service import jobs
+
+    calls = []
+    real = jobs.trainable_datasets
+    monkeypatch.setattr(jobs, "trainable_datasets", lambda data: calls.append(data) or real(data))
+    svc = Service(tiny_checkpoint_root, jobs_root=tmp_path / "jobs")
+    try:
+        first = svc.capabilities()
+        first["device"] = "edited"
+        for _ in range(3):
+            assert svc.limits()["device"] == "cpu" and svc.capabilities()["device"] == "cpu"
+        assert len(calls) == 1
+    finally:
+        svc.close()
 
 
 # ---- both transports agree ---------------------------------------------------------------------

@@ -139,8 +139,8 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=300)
 def _datasets(backend: str) -> dict:
-    # the backend's dataset registry (limits()["datasets"]); it changes only when the backend restarts
-    return dict(((get_client().limits() or {}).get("datasets")) or {})
+    # the backend's dataset registry (capabilities()["datasets"]); it changes only when the backend restarts
+    return dict(((get_client().capabilities() or {}).get("datasets")) or {})
 
 
 def known_datasets() -> dict:

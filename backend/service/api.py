@@ -228,8 +228,8 @@ class Api:
     @classmethod
     def remove(cls, name: str) -> None:
         """Take back an operation that Api.add added (servers created after have no route for it)."""
-        fn = Api.__dict__.get(name)
-        if not isinstance(getattr(fn, "operation", None), Operation) or isinstance(fn.operation.impl, str):
+        op = getattr(Api.__dict__.get(name), "operation", None)
+        if not isinstance(op, Operation) or isinstance(op.impl, str):
             raise ValueError(f"{name!r} is not an added operation")
         delattr(Api, name)
         del _OPERATIONS[name]
@@ -420,10 +420,19 @@ class Api:
         raise NotImplementedError
 
     # ---- what the service can do -----------------------------------------------------------
+    @operation("GET", "/capabilities", cost=LIGHT, impl="_capabilities")
+    def capabilities(self) -> dict:
+        """What this service can do, fixed while it runs: every registry (attacks with their parameters,
+        ranges and defaults; saliency methods; corruptions; data sets; architectures; training methods,
+        presets and the data sets a job can train on; model sources) and every bound it enforces (sizes,
+        counts, caps), and its device. Computed once per service (the file system is read then, not on
+        every call); a client may keep it."""
+        raise NotImplementedError
+
     @operation("GET", "/limits", cost=LIGHT, impl="_limits")
     def limits(self) -> dict:
-        """Every bound the service enforces and every registry (attacks with parameters, ranges and
-        defaults; saliency methods; data sets; architectures; training methods), for the UI's widgets."""
+        """What the UI's widgets need in one call: capabilities() and the bounds that follow the models
+        installed now ("topk": [1, the fewest classes of any model])."""
         raise NotImplementedError
 
 

@@ -126,6 +126,8 @@ class Service(api.Api):
             job_data = os.environ.get("ROBUSTLENS_JOB_DATA") or None
         self._jobs_root, self._job_data = jobs_root, job_data if job_data is not None else data_root
         self._jobs = None
+        self._capabilities_cache: dict | None = None
+        self._capabilities_lock = threading.Lock()
         self.caches = Caches()
         self.engine = Engine(self.models, self.images, self.lock, self.device, self.caches)
         self.image_analyses = ImageAnalyses(self.engine)
@@ -225,8 +227,18 @@ class Service(api.Api):
                                              jobs_dir=self._jobs_root)
         return self._jobs
 
-    # ---- limits ----------------------------------------------------------------------------
+    # ---- capabilities and limits -------------------------------------------------------------
     def _limits(self) -> dict:
+        return {**self._capabilities(),
+                "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)]}
+
+    def _capabilities(self) -> dict:
+        with self._capabilities_lock:
+            if self._capabilities_cache is None:
+                self._capabilities_cache = self._describe()
+            return copy.deepcopy(self._capabilities_cache)  # callers may edit theirs
+
+    def _describe(self) -> dict:
         from backend.core import archs as arch_registry
         from backend.core import datasets as ds_registry
         from backend.train import config as train_config  # torch-free registry of presets
@@ -244,7 +256,6 @@ class Service(api.Api):
                     "eps": dict(lens.LENS_DEFAULTS["eps"])}},
                 "corruptions": describe_corruptions(self.MAX_CURVE_N.get(self.device.split(":")[0], 1000)),
                 "saliency": saliency_lib.describe(),
-                "topk": [1, min((int(c["num_classes"]) for c in self.models.cards()), default=10)],
                 "images": {"list_limit": [1, 500], "sources": ["samples", "test", "train"],
                            "default_dataset": DEFAULT_DATASET,
                            "thumbnails": {"max_n": THUMB_MAX_N, "side": list(THUMB_SIDES)}},
