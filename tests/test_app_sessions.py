@@ -229,7 +229,7 @@ def test_session_connected_asks_the_streamlit_runtime(monkeypatch):
 def test_an_app_that_talks_http_loads_no_torch(tmp_path):
     """With BACKEND_URL set, the app's session layer (its client, task queue, state), its widgets and
     the HTTP client it builds load neither torch nor the service (only its torch-free declaration of the
-    operations, backend.service.api): the boundary is the wire. Also the class-name
+    operations, backend.service.api and operations/): the boundary is the wire. Also the class-name
     fallback (backend unreachable) stays torch-free. OpenMP's passive wait is set on import."""
     code = """
 import sys
@@ -245,7 +245,8 @@ assert len(names) == 10 and names[0] == "airplane", names
 import os
 assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 loaded = [m for m in ("torch", "backend.service.facade", "backend.core.data") if m in sys.modules]
-loaded += sorted(m for m in sys.modules if m.startswith("backend.service.") and m != "backend.service.api")
+loaded += sorted(m for m in sys.modules if m.startswith("backend.service.")
+                 and m != "backend.service.api" and not m.startswith("backend.service.operations"))
 print("LOADED", loaded)
 """
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -19,7 +19,7 @@ from backend.explain import embed as embed_mod
 from backend.explain import lens
 from backend.service import flight
 from backend.service.engine import Engine
-from backend.service.stores import DEFAULT_DATASET, _key, image_id_prefix, split_source
+from backend.service.stores import DEFAULT_DATASET, cache_key, image_id_prefix, split_source
 
 _BATCH = 128  # images per attack / feature batch in long work
 DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
@@ -142,7 +142,7 @@ class BatchAnalyses:
         s = None if spec is None else self.engine.spec(spec)
         self.models.card(model_id)
         source = self._source(source, [model_id])
-        key = ("embed", self.models.weights_key(model_id), n, None if s is None else _key(s.to_dict()),
+        key = ("embed", self.models.weights_key(model_id), n, None if s is None else cache_key(s.to_dict()),
                method, seed, source)
         return self.engine.cached(self.heavy, key, lambda: self._embed_compute(
             model_id, n, s, method, seed, source, progress, _stop_fn(should_stop)))

@@ -309,6 +309,17 @@ class Api:
         """One model's saliency map of the image (or of its adversarial twin under `spec`)."""
         raise NotImplementedError
 
+    @operation("POST", "/saliency_maps", cost=INTERACTIVE, impl="image_analyses.saliency_maps")
+    def saliency_maps(self, image_id: ImageId, model_ids: Ids | None = None, method: Name = "integrated_gradients",
+                      spec: Params | None = None, scale: Literal["map", "shared"] = "map") -> dict:
+        """The saliency maps a page draws for several models in one call: each model's map of the clean
+        image and, with `spec`, of the adversarial image crafted on it, as heat in [0, 1] on `scale`:
+        "map" (each map over its own top) or "shared" (one top, the largest map's, for every map here,
+        so brightness compares across models and images). {"method", "scale", "top": the shared top or
+        None, "results": {model_id: {"clean", "adv" (H,W) float32 or None, "target_clean", "target_adv",
+        "peak": the model's own top over the shared one (1.0 per map)}}}."""
+        raise NotImplementedError
+
     @operation("POST", "/saliency_metrics", cost=INTERACTIVE, impl="image_analyses.saliency_metrics")
     def saliency_metrics(self, image_id: ImageId, model_id: ModelId, method: Name = "integrated_gradients",
                          spec: Params | None = None) -> dict:

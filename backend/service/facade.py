@@ -1,9 +1,11 @@
 """The one facade the UI needs: plain data in, plain data (numpy arrays, dicts, ids) out.
 
-Contract: docs/ARCHITECTURE.md and the method docstrings below; backend/transport/client.py mirrors it over
-HTTP. Every bad input raises ValueError naming the value; unknown ids raise NotFoundError (a
-ValueError). Image ids: "samples:<i>", "test:<i>", "train:<i>", "upload:<hex16>", optionally after the
-name of a registered data set, "<dataset>/": "imagenet/samples:3", "cifar100/test:12"; an id that names
+Contract: docs/ARCHITECTURE.md and the operations' declarations (backend.service.api: every operation's
+signature, defaults and docstring, written once; the Service runs each by `dispatch`, and
+backend/transport/client.py's clients and the server follow the same declarations). Every bad input
+raises ValueError naming the value; unknown ids raise NotFoundError (a ValueError). Image ids:
+"samples:<i>", "test:<i>", "train:<i>", "upload:<hex16>", optionally after the name of a registered
+data set, "<dataset>/": "imagenet/samples:3", "cifar100/test:12"; an id that names
 none means cifar10, so every id before data sets keeps its meaning.
 
 Any model on any image: an image whose side differs from a model's input size (its card's input_size)
@@ -16,7 +18,7 @@ robustness_curve) read `source` of the models' data set unless it names one ("im
 robustness curve needs images of the models' own data set.
 
 Sharing: one Service serves every user (Streamlit sessions, FastAPI worker threads). Models are
-loaded lazily once per (id, weights sha, device), frozen, kept in an LRU; the registry re-reads the
+loaded lazily once per (id, weights sha, device), frozen, kept in an LRU; the checkpoint store re-reads the
 cards every few seconds so a model finished by a job appears without a restart. Heavy work takes a
 per-device lock (two threads on a 2-core CPU only slow each other down) and its results are cached
 in bounded LRUs keyed by (model id + weights sha, image id, normalised parameters); cached arrays
@@ -32,7 +34,8 @@ Choices the contract leaves open (documented for the app):
 
 Built by composition: an Engine (backend.service.engine: stores, device lock, caches, batching) shared
 by ImageAnalyses (backend.service.inspection: one image) and BatchAnalyses (backend.service.analyses:
-many images); the Service holds them and delegates. Training jobs: backend.service.jobs.
+many images); the Service holds them, and each operation's declared impl names the method that does
+its work ("image_analyses.attack"). Training jobs: backend.service.jobs.
 
 Additions to the contract (nothing was renamed or removed):
 - Service(..., job_data=None, max_tasks=2, threads=None); Service.clear_caches(); Service.close();
@@ -48,7 +51,10 @@ Additions to the contract (nothing was renamed or removed):
   client, a cancelled task) raises errors.Cancelled at the next batch; background tasks queue for the
   device behind interactive calls; errors.BusyError (not a ValueError) when the device queue is full
   or every task worker is busy (tasks.TasksBusy), which HttpClient also raises for a 429; identical
-  concurrent calls are computed once.
+  concurrent calls are computed once;
+- capabilities() (the registries and bounds, computed once per service; limits() is capabilities() and
+  "topk"); saliency_maps (several models' maps on one requested scale); Service.validate(kind, args);
+  start_task fills a task's left-out parameters with the declared defaults.
 """
 from __future__ import annotations
 
@@ -77,7 +83,7 @@ from backend.service.corruption_views import CorruptionAnalyses
 from backend.service.corruption_views import describe as describe_corruptions
 from backend.service.engine import Caches, Engine
 from backend.service.inspection import ImageAnalyses
-from backend.service.stores import DEFAULT_DATASET, THUMB_MAX_N, THUMB_SIDES, ImageStore, ModelRegistry
+from backend.service.stores import DEFAULT_DATASET, THUMB_MAX_N, THUMB_SIDES, CheckpointStore, ImageStore
 from backend.service.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -116,7 +122,7 @@ class Service(api.Api):
             torch.set_num_threads(torch_threads(threads, env="ROBUSTLENS_THREADS"))
         self.root = Path(checkpoint_root) if checkpoint_root else default_root()
         self.data_root = data_root
-        self.models = ModelRegistry(self.root, self.device)
+        self.models = CheckpointStore(self.root, self.device)
         self.images = ImageStore(data_root)
         self.lock = _DEVICE_LOCKS[self.device]
         self.tasks = TaskRunner(max_running=max_tasks)

@@ -16,7 +16,7 @@ from backend.explain import saliency as saliency_lib
 from backend.explain import saliency_metrics as sm
 from backend.service import flight
 from backend.service.engine import Engine
-from backend.service.stores import _key
+from backend.service.stores import cache_key
 
 
 class ImageAnalyses:
@@ -64,7 +64,7 @@ class ImageAnalyses:
 
     def _attack_one(self, mid, image_id, s, mode, source_model, sal_method, target) -> dict:
         crafted_on = source_model if mode == "transfer" else mid
-        key = ("attack", self.models.weights_key(mid), image_id, _key(s.to_dict()),
+        key = ("attack", self.models.weights_key(mid), image_id, cache_key(s.to_dict()),
                self.models.weights_key(crafted_on), sal_method, target)
         flight.check()  # between models: an attack over many models stops when its client leaves
         return self.engine.cached(self.results, key, lambda: self._attack_compute(
@@ -119,7 +119,7 @@ class ImageAnalyses:
 
     def _explain_key(self, image_id, model_id, method, tgt, s, sp) -> tuple:
         return ("explain", self.models.weights_key(model_id), image_id, method, tgt,
-                None if s is None else _key(s.to_dict()), _key(sp.__dict__))
+                None if s is None else cache_key(s.to_dict()), cache_key(sp.__dict__))
 
     def _explain_compute(self, image_id, model_id, method, tgt, s, sp, clean_key) -> dict:
         """The clean image's map, or the adversarial one's; an adversarial map whose clean twin is not
@@ -142,6 +142,35 @@ class ImageAnalyses:
             self.results.put(clean_key, out[0])
         return out[-1]
 
+    def saliency_maps(self, image_id: str, model_ids, method: str, spec: dict | None, scale: str) -> dict:
+        """See backend.service.api.Api.saliency_maps. Each map is explain's (cached; an adversarial
+        map computes its clean twin in the same pass), reduced here on the requested scale."""
+        if scale not in ("map", "shared"):
+            raise ValueError(f"scale must be 'map' or 'shared', got {short(scale)}")
+        saliency_lib.check_method(method)
+        ids = self.models.resolve(model_ids)
+        if spec is not None:
+            self.engine.spec(spec)
+        self.images.get(image_id)
+        pairs = {}
+        for m in ids:
+            adv = None if spec is None else self.explain(image_id, m, method, None, spec, None)  # first: both
+            pairs[m] = (self.explain(image_id, m, method, None, None, None), adv)
+        tops = {m: saliency_lib.display_map(np.stack([e["attribution"] for e in pair if e is not None]), method)[1]
+                for m, pair in pairs.items()}
+        shared = max((float(t.max()) for t in tops.values()), default=0.0) if scale == "shared" else None
+        results = {}
+        for m, (clean, adv) in pairs.items():
+            if shared is None:
+                heat = [e["heatmap"] for e in (clean, adv) if e is not None]
+            else:
+                heat = list(saliency_lib.to_heatmap(
+                    np.stack([e["attribution"] for e in (clean, adv) if e is not None]), method, top=shared))
+            results[m] = {"clean": heat[0], "adv": heat[1] if adv is not None else None,
+                          "target_clean": clean["target"], "target_adv": None if adv is None else adv["target"],
+                          "peak": 1.0 if shared is None else (float(tops[m].max()) / shared if shared > 0 else 0.0)}
+        return {"method": method, "scale": scale, "top": shared, "results": results}
+
     def saliency_metrics(self, image_id: str, model_id: str, method: str, spec: dict | None) -> dict:
         """Measures of the map for the predicted class: {"alignment", "centered_alignment",
         "deletion_auc", "insertion_auc" (floats), "deletion_curve", "insertion_curve" (S+1,)
@@ -150,7 +179,7 @@ class ImageAnalyses:
         adv = None if spec is None else self.explain(image_id, model_id, method, None, spec, None)  # both, one pass
         ex = self.explain(image_id, model_id, method, None, None, None)
         key = ("metrics", self.models.weights_key(model_id), image_id, method,
-               None if spec is None else _key(self.engine.spec(spec).to_dict()))
+               None if spec is None else cache_key(self.engine.spec(spec).to_dict()))
         return self.engine.cached(self.results, key,
                                   lambda: self._metrics_compute(image_id, model_id, ex, adv))
 
@@ -173,10 +202,10 @@ class ImageAnalyses:
 
     def sanity_check(self, image_id: str, model_id: str, method: str) -> dict:
         """Cascading parameter randomisation (Adebayo et al. 2018), top layer first:
-        {"stages": [str] (S,), "similarity": [float] (S,) Spearman rank correlation between the
+        {"stages": [str] (K,), "similarity": [float] (K,) Spearman rank correlation between the
         original and each randomised map (low = the method depends on what the model learned),
-        "topk_overlap": [float] (S,), "heatmap": (32,32) original map, "heatmap_random": (32,32)
-        the fully randomised model's map, "heatmaps_random": (S,32,32)}."""
+        "topk_overlap": [float] (K,), "heatmap": (H,W) original map, "heatmap_random": (H,W)
+        the fully randomised model's map, "heatmaps_random": (K,H,W)}, H x W the model's input size."""
         saliency_lib.check_method(method)
         key = ("sanity", self.models.weights_key(model_id), image_id, method)
         return self.engine.cached(self.results, key, lambda: self._sanity_compute(image_id, model_id, method))

@@ -84,7 +84,7 @@ class LRU:
         return len(self._d)
 
 
-class ModelRegistry:
+class CheckpointStore:
     """Model cards from a checkpoints folder, re-scanned cheaply (cards only, at most every
     `rescan_s` seconds, and at once when an unknown id is asked for) so models written by a job
     appear without a restart; weights loaded lazily, once per (id, weights sha, device), frozen,
@@ -389,6 +389,6 @@ def _count_files(root: Path | None, split: str) -> int:
     return {"train": 50000, "test": 10000}[split]
 
 
-def _key(obj) -> str:
+def cache_key(obj) -> str:
     """A canonical string for dict-like parameters, for cache keys."""
     return json.dumps(obj, sort_keys=True, default=str)
