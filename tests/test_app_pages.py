@@ -641,26 +641,6 @@ def test_url_values_parse_like_their_defaults():
         assert _parse(_format(v), v) == v
 
 
-def test_shared_saliency_scale_matches_the_backend_per_map():
-    """app.widgets.imaging's raw maps reduce attributions as backend.explain.saliency does: one map on its own
-    shared scale equals the backend's per-map heatmap, for every method in the backend's registry."""
-    import numpy as np
-
-    from app.widgets.imaging import raw_map, scaled, shared_scale
-    from backend.explain.saliency import METHOD_INFO, to_heatmap
-
-    attr = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
-    for method, info in METHOD_INFO.items():
-        raw = raw_map(attr, info["display"])
-        mine = scaled(raw, shared_scale([raw], info["display"]))
-        assert np.allclose(mine, to_heatmap(attr[None], method)[0], atol=1e-6), method
-    # shared: the stronger map reaches 1, the weaker one stays proportionally darker
-    weak, strong = raw_map(attr * 0.5, "abs"), raw_map(attr, "abs")
-    top = shared_scale([weak, strong], "abs")
-    assert scaled(strong, top).max() == 1.0
-    assert np.isclose(np.percentile(scaled(weak, top), 99), 0.5, atol=0.01)  # half as strong, half as bright
-
-
 def test_train_preset_text_comes_from_the_registry(env):
     """The Train page's preset help and caption state each preset's values from
     backend.train.config.PRESETS (through Service.limits()), never a hand-written copy."""

@@ -269,6 +269,31 @@ def test_explain_shapes(client):
         client.explain("samples:4", "tiny-pgd", "gradient", target=10)
 
 
+def test_saliency_maps_on_a_requested_scale(client):
+    """What the pages draw: per map, explain's own heatmaps; shared, one top for every map (the
+    strongest map reaches 1, the others stay proportionally darker, "peak" says how bright each can get)."""
+    ids = ["tiny-ce", "tiny-pgd"]
+    per = client.saliency_maps("samples:6", ids, "gradient", spec=PGD)
+    assert per["scale"] == "map" and per["top"] is None
+    for m in ids:
+        assert np.array_equal(per["results"][m]["clean"], client.explain("samples:6", m, "gradient")["heatmap"])
+        assert np.array_equal(per["results"][m]["adv"], client.explain("samples:6", m, "gradient", spec=PGD)["heatmap"])
+        assert per["results"][m]["peak"] == 1.0
+    shared = client.saliency_maps("samples:6", ids, "gradient", spec=PGD, scale="shared")
+    r = shared["results"]
+    assert shared["top"] > 0 and max(x["peak"] for x in r.values()) == 1.0
+    for m in ids:
+        attrs = [client.explain("samples:6", m, "gradient", spec=s)["attribution"] for s in (None, PGD)]
+        raw = [np.abs(a).sum(axis=0) for a in attrs]  # the gradient's display rule: |attr| over channels
+        for x, kind in zip(raw, ("clean", "adv")):
+            assert np.allclose(r[m][kind], np.clip(x / shared["top"], 0, 1), atol=1e-6)
+        assert np.isclose(r[m]["peak"], max(np.percentile(x, 99) for x in raw) / shared["top"], rtol=1e-5)
+        assert r[m]["target_clean"] == client.explain("samples:6", m, "gradient")["target"]
+    assert client.saliency_maps("samples:6", ["tiny-ce"], "gradcam")["results"]["tiny-ce"]["adv"] is None
+    with pytest.raises(ValueError, match="scale"):
+        client.saliency_maps("samples:6", ids, "gradient", scale="global")
+
+
 def test_saliency_metrics_and_sanity_check(client):
     m = client.saliency_metrics("samples:5", "tiny-ce", "gradient", spec={"method": "fgsm"})
     assert 0 <= m["alignment"] <= 1 and 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1
