@@ -653,7 +653,7 @@ def test_train_preset_text_comes_from_the_registry(env):
     assert set(JOB_PRESETS) <= set(PRESETS)
     for preset in JOB_PRESETS:
         cfg = make_config(preset, method="ce")
-        images = "all 49,000 images" if not cfg.subset else f"{cfg.subset:,} images"
+        images = "every training image" if not cfg.subset else f"{cfg.subset:,} images"
         epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         assert f"**{preset}**: width {cfg.width}, {epochs} on {images}, batch {cfg.batch_size}, " \
                f"{cfg.attack_steps}-step PGD" in line, (preset, line)

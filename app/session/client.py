@@ -99,23 +99,22 @@ def superseded(requests) -> bool:
     (the session left) or to rerun the whole script: the run ends at its next `st` call, so its
     backend work is moot. A fragment's timed rerun (the task poller) does not supersede a run.
 
-    Reads the requests' state without taking it (as ScriptRunner's own fast path does); any
-    change in Streamlit's internals makes this False (nothing is cancelled), not an error."""
+    Streamlit has no public API for this: it reads ScriptRequests' private `_state` and `_rerun_data`
+    without taking their lock (as ScriptRunner's own fast path does), here and in run_going only
+    (docs/ARCHITECTURE.md). Any change in those internals makes this False (nothing is cancelled), not
+    an error; tests/test_app_sessions.py (test_superseded_reads_streamlits_requests) fails then."""
     if requests is None:
         return False
     try:
-        from streamlit.runtime.scriptrunner_utils.script_requests import (
-            ScriptRequestType,
-            _fragment_run_should_not_preempt_script,
-        )
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
 
         state = requests._state
         if state == ScriptRequestType.STOP:
             return True
         if state == ScriptRequestType.RERUN:
             data = requests._rerun_data
-            return not _fragment_run_should_not_preempt_script(data.fragment_id_queue,
-                                                               data.is_fragment_scoped_rerun)
+            # a fragment's own timed rerun (not st.rerun(scope="fragment")) leaves the script run going
+            return not (bool(data.fragment_id_queue) and not data.is_fragment_scoped_rerun)
     except Exception:
         return False
     return False
@@ -360,7 +359,8 @@ def _image(backend: str, image_id: str) -> dict:
 
 
 def get_image(image_id: str, where=None, quiet: bool = False) -> dict | None:
-    """The image dict {"image_id","label","class_name","pixels" (32,32,3) uint8}, cached per backend."""
+    """The image dict {"image_id", "label", "class_name", "pixels" (S,S,3) uint8} (S: the data set's image
+    size), cached per backend."""
     try:
         return _image(backend_key(), image_id)
     except Exception as e:

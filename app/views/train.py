@@ -14,7 +14,7 @@ from app.widgets import charts
 def preset_text(name: str, v: dict, use: str | None = None) -> str:
     """One line saying what preset `name` trains, from its registry values and use (Service.limits()
     jobs.preset_values / preset_use, i.e. backend.train.registry): never a copy of the numbers."""
-    images = "all 49,000 images" if not v.get("subset") else f"{int(v['subset']):,} images"
+    images = "every training image" if not v.get("subset") else f"{int(v['subset']):,} images"
     return (f"**{name}**: width {v['width']}, {v['epochs']} epoch{'s' if v['epochs'] != 1 else ''} on {images}, "
             f"batch {v['batch_size']}, {v['attack_steps']}-step PGD for the robust methods"
             + (f", {v['probe_epochs']}-epoch linear probe for the contrastive ones" if v.get("probe_epochs") else "")

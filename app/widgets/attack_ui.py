@@ -4,7 +4,7 @@ Everything shown comes from the backend's attack registry through Service.limits
 menu (each interactive attack in each of its norms), labels, help, which parameters have a control,
 their ranges, steps and defaults; nothing about a particular attack is written here. Budgets in
 "1/255" units are shown in k/255 (the unit papers use); L2 budgets in plain pixel-norm units. The
-values are "params" (app.state), so they live in the URL and survive page switches; each parameter's
+values are "params" (app.session.state), so they live in the URL and survive page switches; each parameter's
 URL name is its registry key. The dict returned is what backend.attacks.AttackSpec.from_dict accepts;
 the backend validates it again.
 """

@@ -316,7 +316,7 @@ class BatchAnalyses:
     def class_visualisation(self, target_class: int, model_ids, steps: int, seed: int, progress=None,
                             should_stop=None) -> dict:
         """Class activation maximisation from seeded noise (backend.explain.lens): {mid: {"pixels": float32
-        (32,32,3) in [0,1], "target_prob": float}}. steps 1..500."""
+        (S,S,3) in [0,1] at the model's input size, "target_prob": float}}. steps 1..500."""
         ids = self.models.resolve(model_ids)
         check_int("target_class", target_class, 0, self.engine.num_classes(ids) - 1)
         check_int("steps", steps, *lens.LENS_LIMITS["vis_steps"])
