@@ -190,8 +190,11 @@ def operation(verb: str | None, path: str | None, *, cost: str, impl: str | Call
     return declare
 
 
-def _body_model(op: Operation, _cache: dict = {}):  # noqa: B006 (the cache)
-    if op.name not in _cache:
+_BODIES: dict[int, tuple[Operation, Any]] = {}  # id(op) -> (op, its body model); op kept alive with it
+
+
+def _body_model(op: Operation):
+    if id(op) not in _BODIES:
         from pydantic import ConfigDict, create_model
 
         fields: dict[str, Any] = {}
@@ -201,8 +204,8 @@ def _body_model(op: Operation, _cache: dict = {}):  # noqa: B006 (the cache)
             default = op.signature.parameters[p].default
             fields[p] = (op.hints.get(p, Any), ... if default is inspect.Parameter.empty else default)
         title = "".join(w.capitalize() for w in op.name.split("_")) + "Body"
-        _cache[op.name] = create_model(title, __config__=ConfigDict(extra="forbid", strict=True), **fields)
-    return _cache[op.name]
+        _BODIES[id(op)] = (op, create_model(title, __config__=ConfigDict(extra="forbid", strict=True), **fields))
+    return _BODIES[id(op)][1]
 
 
 class Api:
