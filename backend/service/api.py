@@ -82,7 +82,8 @@ class Operation:
     @property
     def path_params(self) -> tuple[str, ...]:
         """Parameters named in the route's path ("/models/{model_id}")."""
-        return tuple(p for p in self.wire_params if self.path and "{" + p in self.path)
+        return tuple(p for p in self.wire_params
+                     if self.path and ("{" + p + "}" in self.path or "{" + p + ":" in self.path))
 
     @property
     def wire_params(self) -> tuple[str, ...]:
