@@ -81,9 +81,9 @@ if PRESET_HELP:  # all of them: inside the form, the chosen preset is only known
     st.caption("Presets: " + PRESET_HELP + "  \nOverrides replace single values.")
 
 if start and not can_train:
-    st.warning("Training needs the CIFAR-10 training images, and the backend has none: point RSUPCON_DATA at a "
-               "CIFAR-10 folder (a torchvision root or an ImageFolder tree with train/ and test/) and restart "
-               "the app. The offline sample images are enough for every other page, not for training.",
+    st.warning("Training needs a data set's training images, and the backend has none: point RSUPCON_DATA at a "
+               "data folder (a torchvision root such as CIFAR-10's, or an ImageFolder tree with train/ and test/) "
+               "and restart the app. The offline sample images are enough for every other page, not for training.",
                icon=":material/database_off:")
 elif start:
     config = {"method": method, "preset": preset, "dataset": dataset, "name": name.strip() or None,
