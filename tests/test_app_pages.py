@@ -669,7 +669,7 @@ def test_train_start_refused_without_data(env, monkeypatch):
     at.selectbox(key="job_method").set_value("ce")
     at.form_submit_button[0].click().run()
     ok(at)
-    assert any("needs the CIFAR-10 training images" in w.value for w in at.warning)
+    assert any("needs a data set's training images" in w.value for w in at.warning)
     assert (len(at.dataframe[0].value) if at.dataframe else 0) == before  # no job was created
 
 
