@@ -34,9 +34,11 @@ class_names = classes()
 linked = linked_open(PAGE, list(by_id), button="Run the lens")
 
 ids = model_picker(cards)
-# the service's bounds and measured defaults (backend.explain.lens through limits()); these if it cannot be asked
-lens_lim = (backend(quiet=True).limits() or {}).get("lens") or {}
-defaults = lens_lim.get("defaults") or {"norm": "l2", "steps": 60, "eps": {"linf": 16 / 255, "l2": 6.0}}
+# the service's bounds and measured defaults (backend.explain.lens through capabilities()): the page needs them
+lens_lim = (backend().capabilities() or {}).get("lens") or {}
+defaults = lens_lim.get("defaults")
+if not defaults:
+    st.stop()  # the backend could not be asked: backend() has shown why
 eps_lo, eps_hi = (round(v * 255) for v in lens_lim.get("eps", (1 / 255, 32 / 255)))
 l2_lo, l2_hi = (float(v) for v in lens_lim.get("eps_l2", (0.1, 20.0)))
 steps_lo, steps_hi = lens_lim.get("steps", (1, 200))
