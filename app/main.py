@@ -1,4 +1,4 @@
-"""RobustLens: `streamlit run app/main.py`. Navigation over the pages in app/pages/.
+"""RobustLens: `streamlit run app/main.py`. Navigation over the pages in app/views/.
 
 The backend runs in this process by default; set BACKEND_URL=http://host:port to use a server
 started with `python -m backend.transport.server` instead.

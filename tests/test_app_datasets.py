@@ -153,7 +153,7 @@ def test_large_default_is_checked_against_the_range():
 
     with pytest.raises(ValueError, match="steps must be in"):
         Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=50)
-    from backend.transport.home import param_default
+    from app.session.home import param_default
 
     q = Param("steps", "Steps", kind="int", default=10, lo=1, hi=20, large_default=5).describe()
     alim = {"large_input_px": 128}

@@ -641,26 +641,6 @@ def test_url_values_parse_like_their_defaults():
         assert _parse(_format(v), v) == v
 
 
-def test_shared_saliency_scale_matches_the_backend_per_map():
-    """app.widgets.imaging's raw maps reduce attributions as backend.explain.saliency does: one map on its own
-    shared scale equals the backend's per-map heatmap, for every method in the backend's registry."""
-    import numpy as np
-
-    from app.widgets.imaging import raw_map, scaled, shared_scale
-    from backend.explain.saliency import METHOD_INFO, to_heatmap
-
-    attr = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
-    for method, info in METHOD_INFO.items():
-        raw = raw_map(attr, info["display"])
-        mine = scaled(raw, shared_scale([raw], info["display"]))
-        assert np.allclose(mine, to_heatmap(attr[None], method)[0], atol=1e-6), method
-    # shared: the stronger map reaches 1, the weaker one stays proportionally darker
-    weak, strong = raw_map(attr * 0.5, "abs"), raw_map(attr, "abs")
-    top = shared_scale([weak, strong], "abs")
-    assert scaled(strong, top).max() == 1.0
-    assert np.isclose(np.percentile(scaled(weak, top), 99), 0.5, atol=0.01)  # half as strong, half as bright
-
-
 def test_train_preset_text_comes_from_the_registry(env):
     """The Train page's preset help and caption state each preset's values from
     backend.train.config.PRESETS (through Service.limits()), never a hand-written copy."""
@@ -673,7 +653,7 @@ def test_train_preset_text_comes_from_the_registry(env):
     assert set(JOB_PRESETS) <= set(PRESETS)
     for preset in JOB_PRESETS:
         cfg = make_config(preset, method="ce")
-        images = "all 49,000 images" if not cfg.subset else f"{cfg.subset:,} images"
+        images = "every training image" if not cfg.subset else f"{cfg.subset:,} images"
         epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         assert f"**{preset}**: width {cfg.width}, {epochs} on {images}, batch {cfg.batch_size}, " \
                f"{cfg.attack_steps}-step PGD" in line, (preset, line)
@@ -689,7 +669,7 @@ def test_train_start_refused_without_data(env, monkeypatch):
     at.selectbox(key="job_method").set_value("ce")
     at.form_submit_button[0].click().run()
     ok(at)
-    assert any("needs the CIFAR-10 training images" in w.value for w in at.warning)
+    assert any("needs a data set's training images" in w.value for w in at.warning)
     assert (len(at.dataframe[0].value) if at.dataframe else 0) == before  # no job was created
 
 
@@ -714,7 +694,7 @@ def test_attack_lab_targeted_reports_target_reached(env):
 def test_prewarm_computes_the_attack_labs_default_view(env):
     """app.prewarm precomputes what the home page asks for by default: the same image (the rule) and
     the same attack as the page's default widget values."""
-    from backend.transport import home
+    from app.session import home
     from backend.transport.client import make_client
 
     at = ok(open_page())

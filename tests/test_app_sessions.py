@@ -112,10 +112,10 @@ def test_calls_carry_a_hold_while_the_run_goes_on():
     ctx = fake_ctx("s1")
 
     class Recorder:
-        def predict(self):
+        def predict(self, **kw):
             return flight.current().hold()
 
-    assert app_client.SessionClient(Recorder(), ctx).predict() is True
+    assert app_client.SessionClient(Recorder(), ctx).predict("samples:0") is True
 
 
 def _long_call_then(svc, ctx, supersede):
@@ -170,12 +170,12 @@ def test_a_fragment_rerun_does_not_cancel_the_running_call():
     ctx.script_requests.request_rerun(RerunData(fragment_id_queue=["poller"]))
 
     class Work:
-        def compute(self):
+        def predict(self, **kw):
             for _ in range(5):
                 flight.check()
             return "done"
 
-    assert app_client.SessionClient(Work(), ctx).compute() == "done"
+    assert app_client.SessionClient(Work(), ctx).predict("samples:0") == "done"
 
 
 def test_tasks_of_a_session_that_left_are_cancelled(svc, monkeypatch):
@@ -228,7 +228,8 @@ def test_session_connected_asks_the_streamlit_runtime(monkeypatch):
 
 def test_an_app_that_talks_http_loads_no_torch(tmp_path):
     """With BACKEND_URL set, the app's session layer (its client, task queue, state), its widgets and
-    the HTTP client it builds load neither torch nor the service: the boundary is the wire. Also the class-name
+    the HTTP client it builds load neither torch nor the service (only its torch-free declaration of the
+    operations, backend.service.api and operations/): the boundary is the wire. Also the class-name
     fallback (backend unreachable) stays torch-free. OpenMP's passive wait is set on import."""
     code = """
 import sys
@@ -243,7 +244,9 @@ names = client.classes()  # nothing listens there: the error is shown, CIFAR-10'
 assert len(names) == 10 and names[0] == "airplane", names
 import os
 assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-loaded = [m for m in ("torch", "backend.service", "backend.service.facade", "backend.core.data") if m in sys.modules]
+loaded = [m for m in ("torch", "backend.service.facade", "backend.core.data") if m in sys.modules]
+loaded += sorted(m for m in sys.modules if m.startswith("backend.service.")
+                 and m != "backend.service.api" and not m.startswith("backend.service.operations"))
 print("LOADED", loaded)
 """
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

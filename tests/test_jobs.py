@@ -38,7 +38,7 @@ def wait_state(mgr, job_id, states, timeout=180.0):
 
 def wait_progress(mgr, job_id):
     """Until the trainer has emitted a progress event (it is then mid-epoch)."""
-    return wait_for(lambda: any(e["type"] == "progress" for e in mgr.job_events(job_id)), 180,
+    return wait_for(lambda: any(e["type"] == "progress" for e in mgr.job_events(job_id, 0)), 180,
                     f"a progress event from job {job_id}")
 
 
@@ -89,7 +89,7 @@ def test_the_job_config_file_is_the_validated_train_config(root):
     expected = make_config("smoke", method="ce", epochs=20, subset=64, dataset="cifar100", seed=3,
                            data="synthetic").to_dict()
     assert json.loads(path.read_text()) == job["config"] == expected
-    assert f"-m backend.train --config {path} " in mgr.job_log(job["job_id"])
+    assert f"-m backend.train --config {path} " in mgr.job_log(job["job_id"], 100)
     mgr.cancel_job(job["job_id"])
     # a record from before config files (job fields and a name) gets its file when it is (re)started
     legacy = {"method": "pgd_at", "preset": "smoke", "width": None, "subset": None, "epochs": 2,

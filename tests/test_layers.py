@@ -53,18 +53,9 @@ def test_architecture_doc_diagram_is_current():
     assert body == layers.mermaid(layers.graph()[0]), "run: python scripts/layers.py --write docs/ARCHITECTURE.md"
 
 
-# The one import cycle left, in backend.transport (issue 23 part A's package, where the home page's rule
-# moves to the app): home imports lesson lazily and lesson imports home. Listed so that this test fails
-# the day it is gone too (then empty this); any other cycle fails it at once.
-KNOWN_CYCLES = [["backend.transport.home", "backend.transport.lesson"]]
-
-
 def test_no_import_cycle_between_modules():
     found = layers.cycles(layers.module_graph())
-    assert found == KNOWN_CYCLES, f"import cycles: {found}"
-    assert not [c for c in found if any(m.startswith(("backend.core", "backend.attacks", "backend.explain",
-                                                            "backend.train", "backend.eval", "backend.imports"))
-                                        for m in c)]
+    assert found == [], f"import cycles: {found}"
 
 
 def test_cycle_finder_sees_lazy_and_package_imports(tmp_path):

@@ -1,14 +1,14 @@
-"""The Lesson's service calls (backend.transport.lesson): what each step asks for, and that computing them
+"""The Lesson's service calls (app.session.lesson): what each step asks for, and that computing them
 ahead (lesson_view, started at launch after the home page's default view) leaves the page's identical
 calls nothing to compute."""
 from __future__ import annotations
 
 import pytest
 
+from app.session import lesson
 from backend.explain import lens
 from backend.service import Service
 from backend.service.analyses import BatchAnalyses
-from backend.transport import lesson
 from backend.transport.client import InProcessClient
 from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
 

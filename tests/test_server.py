@@ -128,7 +128,7 @@ def test_uploads(http):
 
 
 def test_internal_errors_are_500_with_detail(service, http, monkeypatch):
-    def boom():
+    def boom(**kw):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(service, "classes", boom)
@@ -379,8 +379,8 @@ def test_make_client_defaults_to_in_process(tiny_checkpoint_root, monkeypatch): 
 
 def test_the_server_precomputes_the_home_pages_default_view_at_launch(tiny_checkpoint_root, monkeypatch):  # noqa: F811
     """Issue 14 (cold start, HTTP mode): at launch the server computes the attack lab's default view
-    (backend.transport.home) in the background; the app's first identical request is a cache hit."""
-    from backend.transport import home
+    (app.session.home) in the background; the app's first identical request is a cache hit."""
+    from app.session import home
     from backend.transport.server import build
 
     monkeypatch.setenv("ROBUSTLENS_WARM_UP", "1")
@@ -400,7 +400,22 @@ def test_the_server_precomputes_the_home_pages_default_view_at_launch(tiny_check
         ids = [c["id"] for c in cards]
         image = home.default_view(client)["default_image"]  # what the app asks for, over HTTP
         spec = home.default_spec(lim["attack"], home.input_side(cards, ids, lim["datasets"]))
-        client.attack(image, spec, ids, mode="whitebox", saliency=lim["saliency"]["default"])
+        client.attack(image, spec, ids, saliency=lim["saliency"]["default"])
         assert computed == [], f"recomputed at the first request: {computed}"
     finally:
         service.close()
+
+
+def test_the_prewarm_is_named_on_the_command_line(tiny_checkpoint_root, monkeypatch):  # noqa: F811
+    """--prewarm names the function (module:function) that computes the first views at launch: the app's
+    policy by default, 'none' for nothing; a name that is no function stops the launch, saying so."""
+    from backend.transport.server import PREWARM, build
+
+    assert PREWARM == "app.session.prewarm:start"
+    monkeypatch.setenv("ROBUSTLENS_WARM_UP", "1")
+    monkeypatch.setattr(Service, "warm_up", lambda self, background=True: None)
+    _, service, _, prewarm = build(["--checkpoints", str(tiny_checkpoint_root), "--prewarm", "none"])
+    service.close()
+    assert prewarm is None
+    with pytest.raises(SystemExit, match="--prewarm 'app.session.home:nope': no such function"):
+        build(["--checkpoints", str(tiny_checkpoint_root), "--prewarm", "app.session.home:nope"])

@@ -12,7 +12,6 @@ from PIL import Image
 
 from backend.core.errors import BusyError, NotFoundError
 from backend.service import Service
-from backend.transport.client import HttpClient
 from tests.helpers import CIFAR10_CLASSES, both_clients, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 IDS = ["tiny-rsupcon", "tiny-pgd", "tiny-ce"]  # the order list_models must give (rsupcon first)
@@ -229,7 +228,6 @@ def test_an_adversarial_map_computes_its_clean_twin_in_the_same_pass(tiny_checkp
                                                                     monkeypatch):
     """Issue 12 (speed at 224 px): explaining the adversarial image first computes the clean map in
     the same attribution pass of two images and caches it; both equal what two separate calls give."""
-    from backend.service import Service
 
     params = {"ig_steps": 8} if method == "integrated_gradients" else {"smoothgrad_samples": 4} \
         if method == "smoothgrad" else None
@@ -269,6 +267,31 @@ def test_explain_shapes(client):
         client.explain("samples:4", "tiny-pgd", "gradient", params={"ig_stepz": 8})
     with pytest.raises(ValueError, match="target"):
         client.explain("samples:4", "tiny-pgd", "gradient", target=10)
+
+
+def test_saliency_maps_on_a_requested_scale(client):
+    """What the pages draw: per map, explain's own heatmaps; shared, one top for every map (the
+    strongest map reaches 1, the others stay proportionally darker, "peak" says how bright each can get)."""
+    ids = ["tiny-ce", "tiny-pgd"]
+    per = client.saliency_maps("samples:6", ids, "gradient", spec=PGD)
+    assert per["scale"] == "map" and per["top"] is None
+    for m in ids:
+        assert np.array_equal(per["results"][m]["clean"], client.explain("samples:6", m, "gradient")["heatmap"])
+        assert np.array_equal(per["results"][m]["adv"], client.explain("samples:6", m, "gradient", spec=PGD)["heatmap"])
+        assert per["results"][m]["peak"] == 1.0
+    shared = client.saliency_maps("samples:6", ids, "gradient", spec=PGD, scale="shared")
+    r = shared["results"]
+    assert shared["top"] > 0 and max(x["peak"] for x in r.values()) == 1.0
+    for m in ids:
+        attrs = [client.explain("samples:6", m, "gradient", spec=s)["attribution"] for s in (None, PGD)]
+        raw = [np.abs(a).sum(axis=0) for a in attrs]  # the gradient's display rule: |attr| over channels
+        for x, kind in zip(raw, ("clean", "adv")):
+            assert np.allclose(r[m][kind], np.clip(x / shared["top"], 0, 1), atol=1e-6)
+        assert np.isclose(r[m]["peak"], max(np.percentile(x, 99) for x in raw) / shared["top"], rtol=1e-5)
+        assert r[m]["target_clean"] == client.explain("samples:6", m, "gradient")["target"]
+    assert client.saliency_maps("samples:6", ["tiny-ce"], "gradcam")["results"]["tiny-ce"]["adv"] is None
+    with pytest.raises(ValueError, match="scale"):
+        client.saliency_maps("samples:6", ids, "gradient", scale="global")
 
 
 def test_saliency_metrics_and_sanity_check(client):
@@ -447,6 +470,26 @@ def test_limits(client):
     assert lim["embed"]["max_n"] == 2000 and lim["curve"]["max_n"] == 1000
     assert lim["topk"] == [1, 10] and lim["upload"]["max_bytes"] > 0
     assert lim["jobs"]["widths"] == [16, 32, 64] and lim["attack"]["max_eps_linf"] > 0
+    assert lim == {**client.capabilities(), "topk": [1, 10]}  # limits: the capabilities and the models' bounds
+
+
+def test_capabilities_are_computed_once(tiny_checkpoint_root, tmp_path, monkeypatch):  # noqa: F811
+    """The file system (the trainer's data) is read at the first call, not on every page run; and a
+    caller editing its copy changes nobody else's."""
+    from backend.service import jobs
+
+    calls = []
+    real = jobs.trainable_datasets
+    monkeypatch.setattr(jobs, "trainable_datasets", lambda data: calls.append(data) or real(data))
+    svc = Service(tiny_checkpoint_root, jobs_root=tmp_path / "jobs")
+    try:
+        first = svc.capabilities()
+        first["device"] = "edited"
+        for _ in range(3):
+            assert svc.limits()["device"] == "cpu" and svc.capabilities()["device"] == "cpu"
+        assert len(calls) == 1
+    finally:
+        svc.close()
 
 
 # ---- both transports agree ---------------------------------------------------------------------
@@ -480,24 +523,3 @@ def test_cached_results_cannot_be_corrupted(clients):
     first["results"]["tiny-ce"]["pred"] = -1
     again = c.predict("samples:7", ["tiny-ce"])["results"]["tiny-ce"]
     assert again["pred"] == int(np.argmax(again["probs"])) and abs(float(again["probs"].sum()) - 1) < 1e-5
-
-
-def test_service_methods_have_the_signatures_of_the_analyses_they_delegate_to():
-    """The Service is built by composition: its analysis methods delegate to ImageAnalyses and
-    BatchAnalyses with the same parameters and defaults (start_task reads the Service's), and the
-    HTTP client exposes the same ones (less the in-process progress callbacks)."""
-    import inspect
-
-    from backend.service.analyses import BatchAnalyses
-    from backend.service.corruption_views import CorruptionAnalyses
-    from backend.service.inspection import ImageAnalyses
-
-    def params(fn, drop=()):
-        return [(k, p.default) for k, p in inspect.signature(fn).parameters.items() if k not in ("self", *drop)]
-
-    for part in (ImageAnalyses, BatchAnalyses, CorruptionAnalyses):
-        for name in ("predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed", "robustness_curve",
-                     "feature_lens", "class_visualisation", "corruption_view", "corruption_curve"):
-            if hasattr(part, name):
-                assert params(getattr(Service, name)) == params(getattr(part, name)), name
-                assert params(getattr(HttpClient, name)) == params(getattr(part, name), ("progress", "should_stop"))

@@ -1,2 +1,3 @@
-"""Per-session plumbing of the app: the backend client, URL-mirrored state, the task queue, and the
-home page's default view (home, over backend.transport.home)."""
+"""Per-session plumbing of the app: the backend client, URL-mirrored state, the task queue, and the app's
+policy for its first views (home: the default sample and the controls' first values; lesson: the Lesson's
+steps), computed ahead at launch."""

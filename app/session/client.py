@@ -5,9 +5,10 @@ with its loaded models) is immutable shared infrastructure. Everything a user ch
 `st.session_state`. The cache key holds the environment that decides what `make_client()` builds,
 so a test (or a server) that points the app somewhere else gets a client for that place.
 
-`call(name, ...)` runs one client method and turns every failure into an `st.error` message and a
-None result, so a bad upload, an out-of-range parameter or a stopped backend never takes the page
-down: the user reads what went wrong and the rest of the page keeps working.
+Pages call the operations as typed methods of `backend()` (an AppClient: `backend().attack(...)`, the
+signatures and defaults of backend.service.api), which turns every failure into an `st.error` message
+and a None result, so a bad upload, an out-of-range parameter or a stopped backend never takes the
+page down: the user reads what went wrong and the rest of the page keeps working.
 
 Boundary: over HTTP (BACKEND_URL set) the app loads the HTTP client and the torch-free error types
 only; backend.service (and with it torch) is imported when the in-process client is built.
@@ -37,6 +38,7 @@ import streamlit as st
 
 from backend.core.errors import BusyError, Cancelled, DeadlineExceeded
 from backend.core.runtime import quiet_openmp
+from backend.service.api import Api, Operation
 from backend.transport.client import BackendUnavailable
 
 # Before anything imports torch (the in-process Service, below): OpenMP threads that spin while they
@@ -68,9 +70,9 @@ def _make_client(env_key: tuple):
 
         if warm_up_enabled():
             service.warm_up()
-            from app.session import home  # the home page's default view, in the background (issue 14)
+            from app.session import prewarm  # the home view and the Lesson, in the background (issue 14)
 
-            home.start(client)
+            prewarm.start(client)
     return client
 
 
@@ -97,23 +99,22 @@ def superseded(requests) -> bool:
     (the session left) or to rerun the whole script: the run ends at its next `st` call, so its
     backend work is moot. A fragment's timed rerun (the task poller) does not supersede a run.
 
-    Reads the requests' state without taking it (as ScriptRunner's own fast path does); any
-    change in Streamlit's internals makes this False (nothing is cancelled), not an error."""
+    Streamlit has no public API for this: it reads ScriptRequests' private `_state` and `_rerun_data`
+    without taking their lock (as ScriptRunner's own fast path does), here and in run_going only
+    (docs/ARCHITECTURE.md). Any change in those internals makes this False (nothing is cancelled), not
+    an error; tests/test_app_sessions.py (test_superseded_reads_streamlits_requests) fails then."""
     if requests is None:
         return False
     try:
-        from streamlit.runtime.scriptrunner_utils.script_requests import (
-            ScriptRequestType,
-            _fragment_run_should_not_preempt_script,
-        )
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
 
         state = requests._state
         if state == ScriptRequestType.STOP:
             return True
         if state == ScriptRequestType.RERUN:
             data = requests._rerun_data
-            return not _fragment_run_should_not_preempt_script(data.fragment_id_queue,
-                                                               data.is_fragment_scoped_rerun)
+            # a fragment's own timed rerun (not st.rerun(scope="fragment")) leaves the script run going
+            return not (bool(data.fragment_id_queue) and not data.is_fragment_scoped_rerun)
     except Exception:
         return False
     return False
@@ -132,18 +133,18 @@ def run_going(requests) -> bool:
         return False
 
 
-class SessionClient:
+class SessionClient(Api):
     """The shared client as one Streamlit script run sees it (see the module docstring).
 
-    Attributes are the client's; each method call of an in-process client runs under a flight scope
-    (over HTTP the work runs in the server's process, under the server's scope, and the call runs in
-    a backend.transport.client.call_scope: it sends the session's id as X-RobustLens-Session, and a
-    superseded run closes its request's connection, which stops the work on the server): interactive, the
-    session's id, a fresh stop event, a watch for this run being superseded and a hold while the run
-    goes on (the device lock keeps background batches back between the page's calls, while the page
-    draws, so one page update waits for at most one background batch). A call that the
-    watch cancelled ends the script run (Streamlit's RerunException / StopException) instead of
-    showing an error. `start_task` also hands the new task to SESSION_TASKS."""
+    Each operation of an in-process client runs under a flight scope (over HTTP the work runs in the
+    server's process, under the server's scope, and the call runs in a backend.transport.client.call_scope:
+    it sends the session's id as X-RobustLens-Session, and a superseded run closes its request's
+    connection, which stops the work on the server): interactive, the session's id, a fresh stop event,
+    a watch for this run being superseded and a hold while the run goes on (the device lock keeps
+    background batches back between the page's calls, while the page draws, so one page update waits
+    for at most one background batch). A call that the watch cancelled ends the script run
+    (Streamlit's RerunException / StopException) instead of showing an error. `start_task` also hands
+    the new task to SESSION_TASKS."""
 
     def __init__(self, client, ctx):
         self._client, self._ctx = client, ctx
@@ -154,24 +155,29 @@ class SessionClient:
     def raw(self):
         return self._client
 
+    @property
+    def transport(self) -> str | None:
+        return getattr(self._client, "transport", None)
+
+    @property
+    def base_url(self) -> str | None:
+        return getattr(self._client, "base_url", None)
+
     def superseded(self) -> bool:
         return superseded(self._requests)
 
-    def __getattr__(self, name: str):
-        attr = getattr(self._client, name)
-        if name.startswith("_") or not callable(attr):
-            return attr
+    def dispatch(self, op: Operation, args: dict):
+        out = self.scoped(getattr(self._client, op.name), **args)
+        if op.name == "start_task":
+            SESSION_TASKS.track(self._client, out, self.session_id)
+        return out
 
-        remote = getattr(self._client, "transport", None) == "http"
-
-        def call_in_scope(*args, **kwargs):
-            out = self._remote(attr, args, kwargs) if remote else self._in_scope(attr, args, kwargs)
-            if name == "start_task":
-                SESSION_TASKS.track(self._client, out, self.session_id)
-            return out
-
-        call_in_scope.__name__ = name
-        return call_in_scope
+    def scoped(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) as this session's run: in its flight scope in-process, in its call_scope
+        over HTTP (see the class docstring)."""
+        if self.transport == "http":
+            return self._remote(fn, args, kwargs)
+        return self._in_scope(fn, args, kwargs)
 
     def _remote(self, fn, args, kwargs):
         """Over HTTP: the call carries this session's id (the server's fairness key and per-session
@@ -310,30 +316,40 @@ def explain_error(e: BaseException) -> str:
     return f"Unexpected backend error ({type(e).__name__}): {e}"
 
 
-def call(name: str, *args, where=None, quiet: bool = False, **kwargs):
-    """client.<name>(*args, **kwargs), or None after showing the error in `where` (default: st).
-
-    quiet=True logs the failure without showing it (for optional decorations of a page). A busy
+class AppClient(Api):
+    """The operations as a page calls them (`backend().attack(...)`): through this session's client
+    (get_client()), each failure shown as one clear message in `where` (default: st) and the result
+    None; quiet=True logs the failure without showing it (for optional decorations of a page). A busy
     backend (BusyError: the device queue is full) is retried twice, with "busy, retrying" shown."""
-    try:
-        client = get_client()
-        for attempt in range(3):
-            try:
-                return getattr(client, name)(*args, **kwargs)
-            except BusyError as e:
-                if attempt == 2:
-                    raise
-                if not quiet:
-                    st.toast("The backend is busy, retrying...", icon=":material/hourglass_top:")
-                time.sleep(min(max(getattr(e, "retry_after", 1.0), 0.1), 5.0))
-    except Exception as e:  # the UI boundary: every failure becomes a message, the page lives on
-        if isinstance(e, Cancelled) and not isinstance(e, DeadlineExceeded):
-            return None  # this run was superseded (or the session left): nothing to tell anyone
-        if not isinstance(e, ValueError):
-            log.exception("backend call %s failed", name)
-        if not quiet:
-            (where or st).error(explain_error(e), icon=":material/error:")
-        return None
+
+    def __init__(self, where=None, quiet: bool = False):
+        self.where, self.quiet = where, quiet
+
+    def dispatch(self, op: Operation, args: dict):
+        try:
+            client = get_client()
+            for attempt in range(3):
+                try:
+                    return getattr(client, op.name)(**args)
+                except BusyError as e:
+                    if attempt == 2:
+                        raise
+                    if not self.quiet:
+                        st.toast("The backend is busy, retrying...", icon=":material/hourglass_top:")
+                    time.sleep(min(max(getattr(e, "retry_after", 1.0), 0.1), 5.0))
+        except Exception as e:  # the UI boundary: every failure becomes a message, the page lives on
+            if isinstance(e, Cancelled) and not isinstance(e, DeadlineExceeded):
+                return None  # this run was superseded (or the session left): nothing to tell anyone
+            if not isinstance(e, ValueError):
+                log.exception("backend call %s failed", op.name)
+            if not self.quiet:
+                (self.where or st).error(explain_error(e), icon=":material/error:")
+            return None
+
+
+def backend(where=None, quiet: bool = False) -> AppClient:
+    """The operations for a page: `backend().predict(image_id, ids)`; see AppClient."""
+    return AppClient(where, quiet)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -343,7 +359,8 @@ def _image(backend: str, image_id: str) -> dict:
 
 
 def get_image(image_id: str, where=None, quiet: bool = False) -> dict | None:
-    """The image dict {"image_id","label","class_name","pixels" (32,32,3) uint8}, cached per backend."""
+    """The image dict {"image_id", "label", "class_name", "pixels" (S,S,3) uint8} (S: the data set's image
+    size), cached per backend."""
     try:
         return _image(backend_key(), image_id)
     except Exception as e:
@@ -379,7 +396,7 @@ def all_models() -> list[dict]:
     """Every model card, rsupcon first; [] (with the error shown) when the backend cannot list them.
 
     Not cached here: a finished training job must appear on the next rerun."""
-    out = call("list_models")
+    out = backend().list_models()
     return list(out) if out else []
 
 

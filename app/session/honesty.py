@@ -4,12 +4,9 @@ Model labels: every place that picks or shows a model says what was measured on 
 robust test accuracy from the model card) and its status ("cpu-preview": small models trained on a
 CPU, not the paper's networks), so a viewer never mistakes a 48 % model for a finished one.
 
-Default sample: `default_sample`, the documented rule of backend.transport.home (the server
-precomputes the home page's default view with the same rule).
+The default sample's rule is app.session.home's (default_sample).
 """
 from __future__ import annotations
-
-from backend.transport.home import default_sample  # noqa: F401 (the rule, shared with the server)
 
 ROBUST_KEYS = (("autoattack", "AutoAttack"), ("pgd20", "PGD-20"))
 

@@ -11,7 +11,7 @@ import json
 import streamlit as st
 
 from app.session import state
-from app.session.client import call, classes, models
+from app.session.client import backend, classes, models
 from app.widgets import attack_ui
 from app.widgets.components import (
     NO_SALIENCY,
@@ -26,16 +26,7 @@ from app.widgets.components import (
     quick_saliency,
     show_image,
 )
-from app.widgets.imaging import (
-    amplify_delta,
-    compose_grid_png,
-    delta_caption,
-    heat_rgb,
-    raw_map,
-    scaled,
-    shared_scale,
-    to_uint8,
-)
+from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption, heat_rgb, to_uint8
 
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
 SCALES = {"map": "per map", "shared": "shared across models"}
@@ -46,7 +37,7 @@ st.caption("Pick an image in the sidebar, then an attack: every model is attacke
 
 img = image_picker()
 cards = models()
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 sal_lim = lim.get("saliency") or {}
 SALIENCY = quick_saliency(sal_lim)
 names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
@@ -146,10 +137,10 @@ def _rows(label: int | None, target: int | None, sal: bool, class_names: list[st
 
 
 def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, mode: str) -> tuple[dict, str]:
-    """{model: {"clean", "adv": (32,32) in [0,1], "bar": (lo, hi, title)}} and the scale actually used.
-    Per map: the backend's maps (each scaled to its own 99th percentile). Shared: the raw
-    attributions (Service.explain, same images and targets as the attack in white-box mode) divided
-    by one top value, the largest map's 99th percentile, so maps compare across models."""
+    """{model: {"clean", "adv": (H,W) heat in [0,1], "bar": (lo, hi, title)}} and the scale actually used.
+    Per map: the attack's own maps (each over its own top). Shared: the backend's saliency_maps on one
+    top for every model, clean and adversarial (the same images and targets as the attack in white-box
+    mode), so maps compare across models."""
     r = res["results"]
     per_map = {m: {"clean": r[m]["saliency_clean"], "adv": r[m]["saliency_adv"],
                    "bar": ("0", "1 = this map's top", "saliency, scaled per map")} for m in ids}
@@ -159,17 +150,11 @@ def _saliency_maps(res: dict, ids: list[str], sal: str, scale: str, spec: dict, 
         st.caption("A shared saliency scale needs white-box mode (the maps of a transferred image are scaled "
                    "per map).")
         return per_map, "map"
-    display = sal_lim["info"][sal]["display"]  # the registry's rule, as the backend's heatmaps
-    raws = {}
-    for m in ids:
-        adv = call("explain", img["image_id"], m, sal, spec=spec, quiet=True)  # computes the clean map with it
-        clean = call("explain", img["image_id"], m, sal, quiet=True)
-        if clean is None or adv is None:
-            return per_map, "map"
-        raws[m] = (raw_map(clean["attribution"], display), raw_map(adv["attribution"], display))
-    top = shared_scale([x for pair in raws.values() for x in pair], display)
-    bar = ("0", f"{top:.3g} = shared top", "saliency, one scale for all models (|attribution|)")
-    return {m: {"clean": scaled(c, top), "adv": scaled(a, top), "bar": bar} for m, (c, a) in raws.items()}, "shared"
+    out = backend(quiet=True).saliency_maps(img["image_id"], ids, sal, spec=spec, scale="shared")
+    if out is None:
+        return per_map, "map"
+    bar = ("0", f"{out['top']:.3g} = shared top", "saliency, one scale for all models (|attribution|)")
+    return {m: {"clean": x["clean"], "adv": x["adv"], "bar": bar} for m, x in out["results"].items()}, "shared"
 
 
 def _grid(res: dict, ids: list[str], label, target, sal_maps: dict | None, class_names: list[str]) -> None:
@@ -185,7 +170,7 @@ def _grid(res: dict, ids: list[str], label, target, sal_maps: dict | None, class
 
 def _preview(ids: list[str], label) -> None:
     """While the attack runs: each model's clean prediction (fast), so the page is useful at once."""
-    pred = call("predict", img["image_id"], ids, quiet=True)
+    pred = backend(quiet=True).predict(img["image_id"], ids)
     if not pred:
         return
     k = per_row(len(ids))
@@ -231,8 +216,8 @@ def lab() -> None:
     with preview.container():
         with st.spinner(f"Attacking {len(ids)} model(s): {desc}..."):
             _preview(ids, img.get("label"))
-            res = call("attack", img["image_id"], spec, ids, mode=mode, source_model=source,
-                       saliency=None if sal == NO_SALIENCY else sal)
+            res = backend().attack(img["image_id"], spec, ids, mode=mode, source_model=source,
+                                   saliency=None if sal == NO_SALIENCY else sal)
     preview.empty()
     if res is None:
         return

@@ -13,7 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from app.session import state
-from app.session.client import call, classes, models
+from app.session.client import backend, classes, models
 from app.widgets.components import (
     NO_SALIENCY,
     badge,
@@ -34,7 +34,7 @@ st.caption("The same image under common corruptions (CIFAR-10-C's 15 types at 5 
 
 img = image_picker()
 cards = models()
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 clim = lim.get("corruptions") or {}
 sal_lim = lim.get("saliency") or {}
 SALIENCY = quick_saliency(sal_lim)
@@ -123,8 +123,8 @@ def lab() -> None:
         return
     label = img.get("label")
     with st.spinner(f"{LABELS.get(name, name)}: {len(ids)} model(s)..."):
-        detail = call("corruption_view", img["image_id"], ids, corruptions=[name],
-                      saliency=None if sal == NO_SALIENCY else sal, seed=int(seed))
+        detail = backend().corruption_view(img["image_id"], ids, corruptions=[name],
+                                           saliency=None if sal == NO_SALIENCY else sal, seed=int(seed))
     if detail is None:
         return
     held = {m: int((~detail["results"][m]["flipped"]).sum()) for m in ids}
@@ -134,7 +134,7 @@ def lab() -> None:
     st.divider()
     st.subheader("Every corruption and severity")
     with st.spinner("All 15 corruptions x 5 severities..."):
-        res = call("corruption_view", img["image_id"], ids, seed=int(seed))
+        res = backend().corruption_view(img["image_id"], ids, seed=int(seed))
     if res is None:
         return
     left, right = st.columns([1, 1.3])

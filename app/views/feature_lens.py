@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.session import state, tasks
-from app.session.client import call, classes
+from app.session.client import backend, classes
 from app.widgets import charts
 from app.widgets.components import model_header, model_picker, page_setup, show_image
 from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption
@@ -34,9 +34,11 @@ class_names = classes()
 linked = linked_open(PAGE, list(by_id), button="Run the lens")
 
 ids = model_picker(cards)
-# the service's bounds and measured defaults (backend.explain.lens through limits()); these if it cannot be asked
-lens_lim = (call("limits", quiet=True) or {}).get("lens") or {}
-defaults = lens_lim.get("defaults") or {"norm": "l2", "steps": 60, "eps": {"linf": 16 / 255, "l2": 6.0}}
+# the service's bounds and measured defaults (backend.explain.lens through capabilities()): the page needs them
+lens_lim = (backend().capabilities() or {}).get("lens") or {}
+defaults = lens_lim.get("defaults")
+if not defaults:
+    st.stop()  # the backend could not be asked: backend() has shown why
 eps_lo, eps_hi = (round(v * 255) for v in lens_lim.get("eps", (1 / 255, 32 / 255)))
 l2_lo, l2_hi = (float(v) for v in lens_lim.get("eps_l2", (0.1, 20.0)))
 steps_lo, steps_hi = lens_lim.get("steps", (1, 200))
@@ -84,7 +86,7 @@ if linked and not go:
         go = bool(ids)  # the link names these results: run them (from the service's cache when already run)
 if go and ids:
     with st.spinner(f"Pushing {img['image_id']} toward '{class_names[target]}' on {len(ids)} model(s)..."):
-        out = call("feature_lens", img["image_id"], int(target), ids, eps=eps, steps=int(steps), norm=norm)
+        out = backend().feature_lens(img["image_id"], int(target), ids, eps=eps, steps=int(steps), norm=norm)
     if out is not None:
         saved = st.session_state["lens"] = {"key": lens_key, "res": out, "eps_text": eps_text}
     if not (q and q.get("key") == vis_key and q["state"] in ("running", "done")):

@@ -1,14 +1,14 @@
 """Lesson: six steps a teacher presses through in class, each a live view over the installed models of the
 chosen data set with one sentence and the numbers measured on the spot. The step and the image live in
 the URL (lesson?step=draws&image=samples:3). The service calls behind the steps are written once in
-backend.transport.lesson and made at launch for the default sample, so a class opening the link is
+app.session.lesson and made at launch for the default sample, so a class opening the link is
 answered from the service's caches. Works offline on the sample images (step 5 maps the samples)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from app.session import lesson, state
-from app.session.client import call, classes, current_dataset
+from app.session.client import backend, classes, current_dataset
 from app.widgets import charts
 from app.widgets.components import badge, model_header, page_setup, prob_bars, show_image
 from app.widgets.imaging import amplify_delta, delta_caption, heat_rgb
@@ -21,7 +21,7 @@ img, cards, names = page_setup(with_image=True)
 class_names = classes()
 by_id = {c["id"]: c for c in cards}
 ids = lesson.models_of(cards, current_dataset())
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 robust_of = (lim.get("jobs") or {}).get("method_robust") or {}
 robust = [m for m in ids if robust_of.get(str(by_id[m].get("method"))) is True]
 standard = [m for m in ids if robust_of.get(str(by_id[m].get("method"))) is False]
@@ -68,7 +68,7 @@ def _name(m: str) -> str:
 if step in ("fool", "hold", "change", "looks"):
     args, kw = req["attack"]
     with st.spinner("Attacking every model..."):
-        res = call("attack", *args, **kw)
+        res = backend().attack(*args, **kw)
     if res is None:
         st.stop()
     r = res["results"]
@@ -116,7 +116,7 @@ elif step == "embedding":
     maps = {}
     with st.spinner(f"Mapping {lesson.EMBED_N} sample images per model..."):
         for m, kw in req["embed"].items():
-            out = call("embed", m, **kw)
+            out = backend().embed(m, **kw)
             if out is not None:
                 maps[m] = out
     flips = {m: int((res["pred_adv"] != res["pred_clean"]).sum()) for m, res in maps.items()
@@ -131,7 +131,7 @@ elif step == "embedding":
 else:  # draws
     args, kw = req["lens"]
     with st.spinner(f"Pushing the image toward '{class_names[req['target']]}' on every model..."):
-        out = call("feature_lens", *args, **kw)
+        out = backend().feature_lens(*args, **kw)
     if out is None:
         st.stop()
     tgt = class_names[req["target"]]

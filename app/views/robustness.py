@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app.session import honesty, state, tasks
-from app.session.client import call, classes
+from app.session.client import backend, classes
 from app.widgets import charts
 from app.widgets.components import data_sources, dataset_info, model_picker, page_setup, source_noun
 from app.widgets.links import linked_open
@@ -26,7 +26,7 @@ st.caption("How fast does accuracy fall as the attack budget grows? A point at e
 
 _, cards, names = page_setup()
 class_names = classes()
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 src_opts, count = data_sources()
 n_max = int((lim.get("curve") or {}).get("max_n") or 1000)
 # the attacks the backend's registry offers for curves, with its labels (no list of them here)

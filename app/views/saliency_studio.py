@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from app.session import state
-from app.session.client import call, classes
+from app.session.client import backend, classes
 from app.widgets import attack_ui, charts
 from app.widgets.components import colour_bar, input_side, model_header, model_picker, page_setup, show_image
-from app.widgets.imaging import compose_grid_png, heat_rgb, raw_map, scaled, shared_scale, upscale
+from app.widgets.imaging import compose_grid_png, heat_rgb, upscale
 
 CELL_PX = 112
 SCALES = {"map": "per map", "shared": "shared across models"}
@@ -29,7 +29,7 @@ st.caption("Which pixels does each model use? Robust models tend to give maps th
 
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
-lim = call("limits", quiet=True) or {}
+lim = backend(quiet=True).limits() or {}
 sal_lim = lim.get("saliency") or {"methods": [], "info": {}}
 # every saliency method of the backend's registry, slow ones marked
 METHODS = {m: sal_lim["info"][m]["label"] + (" (slow)" if sal_lim["info"][m]["slow"] else "")
@@ -61,20 +61,25 @@ def studio() -> None:
         st.info("Choose at least one model and one method.")
         return
     cells: dict[tuple[str, str], dict] = {}
+    bars: dict[str, tuple] = {}
     with st.status(f"Computing {len(ids) * len(meths)} map pairs ({desc})...", expanded=False) as status:
         bar = st.progress(0.0)
-        for i, (meth, m) in enumerate((a, b) for a in meths for b in ids):
-            met = call("saliency_metrics", img["image_id"], m, meth, spec)
-            adv = call("explain", img["image_id"], m, meth, spec=spec)  # first: computes the clean map with it
-            clean = call("explain", img["image_id"], m, meth)
-            if met is not None and clean is not None and adv is not None:
-                cells[(meth, m)] = {"metrics": met, "clean": clean, "adv": adv}
-            bar.progress((i + 1) / (len(ids) * len(meths)))
+        for i, meth in enumerate(meths):
+            # every model's clean and adversarial maps, on the chosen scale, in one call per method
+            maps = backend().saliency_maps(img["image_id"], ids, meth, spec=spec, scale=scale)
+            if maps is not None:
+                shared = maps["scale"] == "shared"
+                bars[meth] = ("0", f"{maps['top']:.3g}", "shared scale") if shared else ("0", "1 = map top",
+                                                                                       "per map")
+                for m in ids:
+                    met = backend().saliency_metrics(img["image_id"], m, meth, spec)  # the maps are cached now
+                    if met is not None:
+                        cells[(meth, m)] = {"metrics": met, **maps["results"][m], "shared": shared}
+            bar.progress((i + 1) / len(meths))
         status.update(label=f"{len(cells)} map pairs ready ({desc})", state="complete")
     if not cells:
         return
-    advs = call("attack", img["image_id"], spec, ids, saliency=None, quiet=True)  # cached by the maps' attack
-    maps = _scaled_maps(cells, ids, meths, scale)
+    advs = backend(quiet=True).attack(img["image_id"], spec, ids, saliency=None)  # cached by the maps' attack
     k = per_block(len(ids))
     for b in range(0, len(ids), k):
         block = ids[b:b + k]
@@ -96,17 +101,18 @@ def studio() -> None:
             row = st.columns(widths)
             with row[0]:
                 st.markdown(METHODS[meth])
-                colour_bar(*maps["bars"][meth])
+                colour_bar(*bars[meth])
             for col, m in zip(row[1:], block):
                 cell = cells.get((meth, m))
                 if cell is None:
                     continue
                 a, b2 = col.columns(2)
-                show_image(heat_rgb(maps[(meth, m)][0]), caption="clean", px=CELL_PX, where=a)
-                show_image(heat_rgb(maps[(meth, m)][1]), caption="adversarial", px=CELL_PX, where=b2)
+                show_image(heat_rgb(cell["clean"]), caption="clean", px=CELL_PX, where=a)
+                show_image(heat_rgb(cell["adv"]), caption="adversarial", px=CELL_PX, where=b2)
                 mt = cell["metrics"]
                 dr = mt.get("drift") or {}
-                peak = (maps.get("peak") or {}).get((meth, m))
+                # how bright this model's own maps can get on the shared scale (its top over the shared top)
+                peak = cell["peak"] if cell["shared"] else None
                 col.caption(f"del {_fmt(mt['deletion_auc'])} | ins {_fmt(mt['insertion_auc'])} | "
                             f"drift rho {_fmt(dr.get('spearman'))}, top-10% {_fmt(dr.get('topk_overlap'))}"
                             + ("" if peak is None else f" | peak {peak:.0%} of the shared top"))
@@ -132,7 +138,7 @@ def studio() -> None:
              "deletion_auc": c["metrics"]["deletion_auc"], "insertion_auc": c["metrics"]["insertion_auc"],
              "drift_spearman": (c["metrics"].get("drift") or {}).get("spearman"),
              "drift_topk_overlap": (c["metrics"].get("drift") or {}).get("topk_overlap"),
-             "target_clean": c["clean"]["target"], "target_adv": c["adv"]["target"]}
+             "target_clean": c["target_clean"], "target_adv": c["target_adv"]}
             for (meth, m), c in cells.items()]
     st.subheader("Deletion and insertion curves")
     tabs = st.tabs([names.get(m, m) for m in ids])
@@ -144,7 +150,7 @@ def studio() -> None:
     st.caption("Pixels are removed (deletion, solid) or revealed (insertion, dashed) in the map's order; the "
                "curve is the model's probability for the class it predicts on the clean image.")
     df = pd.DataFrame(rows)
-    grid_rows = [(f"{METHODS[meth]} {kind}", [heat_rgb(cells[(meth, m)][kind]["heatmap"]) if (meth, m) in cells
+    grid_rows = [(f"{METHODS[meth]} {kind}", [heat_rgb(cells[(meth, m)][kind]) if (meth, m) in cells
                                               else None for m in ids])
                  for meth in meths for kind in ("clean", "adv")]
     e1, e2, e3 = st.columns(3)
@@ -160,31 +166,6 @@ def studio() -> None:
     _sanity(ids)
 
 
-def _scaled_maps(cells: dict, ids: list[str], meths: list[str], scale: str) -> dict:
-    """{(method, model): (clean map, adversarial map) in [0,1], "bars": {method: colour-bar args}}.
-    Per map: the backend's maps (each scaled to its own 99th percentile). Shared: per method, the raw
-    attributions of every model, clean and adversarial, over one top value (the largest map's 99th
-    percentile), so brightness compares across models."""
-    out: dict = {"bars": {}}
-    for meth in meths:
-        have = [m for m in ids if (meth, m) in cells]
-        if scale == "shared" and have:
-            display = sal_lim["info"][meth]["display"]  # the registry's rule, as the backend's heatmaps
-            raws = {m: (raw_map(cells[(meth, m)]["clean"]["attribution"], display),
-                        raw_map(cells[(meth, m)]["adv"]["attribution"], display)) for m in have}
-            top = shared_scale([x for pair in raws.values() for x in pair], display)
-            for m, (c, a) in raws.items():
-                out[(meth, m)] = (scaled(c, top), scaled(a, top))
-                # how bright this model's own maps can get on the shared scale (its top over the shared top)
-                out.setdefault("peak", {})[(meth, m)] = shared_scale([c, a], display) / top if top > 0 else 0.0
-            out["bars"][meth] = ("0", f"{top:.3g}", "shared scale")
-        else:
-            for m in have:
-                out[(meth, m)] = (cells[(meth, m)]["clean"]["heatmap"], cells[(meth, m)]["adv"]["heatmap"])
-            out["bars"][meth] = ("0", "1 = map top", "per map")
-    return out
-
-
 def _sanity(ids: list[str]) -> None:
     st.subheader("Sanity check: does the map depend on what the model learned?")
     st.caption("The model's layers are re-initialised one stage at a time from the top (on a private copy). "
@@ -195,7 +176,7 @@ def _sanity(ids: list[str]) -> None:
     key = (img["image_id"], m, meth)
     if c3.button("Run sanity check", icon=":material/science:", key="sanity_run"):
         with st.spinner("Randomising the model stage by stage..."):
-            res = call("sanity_check", img["image_id"], m, meth)
+            res = backend().sanity_check(img["image_id"], m, meth)
         if res is not None:
             st.session_state["sanity"] = {"key": key, "res": res}
     saved = st.session_state.get("sanity")

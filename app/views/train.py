@@ -7,14 +7,14 @@ import time
 
 import streamlit as st
 
-from app.session.client import call
+from app.session.client import backend
 from app.widgets import charts
 
 
 def preset_text(name: str, v: dict, use: str | None = None) -> str:
     """One line saying what preset `name` trains, from its registry values and use (Service.limits()
     jobs.preset_values / preset_use, i.e. backend.train.registry): never a copy of the numbers."""
-    images = "all 49,000 images" if not v.get("subset") else f"{int(v['subset']):,} images"
+    images = "every training image" if not v.get("subset") else f"{int(v['subset']):,} images"
     return (f"**{name}**: width {v['width']}, {v['epochs']} epoch{'s' if v['epochs'] != 1 else ''} on {images}, "
             f"batch {v['batch_size']}, {v['attack_steps']}-step PGD for the robust methods"
             + (f", {v['probe_epochs']}-epoch linear probe for the contrastive ones" if v.get("probe_epochs") else "")
@@ -29,7 +29,7 @@ st.title("Train")
 st.caption("Training runs in its own process on the backend's machine, one job at a time; others wait in the "
            "queue. Closing the browser does not stop a job.")
 
-limits = call("limits", quiet=True) or {}
+limits = backend(quiet=True).limits() or {}
 lim = limits.get("jobs") or {}
 # every method and preset of the training registry, with its labels and values, comes from the backend
 # (backend.train.registry through Service.limits()): a new one appears here by itself
@@ -43,7 +43,7 @@ preset_values, preset_use = lim.get("preset_values") or {}, lim.get("preset_use"
 PRESET_HELP = "  \n".join(preset_text(p, preset_values[p], preset_use.get(p))
                           for p in presets if p in preset_values) or None
 datasets = list(lim.get("datasets") or [])  # the data sets whose training images the backend holds
-sources = call("image_sources", quiet=True) or {}
+sources = backend(quiet=True).image_sources() or {}
 # a job trains on the backend's train split (or on synthetic data where the backend is set up so)
 can_train = bool(lim.get("synthetic_data")) or bool((sources.get("train") or {}).get("available"))
 
@@ -81,9 +81,9 @@ if PRESET_HELP:  # all of them: inside the form, the chosen preset is only known
     st.caption("Presets: " + PRESET_HELP + "  \nOverrides replace single values.")
 
 if start and not can_train:
-    st.warning("Training needs the CIFAR-10 training images, and the backend has none: point RSUPCON_DATA at a "
-               "CIFAR-10 folder (a torchvision root or an ImageFolder tree with train/ and test/) and restart "
-               "the app. The offline sample images are enough for every other page, not for training.",
+    st.warning("Training needs a data set's training images, and the backend has none: point RSUPCON_DATA at a "
+               "data folder (a torchvision root such as CIFAR-10's, or an ImageFolder tree with train/ and test/) "
+               "and restart the app. The offline sample images are enough for every other page, not for training.",
                icon=":material/database_off:")
 elif start:
     config = {"method": method, "preset": preset, "dataset": dataset, "name": name.strip() or None,
@@ -92,12 +92,12 @@ elif start:
               "attack_steps": None if steps is None else int(steps),
               "batch_size": None if batch is None else int(batch),
               "seed": int(seed)}
-    job = call("start_job", {k: v for k, v in config.items() if v is not None})
+    job = backend().start_job({k: v for k, v in config.items() if v is not None})
     if job is not None:
         st.session_state["job_selected"] = job["job_id"]
         st.toast(f"Job {job['name']} queued", icon=":material/model_training:")
 
-jobs = call("list_jobs") or []
+jobs = backend().list_jobs() or []
 if not jobs:
     st.info("No jobs yet. The short preset trains a small model in a few minutes; it then appears in the model "
             "zoo and in every page's model picker.")
@@ -136,12 +136,12 @@ def _points(events: list[dict]) -> list[dict]:
 
 def _detail(job_id: str) -> bool:
     """Draw one job; returns whether it is still active."""
-    job = call("job_status", job_id)
+    job = backend().job_status(job_id)
     if job is None:
         return False
     cache = st.session_state.setdefault("job_events", {})
     rec = cache.get(job_id) or {"since": 0, "events": []}
-    new = call("job_events", job_id, rec["since"], quiet=True) or []
+    new = backend(quiet=True).job_events(job_id, rec["since"]) or []
     rec = {"since": rec["since"] + len(new), "events": rec["events"] + new}
     cache[job_id] = rec
     events = rec["events"]
@@ -168,12 +168,12 @@ def _detail(job_id: str) -> bool:
                    "the training PGD attack; throughput in images per second.")
     # the actions this state allows, left to right from the first column (no gap where one is missing)
     actions = [(label, icon, op) for label, icon, op, states in (
-        ("Cancel", ":material/cancel:", "cancel_job", ACTIVE + ("interrupted",)),
-        ("Resume", ":material/replay:", "resume_job", ("interrupted", "failed", "cancelled")))
+        ("Cancel", ":material/cancel:", backend().cancel_job, ACTIVE + ("interrupted",)),
+        ("Resume", ":material/replay:", backend().resume_job, ("interrupted", "failed", "cancelled")))
         if job["state"] in states]
     for col, (label, icon, op) in zip(st.columns([1, 1, 3]), actions):
-        if col.button(label, icon=icon, key=f"{op.split('_')[0]}_{job_id}"):
-            call(op, job_id)
+        if col.button(label, icon=icon, key=f"{label.lower()}_{job_id}"):
+            op(job_id)
             st.rerun()
     if job["state"] == "done" and job.get("checkpoint"):
         st.success(f"Finished: the model **{job['checkpoint']}** is in the zoo and every model picker.",
@@ -182,7 +182,7 @@ def _detail(job_id: str) -> bool:
     if job.get("error"):
         st.error(job["error"], icon=":material/error:")  # the log is below (job_log; the record's log_tail)
     with st.expander("Log (last 60 lines)", expanded=job["state"] in ("failed",)):
-        st.code(call("job_log", job_id, 60, quiet=True) or "(empty)", language=None)
+        st.code(backend(quiet=True).job_log(job_id, 60) or "(empty)", language=None)
     with st.expander("Configuration"):
         st.json(job.get("config") or {})
     return job["state"] in ACTIVE
@@ -191,7 +191,7 @@ def _detail(job_id: str) -> bool:
 def _jobs_section() -> None:
     """The job table, the job chooser and the chosen job; while a job is active this is a fragment
     that reruns every 2 s (nothing polls when no job is active)."""
-    jobs = call("list_jobs") or []
+    jobs = backend().list_jobs() or []
     st.subheader("Jobs")
     _table(jobs)
     ids = [j["job_id"] for j in jobs]

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.session import state, tasks
-from app.session.client import all_models, call
+from app.session.client import all_models, backend
 from app.widgets import charts
 from app.widgets.components import no_models_notice
 
@@ -23,7 +23,7 @@ SOURCE_LABELS = {"robustbench": "RobustBench model zoo", "torchvision": "torchvi
 def import_section() -> None:
     """Import a published model by name: a background task with a progress bar and a cancel button.
     Files and code are imported on the command line only (`python -m backend.imports`)."""
-    lim = (call("limits", quiet=True) or {}).get("imports")
+    lim = (backend(quiet=True).limits() or {}).get("imports")
     if not lim:
         return
     st.subheader("Import a model")
@@ -40,19 +40,19 @@ def import_section() -> None:
                          help="RobustBench: a leaderboard name; torchvision / timm: the model's name.")
     ds_opts = lim["robustbench_datasets"] if rb else lim["datasets"]
     dataset = c3.selectbox("Data set", ds_opts, index=0 if rb else ds_opts.index("imagenet"), key="imp_ds")
+    threat = None  # torchvision / timm: no threat model (the import's declared default)
     if rb:
         threat = c4.selectbox("Threat model", lim["threat_models"], key="imp_threat")
         pretrained = False
     else:
-        threat = "Linf"
         pretrained = c4.checkbox("Published weights", key="imp_pretrained",
                                  help="Download the library's trained weights (needs internet); off: random weights.")
     st.caption("RobustBench models and published weights are downloaded when online (a file already in "
                "RobustBench's model folder is read without downloading). The model then appears above; "
                "measure it with `python -m backend.eval.evaluate --checkpoint checkpoints/<id>`.")
     if st.button("Import", icon=":material/download:", disabled=not name.strip(), key="imp_go"):
-        params = {"source": source, "name": name.strip(), "dataset": dataset, "threat_model": threat,
-                  "pretrained": pretrained}
+        params = {"source": source, "name": name.strip(), "dataset": dataset, "pretrained": pretrained,
+                  **({"threat_model": threat} if threat else {})}
         tasks.start(IMPORT_SLOT, params, [{"label": name.strip(), "kind": "import_model", "params": params}])
     if tasks.running(IMPORT_SLOT):
         tasks.poller(IMPORT_SLOT, "Importing")

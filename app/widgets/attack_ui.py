@@ -4,7 +4,7 @@ Everything shown comes from the backend's attack registry through Service.limits
 menu (each interactive attack in each of its norms), labels, help, which parameters have a control,
 their ranges, steps and defaults; nothing about a particular attack is written here. Budgets in
 "1/255" units are shown in k/255 (the unit papers use); L2 budgets in plain pixel-norm units. The
-values are "params" (app.state), so they live in the URL and survive page switches; each parameter's
+values are "params" (app.session.state), so they live in the URL and survive page switches; each parameter's
 URL name is its registry key. The dict returned is what backend.attacks.AttackSpec.from_dict accepts;
 the backend validates it again.
 """
@@ -15,7 +15,7 @@ import math
 import streamlit as st
 
 from app.session import home, state
-from app.session.client import call
+from app.session.client import backend
 
 AUTO = "auto"   # a parameter left to the attack (e.g. PGD's step size 2.5 * eps / steps)
 NONE = "none"   # the "no attack" entry of pages that can show clean results only
@@ -23,7 +23,7 @@ NONE = "none"   # the "no attack" entry of pages that can show clean results onl
 
 def attack_limits() -> dict:
     """Service.limits()["attack"] ({} when the backend cannot be asked)."""
-    return (call("limits", quiet=True) or {}).get("attack") or {}
+    return (backend(quiet=True).limits() or {}).get("attack") or {}
 
 
 def menu(alim: dict) -> dict[str, tuple[dict, dict]]:

@@ -13,8 +13,8 @@ import streamlit as st
 from app.session import home, honesty, state
 from app.session.client import (
     all_models,
+    backend,
     backend_key,
-    call,
     classes,
     current_dataset,
     get_client,
@@ -26,7 +26,7 @@ from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour,
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
-BROWSE_PAGE = 12  # thumbnails per browser page
+BROWSE_PAGE = home.BROWSE  # thumbnails per browser page (the home view prewarms the first)
 _SOURCE_NOUNS = {"test": "test", "samples": "sample", "train": "training"}
 
 
@@ -139,8 +139,8 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=300)
 def _datasets(backend: str) -> dict:
-    # the backend's dataset registry (limits()["datasets"]); it changes only when the backend restarts
-    return dict(((get_client().limits() or {}).get("datasets")) or {})
+    # the backend's dataset registry (capabilities()["datasets"]); it changes only when the backend restarts
+    return dict(((get_client().capabilities() or {}).get("datasets")) or {})
 
 
 def known_datasets() -> dict:
@@ -191,7 +191,7 @@ def dataset_picker(where=None) -> str:
 def data_sources() -> tuple[list[str], dict[str, int]]:
     """The image sources a batch page can sample from (test, samples, train: those available) and
     their image counts; the offline samples when the service says nothing."""
-    sources = call("image_sources", dataset=current_dataset(), quiet=True) or {}
+    sources = backend(quiet=True).image_sources(dataset=current_dataset()) or {}
     opts = [s for s in ("test", "samples", "train") if (sources.get(s) or {}).get("available")] or ["samples"]
     return opts, {s: int((sources.get(s) or {}).get("count") or 20) for s in opts}
 
@@ -225,7 +225,7 @@ def _pick(image_id: str) -> None:
 
 
 def _sources() -> list[str]:
-    src = call("image_sources", dataset=current_dataset(), quiet=True) or {}
+    src = backend(quiet=True).image_sources(dataset=current_dataset()) or {}
     out = [s for s in ("samples", "test", "train") if (src.get(s) or {}).get("available")]
     return out + ["upload"]
 
@@ -297,7 +297,7 @@ def compared_models() -> list[str]:
 
 
 def default_image_id(source: str = "samples") -> str | None:
-    """The first image of `source` by the rule in app.honesty (every compared model right when
+    """The first image of `source` by app.session.home's rule (every compared model right when
     clean), computed once per session and model choice."""
     ids = compared_models()
     ds = current_dataset()
@@ -305,19 +305,9 @@ def default_image_id(source: str = "samples") -> str | None:
     ss = st.session_state
     if ss.get("_default_image_key") == key:
         return ss.get("_default_image")
-    listing = call("list_images", source, None, 0, 20, dataset=ds, quiet=True)
-    items = (listing or {}).get("items") or []
-    if not items:
-        return None
-    probs: dict[str, list] = {m: [] for m in ids}
-    for it in items:
-        out = call("predict", it["image_id"], ids, quiet=True) if ids else None
-        if out is None:
-            return items[0]["image_id"]
-        for m in ids:
-            probs[m].append(list(out["results"][m]["probs"]))
-    iid = honesty.default_sample([it["image_id"] for it in items], [it.get("label") for it in items], probs)
-    ss["_default_image_key"], ss["_default_image"] = key, iid
+    iid = home.default_image(backend(quiet=True), ids, ds, source)
+    if iid is not None:
+        ss["_default_image_key"], ss["_default_image"] = key, iid
     return iid
 
 
@@ -337,10 +327,10 @@ def _browse_box(source: str, dataset: str = "cifar10") -> None:
     cls = state.widget(st.selectbox, "Class", "cls", "any", options=["any"] + names)
     class_name = None if cls == "any" else cls
     if st.button("Random image", icon=":material/casino:", key="pick_random", width="stretch"):
-        img = call("random_image", source, class_name, random.randrange(2**31), dataset=dataset)
+        img = backend().random_image(source, class_name, random.randrange(2**31), dataset=dataset)
         if img:
             state.put("image", img["image_id"])
-    listing = call("list_images", source, class_name, 0, 1, dataset=dataset)
+    listing = backend().list_images(source, class_name, limit=1, dataset=dataset)  # only the count
     total = int(listing["total"]) if listing else 0
     if total == 0:
         st.caption("No images here.")
@@ -348,7 +338,8 @@ def _browse_box(source: str, dataset: str = "cifar10") -> None:
     pages = max(1, -(-total // BROWSE_PAGE))
     page = state.widget(st.number_input, f"Browse page (of {pages})", f"page_{source}_{cls}", 1,
                         lo=1, hi=pages, min_value=1, max_value=pages, step=1)
-    listing = call("list_images", source, class_name, (int(page) - 1) * BROWSE_PAGE, BROWSE_PAGE, dataset=dataset)
+    listing = backend().list_images(source, class_name, offset=(int(page) - 1) * BROWSE_PAGE, limit=BROWSE_PAGE,
+                                    dataset=dataset)
     items = listing["items"] if listing else []
     # three to a row: four left "5..." of a four-digit test-set number in the sidebar (issue 20, finding 10)
     cols = st.columns(3)
@@ -373,7 +364,7 @@ def _upload_box(ds: dict | None = None) -> None:
     done = st.session_state.setdefault("_uploads", {})  # (file id, data set) -> image id, per session
     key = up.file_id if ds["name"] == "cifar10" else f'{up.file_id}@{ds["name"]}'
     if key not in done:
-        img = call("upload_image", up.getvalue(), dataset=ds["name"])
+        img = backend().upload_image(up.getvalue(), dataset=ds["name"])
         if img is None:
             return
         done[key] = img["image_id"]

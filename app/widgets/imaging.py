@@ -1,8 +1,8 @@
 """Pure image helpers for display and export (numpy + PIL; no Streamlit).
 
-Images arrive as (S, S, 3) uint8 or float in [0, 1] (S the model's input size: 32 for CIFAR); maps as
-(S, S) float in [0, 1]. Small pictures are shown upscaled with nearest-neighbour so every pixel stays a
-crisp square.
+Images arrive as (S, S, 3) uint8 or float in [0, 1] (S the model's input size); saliency maps as (S, S)
+heat in [0, 1], already reduced by the backend on the scale the page asked for (Service.saliency_maps).
+Small pictures are shown upscaled with nearest-neighbour so every pixel stays a crisp square.
 One colour map per meaning, used everywhere: "inferno" for saliency (dark = unimportant),
 neutral grey = no change for perturbations, the dataset registry's palette for classes (Tableau 10
 for up to ten classes, hues around the wheel for more; backend.core.datasets via app.session.palette).
@@ -28,42 +28,6 @@ _INFERNO = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#
 
 
 INFERNO_CSS = ",".join(_INFERNO)  # the same colour map as a CSS gradient (for colour bars)
-# How backend.explain.saliency.to_heatmap reduces an attribution, by the method's display rule (the
-# saliency registry's "display", served in limits()["saliency"]["info"]): "positive" takes the channel
-# mean and its positive part, "abs" |attr| summed over channels. tests/test_app_pages.py checks both
-# against the backend for every registered method.
-DISPLAYS = ("abs", "positive")
-
-
-def _display(display: str) -> str:
-    if display not in DISPLAYS:
-        raise ValueError(f"display must be one of {DISPLAYS}, got {display!r}")
-    return display
-
-
-def raw_map(attribution, display: str) -> np.ndarray:
-    """(3,H,W) attribution -> (H,W) float32 importance before any scaling, by the method's display rule."""
-    a = np.asarray(attribution, dtype=np.float32)
-    if a.ndim != 3:
-        raise ValueError(f"an attribution must be (3,H,W), got shape {a.shape}")
-    return np.maximum(a.mean(axis=0), 0.0) if _display(display) == "positive" else np.abs(a).sum(axis=0)
-
-
-def shared_scale(maps: list[np.ndarray], display: str) -> float:
-    """One top value for several raw maps of a method with this display rule, as
-    backend.explain.saliency.to_heatmap picks one per map (the 99th percentile for "abs" methods, the
-    maximum for "positive" ones): the largest of them, so the strongest map sets the top for all."""
-    q = 100.0 if _display(display) == "positive" else 99.0
-    tops = [float(np.percentile(np.nan_to_num(m), q)) for m in maps if m is not None and np.size(m)]
-    return max(tops, default=0.0)
-
-
-def scaled(m: np.ndarray, top: float) -> np.ndarray:
-    """Raw map / top, clipped to [0, 1] (all zeros when top is 0)."""
-    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
-    return np.zeros_like(m) if top <= 0 else np.clip(m / top, 0.0, 1.0)
-
-
 def class_colour(i: int, n: int = 10, dataset: str | None = None) -> str:
     """The display colour of class i of n (the data set's own colours when it has n classes)."""
     colours = class_colours(max(int(n), int(i) + 1), dataset)
@@ -168,14 +132,6 @@ def compose_grid_png(col_labels: list[str], rows: list[tuple[str, list]], title:
                 draw.text((x, y + px + 2), str(notes[r][c])[:30], fill="#333333", font=f_text)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
-def png_bytes(img, px: int | None = None) -> bytes:
-    """One image as PNG bytes (optionally upscaled to px)."""
-    a = upscale(img, px) if px else to_uint8(img)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -149,14 +149,11 @@ def _as_numpy(attr) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def to_heatmap(attr, method: str = "gradient", percentile: float = 99.0) -> np.ndarray:
-    """Display map (N,H,W) float32 in [0,1] from attributions (N,3,H,W) (tensor or array).
-
-    "abs" methods (gradients, IG, SmoothGrad, Guided Backprop): |attr| summed over channels,
-    clipped at the per-image `percentile` (a few extreme pixels would otherwise wash out the
-    rest), scaled to [0,1]. "positive" methods (Grad-CAM, occlusion): channel mean, ReLU, divided
-    by the per-image maximum. An all-zero map stays zero.
-    """
+def display_map(attr, method: str = "gradient", percentile: float = 99.0) -> tuple[np.ndarray, np.ndarray]:
+    """(maps (N,H,W) float32 >= 0, tops (N,)) of attributions (N,3,H,W) by the method's display rule:
+    "abs" methods (gradients, IG, SmoothGrad, Guided Backprop): |attr| summed over channels, top the
+    per-image `percentile` (a few extreme pixels would otherwise wash out the rest); "positive" methods
+    (Grad-CAM, occlusion): channel mean, ReLU, top the per-image maximum."""
     display = saliency_registry.get(method).display
     if not (0.0 < percentile <= 100.0):
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
@@ -167,8 +164,16 @@ def to_heatmap(attr, method: str = "gradient", percentile: float = 99.0) -> np.n
     else:
         m = np.abs(a).sum(axis=1)
         top = np.percentile(m.reshape(len(m), -1), percentile, axis=1)
-    top = top.reshape(-1, 1, 1)
-    out = np.where(top > 0, np.clip(m, 0.0, top) / np.where(top > 0, top, 1.0), 0.0)
+    return np.nan_to_num(m).astype(np.float32), np.nan_to_num(top).astype(np.float32)
+
+
+def to_heatmap(attr, method: str = "gradient", percentile: float = 99.0, top: float | None = None) -> np.ndarray:
+    """Display map (N,H,W) float32 in [0,1] from attributions (N,3,H,W) (tensor or array): display_map
+    clipped at each image's own top and scaled to [0,1], or, with `top`, at that one value for every
+    image (a shared scale: maps compare in brightness). An all-zero map (or top 0) stays zero."""
+    m, tops = display_map(attr, method, percentile)
+    t = (tops if top is None else np.full(len(m), float(top), dtype=np.float32)).reshape(-1, 1, 1)
+    out = np.where(t > 0, np.clip(m, 0.0, t) / np.where(t > 0, t, 1.0), 0.0)
     return np.nan_to_num(out).astype(np.float32)
 
 

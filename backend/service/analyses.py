@@ -19,7 +19,7 @@ from backend.explain import embed as embed_mod
 from backend.explain import lens
 from backend.service import flight
 from backend.service.engine import Engine
-from backend.service.stores import DEFAULT_DATASET, _key, image_id_prefix, split_source
+from backend.service.stores import DEFAULT_DATASET, cache_key, image_id_prefix, split_source
 
 _BATCH = 128  # images per attack / feature batch in long work
 DEFAULT_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
@@ -101,32 +101,32 @@ class BatchAnalyses:
         return torch.cat(xs), torch.cat(preds)
 
     def validate_task(self, kind: str, p: dict) -> None:
-        """The cheap checks of a task's parameters (`kind`'s keyword arguments), so that a bad request
+        """The cheap checks of a task's parameters (every one of `kind`'s arguments), so that a bad request
         fails at once (ValueError), not in the task's thread."""
         if kind == "robustness_curve":
-            a = self._curve_args(p.get("model_ids"), p.get("method", "pgd"), p.get("eps_list"), p.get("n", 100),
-                                 p.get("steps", 10), p.get("source", "test"), p.get("seed", 0))
+            a = self._curve_args(p["model_ids"], p["method"], p["eps_list"], p["n"], p["steps"], p["source"],
+                                 p["seed"])
             self._dataset_check(a["source"], a["n"])
         elif kind == "embed":
-            if p.get("method", "umap") not in embed_mod.EMBED_METHODS:
-                raise ValueError(f"unknown embedding method {short(p.get('method'))}")
-            self.models.card(p.get("model_id"))
-            check_int("n", p.get("n", 500), 5, self.max_embed_n)
-            if p.get("spec") is not None:
+            if p["method"] not in embed_mod.EMBED_METHODS:
+                raise ValueError(f"unknown embedding method {short(p['method'])}")
+            self.models.card(p["model_id"])
+            check_int("n", p["n"], 5, self.max_embed_n)
+            if p["spec"] is not None:
                 self.engine.spec(p["spec"])
-            self._dataset_check(self._source(p.get("source", "test"), [p.get("model_id")]), p.get("n", 500))
+            self._dataset_check(self._source(p["source"], [p["model_id"]]), p["n"])
         else:
-            ids = self.models.resolve(p.get("model_ids"))
-            check_int("target_class", p.get("target_class"), 0, self.engine.num_classes(ids) - 1)
-            check_int("steps", p.get("steps", 100), *lens.LENS_LIMITS["vis_steps"])
+            ids = self.models.resolve(p["model_ids"])
+            check_int("target_class", p["target_class"], 0, self.engine.num_classes(ids) - 1)
+            check_int("steps", p["steps"], *lens.LENS_LIMITS["vis_steps"])
 
     def _dataset_check(self, source: str, n: int) -> None:
         if n > len(self.images.split(source)):
             raise ValueError(f"n={n} exceeds the {len(self.images.split(source))} images of source {short(source)}")
 
     # ---- embeddings ------------------------------------------------------------------------
-    def embed(self, model_id: str, n: int = 500, spec: dict | None = None, method: str = "umap", seed: int = 0,
-              source: str = "test", progress=None, should_stop=None) -> dict:
+    def embed(self, model_id: str, n: int, spec: dict | None, method: str, seed: int, source: str,
+              progress=None, should_stop=None) -> dict:
         """A 2-D map of the model's encoder features for n class-balanced images of `source`.
 
         Returns {"method", "coords_clean": float32 (n,2), "coords_adv": (n,2) | None (the
@@ -142,7 +142,7 @@ class BatchAnalyses:
         s = None if spec is None else self.engine.spec(spec)
         self.models.card(model_id)
         source = self._source(source, [model_id])
-        key = ("embed", self.models.weights_key(model_id), n, None if s is None else _key(s.to_dict()),
+        key = ("embed", self.models.weights_key(model_id), n, None if s is None else cache_key(s.to_dict()),
                method, seed, source)
         return self.engine.cached(self.heavy, key, lambda: self._embed_compute(
             model_id, n, s, method, seed, source, progress, _stop_fn(should_stop)))
@@ -214,8 +214,8 @@ class BatchAnalyses:
         return {"ids": ids, "method": method, "eps": [float(e) for e in eps_list], "specs": specs, "n": n,
                 "steps": steps, "source": source, "seed": seed, "max_n": max_n}
 
-    def robustness_curve(self, model_ids=None, method: str = "pgd", eps_list=None, n: int = 100, steps: int = 10,
-                         source: str = "test", seed: int = 0, progress=None, should_stop=None) -> dict:
+    def robustness_curve(self, model_ids, method: str, eps_list, n: int, steps: int, source: str, seed: int,
+                         progress=None, should_stop=None) -> dict:
         """Accuracy against eps on n class-balanced images of `source`, per model:
         {mid: {"eps": [float], "accuracy": [float] (correct both clean and attacked; eps 0 = clean),
         "flip_matrix": int64 (C,C) [true class, prediction under attack] at "flip_eps" (the listed eps
@@ -275,8 +275,8 @@ class BatchAnalyses:
                 "flip_eps": a["eps"][flip_i], "n": int(n)}
 
     # ---- what the model sees ---------------------------------------------------------------
-    def feature_lens(self, image_id: str, target_class: int, model_ids=None, eps: float | None = None,
-                     steps: int = 60, norm: str = "linf") -> dict:
+    def feature_lens(self, image_id: str, target_class: int, model_ids, eps: float | None, steps: int,
+                     norm: str) -> dict:
         """Large-budget targeted PGD toward target_class on each model (backend.explain.lens):
         {mid: {"pixels": float32 (S,S,3) in [0,1], "delta": float32 (S,S,3), "target_prob": float,
         "pred": int, "path": float32 (steps+1,) the target probability after 0..steps steps}}.
@@ -313,10 +313,10 @@ class BatchAnalyses:
                 "target_prob": float(probs[target_class]), "pred": int(probs.argmax()),
                 "path": np.asarray([p[0] for p in path], dtype=np.float32)}
 
-    def class_visualisation(self, target_class: int, model_ids=None, steps: int = 100, seed: int = 0,
-                            progress=None, should_stop=None) -> dict:
+    def class_visualisation(self, target_class: int, model_ids, steps: int, seed: int, progress=None,
+                            should_stop=None) -> dict:
         """Class activation maximisation from seeded noise (backend.explain.lens): {mid: {"pixels": float32
-        (32,32,3) in [0,1], "target_prob": float}}. steps 1..500."""
+        (S,S,3) in [0,1] at the model's input size, "target_prob": float}}. steps 1..500."""
         ids = self.models.resolve(model_ids)
         check_int("target_class", target_class, 0, self.engine.num_classes(ids) - 1)
         check_int("steps", steps, *lens.LENS_LIMITS["vis_steps"])

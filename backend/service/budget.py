@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from backend.service import api
+
 PASSES_PER_S = {"cpu": 500.0, "cuda": 25000.0}
 STEP_S = {"cpu": 0.02, "cuda": 0.002}       # one single-image optimisation step (class visualisation)
 UMAP_S = {"cpu": 8.0, "cuda": 8.0}          # a UMAP fit of up to 2,000 points (CPU either way)
@@ -32,15 +34,17 @@ def _scale(service, model_ids) -> list[float]:
 def estimate_s(service, kind: str, p: dict) -> float:
     """Seconds that `kind` (robustness_curve | embed | class_visualisation | corruption_view |
     corruption_curve) with parameters p would
-    take on service.device. Parameters are validated by the service itself; here only counted."""
+    take on service.device. p: its keyword arguments; those left out take the declared defaults
+    (backend.service.api). Parameters are validated by the service itself; here only counted."""
+    p = api.get(kind).from_params({k: v for k, v in p.items() if k not in api.HOOKS})
     dev = "cuda" if service.device.startswith("cuda") else "cpu"
     if kind == "robustness_curve":
         eps = p.get("eps_list")
         n_attacked = 6 if eps is None else sum(1 for e in eps if e)
         from backend.service.analyses import fixed_steps  # the Service (and torch) is loaded by now
 
-        per_eps = (fixed_steps(p.get("method", "pgd")) or int(p.get("steps", 10))) + 1
-        passes = int(p.get("n", 100)) * (1 + n_attacked * per_eps)
+        per_eps = (fixed_steps(p["method"]) or int(p["steps"])) + 1
+        passes = int(p["n"]) * (1 + n_attacked * per_eps)
         return sum(s * passes for s in _scale(service, p.get("model_ids"))) / PASSES_PER_S[dev]
     if kind == "embed":
         spec = p.get("spec")  # {} is an attack too: AttackSpec's defaults
@@ -50,9 +54,9 @@ def estimate_s(service, kind: str, p: dict) -> float:
             steps = 2 if spec.get("method") == "fgsm" else int(spec.get("steps") or 10) + 1
         scale = _scale(service, [p["model_id"]])[0]
         umap = 0.0
-        if p.get("method", "umap") == "umap":
+        if p["method"] == "umap":
             umap = UMAP_S[dev] + (0.0 if "umap" in sys.modules else UMAP_JIT_S)
-        return scale * int(p.get("n", 500)) * (1 + steps) / PASSES_PER_S[dev] + umap
+        return scale * int(p["n"]) * (1 + steps) / PASSES_PER_S[dev] + umap
     if kind in ("corruption_view", "corruption_curve"):
         from backend.core.corruptions import CORRUPTIONS, SEVERITIES
 
@@ -62,12 +66,12 @@ def estimate_s(service, kind: str, p: dict) -> float:
         if kind == "corruption_view":  # corrupted at the image's own size (224 px for ImageNet's)
             n, side = 1, int(service.images.get(p["image_id"])["pixels"].shape[0])
         else:
-            n = int(p.get("n", 100))
+            n = int(p["n"])
             side = max(service.engine.input_size(m) for m in service.models.resolve(p.get("model_ids")))
         make = CORRUPT_S[dev] * (side / 32) ** 2
         return n * cells * (make + per * sum(_scale(service, p.get("model_ids"))) / PASSES_PER_S[dev])
     if kind == "class_visualisation":
-        return sum(s * int(p.get("steps", 100)) * STEP_S[dev] for s in _scale(service, p.get("model_ids")))
+        return sum(s * int(p["steps"]) * STEP_S[dev] for s in _scale(service, p.get("model_ids")))
     raise ValueError(f"no cost estimate for {kind!r}")
 
 

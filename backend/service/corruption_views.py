@@ -65,8 +65,8 @@ class CorruptionAnalyses:
         self.images.get(image_id)
         return {"ids": ids, "names": _names(corruptions), "sev": _severities(severities)}
 
-    def corruption_view(self, image_id: str, model_ids=None, corruptions=None, severities=None,
-                        saliency: str | None = None, seed: int = 0) -> dict:
+    def corruption_view(self, image_id: str, model_ids, corruptions, severities, saliency: str | None,
+                        seed: int) -> dict:
         """The image under each corruption (default all 15) and severity (default 1..5), and what
         every model makes of it: {"image_id", "corruptions": [K names], "severities": [V], "seed",
         "pixels": float32 (K,V,S,S,3) in [0,1] (the corrupted images at the image's size S),
@@ -132,8 +132,8 @@ class CorruptionAnalyses:
         batches._dataset_check(source, n)
         return {"ids": ids, "names": names, "n": n, "source": source, "seed": seed}
 
-    def corruption_curve(self, model_ids=None, corruptions=None, n: int = 100, source: str = "test",
-                         seed: int = 0, progress=None, should_stop=None) -> dict:
+    def corruption_curve(self, model_ids, corruptions, n: int, source: str, seed: int, progress=None,
+                         should_stop=None) -> dict:
         """Accuracy against severity on n class-balanced images of `source` (the models' data set),
         per model: {mid: {"corruptions": [K], "severities": [0, 1..5], "accuracy": {name: [clean,
         s1..s5]} (severity 0 is clean accuracy), "mca": mean over the K x 5 corrupted cells, "clean":

@@ -20,7 +20,7 @@ from backend.explain import embed as embed_mod
 from backend.explain import saliency as saliency_lib
 from backend.service import flight
 from backend.service.batching import Batcher, batch_window_s
-from backend.service.stores import DEFAULT_DATASET, LRU, ImageStore, ModelRegistry, _key, copy_result
+from backend.service.stores import DEFAULT_DATASET, LRU, CheckpointStore, ImageStore, cache_key, copy_result
 
 
 class Caches:
@@ -42,12 +42,12 @@ class Caches:
 
 
 class Engine:
-    """models: the ModelRegistry; images: the ImageStore; lock: the device's FairLock; device: "cpu" /
+    """models: the CheckpointStore; images: the ImageStore; lock: the device's FairLock; device: "cpu" /
     "cuda[:i]"; caches: a Caches. Identical concurrent requests are computed once
     (ROBUSTLENS_COALESCE=0: every time), and on a GPU one-image forwards and attacks of different
     users within a short window share one batch."""
 
-    def __init__(self, models: ModelRegistry, images: ImageStore, lock: flight.FairLock, device: str,
+    def __init__(self, models: CheckpointStore, images: ImageStore, lock: flight.FairLock, device: str,
                  caches: Caches):
         self.models, self.images, self.lock, self.device, self.caches = models, images, lock, device, caches
         self.flight = flight.SingleFlight(enabled=flight.coalescing_enabled())
@@ -142,7 +142,7 @@ class Engine:
         """The attack crafted on model_id (cached): {"x_adv": (1,3,H,W) float32, "probs_adv": (C,)
         float32 (model_id's prediction on it), "success", "linf", "l2", "iterations", "y": the label
         attacked}."""
-        key = (self.models.weights_key(model_id), image_id, _key(spec.to_dict()), target)
+        key = (self.models.weights_key(model_id), image_id, cache_key(spec.to_dict()), target)
         return self.cached(self.caches.crafted, key, lambda: self._craft(model_id, image_id, spec, target))
 
     def _craft(self, model_id: str, image_id: str, spec: attacks.AttackSpec, target: int | None) -> dict:
@@ -153,7 +153,7 @@ class Engine:
             r = self.attack_batcher.submit((model_id, spec, target is None), item)
         else:
             r = self.attack_batch((model_id, spec, target is None), [item])[0]
-        # Only the adversarial logits are reused: clean probabilities always come from _clean_probs,
+        # Only the adversarial logits are reused: clean probabilities always come from clean_probs,
         # so a prediction never depends on whether an attack ran first (the attack's forward pass
         # uses another memory layout, which can differ in the last bits).
         return {**r, "y": int(y)}

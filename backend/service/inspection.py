@@ -16,7 +16,7 @@ from backend.explain import saliency as saliency_lib
 from backend.explain import saliency_metrics as sm
 from backend.service import flight
 from backend.service.engine import Engine
-from backend.service.stores import _key
+from backend.service.stores import cache_key
 
 
 class ImageAnalyses:
@@ -27,7 +27,7 @@ class ImageAnalyses:
         self.models, self.images, self.lock, self.device = engine.models, engine.images, engine.lock, engine.device
         self.results = engine.caches.results
 
-    def predict(self, image_id: str, model_ids=None, topk: int = 5) -> dict:
+    def predict(self, image_id: str, model_ids, topk: int) -> dict:
         """{"image_id", "results": {model_id: {"probs": float32 (C,), "pred": int, "top": [{"index",
         "class_name", "prob"}] (topk best)}}}; topk in 1..C."""
         ids = self.models.resolve(model_ids)
@@ -36,8 +36,8 @@ class ImageAnalyses:
         return {"image_id": image_id,
                 "results": {m: self.engine.prob_entry(self.engine.clean_probs(m, image_id), m, topk) for m in ids}}
 
-    def attack(self, image_id: str, spec: dict, model_ids=None, mode: str = "whitebox",
-               source_model: str | None = None, saliency: str | None = None, target: int | None = None) -> dict:
+    def attack(self, image_id: str, spec: dict, model_ids, mode: str, source_model: str | None,
+               saliency: str | None, target: int | None) -> dict:
         """Attack one image on each model (whitebox) or craft on source_model and evaluate the same
         adversarial image on every model (transfer). See the contract for the result shape:
         results[mid] = {"crafted_on", "adv_pixels" (S,S,3) float32 in [0,1], "delta" (S,S,3),
@@ -64,7 +64,7 @@ class ImageAnalyses:
 
     def _attack_one(self, mid, image_id, s, mode, source_model, sal_method, target) -> dict:
         crafted_on = source_model if mode == "transfer" else mid
-        key = ("attack", self.models.weights_key(mid), image_id, _key(s.to_dict()),
+        key = ("attack", self.models.weights_key(mid), image_id, cache_key(s.to_dict()),
                self.models.weights_key(crafted_on), sal_method, target)
         flight.check()  # between models: an attack over many models stops when its client leaves
         return self.engine.cached(self.results, key, lambda: self._attack_compute(
@@ -101,8 +101,8 @@ class ImageAnalyses:
             out["saliency_clean"], out["saliency_adv"] = heat[0], heat[1]
         return out
 
-    def explain(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                target: int | None = None, spec: dict | None = None, params: dict | None = None) -> dict:
+    def explain(self, image_id: str, model_id: str, method: str, target: int | None, spec: dict | None,
+                params: dict | None) -> dict:
         """{"method", "target": int, "heatmap": float32 (H,W) in [0,1], "attribution": float32
         (3,H,W), "adversarial": bool} at the model's input size. target defaults to the predicted class of the explained
         image; spec given -> explain the adversarial image crafted on model_id with that spec.
@@ -119,7 +119,7 @@ class ImageAnalyses:
 
     def _explain_key(self, image_id, model_id, method, tgt, s, sp) -> tuple:
         return ("explain", self.models.weights_key(model_id), image_id, method, tgt,
-                None if s is None else _key(s.to_dict()), _key(sp.__dict__))
+                None if s is None else cache_key(s.to_dict()), cache_key(sp.__dict__))
 
     def _explain_compute(self, image_id, model_id, method, tgt, s, sp, clean_key) -> dict:
         """The clean image's map, or the adversarial one's; an adversarial map whose clean twin is not
@@ -142,16 +142,44 @@ class ImageAnalyses:
             self.results.put(clean_key, out[0])
         return out[-1]
 
-    def saliency_metrics(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                         spec: dict | None = None) -> dict:
+    def saliency_maps(self, image_id: str, model_ids, method: str, spec: dict | None, scale: str) -> dict:
+        """See backend.service.api.Api.saliency_maps. Each map is explain's (cached; an adversarial
+        map computes its clean twin in the same pass), reduced here on the requested scale."""
+        if scale not in ("map", "shared"):
+            raise ValueError(f"scale must be 'map' or 'shared', got {short(scale)}")
+        saliency_lib.check_method(method)
+        ids = self.models.resolve(model_ids)
+        if spec is not None:
+            self.engine.spec(spec)
+        self.images.get(image_id)
+        pairs = {}
+        for m in ids:
+            adv = None if spec is None else self.explain(image_id, m, method, None, spec, None)  # first: both
+            pairs[m] = (self.explain(image_id, m, method, None, None, None), adv)
+        tops = {m: saliency_lib.display_map(np.stack([e["attribution"] for e in pair if e is not None]), method)[1]
+                for m, pair in pairs.items()}
+        shared = max((float(t.max()) for t in tops.values()), default=0.0) if scale == "shared" else None
+        results = {}
+        for m, (clean, adv) in pairs.items():
+            if shared is None:
+                heat = [e["heatmap"] for e in (clean, adv) if e is not None]
+            else:
+                heat = list(saliency_lib.to_heatmap(
+                    np.stack([e["attribution"] for e in (clean, adv) if e is not None]), method, top=shared))
+            results[m] = {"clean": heat[0], "adv": heat[1] if adv is not None else None,
+                          "target_clean": clean["target"], "target_adv": None if adv is None else adv["target"],
+                          "peak": 1.0 if shared is None else (float(tops[m].max()) / shared if shared > 0 else 0.0)}
+        return {"method": method, "scale": scale, "top": shared, "results": results}
+
+    def saliency_metrics(self, image_id: str, model_id: str, method: str, spec: dict | None) -> dict:
         """Measures of the map for the predicted class: {"alignment", "centered_alignment",
         "deletion_auc", "insertion_auc" (floats), "deletion_curve", "insertion_curve" (S+1,)
         float32, "fractions" (S+1,)}, plus, with spec, "drift": {"spearman", "topk_overlap"}
         between the clean map and the adversarial image's map."""
-        adv = None if spec is None else self.explain(image_id, model_id, method, spec=spec)  # both maps, one pass
-        ex = self.explain(image_id, model_id, method)
+        adv = None if spec is None else self.explain(image_id, model_id, method, None, spec, None)  # both, one pass
+        ex = self.explain(image_id, model_id, method, None, None, None)
         key = ("metrics", self.models.weights_key(model_id), image_id, method,
-               None if spec is None else _key(self.engine.spec(spec).to_dict()))
+               None if spec is None else cache_key(self.engine.spec(spec).to_dict()))
         return self.engine.cached(self.results, key,
                                   lambda: self._metrics_compute(image_id, model_id, ex, adv))
 
@@ -172,12 +200,12 @@ class ImageAnalyses:
             out["drift"] = {"spearman": float(d["spearman"][0]), "topk_overlap": float(d["topk_overlap"][0])}
         return out
 
-    def sanity_check(self, image_id: str, model_id: str, method: str = "gradient") -> dict:
+    def sanity_check(self, image_id: str, model_id: str, method: str) -> dict:
         """Cascading parameter randomisation (Adebayo et al. 2018), top layer first:
-        {"stages": [str] (S,), "similarity": [float] (S,) Spearman rank correlation between the
+        {"stages": [str] (K,), "similarity": [float] (K,) Spearman rank correlation between the
         original and each randomised map (low = the method depends on what the model learned),
-        "topk_overlap": [float] (S,), "heatmap": (32,32) original map, "heatmap_random": (32,32)
-        the fully randomised model's map, "heatmaps_random": (S,32,32)}."""
+        "topk_overlap": [float] (K,), "heatmap": (H,W) original map, "heatmap_random": (H,W)
+        the fully randomised model's map, "heatmaps_random": (K,H,W)}, H x W the model's input size."""
         saliency_lib.check_method(method)
         key = ("sanity", self.models.weights_key(model_id), image_id, method)
         return self.engine.cached(self.results, key, lambda: self._sanity_compute(image_id, model_id, method))

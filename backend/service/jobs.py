@@ -133,7 +133,7 @@ class JobManager:
         self._refresh()
         return self._to_dict(self.store.row(job_id))
 
-    def job_events(self, job_id: str, since: int = 0, limit: int = 1000) -> list[dict]:
+    def job_events(self, job_id: str, since: int, limit: int = 1000) -> list[dict]:
         """Events number `since`.. (each gets its index as "seq"), at most `limit` of them."""
         self.store.row(job_id)
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
@@ -146,7 +146,7 @@ class JobManager:
                     break
         return out
 
-    def job_log(self, job_id: str, tail: int = 100) -> str:
+    def job_log(self, job_id: str, tail: int) -> str:
         self.store.row(job_id)
         if isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= 10000:
             raise ValueError(f"tail must be an integer in 1..10000, got {short(tail)}")

@@ -53,10 +53,10 @@ def validate(root: Path, p: dict) -> dict:
     dataset = p.get("dataset") or default_ds
     if dataset not in dataset_names():
         raise ValueError(f"unknown dataset {short(dataset)}; known: {', '.join(dataset_names())}")
-    threat = p.get("threat_model") or "Linf"
+    threat = p.get("threat_model")
     if threat not in THREAT_MODELS:
         raise ValueError(f"threat_model must be one of {list(THREAT_MODELS)}, got {short(threat)}")
-    pretrained = p.get("pretrained", False)
+    pretrained = p.get("pretrained")
     if not isinstance(pretrained, bool):
         raise ValueError(f"pretrained must be true or false, got {short(pretrained)}")
     model_id = p.get("model_id") or default_id(source, name)

@@ -84,7 +84,7 @@ class LRU:
         return len(self._d)
 
 
-class ModelRegistry:
+class CheckpointStore:
     """Model cards from a checkpoints folder, re-scanned cheaply (cards only, at most every
     `rescan_s` seconds, and at once when an unknown id is asked for) so models written by a job
     appear without a restart; weights loaded lazily, once per (id, weights sha, device), frozen,
@@ -263,8 +263,7 @@ class ImageStore:
             raise ValueError(f"unknown class {short(class_name)}; known: {', '.join(split.classes[:100])}{more}")
         return np.flatnonzero(split.labels.numpy() == split.classes.index(class_name))
 
-    def list(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
-             limit: int = 48, dataset: str | None = None) -> dict:
+    def list(self, source: str, class_name: str | None, offset: int, limit: int, dataset: str | None) -> dict:
         check_int("offset", offset, 0, 10**9)
         check_int("limit", limit, 1, 500)
         ds, source = split_source(source, dataset)
@@ -274,8 +273,7 @@ class ImageStore:
                   "class_name": split.classes[labels[i]]} for i in idx[offset:offset + limit]]
         return {"total": int(len(idx)), "items": items}
 
-    def random(self, source: str = "samples", class_name: str | None = None, seed: int | None = None,
-               dataset: str | None = None) -> dict:
+    def random(self, source: str, class_name: str | None, seed: int | None, dataset: str | None) -> dict:
         if seed is not None:
             check_int("seed", seed, 0, 2**63 - 1)
         ds, source = split_source(source, dataset)
@@ -325,7 +323,7 @@ class ImageStore:
         return {"image_id": image_id, "dataset": ds, "label": label, "class_name": split.classes[label],
                 "pixels": px}
 
-    def thumbnails(self, image_ids: list[str], side: int = 32) -> dict:
+    def thumbnails(self, image_ids: list[str], side: int) -> dict:
         """{"pixels": uint8 (n, side, side, 3)}: each image of `image_ids` (in that order, repeats kept)
         at side x side, for many small pictures in one call (the embedding explorer's tooltips). n is
         0..THUMB_MAX_N, side THUMB_SIDES; a smaller side is an area average (PIL's box filter), a larger
@@ -391,6 +389,6 @@ def _count_files(root: Path | None, split: str) -> int:
     return {"train": 50000, "test": 10000}[split]
 
 
-def _key(obj) -> str:
+def cache_key(obj) -> str:
     """A canonical string for dict-like parameters, for cache keys."""
     return json.dumps(obj, sort_keys=True, default=str)

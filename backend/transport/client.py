@@ -1,12 +1,13 @@
 """Clients of the Service: in-process (default) or over HTTP (when BACKEND_URL is set).
 
-Both expose the Service's methods with the same signatures and return the same types and values:
+Both are a backend.service.api.Api: the operations declared there, with the same signatures and
+defaults, returning the same types and values:
 numpy arrays travel over HTTP as {"dtype", "shape", "b64"} (backend.transport.codec: raw little-endian
 bytes, so floats are bit-exact) and are rebuilt here. Every bad input raises ValueError with the server's message
 (unknown ids: NotFoundError, a ValueError); a server that cannot be reached raises BackendUnavailable;
 a busy server (429) is retried a few times after its Retry-After, then raises BusyError.
-The progress/should_stop callbacks of robustness_curve exist in-process only; over HTTP use the
-task API (start_task / task_status / cancel_task).
+The progress/should_stop callbacks of the task operations exist in-process only; over HTTP use the
+task API (start_task / task_status / cancel_task). Each HTTP call follows its operation's declared route.
 
 Callers that serve many users through one HttpClient (the Streamlit app: one client for every
 browser session) open a `call_scope(session, watch)` around each call: the request carries that
@@ -27,17 +28,10 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from backend.core.errors import BusyError, Cancelled, NotFoundError
+from backend.service.api import HOOKS, Api, Operation
 from backend.transport.codec import from_wire, to_wire
 
 log = logging.getLogger(__name__)
-
-# The Service methods both clients expose (the contract in docs/ARCHITECTURE.md and service.py).
-API = ("list_models", "model_card", "image_sources", "classes", "list_images", "get_image", "thumbnails",
-       "random_image", "upload_image", "predict", "attack", "explain", "saliency_metrics", "sanity_check", "embed",
-       "robustness_curve", "corruption_view", "corruption_curve", "feature_lens", "class_visualisation",
-       "start_task", "task_status", "cancel_task", "start_job", "list_jobs", "job_status", "job_events",
-       "cancel_job", "resume_job", "job_log", "limits")
-
 
 class BackendUnavailable(RuntimeError):
     """The HTTP backend could not be reached (not running, wrong BACKEND_URL, or timed out)."""
@@ -63,7 +57,7 @@ def call_scope(session: str | None = None, watch: Callable[[], bool] | None = No
         _CALL.reset(token)
 
 
-class InProcessClient:
+class InProcessClient(Api):
     """The Service in this process: calls go straight through (no copies beyond the service's)."""
 
     transport = "inprocess"
@@ -71,13 +65,8 @@ class InProcessClient:
     def __init__(self, service):
         self.service = service
 
-    def __getattr__(self, name: str):
-        if name in API:
-            return getattr(self.service, name)
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    def __dir__(self):
-        return sorted(set(super().__dir__()) | set(API))
+    def dispatch(self, op: Operation, args: dict) -> Any:
+        return getattr(self.service, op.name)(**args)
 
     def health(self) -> dict:
         return {"ok": True, "transport": self.transport, "models": len(self.service.list_models())}
@@ -86,7 +75,7 @@ class InProcessClient:
         self.service.close()
 
 
-class HttpClient:
+class HttpClient(Api):
     """The Service behind `python -m backend.transport.server`, over httpx.
 
     base_url: e.g. "http://127.0.0.1:8765"; token: sent as `Authorization: Bearer <token>`;
@@ -201,137 +190,32 @@ class HttpClient:
             asyncio.run_coroutine_threadsafe(aclient.aclose(), loop).result(5)
             loop.call_soon_threadsafe(loop.stop)
 
-    # ---- the Service API, route by route -------------------------------------------------------
+    # ---- the operations, each by its declared route (backend.service.api) ----------------------
     def health(self) -> dict:
         return self._call("GET", "/health")
 
-    def list_models(self) -> list[dict]:
-        return self._call("GET", "/models")
-
-    def model_card(self, model_id: str) -> dict:
-        return self._call("GET", f"/models/{_seg(model_id)}")
-
-    def image_sources(self, dataset: str | None = None) -> dict:
-        return self._call("GET", "/images/sources", params={"dataset": dataset})
-
-    def classes(self, dataset: str | None = None) -> list[str]:
-        return self._call("GET", "/classes", params={"dataset": dataset})
-
-    def list_images(self, source: str = "samples", class_name: str | None = None, offset: int = 0,
-                    limit: int = 48, dataset: str | None = None) -> dict:
-        return self._call("GET", "/images", params={"source": source, "class_name": class_name,
-                                                    "offset": offset, "limit": limit, "dataset": dataset})
-
-    def get_image(self, image_id: str) -> dict:
-        return self._call("GET", f"/images/{_seg(image_id)}")
-
-    def thumbnails(self, image_ids: list[str], side: int = 32) -> dict:
-        return self._call("POST", "/images/thumbnails", json={"image_ids": image_ids, "side": side})
-
-    def random_image(self, source: str = "samples", class_name: str | None = None,
-                     seed: int | None = None, dataset: str | None = None) -> dict:
-        return self._call("GET", "/random_image", params={"source": source, "class_name": class_name,
-                                                          "seed": seed, "dataset": dataset})
-
-    def upload_image(self, data: bytes, dataset: str | None = None) -> dict:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ValueError(f"upload must be bytes, got {type(data).__name__}")
-        return self._call("POST", "/images/upload", content=bytes(data), params={"dataset": dataset},
-                          headers={"Content-Type": "application/octet-stream"})
-
-    def predict(self, image_id: str, model_ids: list[str] | None = None, topk: int = 5) -> dict:
-        return self._call("POST", "/predict", json={"image_id": image_id, "model_ids": model_ids, "topk": topk})
-
-    def attack(self, image_id: str, spec: dict, model_ids: list[str] | None = None, mode: str = "whitebox",
-               source_model: str | None = None, saliency: str | None = None, target: int | None = None) -> dict:
-        return self._call("POST", "/attack", json={"image_id": image_id, "spec": spec, "model_ids": model_ids,
-                                                   "mode": mode, "source_model": source_model,
-                                                   "saliency": saliency, "target": target})
-
-    def explain(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                target: int | None = None, spec: dict | None = None, params: dict | None = None) -> dict:
-        return self._call("POST", "/explain", json={"image_id": image_id, "model_id": model_id, "method": method,
-                                                    "target": target, "spec": spec, "params": params})
-
-    def saliency_metrics(self, image_id: str, model_id: str, method: str = "integrated_gradients",
-                         spec: dict | None = None) -> dict:
-        return self._call("POST", "/saliency_metrics", json={"image_id": image_id, "model_id": model_id,
-                                                             "method": method, "spec": spec})
-
-    def sanity_check(self, image_id: str, model_id: str, method: str = "gradient") -> dict:
-        return self._call("POST", "/sanity_check", json={"image_id": image_id, "model_id": model_id,
-                                                         "method": method})
-
-    def embed(self, model_id: str, n: int = 500, spec: dict | None = None, method: str = "umap",
-              seed: int = 0, source: str = "test") -> dict:
-        return self._call("POST", "/embed", json={"model_id": model_id, "n": n, "spec": spec, "method": method,
-                                                  "seed": seed, "source": source})
-
-    def robustness_curve(self, model_ids: list[str] | None = None, method: str = "pgd",
-                         eps_list: list[float] | None = None, n: int = 100, steps: int = 10,
-                         source: str = "test", seed: int = 0) -> dict:
-        return self._call("POST", "/robustness_curve", json={
-            "model_ids": model_ids, "method": method, "eps_list": eps_list, "n": n, "steps": steps,
-            "source": source, "seed": seed})
-
-    def corruption_view(self, image_id: str, model_ids: list[str] | None = None,
-                        corruptions: list[str] | None = None, severities: list[int] | None = None,
-                        saliency: str | None = None, seed: int = 0) -> dict:
-        return self._call("POST", "/corruption_view", json={
-            "image_id": image_id, "model_ids": model_ids, "corruptions": corruptions, "severities": severities,
-            "saliency": saliency, "seed": seed})
-
-    def corruption_curve(self, model_ids: list[str] | None = None, corruptions: list[str] | None = None,
-                         n: int = 100, source: str = "test", seed: int = 0) -> dict:
-        return self._call("POST", "/corruption_curve", json={
-            "model_ids": model_ids, "corruptions": corruptions, "n": n, "source": source, "seed": seed})
-
-    def feature_lens(self, image_id: str, target_class: int, model_ids: list[str] | None = None,
-                     eps: float | None = None, steps: int = 60, norm: str = "linf") -> dict:
-        return self._call("POST", "/feature_lens", json={"image_id": image_id, "target_class": target_class,
-                                                         "model_ids": model_ids, "eps": eps, "steps": steps,
-                                                         "norm": norm})
-
-    def class_visualisation(self, target_class: int, model_ids: list[str] | None = None, steps: int = 100,
-                            seed: int = 0) -> dict:
-        return self._call("POST", "/class_visualisation", json={"target_class": target_class,
-                                                                "model_ids": model_ids, "steps": steps,
-                                                                "seed": seed})
-
-    def start_task(self, kind: str, params: dict) -> str:
-        # not retried: with every task worker busy (429) the caller decides when to try again (the
-        # app's task queue waits for its next poll), as in-process, where TasksBusy comes at once
-        return self._call("POST", "/tasks", json={"kind": kind, "params": params}, retries=0)["task_id"]
-
-    def task_status(self, task_id: str) -> dict:
-        return self._call("GET", f"/tasks/{_seg(task_id)}")
-
-    def cancel_task(self, task_id: str) -> dict:
-        return self._call("POST", f"/tasks/{_seg(task_id)}/cancel")
-
-    def start_job(self, config: dict) -> dict:
-        return self._call("POST", "/jobs", json={"config": config})
-
-    def list_jobs(self) -> list[dict]:
-        return self._call("GET", "/jobs")
-
-    def job_status(self, job_id: str) -> dict:
-        return self._call("GET", f"/jobs/{_seg(job_id)}")
-
-    def job_events(self, job_id: str, since: int = 0) -> list[dict]:
-        return self._call("GET", f"/jobs/{_seg(job_id)}/events", params={"since": since})
-
-    def cancel_job(self, job_id: str) -> dict:
-        return self._call("POST", f"/jobs/{_seg(job_id)}/cancel")
-
-    def resume_job(self, job_id: str) -> dict:
-        return self._call("POST", f"/jobs/{_seg(job_id)}/resume")
-
-    def job_log(self, job_id: str, tail: int = 100) -> str:
-        return self._call("GET", f"/jobs/{_seg(job_id)}/log", params={"tail": tail})["log"]
-
-    def limits(self) -> dict:
-        return self._call("GET", "/limits")
+    def dispatch(self, op: Operation, args: dict) -> Any:
+        if op.path is None or op.verb is None:
+            raise ValueError(f"{op.name} has no route: run it as a task, start_task({op.name!r}, params)")
+        args = dict(args)
+        for h in HOOKS:
+            if args.pop(h, None) is not None:
+                raise ValueError(f"{h} exists in-process only; over HTTP run {op.name} as a task (start_task)")
+        path = op.path.replace(":path}", "}").format(**{k: _seg(args.pop(k)) for k in op.path_params})
+        headers, content, json = None, None, None
+        query: dict | None
+        if op.raw is not None:
+            content = args.pop(op.raw)
+            if not isinstance(content, (bytes, bytearray, memoryview)):
+                raise ValueError(f"{op.raw} must be bytes, got {type(content).__name__}")
+            content, headers = bytes(content), {"Content-Type": "application/octet-stream"}
+        if op.verb == "GET" or op.raw is not None:
+            query = args  # the rest: query parameters
+        else:
+            query, json = None, (args or None)  # the rest: the JSON body
+        out = self._call(op.verb, path, params=query, json=json, content=content, headers=headers,
+                         retries=op.retries)
+        return out[op.wrap] if op.wrap else out
 
 
 def _sleep(seconds: float, watch: Callable[[], bool] | None) -> None:

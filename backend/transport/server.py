@@ -1,7 +1,8 @@
 """FastAPI mapping of the Service: `python -m backend.transport.server [--host 127.0.0.1] [--port 8765]
 [--checkpoints DIR] [--data DIR] [--token TOKEN]`.
 
-One route per Service method: GET for reads, POST with a pydantic body for actions (the upload takes
+One route per operation, built from its declaration (backend.service.api): GET with query parameters
+for reads, POST with a pydantic body made from the operation's signature for actions (the upload takes
 the raw file bytes or a multipart form with one file; the size cap is enforced while reading).
 Errors: ValueError -> 400, unknown ids (NotFoundError) -> 404, a body that fails validation (or
 holds a non-finite number) -> 422, an upload or JSON body over its cap -> 413, a full queue
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -40,7 +42,7 @@ from starlette.routing import Match
 from backend import __version__
 from backend.core.errors import BusyError, Cancelled, DeadlineExceeded, NotFoundError, short
 from backend.core.runtime import quiet_openmp
-from backend.service import budget, flight
+from backend.service import api, budget, flight
 from backend.transport.codec import to_wire
 from backend.transport.http_guard import (
     ERROR_RESPONSES,
@@ -51,22 +53,6 @@ from backend.transport.http_guard import (
     read_upload,
     readable_errors,
     session_of,
-)
-from backend.transport.schemas import (
-    AttackBody,
-    CorruptionCurveBody,
-    CorruptionViewBody,
-    CurveBody,
-    EmbedBody,
-    ExplainBody,
-    JobBody,
-    LensBody,
-    MetricsBody,
-    PredictBody,
-    SanityBody,
-    TaskBody,
-    ThumbnailsBody,
-    VisBody,
 )
 
 # None of the imports above loads torch; the Service does: idle OpenMP threads must sleep instead
@@ -154,8 +140,8 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def heavy(request: Request, priority: int, fn, *args):
-        """fn(*args) on the heavy-work threads under a scope (priority, the request's session, a
+    async def heavy(request: Request, priority: int, fn):
+        """fn() on the heavy-work threads under a scope (priority, the request's session, a
         deadline); when the client disconnects, the scope is cancelled and the work stops at its
         next check (between batches, or while it waits for the device)."""
         session = session_of(request)
@@ -164,7 +150,7 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
 
         def work():
             with flight.scope(priority, session, stop, timeout_s):
-                return fn(*args)
+                return fn()
 
         def finished(t: asyncio.Future) -> None:
             admission.leave(session)
@@ -187,151 +173,52 @@ def create_app(service=None, token: str | None = None, max_upload_bytes: int | N
             raise
 
     def sync_budget(kind: str, params: dict) -> None:
-        svc._validate_task(kind, params)  # the cheap checks first: a bad value is a 400 naming it
+        svc.validate(kind, params)  # the cheap checks first: a bad value is a 400 naming it
         budget.check_sync(svc, kind, params, timeout_s)
-
-    fg, bg = flight.INTERACTIVE, flight.BACKGROUND
 
     @app.get("/health")
     def health():
         return {"ok": True, "version": __version__, "auth": bool(token)}
 
-    @app.get("/models")
-    def list_models():
-        return WireResponse(svc.list_models())
+    priority = {api.INTERACTIVE: flight.INTERACTIVE, api.BACKGROUND: flight.BACKGROUND}
 
-    @app.get("/models/{model_id}")
-    def model_card(model_id: str):
-        return WireResponse(svc.model_card(model_id))
+    def route(op: api.Operation) -> None:
+        """The route of one declared operation: path parameters, then query parameters (GET, and the
+        upload's), or a JSON body (POST); the work runs by its cost class."""
+        async def endpoint(request: Request, **kw):
+            body = kw.pop("body", None)
+            args = {**kw, **(body.model_dump() if body is not None else {})}
+            if op.raw is not None:
+                args[op.raw] = await read_upload(request, cap)
+            if op.budget:
+                await run_in_threadpool(sync_budget, op.name, args)
+            fn = getattr(svc, op.name)
+            if op.cost == api.LIGHT:  # no device work: a plain thread, as the caller's session (tasks take turns)
+                def light():
+                    with flight.scope(session=session_of(request)):
+                        return fn(**args)
+                out = await run_in_threadpool(light)
+                return WireResponse({op.wrap: out} if op.wrap else out)
+            return await heavy(request, priority[op.cost], lambda: fn(**args))
 
-    @app.get("/images/sources")
-    def image_sources(dataset: str | None = None):
-        return WireResponse(svc.image_sources(dataset))
+        P = inspect.Parameter
+        params = [P("request", P.POSITIONAL_OR_KEYWORD, annotation=Request)]
+        for name in op.path_params:
+            params.append(P(name, P.KEYWORD_ONLY, annotation=str))
+        if op.verb == "GET" or op.raw is not None:
+            for name in op.wire_params:
+                if name not in op.path_params and name != op.raw:
+                    params.append(P(name, P.KEYWORD_ONLY, annotation=op.hints.get(name, str),
+                                    default=op.signature.parameters[name].default))
+        elif set(op.wire_params) - set(op.path_params):
+            params.append(P("body", P.KEYWORD_ONLY, annotation=op.body_model()))
+        endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        endpoint.__name__ = op.name
+        app.add_api_route(op.path, endpoint, methods=[op.verb], name=op.name, description=op.doc)
 
-    @app.get("/classes")
-    def classes(dataset: str | None = None):
-        return WireResponse(svc.classes() if dataset is None else svc.classes(dataset))
-
-    @app.get("/images")
-    def list_images(source: str = "samples", class_name: str | None = None, offset: int = 0, limit: int = 48,
-                    dataset: str | None = None):
-        return WireResponse(svc.list_images(source, class_name, offset, limit, dataset))
-
-    @app.get("/random_image")
-    def random_image(source: str = "samples", class_name: str | None = None, seed: int | None = None,
-                     dataset: str | None = None):
-        return WireResponse(svc.random_image(source, class_name, seed, dataset))
-
-    @app.post("/images/upload")
-    async def upload_image(request: Request, dataset: str | None = None):
-        data = await read_upload(request, cap)
-        return WireResponse(await run_in_threadpool(svc.upload_image, data, dataset))
-
-    @app.post("/images/thumbnails")  # many small pictures in one request (the embedding explorer's tooltips)
-    def thumbnails(b: ThumbnailsBody):
-        return WireResponse(svc.thumbnails(b.image_ids, b.side))
-
-    @app.get("/images/{image_id:path}")  # path: an id may name its data set, "imagenet/samples:3"
-    def get_image(image_id: str):
-        return WireResponse(svc.get_image(image_id))
-
-    @app.post("/predict")
-    async def predict(b: PredictBody, request: Request):
-        return await heavy(request, fg, svc.predict, b.image_id, b.model_ids, b.topk)
-
-    @app.post("/attack")
-    async def attack(b: AttackBody, request: Request):
-        return await heavy(request, fg, svc.attack, b.image_id, b.spec, b.model_ids, b.mode, b.source_model,
-                           b.saliency, b.target)
-
-    @app.post("/explain")
-    async def explain(b: ExplainBody, request: Request):
-        return await heavy(request, fg, svc.explain, b.image_id, b.model_id, b.method, b.target, b.spec, b.params)
-
-    @app.post("/saliency_metrics")
-    async def saliency_metrics(b: MetricsBody, request: Request):
-        return await heavy(request, fg, svc.saliency_metrics, b.image_id, b.model_id, b.method, b.spec)
-
-    @app.post("/sanity_check")
-    async def sanity_check(b: SanityBody, request: Request):
-        return await heavy(request, fg, svc.sanity_check, b.image_id, b.model_id, b.method)
-
-    @app.post("/embed")
-    async def embed(b: EmbedBody, request: Request):
-        await run_in_threadpool(sync_budget, "embed", b.model_dump())
-        return await heavy(request, bg, svc.embed, b.model_id, b.n, b.spec, b.method, b.seed, b.source)
-
-    @app.post("/robustness_curve")
-    async def robustness_curve(b: CurveBody, request: Request):
-        await run_in_threadpool(sync_budget, "robustness_curve", b.model_dump())
-        return await heavy(request, bg, svc.robustness_curve, b.model_ids, b.method, b.eps_list, b.n, b.steps,
-                           b.source, b.seed)
-
-    @app.post("/corruption_view")
-    async def corruption_view(b: CorruptionViewBody, request: Request):
-        await run_in_threadpool(sync_budget, "corruption_view", b.model_dump())
-        return await heavy(request, fg, svc.corruption_view, b.image_id, b.model_ids, b.corruptions, b.severities,
-                           b.saliency, b.seed)
-
-    @app.post("/corruption_curve")
-    async def corruption_curve(b: CorruptionCurveBody, request: Request):
-        await run_in_threadpool(sync_budget, "corruption_curve", b.model_dump())
-        return await heavy(request, bg, svc.corruption_curve, b.model_ids, b.corruptions, b.n, b.source, b.seed)
-
-    @app.post("/feature_lens")
-    async def feature_lens(b: LensBody, request: Request):
-        return await heavy(request, fg, svc.feature_lens, b.image_id, b.target_class, b.model_ids, b.eps, b.steps,
-                           b.norm)
-
-    @app.post("/class_visualisation")
-    async def class_visualisation(b: VisBody, request: Request):
-        await run_in_threadpool(sync_budget, "class_visualisation", b.model_dump())
-        return await heavy(request, bg, svc.class_visualisation, b.target_class, b.model_ids, b.steps, b.seed)
-
-    @app.post("/tasks")
-    def start_task(b: TaskBody, request: Request):
-        with flight.scope(session=session_of(request)):  # the task takes its turns as this session
-            return {"task_id": svc.start_task(b.kind, b.params)}
-
-    @app.get("/tasks/{task_id}")
-    def task_status(task_id: str):
-        return WireResponse(svc.task_status(task_id))
-
-    @app.post("/tasks/{task_id}/cancel")
-    def cancel_task(task_id: str):
-        return WireResponse(svc.cancel_task(task_id))
-
-    @app.post("/jobs")
-    def start_job(b: JobBody):
-        return WireResponse(svc.start_job(b.config))
-
-    @app.get("/jobs")
-    def list_jobs():
-        return WireResponse(svc.list_jobs())
-
-    @app.get("/jobs/{job_id}")
-    def job_status(job_id: str):
-        return WireResponse(svc.job_status(job_id))
-
-    @app.get("/jobs/{job_id}/events")
-    def job_events(job_id: str, since: int = 0):
-        return WireResponse(svc.job_events(job_id, since))
-
-    @app.post("/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str):
-        return WireResponse(svc.cancel_job(job_id))
-
-    @app.post("/jobs/{job_id}/resume")
-    def resume_job(job_id: str):
-        return WireResponse(svc.resume_job(job_id))
-
-    @app.get("/jobs/{job_id}/log")
-    def job_log(job_id: str, tail: int = 100):
-        return {"log": svc.job_log(job_id, tail)}
-
-    @app.get("/limits")
-    def limits():
-        return WireResponse(svc.limits())
+    for op in api.operations().values():
+        if op.path is not None:
+            route(op)
 
     return app
 
@@ -350,15 +237,22 @@ def check_bind(host: str, token: str | None) -> None:
                          "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`")
 
 
+PREWARM = "app.session.prewarm:start"  # the app's home view and Lesson (its policy lives in the app)
+
+
 def build(argv: list[str] | None = None):
-    """(args, service, app, the default-view thread or None) from the command line, nothing served yet."""
+    """(args, service, app, the prewarm thread or None) from the command line, nothing served yet."""
     p = argparse.ArgumentParser(prog="python -m backend.transport.server", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--checkpoints", default=None, help="checkpoints folder (default $ROBUSTLENS_CHECKPOINTS "
                                                        "or <repo>/checkpoints)")
-    p.add_argument("--data", default=None, help="CIFAR-10 data root (default $RSUPCON_DATA or ../shared)")
+    p.add_argument("--data", default=None, help="data root (default $RSUPCON_DATA or ../shared)")
     p.add_argument("--token", default=None, help="bearer token (default $ROBUSTLENS_TOKEN)")
+    p.add_argument("--prewarm", default=PREWARM,
+                   help="module:function called at launch with an in-process client, returning a thread: the "
+                        f"views a client will ask for first, computed into the caches (default {PREWARM}; "
+                        "'none': nothing)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     token = args.token or os.environ.get("ROBUSTLENS_TOKEN") or None
@@ -370,11 +264,23 @@ def build(argv: list[str] | None = None):
     prewarm = None
     if warm_up_enabled():
         service.warm_up()  # background: UMAP JIT and the reference maps' refits
-        from backend.transport import home
-        from backend.transport.client import InProcessClient
+        if args.prewarm != "none":
+            from backend.transport.client import InProcessClient
 
-        prewarm = home.start(InProcessClient(service))  # background: the app's home view, into the caches
+            prewarm = _named(args.prewarm)(InProcessClient(service))
     return args, service, create_app(service, token=token), prewarm
+
+
+def _named(ref: str):
+    """The function `module:function` names. A name, not an import: the default is the app's policy
+    (app.session.home), which the backend's layers do not import (tests/test_layers.py)."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SystemExit(f"--prewarm {ref!r}: no such function ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> None:
