@@ -19,8 +19,8 @@ gradient saliency. A *view* is (image, eps): one of the 12 sample images on the 
 browse page and eps in 1..16 /255. An *action* changes one of them the way a student does it: a
 click on an image's number in the sidebar, or one arrow-key press on the eps slider. Its latency is
 key press / click -> the page idle again (Streamlit's script state) showing the new image's caption
-and the summary line "... eps k/255 ... prediction flipped on ..." (so every model's column is
-drawn). An action that shows an error, or is not done within --timeout seconds, is an error.
+and the summary line "**... eps k/255 ...** - fooled ..." (attack_ui.outcome_headline; so every
+model's column is drawn). An action that shows an error, or is not done within --timeout seconds, is an error.
 
 For each load (a fresh backend and app each, so no load starts with another's caches):
   1. one student alone (an explorer) for --alone-seconds: the reference, in the same run;
@@ -64,6 +64,9 @@ from appserver import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, load_avg  # noqa
 
 IMAGES = [f"samples:{i}" for i in range(12)]  # the sidebar's first browse page
 EPS_RANGE = (1, 16)
+# the attack lab's summary line: "**PGD, L-inf, eps 8/255, 10 steps** - fooled **2 of 5** models ..."
+# (app.widgets.attack_ui.outcome_headline: fooled / prediction changed / target ... reached)
+HEADLINE = re.compile(r"\*\* - (?:fooled|prediction changed|target) ")
 # name: (think time range in s, the teacher's period in s)
 LOADS = {"below": ((12.0, 24.0), 20.0), "above": ((0.5, 2.0), 5.0)}
 
@@ -77,8 +80,8 @@ DONE_JS = """([img, eps]) => {
   const side = document.querySelector('[data-testid="stSidebar"]');
   if (!main || !side) return false;
   const m = main.innerText;
-  return side.innerText.includes(img + ' - ') && m.includes('eps ' + eps + '/255') &&
-         m.includes('prediction flipped on');
+  return side.innerText.includes(img + ' - ') &&
+         new RegExp('eps ' + eps + '/255[^\\n]* - (fooled|prediction changed|target)').test(m);
 }"""
 
 
@@ -358,7 +361,7 @@ class WsPage:
                 sub = getattr(el, et)
                 if getattr(sub, "id", ""):
                     self.widgets[sub.id] = m.delta.fragment_id
-                if et == "markdown" and "prediction flipped on" in sub.body:
+                if et == "markdown" and HEADLINE.search(sub.body):
                     summary = want in sub.body
                 elif et == "imgs":
                     media += [i.url for i in sub.imgs]
