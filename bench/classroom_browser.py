@@ -2,6 +2,7 @@
 
     python bench/classroom_browser.py [--students 30] [--follow 0.7] [--loads below,above]
                                       [--seconds 150] [--alone-seconds 45] [--client ws|browser] [--seed 0]
+                                      [--burst-start] [--repeat-views] [--trace actions.csv]
 
 Unlike bench/classroom.py (which calls the backend directly, one HttpClient per simulated student),
 every student here is a session of `streamlit run app/main.py` with BACKEND_URL pointing at
@@ -403,7 +404,9 @@ class WsPage:
 
 
 async def explorer(page, s: Student, rng: random.Random, think, until: float, timeout_s: float,
-                   visited: set | None = None) -> None:
+                   visited: set | None = None, read_first: bool = False) -> None:
+    if read_first:  # the page just opened: read it for a think time before the first action
+        await asyncio.sleep(rng.uniform(*think))
     while time.monotonic() < until:
         await action(page, s, neighbour(rng, s.view, visited), timeout_s, until)
         await asyncio.sleep(rng.uniform(*think))
@@ -485,7 +488,7 @@ async def run_load(a, name: str) -> dict:
             if s.role == "follower":
                 jobs.append(follower(page, s, r, teacher, think, a.react, until, a.timeout))
             else:
-                jobs.append(explorer(page, s, r, think, until, a.timeout, visited))
+                jobs.append(explorer(page, s, r, think, until, a.timeout, visited, read_first=not a.burst_start))
         await asyncio.gather(*jobs)
         wall = time.monotonic() - t0
         await asyncio.sleep(1.0)  # the access log's last lines
@@ -550,6 +553,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat-views", dest="new_views", action="store_false",
                     help="explorers walk at random, landing on views computed before (default: each explorer "
                          "action and teacher change asks for a view nobody asked for in this load while there is one)")
+    ap.add_argument("--burst-start", action="store_true",
+                    help="every explorer's first action at the class phase's first instant (the model of the runs "
+                         "before issue 21's third round; default: each explorer first reads its page for a think "
+                         "time, so the class's new work arrives at the load's rate from the start)")
     ap.add_argument("--trace", default=None, help="write every action (load, student, role, start s, seconds, "
                                                   "kind) to this CSV file")
     ap.add_argument("--seed", type=int, default=0)
@@ -561,7 +568,8 @@ def main(argv=None) -> None:
                          f"students {a.students} (>= 1)")
     head = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()[:72]
-    print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, HEAD {head}, "
+    print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, "
+          f"{'burst start' if a.burst_start else 'explorers read first'}, HEAD {head}, "
           f"{os.cpu_count()} cores, load {load_avg()} at start")
     rows = []
     for name in loads:
