@@ -112,6 +112,7 @@ def test_attack_lab_pictures_are_encoded_once_for_every_session(env, monkeypatch
     real = imaging._png
     monkeypatch.setattr(imaging, "_png", lambda im: encoded.append(im.size) or real(im))
     monkeypatch.setattr(imaging, "_png_cache", type(imaging._png_cache)())
+    monkeypatch.setattr(imaging, "_png_bytes", [0])
     first = ok(open_page(query={"image": "samples:3"}))
     n_first = len(encoded)
     assert n_first >= 5 * len(MODEL_IDS) and (160, 160) in encoded and (64, 64) in encoded  # grid and thumbnails
@@ -671,6 +672,19 @@ def test_display_png_is_the_upscaled_picture_losslessly_and_cached_by_content():
     for bad in (np.zeros((32, 32, 4)), np.zeros(5)):
         with pytest.raises(ValueError, match="image"):
             display_png(bad)
+    from app.widgets import imaging  # bounded by bytes: the least recently used pictures go first
+
+    budget = 3 * len(png) + 10
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imaging, "PNG_CACHE_BYTES", budget)
+        mp.setattr(imaging, "_png_cache", type(imaging._png_cache)())
+        mp.setattr(imaging, "_png_bytes", [0])
+        noise = np.random.default_rng(3).random((6, 32, 32, 3), dtype=np.float32)
+        for a in noise:
+            display_png(a, 160)
+        assert 0 < imaging._png_bytes[0] <= budget and len(imaging._png_cache) < 6
+        assert imaging._png_bytes[0] == sum(len(v) for v in imaging._png_cache.values())
+        assert display_png(noise[-1], 160) is display_png(noise[-1], 160)  # the latest kept
     with pytest.raises(ValueError, match="px"):
         display_png(img, 0)
 

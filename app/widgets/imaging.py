@@ -95,8 +95,11 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-PNG_CACHE_ENTRIES = 4096  # ~5 kB each for a 160-px picture of a 32-px image: ~20 MB at most
+# The pictures' cache holds at most this many bytes of PNG: ~5 kB for a 160-px picture of a 32-px
+# image (~13,000 of them), ~100 kB for a 224-px photo (~650).
+PNG_CACHE_BYTES = 64 * 2**20
 _png_cache: OrderedDict[tuple, bytes] = OrderedDict()
+_png_bytes = [0]  # the cache's size in bytes, under _png_lock
 _png_lock = threading.Lock()
 
 
@@ -106,7 +109,7 @@ def display_png(img, px: int = DISPLAY_PX, smooth: bool = False) -> bytes:
     a 224-px image). Lossless, so the picture is exactly upscale()'s pixels.
 
     A pure function of (pixels, px, smooth), cached by content (the image's bytes hashed, shared by
-    every session of the process, least recently used dropped after PNG_CACHE_ENTRIES): when a class
+    every session of the process, least recently used dropped past PNG_CACHE_BYTES): when a class
     looks at the same attack, or a page redraws an unchanged image, the picture is encoded once, not
     once per session and rerun (st.image would re-encode an array every time, as a ~40 kB JPEG).
     Thread-safe."""
@@ -127,9 +130,11 @@ def display_png(img, px: int = DISPLAY_PX, smooth: bool = False) -> bytes:
     else:
         data = _png(Image.fromarray(upscale(a, int(px))))
     with _png_lock:
-        _png_cache[key] = data
-        while len(_png_cache) > PNG_CACHE_ENTRIES:
-            _png_cache.popitem(last=False)
+        if key not in _png_cache:
+            _png_cache[key] = data
+            _png_bytes[0] += len(data)
+        while _png_bytes[0] > PNG_CACHE_BYTES and _png_cache:
+            _png_bytes[0] -= len(_png_cache.popitem(last=False)[1])
     return data
 
 
