@@ -2,6 +2,7 @@
 
     python bench/classroom_browser.py [--students 30] [--follow 0.7] [--loads below,above]
                                       [--seconds 150] [--alone-seconds 45] [--client ws|browser] [--seed 0]
+                                      [--burst-start] [--repeat-views] [--trace actions.csv]
 
 Unlike bench/classroom.py (which calls the backend directly, one HttpClient per simulated student),
 every student here is a session of `streamlit run app/main.py` with BACKEND_URL pointing at
@@ -16,11 +17,12 @@ classroom that rendering happens on the students' machines.
 
 The page is the attack lab (home) with the app's defaults: every installed model, PGD-10 L-inf,
 gradient saliency. A *view* is (image, eps): one of the 12 sample images on the sidebar's first
-browse page and eps in 1..16 /255. An *action* changes one of them the way a student does it: a
-click on an image's number in the sidebar, or one arrow-key press on the eps slider. Its latency is
-key press / click -> the page idle again (Streamlit's script state) showing the new image's caption
-and the summary line "... eps k/255 ... prediction flipped on ..." (so every model's column is
-drawn). An action that shows an error, or is not done within --timeout seconds, is an error.
+browse page and eps in 1..32 /255 (the slider's range). An *action* changes one of them the way a
+student does it: a click on an image's number in the sidebar, or one arrow-key press on the eps
+slider. Its latency is key press / click -> the page idle again (Streamlit's script state) showing
+the new image's caption and the summary line "**... eps k/255 ...** - fooled ..."
+(attack_ui.outcome_headline; so every model's column is drawn). An action that shows an error, or
+is not done within --timeout seconds, is an error.
 
 For each load (a fresh backend and app each, so no load starts with another's caches):
   1. one student alone (an explorer) for --alone-seconds: the reference, in the same run;
@@ -63,7 +65,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appserver import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, load_avg  # noqa: E402
 
 IMAGES = [f"samples:{i}" for i in range(12)]  # the sidebar's first browse page
-EPS_RANGE = (1, 16)
+# eps in k/255, the eps slider's offered range (0..32) less 0: 12 x 32 = 384 views. With 1..16 (192 views, the
+# runs before issue 21's third round) an above-capacity load had asked for nearly all of them after ~90 s, and
+# from then on explorers' "new" views were cache hits (0.1-0.8 s answers beside 8 s waits).
+EPS_RANGE = (1, 32)
+# the attack lab's summary line: "**PGD, L-inf, eps 8/255, 10 steps** - fooled **2 of 5** models ..."
+# (app.widgets.attack_ui.outcome_headline: fooled / prediction changed / target ... reached)
+HEADLINE = re.compile(r"\*\* - (?:fooled|prediction changed|target) ")
 # name: (think time range in s, the teacher's period in s)
 LOADS = {"below": ((12.0, 24.0), 20.0), "above": ((0.5, 2.0), 5.0)}
 
@@ -77,8 +85,8 @@ DONE_JS = """([img, eps]) => {
   const side = document.querySelector('[data-testid="stSidebar"]');
   if (!main || !side) return false;
   const m = main.innerText;
-  return side.innerText.includes(img + ' - ') && m.includes('eps ' + eps + '/255') &&
-         m.includes('prediction flipped on');
+  return side.innerText.includes(img + ' - ') &&
+         new RegExp('eps ' + eps + '/255[^\\n]* - (fooled|prediction changed|target)').test(m);
 }"""
 
 
@@ -193,6 +201,7 @@ class Student:
     waits: list[float] = field(default_factory=list)
     trace: list[tuple[float, float, str]] = field(default_factory=list)  # (start, seconds, what) per action
     errors: list[str] = field(default_factory=list)
+    repeats: int = 0  # explorer: actions toward a view the server had been asked for before (no new view left near)
 
 
 class Teacher:
@@ -358,7 +367,7 @@ class WsPage:
                 sub = getattr(el, et)
                 if getattr(sub, "id", ""):
                     self.widgets[sub.id] = m.delta.fragment_id
-                if et == "markdown" and "prediction flipped on" in sub.body:
+                if et == "markdown" and HEADLINE.search(sub.body):
                     summary = want in sub.body
                 elif et == "imgs":
                     media += [i.url for i in sub.imgs]
@@ -400,9 +409,14 @@ class WsPage:
 
 
 async def explorer(page, s: Student, rng: random.Random, think, until: float, timeout_s: float,
-                   visited: set | None = None) -> None:
+                   visited: set | None = None, read_first: bool = False) -> None:
+    if read_first:  # the page just opened: read it for a think time before the first action
+        await asyncio.sleep(rng.uniform(*think))
     while time.monotonic() < until:
-        await action(page, s, neighbour(rng, s.view, visited), timeout_s, until)
+        known = None if visited is None else len(visited)
+        target = neighbour(rng, s.view, visited)
+        s.repeats += known is not None and len(visited) == known
+        await action(page, s, target, timeout_s, until)
         await asyncio.sleep(rng.uniform(*think))
 
 
@@ -482,7 +496,7 @@ async def run_load(a, name: str) -> dict:
             if s.role == "follower":
                 jobs.append(follower(page, s, r, teacher, think, a.react, until, a.timeout))
             else:
-                jobs.append(explorer(page, s, r, think, until, a.timeout, visited))
+                jobs.append(explorer(page, s, r, think, until, a.timeout, visited, read_first=not a.burst_start))
         await asyncio.gather(*jobs)
         wall = time.monotonic() - t0
         await asyncio.sleep(1.0)  # the access log's last lines
@@ -522,6 +536,10 @@ def report(r: dict) -> None:
         if meds:
             print(f"fairness spread ({label}): slowest median {max(meds):.2f} s / fastest {min(meds):.2f} s = "
                   f"{max(meds) / min(meds):.1f}x ({len(meds)} students with actions)")
+    ex = [s for s in students if s.role == "explorer"]
+    if ex:
+        print(f"explorer actions toward a view asked for before in this load (no new one left beside theirs): "
+              f"{sum(s.repeats for s in ex)} of {sum(len(s.waits) + len(s.errors) for s in ex)}")
     print(f"page updates/s {len(allw) / r['wall']:.2f}; heavy backend requests served/s {r['served'] / r['wall']:.2f} "
           f"({r['served']} predict/attack)")
     print(f"peak memory: backend {r['mem']['backend']:.0f} MiB, Streamlit server {r['mem']['app']:.0f} MiB; CPU s in "
@@ -547,6 +565,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat-views", dest="new_views", action="store_false",
                     help="explorers walk at random, landing on views computed before (default: each explorer "
                          "action and teacher change asks for a view nobody asked for in this load while there is one)")
+    ap.add_argument("--burst-start", action="store_true",
+                    help="every explorer's first action at the class phase's first instant (the model of the runs "
+                         "before issue 21's third round; default: each explorer first reads its page for a think "
+                         "time, so the class's new work arrives at the load's rate from the start)")
     ap.add_argument("--trace", default=None, help="write every action (load, student, role, start s, seconds, "
                                                   "kind) to this CSV file")
     ap.add_argument("--seed", type=int, default=0)
@@ -558,7 +580,8 @@ def main(argv=None) -> None:
                          f"students {a.students} (>= 1)")
     head = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()[:72]
-    print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, HEAD {head}, "
+    print(f"# classroom through the app ({a.client}): {a.students} students, follow {a.follow:g}, "
+          f"{'burst start' if a.burst_start else 'explorers read first'}, HEAD {head}, "
           f"{os.cpu_count()} cores, load {load_avg()} at start")
     rows = []
     for name in loads:

@@ -100,6 +100,27 @@ def test_attack_lab_renders_grid_for_every_model(env):
     assert at.query_params["image"] in default_sample_by_rule(MODEL_IDS) and at.query_params["eps"] == "8"
 
 
+
+def test_attack_lab_pictures_are_encoded_once_for_every_session(env, monkeypatch):
+    """Issue 21: a class looking at the same attack made the Streamlit server encode every picture again
+    for every student and rerun (st.image of an array: a 40 kB JPEG each time). The pictures are now
+    PNGs encoded once by content (imaging.display_png): a second session showing the same view, and a
+    rerun of the first, encode nothing new."""
+    from app.widgets import imaging
+
+    encoded = []
+    real = imaging._png
+    monkeypatch.setattr(imaging, "_png", lambda im: encoded.append(im.size) or real(im))
+    monkeypatch.setattr(imaging, "_png_cache", type(imaging._png_cache)())
+    monkeypatch.setattr(imaging, "_png_bytes", [0])
+    first = ok(open_page(query={"image": "samples:3"}))
+    n_first = len(encoded)
+    assert n_first >= 5 * len(MODEL_IDS) and (160, 160) in encoded and (64, 64) in encoded  # grid and thumbnails
+    second = ok(open_page(query={"image": "samples:3"}))  # another student, same view
+    assert len(second.main.image) == len(first.main.image)
+    first.run()
+    assert len(encoded) == n_first, encoded[n_first:]
+
 def default_sample_by_rule(model_ids: list[str]) -> set[str]:
     """The documented default (app.honesty): the first offline sample every compared model gets right
     when clean; else one of those that the most models get right (the set of allowed ids). Computed
@@ -628,6 +649,44 @@ def test_imaging_helpers():
     assert grid.format == "PNG" and grid.width > 2 * 64 and grid.height > 2 * 64
     with pytest.raises(ValueError):
         compose_grid_png(["a", "b"], [("row", [img])])
+
+
+def test_display_png_is_the_upscaled_picture_losslessly_and_cached_by_content():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from app.widgets.imaging import display_png, upscale
+
+    img = np.random.default_rng(1).random((32, 32, 3), dtype=np.float32)
+    png = display_png(img, 160)
+    shown = Image.open(io.BytesIO(png))
+    assert shown.format == "PNG" and (np.asarray(shown) == upscale(img, 160)).all()  # exactly upscale's pixels
+    assert display_png(img.copy(), 160) is png  # same content, another array: the cached bytes
+    assert display_png(img, 96) is not png and display_png(img[::-1].copy(), 160) != png  # keyed by side and pixels
+    big = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    thumb = Image.open(io.BytesIO(display_png(big, 64, smooth=True)))
+    assert thumb.size == (64, 64)  # a large image is scaled down (smoothly), a small one upscaled
+    assert Image.open(io.BytesIO(display_png(img, 64, smooth=True))).getpixel((0, 0)) == tuple(upscale(img, 64)[0, 0])
+    for bad in (np.zeros((32, 32, 4)), np.zeros(5)):
+        with pytest.raises(ValueError, match="image"):
+            display_png(bad)
+    from app.widgets import imaging  # bounded by bytes: the least recently used pictures go first
+
+    budget = 3 * len(png) + 10
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imaging, "PNG_CACHE_BYTES", budget)
+        mp.setattr(imaging, "_png_cache", type(imaging._png_cache)())
+        mp.setattr(imaging, "_png_bytes", [0])
+        noise = np.random.default_rng(3).random((6, 32, 32, 3), dtype=np.float32)
+        for a in noise:
+            display_png(a, 160)
+        assert 0 < imaging._png_bytes[0] <= budget and len(imaging._png_cache) < 6
+        assert imaging._png_bytes[0] == sum(len(v) for v in imaging._png_cache.values())
+        assert display_png(noise[-1], 160) is display_png(noise[-1], 160)  # the latest kept
+    with pytest.raises(ValueError, match="px"):
+        display_png(img, 0)
 
 
 def test_url_values_parse_like_their_defaults():

@@ -1,6 +1,7 @@
 """Reusable Streamlit pieces: probability bars, image panels, the image picker, the model picker.
 
-Images are drawn with `st.image` on nearest-neighbour upscaled arrays (see app.imaging); bars are
+Images are drawn with `st.image` as PNGs of nearest-neighbour upscaled pictures, encoded once per
+picture for every session (app.widgets.imaging.display_png); bars are
 small HTML blocks so their numbers are real text (readable, selectable, testable in a browser).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.session.client import (
     models,
     zoo_datasets,
 )
-from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, to_uint8, upscale
+from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, display_png
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
@@ -76,9 +77,10 @@ def show_image(img, caption: str | None = None, px: int = DISPLAY_PX, where=None
     """One picture, nearest-neighbour upscaled to px x px (never below its own size: a 224-px image
     stays 224, nor below the chosen data set's image size, so a 64-px model's maps beside a 224-px
     ImageNet image are drawn as large as it), drawn at that size but never wider than its column
-    (width="content"), so a row of 8 models fits the page instead of overflowing it."""
+    (width="content"), so a row of 8 models fits the page instead of overflowing it. Sent as a lossless
+    PNG encoded once per picture for every session (imaging.display_png), not re-encoded per rerun."""
     side = display_side(int(getattr(img, "shape", (px,))[0]), px, int(st.session_state.get(_DS_SIDE, 0)))
-    (where or st).image(upscale(img, side), caption=caption, width="content")
+    (where or st).image(display_png(img, side), caption=caption, width="content", output_format="PNG")
 
 
 BADGE_COLOURS = {"red": ("#fde8e8", "#b42318"), "green": ("#e6f4ea", "#1e6b34"), "gray": ("#eef0f3", "#3d4451"),
@@ -311,17 +313,6 @@ def default_image_id(source: str = "samples") -> str | None:
     return iid
 
 
-def thumbnail(pixels, px: int = THUMB_PX):
-    """A px x px thumbnail: small images upscaled (nearest neighbour, crisp pixels), large ones
-    (224-px ImageNet) scaled down smoothly (antialiased) instead of dropping pixels."""
-    a = to_uint8(pixels)
-    if a.shape[0] <= px:
-        return upscale(a, px)
-    from PIL import Image
-
-    return Image.fromarray(a).resize((px, px), Image.Resampling.LANCZOS)
-
-
 def _browse_box(source: str, dataset: str = "cifar10") -> None:
     names = classes(dataset)
     cls = state.widget(st.selectbox, "Class", "cls", "any", options=["any"] + names)
@@ -347,7 +338,7 @@ def _browse_box(source: str, dataset: str = "cifar10") -> None:
         with cols[i % 3]:
             im = get_image(it["image_id"], quiet=True)
             if im is not None:
-                st.image(thumbnail(im["pixels"]), width=THUMB_PX)
+                st.image(display_png(im["pixels"], THUMB_PX, smooth=True), width=THUMB_PX, output_format="PNG")
             st.button(it["image_id"].split(":")[-1], key=f"pick_{it['image_id']}", on_click=_pick,
                       args=(it["image_id"],), help=f'{it["image_id"]} ({it.get("class_name")})',
                       width="stretch")
