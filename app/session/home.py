@@ -8,8 +8,8 @@ method. `default_view(client)` asks for exactly that through any client (in-proc
 service's caches hold it (clean predictions, the adversarial images, saliency) and the first
 visitor's identical requests join a computation already under way (the service's single-flight).
 The backend server runs it in the background at launch (`python -m backend.transport.server --prewarm`,
-whose default names app.session.prewarm's `start`, which runs this and then the Lesson's steps); the in-process app when its backend client is made. Failures are
-logged, never raised.
+whose default names app.session.prewarm's `start`, which runs this and then the Lesson's steps);
+the in-process app when its backend client is made. Failures are logged, never raised.
 
 Default sample (a documented rule, not a hand-picked index): among the offline sample images, in
 their listed order, the first one that EVERY compared model classifies correctly when clean, so the
