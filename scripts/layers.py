@@ -54,23 +54,32 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, root: Path = ROOT) -> set[str]:
-    """Absolute names of the project modules a file imports (relative imports resolved)."""
+def _statements(path: Path, root: Path) -> list[tuple[str, list[str]]]:
+    """Every import statement of a file as (module, names imported from it): `import a.b` gives
+    ("a.b", []), `from a import b, c` gives ("a", ["b", "c"]) (relative imports resolved)."""
     mod = module_name(path, root)
     base = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
-    out: set[str] = set()
+    out: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
+            out.extend((a.name, []) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                stem = base[: len(base) - (node.level - 1)]
-                name = ".".join(stem + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            out.add(name)
-            out.update(f"{name}.{a.name}" for a in node.names)  # `from backend import attacks`
-    return {m for m in out if m.split(".")[0] in ("backend", "app")}
+            stem = base[: len(base) - (node.level - 1)] if node.level else []
+            out.append((".".join(stem + ([node.module] if node.module else [])), [a.name for a in node.names]))
+    return out
+
+
+def _ours(names: set[str]) -> set[str]:
+    return {m for m in names if m.split(".")[0] in ("backend", "app")}
+
+
+def imports_of(path: Path, root: Path = ROOT) -> set[str]:
+    """Absolute names of the project modules a file imports (relative imports resolved)."""
+    out: set[str] = set()
+    for name, names in _statements(path, root):
+        out.add(name)
+        out.update(f"{name}.{a}" for a in names)  # `from backend import attacks`
+    return _ours(out)
 
 
 def graph(root: Path = ROOT) -> tuple[dict[tuple[str, str], int], list[str]]:
@@ -117,19 +126,14 @@ def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
 def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
     """The names a file imports, one per imported thing: `from a.b import c` gives a.b.c if that is a
     file or folder of the tree, else a.b (relative imports resolved)."""
-    mod = module_name(path, root)
-    base = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            stem = base[: len(base) - (node.level - 1)] if node.level else []
-            name = ".".join(stem + ([node.module] if node.module else []))
-            for a in node.names:
-                sub = root.joinpath(*f"{name}.{a.name}".split("."))
-                out.add(f"{name}.{a.name}" if sub.with_suffix(".py").is_file() or sub.is_dir() else name)
-    return {m for m in out if m.split(".")[0] in ("backend", "app")}
+    for name, names in _statements(path, root):
+        if not names:
+            out.add(name)
+        for a in names:
+            sub = root.joinpath(*f"{name}.{a}".split("."))
+            out.add(f"{name}.{a}" if sub.with_suffix(".py").is_file() or sub.is_dir() else name)
+    return _ours(out)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

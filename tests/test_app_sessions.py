@@ -24,7 +24,7 @@ from app.session import client as app_client
 from backend.core.errors import Cancelled
 from backend.service import Service, flight
 from backend.transport.client import InProcessClient
-from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.helpers import serving, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 
 def wait_for(cond, timeout=30.0, what="condition"):
@@ -259,25 +259,13 @@ print("LOADED", loaded)
 @pytest.fixture
 def http_server(svc):
     """The real FastAPI app over `svc`, served by uvicorn on 127.0.0.1 (a free port) in a thread."""
-    import socket
 
-    import uvicorn
 
     from backend.transport.server import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(svc)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the server starting")
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as url:
+        yield app, url
 
 
 def test_http_sessions_reach_the_server_apart_and_a_rerun_cancels_the_request_in_flight(svc, http_server,

@@ -8,18 +8,15 @@ from __future__ import annotations
 import ast
 import inspect
 import operator
-import socket
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.service import Service, api
 from backend.transport.client import HttpClient, InProcessClient
-from tests.helpers import app_environment, tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.helpers import app_environment, serving, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = ("backend/service", "backend/transport", "app")
@@ -177,12 +174,6 @@ if out is not None:
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def example(tmp_path, monkeypatch):
     """The two files of the example, importable; the operation taken back afterwards."""
@@ -197,7 +188,6 @@ def example(tmp_path, monkeypatch):
 
 
 def test_an_operation_and_its_page_added_in_two_files(example, service, tiny_checkpoint_root, tmp_path):  # noqa: F811
-    import uvicorn
     from fastapi.testclient import TestClient
     from streamlit.testing.v1 import AppTest
 
@@ -232,15 +222,5 @@ def test_an_operation_and_its_page_added_in_two_files(example, service, tiny_che
     expected = [f"{here['brightness']:.4f}"] + [f"{m}: {', '.join(t)}" for m, t in
                                                   InProcessClient(service).brightness("samples:3")["top"].items()]
     assert page_text() == expected
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        assert page_text(BACKEND_URL=f"http://127.0.0.1:{port}") == expected
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(create_app(service)) as url:
+        assert page_text(BACKEND_URL=url) == expected

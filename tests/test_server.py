@@ -3,20 +3,18 @@ a real uvicorn round trip, and BackendUnavailable when nothing listens."""
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.service import Service
 from backend.transport.client import BackendUnavailable, HttpClient, make_client
 from backend.transport.server import check_bind, create_app, main
-from tests.helpers import tiny_checkpoint_root  # noqa: F401 (fixture)
+from tests.helpers import free_port, serving, tiny_checkpoint_root  # noqa: F401 (fixture)
 
 PGD = {"method": "pgd", "eps": 8 / 255, "steps": 2}
 
@@ -251,22 +249,10 @@ def test_openapi_documents_every_error_answer(http):
     assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_server_round_trip_and_backend_unavailable(service, monkeypatch):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")
+    with serving(create_app(service), port) as url:
+        monkeypatch.setenv("BACKEND_URL", url)
         client = make_client()
         assert client.transport == "http" and client.health()["ok"] is True
         out = client.attack("samples:3", PGD, ["tiny-ce"])["results"]["tiny-ce"]
@@ -274,9 +260,6 @@ def test_real_server_round_trip_and_backend_unavailable(service, monkeypatch):
         with pytest.raises(ValueError, match="eps must be in"):
             client.attack("samples:3", {"method": "pgd", "eps": 3.0}, ["tiny-ce"])
         assert client.health()["ok"] is True
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port} is unavailable"):
         HttpClient(f"http://127.0.0.1:{port}", timeout=2).health()
 
@@ -288,15 +271,7 @@ def test_an_abandoned_request_stops_and_the_next_predict_answers_within_2_s(serv
     import httpx
 
     app = create_app(service)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
+    with serving(app) as url:
         client = HttpClient(url, timeout=30)
         client.predict("samples:1", ["tiny-pgd"])  # models loaded: the timing below is the device's
         body = {"target_class": 2, "steps": 500, "seed": 1234}
@@ -315,33 +290,14 @@ def test_an_abandoned_request_stops_and_the_next_predict_answers_within_2_s(serv
                 if service.caches.heavy.get(("classvis", service.models.weights_key(m), 2, 500, 1234)) is not None]
         assert len(done) < 3  # ...because it was stopped, not because it ran to the end
         assert service.lock._owner is None or service.lock.waiting() == 0
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_full_queue_is_429_with_retry_after_and_the_client_raises_busy(service):
-    from contextlib import contextmanager
 
     from backend.core.errors import BusyError
 
-    @contextmanager
-    def running(app):
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-
     app = create_app(service, max_per_session=1)
-    with running(app) as url:
+    with serving(app) as url:
         first = []
         with service.lock:  # the device is busy: the first request of session "s1" waits on it
             t = threading.Thread(target=lambda: first.append(
