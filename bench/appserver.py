@@ -31,10 +31,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, deadline: float, what: str) -> None:
+    """Poll `url` until it answers 200; SystemExit naming `what` when `proc` exits or time.monotonic()
+    passes `deadline` first."""
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not come up")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def app_server(extra_args: list[str] | None = None, env: dict | None = None, start_s: float = 180):
     """Yields (base url, log path) of a running app; the server's process group is stopped after."""
-    import httpx
 
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"robustlens-bench-app-{port}.log"
@@ -44,16 +59,7 @@ def app_server(extra_args: list[str] | None = None, env: dict | None = None, sta
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + start_s
-        while True:
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the app did not start; see {log}")
-            time.sleep(0.3)
+        wait_healthy(f"{base}/_stcore/health", proc, time.monotonic() + start_s, f"the app (see {log})")
         yield base, log
     finally:
         with contextlib.suppress(ProcessLookupError):

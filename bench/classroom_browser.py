@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, load_avg  # noqa: E402
+from appserver import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, load_avg, wait_healthy  # noqa: E402
 
 IMAGES = [f"samples:{i}" for i in range(12)]  # the sidebar's first browse page
 # eps in k/255, the eps slider's offered range (0..32) less 0: 12 x 32 = 384 views. With 1..16 (192 views, the
@@ -140,7 +140,6 @@ class Servers:
     """The backend server and the Streamlit app in HTTP mode on 127.0.0.1, each in its own process group."""
 
     def __init__(self, checkpoints: str | None):
-        import httpx
 
         env = {**os.environ, "ROBUSTLENS_WARM_UP": "0"}
         env.pop("ROBUSTLENS_SESSION", None)
@@ -163,16 +162,11 @@ class Servers:
         deadline = time.monotonic() + 180
         for url, proc, log in ((f"{self.backend_url}/health", self.backend, self.backend_log),
                                (f"{self.url}/_stcore/health", self.app, self.app_log)):
-            while True:
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.close()
-                    raise SystemExit(f"{url} did not come up; see {log}")
-                time.sleep(0.3)
+            try:
+                wait_healthy(url, proc, deadline, f"{url} (see {log})")
+            except SystemExit:
+                self.close()
+                raise
 
     def heavy_served(self) -> int:
         """Heavy requests (predict, attack) the backend has answered 200 so far (its access log)."""
