@@ -118,11 +118,10 @@ def test_calls_carry_a_hold_while_the_run_goes_on():
     assert app_client.SessionClient(Recorder(), ctx).predict("samples:0") is True
 
 
-def _long_call_then(svc, ctx, supersede):
-    """Run a 500-step class visualisation through the session's client in a thread, wait until it is
-    on the device, supersede it; returns (what the thread raised or returned, seconds it took to end)."""
-    sc = app_client.SessionClient(InProcessClient(svc), ctx)
-    out = {}
+def _start_long_call(sc, svc, what: str):
+    """Start a 500-step class visualisation through session client `sc` in a thread and wait until it
+    holds the device; returns (the thread, the dict that gets its "value" or "error")."""
+    out: dict = {}
 
     def run():
         try:
@@ -132,7 +131,14 @@ def _long_call_then(svc, ctx, supersede):
 
     t = threading.Thread(target=run)
     t.start()
-    wait_for(lambda: svc.lock._owner is not None or not t.is_alive(), what="the call on the device")
+    wait_for(lambda: svc.lock._owner is not None or not t.is_alive(), what=what)
+    return t, out
+
+
+def _long_call_then(svc, ctx, supersede):
+    """Run a 500-step class visualisation through the session's client in a thread, wait until it is
+    on the device, supersede it; returns (what the thread raised or returned, seconds it took to end)."""
+    t, out = _start_long_call(app_client.SessionClient(InProcessClient(svc), ctx), svc, "the call on the device")
     t0 = time.monotonic()
     supersede(ctx.script_requests)
     t.join(60)
@@ -304,17 +310,7 @@ def test_http_sessions_reach_the_server_apart_and_a_rerun_cancels_the_request_in
         assert b.predict("samples:1", ["tiny-ce"])["results"]["tiny-ce"]["probs"].shape == (10,)
         assert seen == ["session-a", "session-b"]
 
-        out = {}
-
-        def run():
-            try:
-                out["value"] = a.class_visualisation(3, ["tiny-ce"], steps=500)
-            except BaseException as e:
-                out["error"] = e
-
-        t = threading.Thread(target=run)
-        t.start()
-        wait_for(lambda: svc.lock._owner is not None or not t.is_alive(), what="session a's request on the device")
+        t, out = _start_long_call(a, svc, "session a's request on the device")
         assert app.state.admission.in_flight == 1
         t0 = time.monotonic()
         a_ctx.script_requests.request_rerun(RerunData())  # session a's user changed a widget
