@@ -346,20 +346,28 @@ def client_pixels(image_id: str):
     return split.images[int(image_id.split(":")[1])].numpy()
 
 
-def test_an_embedding_link_shows_its_maps_without_compute(env):
-    """Issue 20, finding 6: the teacher computes maps; a second session opening the page's URL gets them
-    at once from the service's cache, without pressing Compute maps."""
-    teacher = ok(open_page("views/embeddings.py", query={"models": "tiny-pgd,tiny-ce", "emb_n": "10",
-                                                          "emb_pca": "1", "emb_seed": "3"}))
+def teacher_then_student(page: str, query: dict, queue: str) -> tuple[AppTest, dict, AppTest]:
+    """A teacher opens `page` with `query` (no run=1 yet), presses its form's button and waits for the task
+    queue `queue` to finish; a student then opens the teacher's URL (which now carries run=1) and waits
+    (20 s at most: the answers are cached). Returns (teacher, the link, student)."""
+    teacher = ok(open_page(page, query=query))
     assert "run" not in teacher.query_params
     teacher.form_submit_button[0].click().run()
-    run_until(teacher, lambda a: a.session_state["emb_queue"]["state"] != "running", "the teacher's maps")
+    run_until(teacher, lambda a: a.session_state[queue]["state"] != "running", "the teacher's results")
     ok(teacher)
     link = dict(teacher.query_params)
     assert link["run"] == "1"
-    student = ok(open_page("views/embeddings.py", query=link))
-    run_until(student, lambda a: a.session_state["emb_queue"]["state"] != "running", "the student's maps", 20)
-    ok(student)
+    student = ok(open_page(page, query=link))
+    run_until(student, lambda a: a.session_state[queue]["state"] != "running", "the student's results", 20)
+    return teacher, link, ok(student)
+
+
+def test_an_embedding_link_shows_its_maps_without_compute(env):
+    """Issue 20, finding 6: the teacher computes maps; a second session opening the page's URL gets them
+    at once from the service's cache, without pressing Compute maps."""
+    teacher, link, student = teacher_then_student(
+        "views/embeddings.py", {"models": "tiny-pgd,tiny-ce", "emb_n": "10", "emb_pca": "1", "emb_seed": "3"},
+        "emb_queue")
     got, want = student.session_state["emb_queue"]["results"], teacher.session_state["emb_queue"]["results"]
     assert set(got) == {"tiny-pgd", "tiny-ce"}
     assert all(np.array_equal(got[m]["coords_clean"], want[m]["coords_clean"]) for m in got)
@@ -540,15 +548,7 @@ def test_a_feature_lens_link_shows_its_results_without_run(env):
     """The teacher runs the lens; a second session opening the page's URL gets the same results at once,
     from the service's cache (issue 20, finding 6)."""
     q = {"models": "tiny-pgd,tiny-ce", "lens_steps": "4", "lens_vis_steps": "3", "lens_target": "7"}
-    teacher = ok(open_page("views/feature_lens.py", query=q))
-    teacher.form_submit_button[0].click().run()
-    run_until(teacher, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the teacher's lens")
-    ok(teacher)
-    link = dict(teacher.query_params)
-    assert link["run"] == "1"
-    student = ok(open_page("views/feature_lens.py", query=link))
-    run_until(student, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the student's lens", 20)
-    ok(student)
+    teacher, link, student = teacher_then_student("views/feature_lens.py", q, "classvis_queue")
     assert {m: r["target_prob"] for m, r in student.session_state["lens"]["res"].items()} == \
         {m: r["target_prob"] for m, r in teacher.session_state["lens"]["res"].items()}
     assert sum(c.startswith("from noise: p=") for c in captions(student)) == 2
