@@ -28,6 +28,13 @@ mode=${1:?cpu, eval or gpu}; out=${2:?output folder}; data=${3:-}
 py=${PYTHON:-python3}
 data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
 methods=${METHODS:-$("$py" -c 'from backend.train.registry import ZOO; print(*ZOO)')}
+# has METHOD KEY: OUT/METHOD's card holds a measured metrics[KEY]
+has() { [ -f "$out/$1/card.json" ] && "$py" - "$out/$1/card.json" "$2" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])).get("metrics", {})
+sys.exit(0 if m.get(sys.argv[2]) is not None else 1)
+PY
+}
 
 if [ "$mode" = cpu ]; then
   # RECIPE=fast (default; README "Training recipe", chosen with bench/cpu_recipe.py): FastNet width 64, bf16 on the
@@ -67,12 +74,6 @@ if [ "$mode" = cpu ]; then
 fi
 if [ "$mode" = eval ]; then
   state=${STATE:-$out/runs}; n_aa=${N_AA:-1000}; threads=(--threads "${THREADS:-2}")
-  has() { "$py" - "$out/$1/card.json" "$2" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1])).get("metrics", {})
-sys.exit(0 if m.get(sys.argv[2]) is not None else 1)
-PY
-  }
   all=0
   for m in $methods; do
     if [ ! -f "$out/$m/card.json" ]; then echo "zoo $m: not trained yet"; all=3; continue; fi
@@ -104,12 +105,7 @@ start=$(date +%s); deadline=$((start + chunk))
 mkdir -p "$out" "$state"
 n_aa=${N_AA:-1000}
 aa_arg=(); [ "$n_aa" -gt 0 ] && aa_arg=(--autoattack --n-aa "$n_aa")
-evaluated() { [ -f "$out/$1/card.json" ] && "$py" - "$out/$1/card.json" "$n_aa" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1])).get("metrics", {})
-sys.exit(0 if m.get("pgd20") is not None and (m.get("n_autoattack") or sys.argv[2] == "0") else 1)
-PY
-}
+evaluated() { has "$1" pgd20 && { [ "$n_aa" = 0 ] || has "$1" autoattack; }; }
 
 # 1. every unfinished training at once; each stops (state saved) eval_s before the deadline
 train_for=$((deadline - $(date +%s) - eval_s))
