@@ -129,7 +129,7 @@ def test_fastnet_run_with_every_option_records_them_in_the_card(tmp_path):
     train(cfg, RunOptions(out=out, state_dir=tmp_path / "state", progress_bar=False, threads=1))
     card = load_checkpoint(out).card
     assert card["arch"] == "fastnet" and card["arch_args"] == {"num_classes": 10, "width": 16, "input_size": 32}
-    assert card["display_name"] == "RSupCon fastnet w16 (1 ep)"
+    assert card["display_name"] == "RSupCon FastNet w16 (1 ep)"
     tc = card["train_config"]
     assert (tc["arch"], tc["cpu_bf16"], tc["ema"], tc["label_smoothing"], tc["schedule"]) == \
         ("fastnet", True, 0.9, 0.1, "onecycle")

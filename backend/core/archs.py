@@ -84,6 +84,7 @@ class ArchSpec:
     build: Builder
     defaults: dict[str, Any]
     label: str = ""
+    short: str = ""  # the network's name inside a model's display name ("FastNet"); default: `name`
     head_arg: str | None = None
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values per argument
     trainable: bool = False  # offered by the Train page and trained by the test suite on every method

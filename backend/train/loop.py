@@ -471,7 +471,8 @@ class _Run:
                     "val_classifier": "linear probe (epochs: NCM on features)" if cfg.contrastive else "logits",
                     "val_attack": attack, "attack_mode": "eval", "lr_scaling": "none",
                     "history": p.history, "data_source": self.data.source}
-        tag = "" if cfg.arch == "resnet18" else f"{cfg.arch} "
+        # the paper's network is implied ("PGD-AT w16 (5 ep)"); any other is named ("PGD-AT FastNet w64 (15 ep)")
+        tag = "" if cfg.arch == "resnet18" else f"{archs.get_arch(cfg.arch).short or cfg.arch} "
         width = self.arch_args.get("width")
         card = new_card(out.name, cfg.method, cfg.arch, width, list(self.data.classes), arch_args=self.arch_args,
                         input_size=self.arch_args["input_size"],

@@ -81,4 +81,5 @@ def build(num_classes: int = 10, width: int = 64, input_size: int = 32) -> FastN
 
 FASTNET = register_arch(ArchSpec(
     "fastnet", build, {"num_classes": 10, "width": 64, "input_size": 32},
-    label="FastNet (compact VGG-style, for CPU training)", choices={"width": WIDTHS}, trainable=True, order=20))
+    label="FastNet (compact VGG-style, for CPU training)", short="FastNet",
+    choices={"width": WIDTHS}, trainable=True, order=20))

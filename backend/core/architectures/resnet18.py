@@ -99,6 +99,7 @@ def build(num_classes: int = 10, width: int = 32, proj_dim: int = 128, head_bn: 
 
 RESNET18 = register_arch(ArchSpec(
     "resnet18", build, {"num_classes": 10, "width": 32, "proj_dim": 128, "head_bn": False, "input_size": 32},
-    label="ResNet-18 (CIFAR stem)", head_arg="head", choices={"width": WIDTHS}, trainable=True, order=10))
+    label="ResNet-18 (CIFAR stem)", short="ResNet-18",
+    head_arg="head", choices={"width": WIDTHS}, trainable=True, order=10))
 
 
