@@ -50,3 +50,27 @@ def picker_label(card: dict) -> str:
         acc = f"{float(m['clean']) * 100:.0f}" + (f"/{float(rob) * 100:.0f}%" if rob is not None else "%")
     st = status_text(card)
     return " · ".join(p for p in (name, acc, st) if p)
+
+
+def _epochs(card: dict) -> int | None:
+    for part in ("training", "train_config"):
+        e = (card.get(part) or {}).get("epochs")
+        if e is not None:
+            return int(e)
+    return None
+
+
+def preview_text(cards: list[dict], short_names: dict[str, str] | None = None) -> str:
+    """What the cpu-preview models among `cards` are, read from their cards, for captions: 'FastNet w64,
+    15 epochs' when they share network, width and epochs (as the shipped zoo does), 'small networks,
+    a few epochs each' when they differ, '' when there is none. short_names: architecture name -> its
+    short name (capabilities()["architectures"][name]["short"]); the registry name otherwise."""
+    previews = [c for c in cards if c.get("status") == "cpu-preview"]
+    if not previews:
+        return ""
+    kinds = {(c.get("arch"), c.get("width"), _epochs(c)) for c in previews}
+    if len(kinds) > 1:
+        return "small networks, a few epochs each"
+    arch, width, epochs = kinds.pop()
+    name = (short_names or {}).get(str(arch)) or str(arch)
+    return f"{name}{f' w{width}' if width else ''}" + (f", {epochs} epochs" if epochs else "")

@@ -139,18 +139,28 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
     return img, cards, names
 
 
-@st.cache_data(show_spinner=False, max_entries=8, ttl=300)
-def _datasets(backend: str) -> dict:
-    # the backend's dataset registry (capabilities()["datasets"]); it changes only when the backend restarts
-    return dict(((get_client().capabilities() or {}).get("datasets")) or {})
+@st.cache_data(show_spinner=False, max_entries=16, ttl=300)
+def _registry(backend: str, key: str) -> dict:
+    # one of the backend's registries (capabilities()[key]); it changes only when the backend restarts
+    return dict(((get_client().capabilities() or {}).get(key)) or {})
+
+
+def _cached_registry(key: str) -> dict:
+    try:
+        return _registry(backend_key(), key)
+    except Exception:
+        return {}
 
 
 def known_datasets() -> dict:
     """{name: {"label", "classes", "image_size", ...}}: limits()["datasets"], cached per backend."""
-    try:
-        return _datasets(backend_key())
-    except Exception:
-        return {}
+    return _cached_registry("datasets")
+
+
+def preview_text(cards: list[dict]) -> str:
+    """'FastNet w64, 15 epochs': what the cpu-preview models among `cards` are (app.session.honesty)."""
+    shorts = {n: d.get("short") or n for n, d in _cached_registry("architectures").items()}
+    return honesty.preview_text(cards, shorts)
 
 
 def dataset_info(name: str | None = None) -> dict:
@@ -210,8 +220,9 @@ def model_picker(cards: list[dict], name: str = "models", label: str = "Models",
     chosen = state.widget((where or st).multiselect, label, name, default, options=ids,
                           format_func=lambda m: names.get(m, m),
                           help="Each model: its name, clean / robust test accuracy (AutoAttack, else "
-                               "PGD-20, from its card) and status. cpu-preview = a small ResNet-18 trained "
-                               "for 5 epochs on a CPU, not the paper's network.")
+                               "PGD-20, from its card) and status. cpu-preview = a network trained on a CPU "
+                               f"({preview_text(cards) or 'a few core-hours'}), not the paper's ResNet-18 "
+                               "trained for 200 epochs on a GPU.")
     return [m for m in ids if m in (chosen or [])]  # keep the registry's order (rsupcon first)
 
 

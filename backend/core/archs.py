@@ -130,7 +130,8 @@ def get_arch(name: str) -> ArchSpec:
 def describe(name: str) -> dict[str, Any]:
     """Plain-data form of an architecture (for the service's limits() and the UI)."""
     spec = get_arch(name)
-    return {"name": spec.name, "label": spec.label or spec.name, "defaults": dict(spec.defaults),
+    return {"name": spec.name, "label": spec.label or spec.name, "short": spec.short or spec.name,
+            "defaults": dict(spec.defaults),
             "choices": {k: list(v) for k, v in spec.choices.items()}, "head": spec.head_arg is not None,
             "trainable": spec.trainable}
 
