@@ -12,8 +12,8 @@
 #                                             # (chunks kept in STATE/aa): clean (all 10,000) and PGD-20 (N_PGD,
 #                                             # 2000), reference AutoAttack (N_AA, 1000), mCA and mAUROC (1000
 #                                             # each: N_CORRUPT, N_OOD), the reference embedding (N_REF, 1000);
-#                                             # with INSTALL=1, once all are evaluated, copies them into
-#                                             # checkpoints/ (replacing the models there)
+#                                             # with INSTALL=1, once all are evaluated, installs them in
+#                                             # checkpoints/ (scripts/zoo_install.py: replaces the models there)
 # cpu: each run resumes from STATE/<method>/ when re-invoked with RESUME=1.
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
@@ -88,12 +88,9 @@ if [ "$mode" = eval ]; then
     echo "zoo $m: evaluated"
   done
   if [ "$all" = 0 ] && [ "${INSTALL:-0}" = 1 ]; then
-    root=$(cd "$(dirname "$0")/.." && pwd)
-    for m in $methods; do
-      rm -rf "${root:?}/checkpoints/$m" && mkdir -p "$root/checkpoints/$m"
-      cp "$out/$m/card.json" "$out/$m/model.safetensors" "$out/$m/reference_embedding.safetensors" "$root/checkpoints/$m/"
-      echo "zoo $m: installed in checkpoints/$m"
-    done
+    # scripts/zoo_install.py: checks every model is complete, copies it, writes its name and notes from its card
+    # shellcheck disable=SC2086  # methods is a list
+    "$py" "$(dirname "$0")/zoo_install.py" "$out" --methods $methods
   fi
   exit $all
 fi

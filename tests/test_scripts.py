@@ -124,3 +124,22 @@ def test_sample_accuracy_counts_each_model_on_the_offline_samples(fresh_checkpoi
     assert set(rows) == {"tiny-ce", "tiny-pgd", "tiny-rsupcon"}
     assert f"{int((pred == y).sum())} / 20" in rows["tiny-ce"]
     assert len([ln for ln in out if ln[:1].isdigit()]) == 20  # the per-image grid
+
+
+def test_zoo_install_refuses_an_incomplete_zoo_and_changes_nothing(fresh_checkpoint_root, tmp_path, capsys):  # noqa: F811
+    """scripts/zoo_install.py installs only when every model has all its numbers and its reference map: one
+    missing piece names it, exits 2, and leaves the checkpoints folder as it was."""
+    zi = _load("zoo_install")
+    out = tmp_path / "zoo"
+    out.mkdir()
+    import shutil
+
+    shutil.copytree(fresh_checkpoint_root / "tiny-ce", out / "ce")  # trained, never evaluated
+    target = tmp_path / "checkpoints"
+    (target / "ce").mkdir(parents=True)
+    (target / "ce" / "keep.txt").write_text("the model installed before")
+    assert zi.main([str(out), "--methods", "ce", "pgd_at", "--checkpoints", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing installed" in err and "ce: metrics.clean" in err and "reference_embedding" in err
+    assert "pgd_at: not trained" in err
+    assert [p.name for p in (target / "ce").iterdir()] == ["keep.txt"]

@@ -82,7 +82,8 @@ def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
 
     tree = tmp_path / "tree"  # a copy of the script in a tree of its own, so INSTALL=1 writes there
     (tree / "scripts").mkdir(parents=True)
-    shutil.copy(REPO / "scripts" / "train_zoo.sh", tree / "scripts" / "train_zoo.sh")
+    for script in ("train_zoo.sh", "zoo_install.py"):
+        shutil.copy(REPO / "scripts" / script, tree / "scripts" / script)
     env = dict(os.environ, PYTHON=sys.executable, METHODS="ce", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     from PIL import Image
 
@@ -109,6 +110,13 @@ def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
     assert (out / "ce" / "reference_embedding.safetensors").exists()
     assert sorted(p.name for p in (tree / "checkpoints" / "ce").iterdir()) == [
         "card.json", "model.safetensors", "reference_embedding.safetensors"]
+    from backend.core.checkpoints import load_checkpoint
+
+    installed = load_checkpoint(tree / "checkpoints" / "ce", verify=True).card  # weights copied intact
+    assert installed["display_name"] == "CE w16 (0 ep)"  # backend.train.loop.model_name, from the card
+    notes = installed["notes"]
+    assert "ResNet-18" in notes and "0 epochs" in notes and "PGD-20 on 8," in notes and "AutoAttack" in notes
+    assert "on 4 class-balanced" in notes and "--n 20" in notes and "training attack: none" in notes
     card_before = (out / "ce" / "card.json").read_bytes()
     again = subprocess.run(["bash", str(tree / "scripts/train_zoo.sh"), "eval", str(out), str(data)], cwd=REPO,
                            env={**small, "INSTALL": "0"}, capture_output=True, text=True, timeout=300)

@@ -97,6 +97,13 @@ def train_attack(cfg: TrainConfig) -> str | None:
     return f"PGD-{cfg.attack_steps} on {target}, {eps}, step {cfg.step_size * 255:g}/255"
 
 
+def model_name(method: str, arch: str, width: int | None, epochs: int) -> str:
+    """A trained model's display name: the method, the network (the paper's ResNet-18 is implied), width
+    and epochs: 'PGD-AT w16 (5 ep)', 'PGD-AT FastNet w64 (15 ep)'."""
+    net = "" if arch == "resnet18" else f"{archs.get_arch(arch).short or arch} "
+    return f"{registry.get(method).label} {net}{f'w{width} ' if width else ''}({epochs} ep)"
+
+
 def _device(name: str, local_rank: int) -> torch.device:
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device={name!r}: use auto, cpu or cuda")
@@ -471,13 +478,10 @@ class _Run:
                     "val_classifier": "linear probe (epochs: NCM on features)" if cfg.contrastive else "logits",
                     "val_attack": attack, "attack_mode": "eval", "lr_scaling": "none",
                     "history": p.history, "data_source": self.data.source}
-        # the paper's network is implied ("PGD-AT w16 (5 ep)"); any other is named ("PGD-AT FastNet w64 (15 ep)")
-        tag = "" if cfg.arch == "resnet18" else f"{archs.get_arch(cfg.arch).short or cfg.arch} "
         width = self.arch_args.get("width")
         card = new_card(out.name, cfg.method, cfg.arch, width, list(self.data.classes), arch_args=self.arch_args,
                         input_size=self.arch_args["input_size"],
-                        display_name=f"{registry.get(cfg.method).label} {tag}"
-                                     f"{f'w{width} ' if width else ''}({cfg.epochs} ep)",
+                        display_name=model_name(cfg.method, cfg.arch, width, cfg.epochs),
                         dataset=cfg.dataset, data_variant=self.data.variant, train_config=cfg.to_dict(),
                         metrics=metrics, training=training, status=PRESET_INFO[cfg.preset].status,
                         notes="trained by python -m backend.train; test metrics come from backend.eval.evaluate")
