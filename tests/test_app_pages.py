@@ -810,6 +810,23 @@ def test_deletion_chart_names_the_probability_it_plots():
     assert fig.layout.yaxis.title.text == "p(class predicted on the clean image)"
 
 
+def test_flip_matrix_titles_wrap_and_line_up():
+    """Issue 24: with the zoo's longer names ("PGD-AT FastNet w64 (15 ep)") a one-line plotly title ran past
+    its column on a 1024-px page. Titles wrap at word boundaries, and matrices side by side reserve the same
+    room for their titles, so their grids start at one height."""
+    from app.widgets import charts
+
+    mat = np.eye(3, dtype=int)
+    long, short = "RSupCon FastNet w64 (15 ep) at 8/255", "CE at 8/255"
+    assert all(len(line) <= 32 for line in charts.wrap_title(long)) and len(charts.wrap_title(long)) == 2
+    assert " ".join(charts.wrap_title(long)) == long  # nothing dropped
+    n = len(charts.wrap_title(long))
+    a, b = (charts.flip_matrix(mat, ["x", "y", "z"], title=t, title_lines=n) for t in (long, short))
+    assert a.layout.title.text.count("<br>") == 1 and "<br>" not in b.layout.title.text
+    assert a.layout.margin.t == b.layout.margin.t and a.layout.height == b.layout.height
+    assert charts.flip_matrix(mat, ["x", "y", "z"]).layout.margin.t < a.layout.margin.t  # no title, no room
+
+
 def test_a_link_to_an_image_this_server_lacks_says_so_in_the_page(env):
     """Issue 20, finding 4: a shared link to a test-set image, opened where there is no data, showed a long
     sidebar error in developer words and silently switched to another image."""

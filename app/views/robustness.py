@@ -173,11 +173,14 @@ if len(class_names) > 20:
 sub = np.ix_(shown, shown)
 held = shown if len(class_names) <= 20 else sorted(  # per-class accuracy: the classes the sample holds
     {int(i) for c in per_model.values() for i in np.flatnonzero(np.asarray(c["flip_matrix"]).sum(axis=1))})
-cols = st.columns(min(3, len(per_model)))
+# two to a row: three leave a 10x10 matrix about 60 px wide on a 1024-px laptop page
+cols = st.columns(min(2, len(per_model)))
+flip_titles = {m: f"{names.get(m, m)} at {c['flip_eps'] * 255:.0f}/255" for m, c in per_model.items()}
+title_lines = max(len(charts.wrap_title(t)) for t in flip_titles.values())
 for i, (m, c) in enumerate(per_model.items()):
     cols[i % len(cols)].plotly_chart(
         charts.flip_matrix(np.asarray(c["flip_matrix"])[sub], [class_names[j] for j in shown],
-                           title=f"{names.get(m, m)} at {c['flip_eps'] * 255:.0f}/255"),
+                           title=flip_titles[m], title_lines=title_lines),
         width="stretch", key=f"flip_{meth}_{m}")
 st.caption("Rows: true class; columns: prediction under attack (for images already wrong when clean, their "
            "clean prediction). The diagonal holds the images that survived; off-diagonal mass shows which "

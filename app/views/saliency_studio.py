@@ -141,12 +141,14 @@ def studio() -> None:
              "target_clean": c["target_clean"], "target_adv": c["target_adv"]}
             for (meth, m), c in cells.items()]
     st.subheader("Deletion and insertion curves")
-    tabs = st.tabs([names.get(m, m) for m in ids])
-    for tab, m in zip(tabs, ids):
-        curves = {METHODS[meth]: (cells[(meth, m)]["metrics"]["deletion_curve"],
-                                  cells[(meth, m)]["metrics"]["insertion_curve"])
-                  for meth in meths if (meth, m) in cells}
-        tab.plotly_chart(charts.auc_curves(curves), width="stretch", key=f"auc_{m}")
+    # a radio, not tabs: its choices wrap onto a second line where five model names do not fit one (tabs
+    # would clip the last names at the page's edge)
+    m = st.radio("Model", ids, format_func=lambda x: names.get(x, x), horizontal=True, key="auc_model",
+                 label_visibility="collapsed")
+    curves = {METHODS[meth]: (cells[(meth, m)]["metrics"]["deletion_curve"],
+                              cells[(meth, m)]["metrics"]["insertion_curve"])
+              for meth in meths if (meth, m) in cells}
+    st.plotly_chart(charts.auc_curves(curves), width="stretch", key="auc_chart")
     st.caption("Pixels are removed (deletion, solid) or revealed (insertion, dashed) in the map's order; the "
                "curve is the model's probability for the class it predicts on the clean image.")
     df = pd.DataFrame(rows)

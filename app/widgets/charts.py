@@ -8,6 +8,8 @@ Altair chart); nothing here talks to the backend or to Streamlit.
 """
 from __future__ import annotations
 
+import textwrap
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -57,16 +59,31 @@ def accuracy_curves(curves: dict[str, dict], names: dict[str, str] | None = None
     return _layout(fig, height=380, legend=dict(orientation="h", y=-0.25))
 
 
-def flip_matrix(mat, classes: list[str], title: str = "") -> go.Figure:
-    """Counts (C, C) ints: true class (rows) -> prediction under attack (columns)."""
+def wrap_title(text: str, width: int = 32) -> list[str]:
+    """A chart title as lines of at most `width` characters (words kept whole): a plotly title does not
+    wrap by itself, and a model's name ("PGD-AT FastNet w64 (15 ep)") is wider than half of a laptop's page."""
+    return textwrap.wrap(text, width) or [""]
+
+
+def flip_matrix(mat, classes: list[str], title: str = "", title_lines: int = 0) -> go.Figure:
+    """Counts (C, C) ints: true class (rows) -> prediction under attack (columns). The title is wrapped
+    (wrap_title); title_lines reserves room for that many lines, so matrices side by side whose titles
+    wrap differently still line up (pass the most lines among them)."""
     m = np.asarray(mat)
     fig = go.Figure(go.Heatmap(
         z=m, x=classes, y=classes, colorscale="Blues", showscale=False,
         text=m, texttemplate="%{text}", textfont=dict(size=10),
         hovertemplate="true %{y} -> predicted %{x}: %{z}<extra></extra>"))
-    fig.update_xaxes(title="prediction under attack", tickangle=-45)
+    fig.update_xaxes(title="under attack", tickangle=-45)
     fig.update_yaxes(title="true class", autorange="reversed")
-    return _layout(fig, title=title, height=420)
+    lines = wrap_title(title) if title else []
+    n = max(len(lines), title_lines)
+    fig = _layout(fig, height=400 + 18 * n)
+    if lines:
+        fig.update_layout(title=dict(text="<br>".join(lines), font=dict(size=14), y=1, yanchor="top",
+                                     yref="container", pad=dict(t=8)),
+                          margin=dict(t=14 + 18 * n))
+    return fig
 
 
 def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
