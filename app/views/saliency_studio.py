@@ -123,8 +123,8 @@ def studio() -> None:
                    "prediction reacts to pixels, not in where the model looks ('peak' says how bright each "
                    "model's maps can get). Switch to per map to compare where.")
     if "gradcam" in meths:
-        st.caption("Grad-CAM weighs the last convolutional stage (4x4 cells for the shipped ResNet-18s on a 32-px "
-                   "image), upsampled: its maps are coarse blobs that look much alike for robust and standard "
+        st.caption("Grad-CAM weighs the last convolutional stage (4x4 cells on a 32-px image, in ResNet-18 and in "
+                   "FastNet alike), upsampled: its maps are coarse blobs that look much alike for robust and standard "
                    "models. A plausible Grad-CAM blob says roughly where a model looks, not whether it is robust; "
                    "the gradient maps and the attacks show that.")
     st.caption("Gradient-image alignment (under each model's name): |cos| between the image and the model's input "
