@@ -10,7 +10,8 @@ reference embedding replace checkpoints/<method>/, and the installed card gets
   - its display name from backend.train.loop.model_name (the name every trainer writes now, so a model
     trained by an older naming reads like the rest: 'PGD-AT FastNet w64 (15 ep)');
   - notes that say how it was trained and measured, written from the card's own fields (network, epochs x
-    images, batch, schedule, precision, training attack, hardware, measured CPU time, and each metric's N).
+    images, batch, schedule, precision, the options beyond the paper's recipe (label smoothing, EMA), training
+    attack, hardware, measured CPU time, and each metric's N).
 The weights are copied byte for byte (the card's sha256 still holds).
 """
 from __future__ import annotations
@@ -61,13 +62,16 @@ def notes(card: dict, n_reference: int) -> str:
                   tc.get("lr") and f"SGD lr {tc['lr']:g} {tc.get('schedule', '')}".rstrip()
                   + (f" with {tc['warmup_epochs']:g}-epoch warm-up" if tc.get("warmup_epochs") else ""),
                   tr.get("precision"))
+    extras = _join(tc.get("label_smoothing") and f"label smoothing {tc['label_smoothing']:g}",
+                   tc.get("ema") and f"a moving average of the weights (EMA {tc['ema']:g})")
     probe = f"; then a linear probe on the frozen encoder for {tc['probe_epochs']} epochs" \
         if card["method"] in ("supcon", "rsupcon") and tc.get("probe_epochs") else ""
     sets = len((m.get("ood") or {}).get("sets") or {})
     return (
         f"{card.get('status')}: trained by `scripts/train_zoo.sh cpu OUT` on {tr.get('hardware', 'unknown hardware')}"
         f"{f' ({run})' if run else ''}. {net}{width}, {tr.get('epochs')} epochs{images} "
-        f"({card.get('data_variant')}){f', {optim}' if optim else ''}; training attack: "
+        f"({card.get('data_variant')}){f', {optim}' if optim else ''}{f', with {extras}' if extras else ''}; "
+        f"training attack: "
         f"{tr.get('train_attack') or 'none'}{probe}. Every option is in train_config. Test metrics by "
         f"`scripts/train_zoo.sh eval OUT` (python -m backend.eval.evaluate, seed 0): clean on {m['n_clean']:,} "
         f"test images, PGD-20 on {m['n_pgd20']:,}, reference AutoAttack (pyautoattack, standard) on "

@@ -143,3 +143,20 @@ def test_zoo_install_refuses_an_incomplete_zoo_and_changes_nothing(fresh_checkpo
     assert "nothing installed" in err and "ce: metrics.clean" in err and "reference_embedding" in err
     assert "pgd_at: not trained" in err
     assert [p.name for p in (target / "ce").iterdir()] == ["keep.txt"]
+
+
+def test_zoo_install_notes_name_the_options_beyond_the_papers_recipe():
+    """The installed card's notes say when a model was trained with label smoothing or a weight EMA (options the
+    paper's recipe does not use), and say nothing of them when they were off."""
+    zi = _load("zoo_install")
+    metrics = {"n_clean": 10000, "n_pgd20": 2000, "n_autoattack": 1000, "n_mca": 1000, "n_ood_in": 1000,
+               "ood": {"sets": {"svhn": {}, "noise": {}}}}
+    card = {"arch": "fastnet", "width": 64, "method": "ce", "status": "cpu-preview", "data_variant": "cifar10",
+            "metrics": metrics, "training": {"epochs": 15, "n_train": 49000, "hardware": "2-core CPU"},
+            "train_config": {"lr": 0.1, "schedule": "cosine", "label_smoothing": 0.0, "ema": 0.0}}
+    plain = zi.notes(card, 2000)
+    assert "label smoothing" not in plain and "EMA" not in plain
+    assert "FastNet" in plain and "width 64, 15 epochs x 49,000 images" in plain and "against 2 outlier sets" in plain
+    card["train_config"].update(label_smoothing=0.2, ema=0.999)
+    extra = zi.notes(card, 2000)
+    assert "with label smoothing 0.2, a moving average of the weights (EMA 0.999); training attack: none" in extra
