@@ -11,7 +11,7 @@ on torchattacks' components), mCA (%, mean accuracy over 15 corruptions x 5 seve
 images per cell and the variant: "regen." for backend.core.corruptions, "official" for a CIFAR-10-C
 folder), mAUROC (%, maximum softmax probability, with the number of outlier sets), status,
 hardware, training time and core-hours (the trainer's measured CPU time; cards before issue 24 lack
-it). A metric the card does not have
+it), and under the table the core-hours of all the listed models together. A metric the card does not have
 prints as "-". Numbers measured on other images than the card's own data variant (an imported
 model measured on the 20 offline samples: `--source samples`, or on an ImageNet val folder) say
 where in the N cell, e.g. "20 / 20 / 20 on imagenet-foolbox-samples".
@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from backend.core import archs
 from backend.core.checkpoints import list_checkpoints
 from backend.eval.evaluate import standard_error
 from backend.train.registry import METHOD_INFO, METHODS
@@ -103,15 +104,34 @@ def rows(root: Path) -> list[str]:
     return out
 
 
-_ARCH_NAMES = {"resnet18": "ResNet-18", "fastnet": "FastNet"}
-
-
 def _network(card: dict) -> str:
     """'ResNet-18 w16', 'FastNet w64', or the registry name of another architecture (imported: its name)."""
     arch = card.get("arch") or "?"
     name = (card.get("arch_args") or {}).get("name") if arch in ("torchvision", "timm", "robustbench") else None
-    label = f"{arch} {name}" if name else _ARCH_NAMES.get(arch, arch)
+    label = f"{arch} {name}" if name else _short(arch)
     return label + (f" w{card['width']}" if card.get("width") is not None else "")
+
+
+def _short(arch: str) -> str:
+    """The architecture's short name from the registry (ArchSpec.short: 'ResNet-18', 'FastNet'); the name itself
+    for one this install does not register."""
+    try:
+        return archs.describe(arch)["short"]
+    except ValueError:
+        return arch
+
+
+def total(root: Path) -> str:
+    """One line under the table: the training CPU time of every listed model, summed (the issue's budget for the
+    whole zoo is in core-hours), and which models lack a measurement."""
+    cards = list_checkpoints(root, METHODS)
+    hours = {c["method"]: (c.get("training") or {}).get("cpu_s") for c in cards}
+    known = [h for h in hours.values() if h is not None]
+    unmeasured = [m for m, h in hours.items() if h is None]
+    if not known:
+        return f"Training core-hours: not measured on these {len(cards)} cards (issue 24's trainer measures them)."
+    line = f"Training, {len(known)} of {len(cards)} models: {sum(known) / 3600:.2f} core-hours measured"
+    return line + (f" (no measurement: {', '.join(unmeasured)})" if unmeasured else "") + "."
 
 
 def _core_hours(t: dict) -> str:
@@ -126,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
     a = ap.parse_args(argv)
     print("\n".join(rows(a.checkpoints)))
+    print()
+    print(total(a.checkpoints))
     return 0
 
 

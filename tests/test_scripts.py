@@ -34,7 +34,8 @@ def test_results_table_prints_what_the_cards_say(fresh_checkpoint_root, capsys):
     write_card(d, card)
     assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 + 3  # header, rule, one row per model
+    assert len(lines) == 2 + 3 + 2 and lines[-2] == ""  # header, rule, a row per model; a blank line, the total
+    assert lines[-1].startswith("Training core-hours: not measured on these 3 cards")
     assert lines[2].startswith("| rsupcon ")  # registry order: rsupcon first
     row = next(line for line in lines if line.startswith("| pgd_at "))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -52,6 +53,11 @@ def test_results_table_prints_what_the_cards_say(fresh_checkpoint_root, capsys):
     write_card(d, card)
     assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
     assert "| 61.2 (1,000, official) |" in capsys.readouterr().out
+    card["training"]["cpu_s"] = 7200.0  # measured on one card: the total sums what is measured, names the rest
+    write_card(d, card)
+    assert rt.main(["--checkpoints", str(fresh_checkpoint_root)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "Training, 1 of 3 models: 2.00 core-hours measured (no measurement: rsupcon, ce)."
     # a card without measurements prints dashes, never invented numbers
     ce = next(line for line in lines if line.startswith("| ce "))
     assert "| none | - | - | - |" in ce and "| - / - / - | - | - | - |" in ce and "0 x ?" in ce
