@@ -14,6 +14,9 @@
 #                                             # each: N_CORRUPT, N_OOD), the reference embedding (N_REF, 1000);
 #                                             # with INSTALL=1, once all are evaluated, installs them in
 #                                             # checkpoints/ (scripts/zoo_install.py: replaces the models there)
+#   scripts/train_zoo.sh status OUTDIR        # where the cpu and eval runs stand (scripts/zoo_status.py: epochs,
+#                                             # core-hours and the pace, each metric, AutoAttack's finished chunks);
+#                                             # reads files only; exit 0 when every model is trained and evaluated
 # cpu: each run resumes from STATE/<method>/ when re-invoked with RESUME=1.
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
@@ -24,7 +27,7 @@
 #   backend.train flags).
 #   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
 set -euo pipefail
-mode=${1:?cpu, eval or gpu}; out=${2:?output folder}; data=${3:-}
+mode=${1:?cpu, eval, status or gpu}; out=${2:?output folder}; data=${3:-}
 py=${PYTHON:-python3}
 data_arg=(); [ -n "$data" ] && data_arg=(--data "$data")
 methods=${METHODS:-$("$py" -c 'from backend.train.registry import ZOO; print(*ZOO)')}
@@ -72,6 +75,10 @@ if [ "$mode" = cpu ]; then
   done
   exit 0
 fi
+if [ "$mode" = status ]; then
+  # shellcheck disable=SC2086  # methods is a list
+  exec "$py" "$(dirname "$0")/zoo_status.py" "$out" --state "${STATE:-$out/runs}" --n-aa "${N_AA:-1000}" --methods $methods
+fi
 if [ "$mode" = eval ]; then
   state=${STATE:-$out/runs}; n_aa=${N_AA:-1000}; threads=(--threads "${THREADS:-2}")
   all=0
@@ -94,7 +101,7 @@ if [ "$mode" = eval ]; then
   fi
   exit $all
 fi
-[ "$mode" = gpu ] || { echo "mode must be cpu, eval or gpu, got '$mode'" >&2; exit 2; }
+[ "$mode" = gpu ] || { echo "mode must be cpu, eval, status or gpu, got '$mode'" >&2; exit 2; }
 
 chunk=${CHUNK_S:-510}; eval_s=${EVAL_S:-150}; preset=${PRESET:-gpu12}; device=${DEVICE:-cuda}
 state=${STATE:-$out/runs}

@@ -166,3 +166,47 @@ def test_zoo_install_notes_name_the_options_beyond_the_papers_recipe():
     card["train_config"].update(label_smoothing=0.2, ema=0.999)
     extra = zi.notes(card, 2000)
     assert "with label smoothing 0.2, a moving average of the weights (EMA 0.999); training attack: none" in extra
+
+
+def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
+    """scripts/zoo_status.py (train_zoo.sh status): a trained model's epochs, core-hours and metrics, AutoAttack's
+    running figure from the chunks written after its weights (an older folder, from earlier weights, is not
+    counted), a run in progress with its pace and remainder, a method not started; exit 3 until all are done."""
+    import os
+
+    from tests.helpers import write_tiny_checkpoint
+
+    zs = _load("zoo_status")
+    out, state = tmp_path / "zoo", tmp_path / "zoo" / "runs"
+    d = write_tiny_checkpoint(out, "pgd_at", method="pgd_at")
+    card = json.loads((d / CARD).read_text())
+    card["training"] = {"epochs": 15, "cpu_s": 7200.0}
+    card["metrics"] = {"clean": 0.7313, "pgd20": 0.3845}
+    write_card(d, card)
+    os.utime(d / "model.safetensors", (1_000_000, 1_000_000))
+    for name, robust, when in (("pgd_at-new", [True] * 7 + [False] * 13, None), ("pgd_at-old", [True] * 20, 1_000)):
+        (state / "aa" / name).mkdir(parents=True)
+        chunk = state / "aa" / name / "chunk-0000.json"
+        chunk.write_text(json.dumps({"labels": list(range(20)), "robust": robust}))
+        if when:
+            os.utime(chunk, (when, when))
+    (state / "trades").mkdir(parents=True)
+    (state / "trades" / "state.json").write_text(json.dumps({
+        "epoch": 3, "step_in_epoch": 50, "global_step": 350, "cpu_s": 3600.0, "phase": "train",
+        "config": {"epochs": 15}, "history": [{"epoch": 3, "val_clean": 0.58, "val_robust": 0.245}]}))
+    before = sorted((p, p.stat().st_mtime) for p in tmp_path.rglob("*"))
+    assert zs.main([str(out), "--methods", "pgd_at", "trades", "supcon", "--n-aa", "100"]) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("pgd_at   trained (15 epochs, 2.00 core-h); clean 73.1, PGD-20 38.5, AA - (20 of 100 images "
+                        "attacked, 35.0% robust so far), mCA -, mAUROC -, reference map no")
+    # 3 epochs of 100 steps and 50 more steps took 1 core-hour: 11.5 epochs to go take about 3.3 more
+    assert lines[1] == ("trades   training: epoch 3 of 15 done (+50 steps); last val 58.0 / 24.5; 1.00 core-h so far, "
+                        "about 3.3 more at this pace")
+    assert lines[2] == "supcon   not started"
+    assert lines[3].startswith("training so far: 3.00 core-hours; about 3.3 more")
+    assert sorted((p, p.stat().st_mtime) for p in tmp_path.rglob("*")) == before  # it only reads
+    card["metrics"].update(autoattack=0.35, n_autoattack=1000, mca=0.6, mauroc=0.7)
+    write_card(d, card)
+    (d / "reference_embedding.safetensors").write_bytes(b"")
+    assert zs.main([str(out), "--methods", "pgd_at"]) == 0  # trained and fully evaluated
+    assert "AA 35.0 (N 1000)" in capsys.readouterr().out

@@ -54,7 +54,7 @@ def test_gpu_zoo_script_dry_run_trains_evaluates_and_resumes(tmp_path):
 def test_gpu_zoo_script_rejects_an_unknown_mode(tmp_path):
     r = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "tpu", str(tmp_path)], capture_output=True,
                        text=True, cwd=REPO)
-    assert r.returncode == 2 and "cpu, eval or gpu" in r.stderr
+    assert r.returncode == 2 and "cpu, eval, status or gpu" in r.stderr
 
 
 def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
