@@ -108,17 +108,7 @@ def _network(card: dict) -> str:
     """'ResNet-18 w16', 'FastNet w64', or the registry name of another architecture (imported: its name)."""
     arch = card.get("arch") or "?"
     name = (card.get("arch_args") or {}).get("name") if arch in ("torchvision", "timm", "robustbench") else None
-    label = f"{arch} {name}" if name else _short(arch)
-    return label + (f" w{card['width']}" if card.get("width") is not None else "")
-
-
-def _short(arch: str) -> str:
-    """The architecture's short name from the registry (ArchSpec.short: 'ResNet-18', 'FastNet'); the name itself
-    for one this install does not register."""
-    try:
-        return archs.describe(arch)["short"]
-    except ValueError:
-        return arch
+    return f"{arch} {name}" if name else archs.network_label(arch, card.get("width"))
 
 
 def total(root: Path) -> str:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.attacks.projected_gradient import pgd
+from backend.core.archs import network_label
 from backend.explain.saliency import SaliencyParams, attribute, to_heatmap
 from backend.explain.saliency_metrics import alignment_measures, deletion_insertion, drift
 from backend.train.registry import METHODS
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
     rows = []
     for card in cards:
         model = load_checkpoint(a.checkpoints / card["id"]).model
-        rows.append((f"{card['id']} (w{card['width']})", summarise(model, x, y, seed=a.seed)))
+        net = network_label(card.get("arch", "resnet18"), card.get("width"))
+        rows.append((f"{card['id']} ({net})", summarise(model, x, y, seed=a.seed)))
         print(f"# {card['id']} done", file=sys.stderr, flush=True)
     print(f"# {len(idx)} test images of {split.variant}, seed {a.seed}; IG-32 (black baseline), "
           f"own PGD-10 at 8/255; mean ± standard error")

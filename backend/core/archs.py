@@ -127,6 +127,16 @@ def get_arch(name: str) -> ArchSpec:
     return REGISTRY.get(name)
 
 
+def network_label(arch: str, width: int | None = None) -> str:
+    """'FastNet w64', 'ResNet-18 w16': the architecture's short name (its own name when this install does not
+    register it) and the width when there is one; for tables and summaries that list models by network."""
+    try:
+        short = get_arch(arch).short or arch
+    except ValueError:
+        short = arch
+    return short + (f" w{width}" if width is not None else "")
+
+
 def describe(name: str) -> dict[str, Any]:
     """Plain-data form of an architecture (for the service's limits() and the UI)."""
     spec = get_arch(name)
