@@ -651,6 +651,33 @@ def test_imaging_helpers():
         compose_grid_png(["a", "b"], [("row", [img])])
 
 
+def test_grid_png_wraps_long_names_inside_their_columns():
+    """Issue 24: the zoo's names ("PGD-AT FastNet w64 (15 ep)") ran into the next column of a Grid (PNG) and the
+    figure, and a long title ran off the picture. Every text wraps to its box; the header grows to fit."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from app.widgets.imaging import _font, compose_grid_png, wrap_text
+
+    f = _font(13)
+    meter = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = wrap_text("PGD-AT FastNet w64 (15 ep)", f, 96)
+    assert len(lines) >= 2 and " ".join(lines) == "PGD-AT FastNet w64 (15 ep)"
+    assert all(meter.textlength(t, font=f) <= 96 for t in lines)
+    cut = wrap_text("x" * 80, f, 60)  # one word wider than the line is cut inside, nothing lost
+    assert "".join(cut) == "x" * 80 and all(meter.textlength(t, font=f) <= 60 for t in cut)
+    short = wrap_text("a b c d e f g h i j k l m n o p", f, 30, max_lines=2)
+    assert len(short) == 2 and short[-1].endswith("…")
+    assert wrap_text("", f, 50) == []
+    img = np.zeros((32, 32, 3), np.float32)
+    names = ["RSupCon FastNet w64 (15 ep)", "PGD-AT FastNet w64 (15 ep)"]
+    tall = Image.open(io.BytesIO(compose_grid_png(names, [("clean", [img, img])], "t " * 60, px=96)))
+    flat = Image.open(io.BytesIO(compose_grid_png(["a", "b"], [("clean", [img, img])], "t", px=96)))
+    assert tall.width == flat.width and tall.height > flat.height  # same columns; the wrapped text takes rows
+
+
 def test_display_png_is_the_upscaled_picture_losslessly_and_cached_by_content():
     import io
 

@@ -154,34 +154,72 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def wrap_text(text: str, font, width: int, max_lines: int = 0) -> list[str]:
+    """`text` as lines that fit `width` px in `font`: broken at spaces, a word wider than the line broken
+    inside; with max_lines > 0 the last kept line ends in '…' when text is left over."""
+    meter = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(t: str) -> bool:
+        return meter.textlength(t, font=font) <= width
+
+    lines: list[str] = []
+    for word in str(text).split():
+        cur = f"{lines[-1]} {word}" if lines else word
+        if lines and fits(cur):
+            lines[-1] = cur
+            continue
+        while not fits(word) and len(word) > 1:  # a word wider than the line: cut it where it stops fitting
+            k = max(i for i in range(1, len(word) + 1) if fits(word[:i]) or i == 1)
+            lines.append(word[:k])
+            word = word[k:]
+        lines.append(word)
+    if max_lines and len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and not fits(last + "…"):
+            last = last[:-1]
+        lines = lines[:max_lines - 1] + [last.rstrip() + "…"]
+    return lines
+
+
 def compose_grid_png(col_labels: list[str], rows: list[tuple[str, list]], title: str = "",
                      px: int = DISPLAY_PX, notes: list[list[str]] | None = None) -> bytes:
     """One PNG of a grid of images: a header row of `col_labels`, then for each (row label, images)
     one row; an image may be None (left blank). notes[r][c], if given, is printed under cell (r, c).
-    Returns the PNG bytes."""
+    Every text wraps to its box (the title to the picture's width, a column label or note to its
+    column, a row label to the label column) and the header and note bands grow to the most lines
+    among them, so long model names never run into each other. Returns the PNG bytes."""
     ncol = len(col_labels)
     if any(len(imgs) != ncol for _, imgs in rows):
         raise ValueError(f"every row needs {ncol} images")
-    pad, label_w, head_h, note_h = 8, 150, 28, 18 if notes else 0
-    title_h = 30 if title else 0
+    pad, label_w, line_t, line = 8, 150, 22, 16
+    f_title, f_text = _font(18), _font(13)
     w = label_w + ncol * (px + pad) + pad
+    title_lines = wrap_text(title, f_title, w - 2 * pad) if title else []
+    heads = [wrap_text(lab, f_text, px, max_lines=3) for lab in col_labels]
+    row_labels = [wrap_text(lab, f_text, label_w - 2 * pad, max_lines=max(1, px // line)) for lab, _ in rows]
+    cell_notes = [[wrap_text(n, f_text, px, max_lines=2) if n else [] for n in r] for r in (notes or [])]
+    title_h = (line_t * len(title_lines) + 8) if title_lines else 0
+    head_h = line * max([len(h) for h in heads] + [1]) + 12
+    note_h = (line * max([len(n) for r in cell_notes for n in r] + [1]) + 4) if notes else 0
     h = title_h + head_h + len(rows) * (px + pad + note_h) + pad
     canvas = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(canvas)
-    f_title, f_text = _font(18), _font(13)
-    if title:
-        draw.text((pad, 6), title, fill="black", font=f_title)
-    for c, lab in enumerate(col_labels):
-        draw.text((label_w + c * (px + pad), title_h + 6), str(lab)[:24], fill="black", font=f_text)
-    for r, (lab, imgs) in enumerate(rows):
+    for i, text in enumerate(title_lines):
+        draw.text((pad, 6 + i * line_t), text, fill="black", font=f_title)
+    for c, lines in enumerate(heads):
+        for i, text in enumerate(lines):
+            draw.text((label_w + c * (px + pad), title_h + 6 + i * line), text, fill="black", font=f_text)
+    for r, (_, imgs) in enumerate(rows):
         y = title_h + head_h + r * (px + pad + note_h)
-        draw.text((pad, y + px // 2 - 8), str(lab)[:22], fill="black", font=f_text)
+        top = y + (px - line * len(row_labels[r])) // 2
+        for i, text in enumerate(row_labels[r]):
+            draw.text((pad, top + i * line), text, fill="black", font=f_text)
         for c, img in enumerate(imgs):
             x = label_w + c * (px + pad)
             if img is not None:
                 canvas.paste(Image.fromarray(upscale(img, px)), (x, y))
-            if notes and r < len(notes) and c < len(notes[r]) and notes[r][c]:
-                draw.text((x, y + px + 2), str(notes[r][c])[:30], fill="#333333", font=f_text)
+            for i, text in enumerate(cell_notes[r][c] if r < len(cell_notes) and c < len(cell_notes[r]) else []):
+                draw.text((x, y + px + 2 + i * line), text, fill="#333333", font=f_text)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
