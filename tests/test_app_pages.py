@@ -7,6 +7,7 @@ controls do what they say (numbers and images appear, the URL follows the state,
 cancelled, bad input becomes a readable error)."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -450,9 +451,11 @@ def test_corruptions_page_shows_every_corruption_and_each_models_view(env):
     assert sum(c.startswith("saliency, severity") for c in caps) == 5 * len(MODEL_IDS)  # a map per model and severity
     badges = [h for h in html_text(at).split("rl-badge")[1:]]
     assert len(badges) == 5 * len(MODEL_IDS) and all(("held: " in b) != ("changed: " in b) for b in badges)
-    table = at.dataframe[0].value  # the overview: every corruption x every model, a mark per severity
-    assert len(table) == 15 and len(table.columns) == len(MODEL_IDS)
-    assert all(len(v) == 5 and set(v) <= {"o", "x"} for col in table.columns for v in table[col])
+    # the overview: every corruption x every model, a mark per severity, the shade counting the o's
+    held = json.loads(next(p for p in at.get("plotly_chart") if "held at" in p.proto.spec).proto.spec)["data"][0]
+    assert len(held["y"]) == 15 and len(held["x"]) == len(MODEL_IDS) and len(held["text"]) == 15
+    assert all(len(v) == 5 and set(v) <= {"o", "x"} for row in held["text"] for v in row)
+    assert all(z == v.count("o") for zs, vs in zip(held["z"], held["text"]) for z, v in zip(zs, vs))
     assert any(c.startswith("clean, then severities 1-5") for c in caps)
     assert at.query_params["corr"] == "gaussian_noise" and at.query_params["csal"] == "gradcam"
     # another corruption, saliency off: the detail grid follows

@@ -353,6 +353,9 @@ LAYOUT_PAGES = {
     "embeddings": ("embeddings?emb_n=50&emb_pca=1", "Embedding explorer", "Compute maps", "predictions flipped"),
     "robustness": ("robustness?rob_methods=fgsm&rob_eps=0,8&rob_n=20", "Robustness", "Run", "Flip matrix"),
     "feature_lens": ("feature_lens?lens_steps=5&lens_vis_steps=5", "Feature lens", "Run the lens", "from noise: p="),
+    "corruptions": ("corruptions?corr=fog", "Corruptions", None, "Clean prediction kept"),
+    "lesson_hold": ("lesson?step=hold", "Lesson", None, "adversarially trained model(s)"),
+    "lesson_embedding": ("lesson?step=embedding", "Lesson", None, "Changed predictions of 20 images"),
     "train": ("train", "Train", None, "No jobs yet"),
     "zoo": ("zoo", "Model zoo", None, "Comparison"),
 }

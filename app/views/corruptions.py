@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from app.session import state
 from app.session.client import backend, classes, models
+from app.widgets import charts
 from app.widgets.components import (
     NO_SALIENCY,
     badge,
@@ -57,13 +57,10 @@ def _overview_png(pixels: np.ndarray, clean: np.ndarray, px: int = 64) -> np.nda
     return out
 
 
-def _held_table(res: dict, ids: list[str]) -> pd.DataFrame:
-    """Rows: corruptions; columns: models; a mark per severity: o = the clean prediction held, x = it changed."""
-    rows = {}
-    for i, c in enumerate(res["corruptions"]):
-        rows[LABELS.get(c, c)] = {names.get(m, m): "".join("x" if f else "o" for f in res["results"][m]["flipped"][i])
-                                  for m in ids}
-    return pd.DataFrame.from_dict(rows, orient="index")
+def _held_marks(res: dict, ids: list[str]) -> list[tuple[str, list[str]]]:
+    """(model name, per corruption a mark per severity) per model: o = the clean prediction held, x = it changed."""
+    return [(names.get(m, m), ["".join("x" if f else "o" for f in row) for row in res["results"][m]["flipped"]])
+            for m in ids]
 
 
 def _pred_text(r: dict, i: int, j: int, class_names: list[str]) -> str:
@@ -137,16 +134,16 @@ def lab() -> None:
         res = backend().corruption_view(img["image_id"], ids, seed=int(seed))
     if res is None:
         return
-    left, right = st.columns([1, 1.3])
-    left.image(_overview_png(res["pixels"], img["pixels"]), caption="clean, then severities 1-5 (left to right); "
-               "rows: " + ", ".join(LABELS.get(c, c) for c in res["corruptions"]), width="content")
-    with right:
-        kept = {names.get(m, m): int((~res["results"][m]["flipped"]).sum()) for m in ids}
-        st.markdown("Clean prediction kept (of 75 corrupted images): "
-                    + ", ".join(f"**{k}** {v}" for k, v in kept.items()))
-        st.dataframe(_held_table(res, ids), width="stretch", height=35 * 16 + 3)
-        st.caption("Per severity 1..5: o = the model's prediction is the one it gives the clean image, "
-                   "x = it changed. The same corrupted images for every model (seeded).")
+    st.markdown("Clean prediction kept (of 75 corrupted images): " + ", ".join(
+        f"**{names.get(m, m)}** {int((~res['results'][m]['flipped']).sum())}" for m in ids))
+    # full width: a column per model needs room for its (wrapped) name
+    st.plotly_chart(charts.held_matrix(_held_marks(res, ids), [LABELS.get(c, c) for c in res["corruptions"]]),
+                    width="stretch", key="corr_held")
+    st.caption("Per corruption and model, a mark per severity 1..5 (left to right): o = the model's prediction is "
+               "the one it gives the clean image, x = it changed; green: held at every severity, yellow: at some, "
+               "red: at none. The same corrupted images for every model (seeded), shown below.")
+    st.image(_overview_png(res["pixels"], img["pixels"]), caption="clean, then severities 1-5 (left to right); "
+             "rows: " + ", ".join(LABELS.get(c, c) for c in res["corruptions"]), width=360)
     numbers = [{"model": m, "corruption": c, "severity": s, "prediction": class_names[int(r["pred"][i, j])]
                 if int(r["pred"][i, j]) < len(class_names) else int(r["pred"][i, j]),
                 "probability": float(r["prob"][i, j]), "changed": bool(r["flipped"][i, j])}

@@ -37,11 +37,13 @@ def _go(k: int) -> None:
     state.put("step", lesson.STEP_KEYS[k])
 
 
-b1, b2, _ = st.columns([1, 1, 6])
-b1.button("Previous", key="lesson_prev", disabled=i == 0, on_click=_go, args=(max(0, i - 1),),
-          icon=":material/arrow_back:")
-b2.button("Next", key="lesson_next", disabled=i == len(lesson.STEPS) - 1, on_click=_go,
-          args=(min(len(lesson.STEPS) - 1, i + 1),), type="primary", icon=":material/arrow_forward:")
+# a horizontal container sizes each button to its label (fixed column fractions cut "Previous" to "P." on a
+# 1024-px page)
+nav = st.container(horizontal=True)
+nav.button("Previous", key="lesson_prev", disabled=i == 0, on_click=_go, args=(max(0, i - 1),),
+           icon=":material/arrow_back:")
+nav.button("Next", key="lesson_next", disabled=i == len(lesson.STEPS) - 1, on_click=_go,
+           args=(min(len(lesson.STEPS) - 1, i + 1),), type="primary", icon=":material/arrow_forward:")
 
 info = lesson.STEPS[i]
 st.subheader(titles[step])

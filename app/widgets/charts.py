@@ -86,6 +86,31 @@ def flip_matrix(mat, classes: list[str], title: str = "", title_lines: int = 0) 
     return fig
 
 
+def held_matrix(marks: list[tuple[str, list[str]]], corruptions: list[str]) -> go.Figure:
+    """Which corrupted images keep the clean prediction. marks: per model (label, one string per corruption,
+    a mark per severity 1..5: "o" = the prediction is the clean image's, "x" = it changed). Rows are the
+    corruptions, columns the models (names wrapped, so five long names fit a laptop's page); a cell's colour
+    counts the severities held (red: none, yellow: some, green: all) and its text is the marks."""
+    labels = [label for label, _ in marks]
+    z = [[m[i].count("o") for _, m in marks] for i in range(len(corruptions))]
+    text = [[m[i] for _, m in marks] for i in range(len(corruptions))]
+    cols = list(range(len(labels)))  # by position: two models may share a name
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=corruptions, text=text, texttemplate="%{text}",
+        textfont=dict(family="monospace", size=12, color="#222222"),
+        customdata=[[labels[c] for c in cols] for _ in corruptions], zmin=0, zmax=5,
+        colorscale=[[0, "#f4c7c3"], [0.5, "#fdf1c7"], [1, "#c8e6c9"]],  # changed at every severity .. held at all
+        showscale=False, xgap=2, ygap=2,
+        hovertemplate="%{y} on %{customdata}: held at %{z} of 5 severities (%{text})<extra></extra>"))
+    fig.update_xaxes(side="top", tickmode="array", tickvals=cols, showgrid=False, tickangle=0,
+                     ticktext=["<br>".join(wrap_title(m, 12)) for m in labels])
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    head = 18 * max([len(wrap_title(m, 12)) for m in labels] + [1])
+    fig = _layout(fig, height=26 * len(corruptions) + head + 30)
+    fig.update_layout(margin=dict(t=head + 14))
+    return fig
+
+
 def per_class(rows: dict[str, dict], classes: list[str]) -> go.Figure:
     """Per-class accuracy bars. rows: {model label: {"clean": (C,), "robust": (C,)}}; clean bars
     are light, robust bars solid, one colour per model."""
