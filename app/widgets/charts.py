@@ -284,7 +284,8 @@ def lens_paths(paths: dict[str, list[float]], target: str, title: str = "") -> g
                                  hovertemplate="step %{x}: p=%{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(title="PGD step (0: the clean image)")
     fig.update_yaxes(title=f"p({target})", range=[0, 1.02])
-    return _layout(fig, title=title, height=300, legend=dict(font=dict(size=10)))
+    # the legend under the plot: beside it, five model names took a third of a laptop page's width
+    return _layout(fig, title=title, height=380, legend=dict(orientation="h", y=-0.25, font=dict(size=10)))
 
 
 def sanity_curve(stages: list[str], similarity: list[float], overlap: list[float] | None = None,
