@@ -55,18 +55,21 @@ def training(out: Path, state: Path, method: str) -> tuple[str, float, float | N
     val = f"; last val {100 * hist[-1]['val_clean']:.1f} / {100 * hist[-1]['val_robust']:.1f}" if hist else ""
     part = f" (+{steps} steps)" if steps else ""
     phase = "" if st.get("phase", "train") == "train" else f", {st['phase']} phase"
-    # the pace so far: CPU time per epoch of progress (an unfinished epoch counts by its steps)
-    progress = done + steps / _steps_per_epoch(st)
-    left = cpu * (total - progress) / progress / 3600 if progress > 0 and st.get("phase", "train") == "train" else None
+    # the pace so far: CPU time per epoch of progress (an unfinished epoch counts by its steps; before the
+    # first epoch ends the steps per epoch are not known yet, and neither is the pace)
+    left = None
+    if done and st.get("phase", "train") == "train":
+        progress = done + steps / _steps_per_epoch(st)
+        left = cpu * (total - progress) / progress / 3600
     more = f", about {left:.1f} more at this pace" if left is not None else ""
     return (f"training: epoch {done} of {total} done{part}{phase}{val}; {cpu / 3600:.2f} core-h so far{more}",
             cpu / 3600, left, False)
 
 
 def _steps_per_epoch(st: dict) -> int:
-    """Steps in one epoch of the run: the global step over finished epochs (plus the current one's steps)."""
-    done, steps, g = int(st.get("epoch", 0)), int(st.get("step_in_epoch") or 0), int(st.get("global_step") or 0)
-    return round((g - steps) / done) if done else max(steps, 1)
+    """Steps in one epoch of the run: the steps of the finished epochs over their count (st["epoch"] >= 1)."""
+    done, steps, g = int(st["epoch"]), int(st.get("step_in_epoch") or 0), int(st.get("global_step") or 0)
+    return max(1, round((g - steps) / done))
 
 
 def aa_progress(state: Path, method: str, weights: Path) -> tuple[int, int] | None:
