@@ -13,7 +13,9 @@
 #                                             # 2000), reference AutoAttack (N_AA, 1000), mCA and mAUROC (1000
 #                                             # each: N_CORRUPT, N_OOD), the reference embedding (N_REF, 1000);
 #                                             # with INSTALL=1, once all are evaluated, installs them in
-#                                             # checkpoints/ (scripts/zoo_install.py: replaces the models there)
+#                                             # checkpoints/ (scripts/zoo_install.py: replaces the models there);
+#                                             # with WATCH=SECONDS it runs again every SECONDS while a model is
+#                                             # still untrained (exit 3), so it can run beside `cpu` from the start
 #   scripts/train_zoo.sh status OUTDIR        # where the cpu and eval runs stand (scripts/zoo_status.py: epochs,
 #                                             # core-hours and the pace, each metric, AutoAttack's finished chunks);
 #                                             # reads files only; exit 0 when every model is trained and evaluated
@@ -78,6 +80,15 @@ fi
 if [ "$mode" = status ]; then
   # shellcheck disable=SC2086  # methods is a list
   exec "$py" "$(dirname "$0")/zoo_status.py" "$out" --state "${STATE:-$out/runs}" --n-aa "${N_AA:-1000}" --methods $methods
+fi
+if [ "$mode" = eval ] && [ -n "${WATCH:-}" ]; then
+  # evaluate what is trained, wait, again: until every model is evaluated (0) or a run fails (its status)
+  while true; do
+    rc=0; WATCH="" bash "$0" eval "$out" "$data" || rc=$?
+    [ "$rc" = 3 ] || exit "$rc"
+    echo "zoo eval: a model is not trained yet; again in $WATCH s"
+    sleep "$WATCH"
+  done
 fi
 if [ "$mode" = eval ]; then
   state=${STATE:-$out/runs}; n_aa=${N_AA:-1000}; threads=(--threads "${THREADS:-2}")

@@ -122,3 +122,20 @@ def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
                            env={**small, "INSTALL": "0"}, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "zoo ce: evaluated" in again.stdout
     assert again.stderr == "" and (out / "ce" / "card.json").read_bytes() == card_before  # nothing measured again
+
+
+def test_zoo_eval_watch_waits_for_untrained_models_and_stops_on_a_failure(tmp_path):
+    """WATCH=SECONDS: `train_zoo.sh eval` runs again while a model is untrained (exit 3), so it can run beside the
+    trainings from the start; any other failure ends the watch with that status at once."""
+    env = dict(os.environ, PYTHON=sys.executable, METHODS="ce", WATCH="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "zoo"
+    out.mkdir()
+    r = subprocess.run(["timeout", "6", "bash", str(REPO / "scripts/train_zoo.sh"), "eval", str(out)], cwd=REPO,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 124, r.stderr[-2000:]  # still waiting when the timeout stopped it
+    assert r.stdout.count("zoo ce: not trained yet") >= 2 and "again in 1 s" in r.stdout
+    (out / "ce").mkdir()
+    (out / "ce" / "card.json").write_text("{")  # a broken card: the evaluation fails, the watch ends
+    bad = subprocess.run(["timeout", "60", "bash", str(REPO / "scripts/train_zoo.sh"), "eval", str(out)], cwd=REPO,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode not in (0, 3, 124) and "again in" not in bad.stdout
