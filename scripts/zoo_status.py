@@ -52,7 +52,8 @@ def training(out: Path, state: Path, method: str) -> tuple[str, float, float | N
     done, cpu = int(st.get("epoch", 0)), float(st.get("cpu_s") or 0.0)
     steps = int(st.get("step_in_epoch") or 0)
     hist = st.get("history") or []
-    val = f"; last val {100 * hist[-1]['val_clean']:.1f} / {100 * hist[-1]['val_robust']:.1f}" if hist else ""
+    val = "; last val " + " / ".join("-" if hist[-1].get(k) is None else f"{100 * hist[-1][k]:.1f}"
+                                     for k in ("val_clean", "val_robust")) if hist else ""
     part = f" (+{steps} steps)" if steps else ""
     phase = "" if st.get("phase", "train") == "train" else f", {st['phase']} phase"
     # the pace so far: CPU time per epoch of progress (an unfinished epoch counts by its steps; before the

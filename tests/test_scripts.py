@@ -197,7 +197,7 @@ def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
     (state / "rsupcon").mkdir(parents=True)  # in its first epoch: the steps per epoch, so the pace, not known yet
     (state / "rsupcon" / "state.json").write_text(json.dumps({
         "epoch": 0, "step_in_epoch": 40, "global_step": 40, "cpu_s": 360.0, "phase": "train",
-        "config": {"epochs": 15}}))
+        "config": {"epochs": 15}, "history": [{"epoch": 0, "val_clean": 0.31, "val_robust": None}]}))
     before = sorted((p, p.stat().st_mtime) for p in tmp_path.rglob("*"))
     assert zs.main([str(out), "--methods", "pgd_at", "trades", "supcon", "rsupcon", "--n-aa", "100"]) == 3
     lines = capsys.readouterr().out.strip().splitlines()
@@ -207,7 +207,7 @@ def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
     assert lines[1] == ("trades   training: epoch 3 of 15 done (+50 steps); last val 58.0 / 24.5; 1.00 core-h so far, "
                         "about 3.3 more at this pace")
     assert lines[2] == "supcon   not started"
-    assert lines[3] == "rsupcon  training: epoch 0 of 15 done (+40 steps); 0.10 core-h so far"
+    assert lines[3] == "rsupcon  training: epoch 0 of 15 done (+40 steps); last val 31.0 / -; 0.10 core-h so far"
     assert lines[4].startswith("training so far: 3.10 core-hours; about 3.3 more")
     assert sorted((p, p.stat().st_mtime) for p in tmp_path.rglob("*")) == before  # it only reads
     card["metrics"].update(autoattack=0.35, n_autoattack=1000, mca=0.6, mauroc=0.7)
