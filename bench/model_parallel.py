@@ -14,8 +14,9 @@ and prints each one's wall time (median of --repeat, the three alternating withi
 see the same load) and its ratio to the first. The work is backend.attacks.run_attack's PGD (L-inf
 8/255, step 2/255, random start, --steps steps) on the same seeded noise image for every model; the
 adversarial images of all three ways are checked to be identical (the work is the same, only the
-scheduling differs). Measures only: the service does not run models side by side (that would need the
-device lock to be shared by one request's workers).
+scheduling differs). This study led to the service's side-by-side path (Engine.per_model: the attack
+lab's whitebox attacks and the saliency studio's maps, one thread per model under one shared
+acquisition of the device lock); bench/interactive.py times that path against one model after another.
 """
 from __future__ import annotations
 

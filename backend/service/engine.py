@@ -9,6 +9,11 @@ the way out, so no caller can corrupt a cache.
 """
 from __future__ import annotations
 
+import contextvars
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -84,6 +89,49 @@ class Engine:
             return again if again is not None else cache.put(key, compute())
 
         return copy_result(self.flight.do((id(cache), key), lead))
+
+    def side_by_side(self, n: int) -> int:
+        """How many threads per_model runs n models' work on: 0 (one model after another) on a GPU, with
+        ROBUSTLENS_MODEL_PARALLEL=0, with fewer than 2 intra-op threads configured (ROBUSTLENS_THREADS=1),
+        for fewer than 2 models, or while another request holds or waits for the device (they would
+        wait for all the models' work instead of one model's); else min(n, intra-op threads)."""
+        if not self.device.startswith("cpu") or n < 2 or os.environ.get("ROBUSTLENS_MODEL_PARALLEL", "1") == "0":
+            return 0
+        threads = torch.get_num_threads()
+        if threads < 2 or self.lock.busy():
+            return 0
+        return min(n, threads)
+
+    def per_model(self, model_ids: Iterable[str], fn: Callable[[str], dict],
+                  pending: Callable[[str], bool] | None = None) -> dict:
+        """{m: fn(m)} for every model id. On the CPU (see side_by_side) the models still to compute
+        (pending(m) true; all without pending) run side by side: one thread per model with one intra-op
+        thread each, under one acquisition of the device lock that their own acquisitions pass through
+        (FairLock.sharing), with this thread's scope. A batch-1 pass of a small network spreads poorly
+        over intra-op threads; measured in bench/model_parallel.py. The numbers are the same either way
+        (CPU kernels here give the same bits at any thread count; tests/test_model_parallel.py)."""
+        ids = list(model_ids)
+        todo = [m for m in ids if pending is None or pending(m)]
+        workers = self.side_by_side(len(todo))
+        if not workers:
+            return {m: fn(m) for m in ids}
+
+        def one(m: str) -> dict:
+            torch.set_num_threads(1)
+            return fn(m)
+
+        threads = torch.get_num_threads()
+        done: dict = {}
+        with self.lock.sharing():
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="robustlens-model")
+            try:
+                futures = {m: pool.submit(contextvars.copy_context().run, one, m) for m in todo}
+                for m, f in futures.items():
+                    done[m] = f.result()  # the first error is raised; the models not started are dropped
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # the guests end before the lock is released
+                torch.set_num_threads(threads)
+        return {m: done[m] if m in done else fn(m) for m in ids}
 
     def forward_batch(self, model_id: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Logits for several (1,3,H,W) images of different callers in one forward (the Batcher's call)."""

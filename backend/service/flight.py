@@ -20,6 +20,12 @@ A request whose scope has a `hold` predicate (an app page run, whose calls are s
 keeps background waiters back while the predicate is true, for at most `hold_s` (ROBUSTLENS_LOCK_HOLD_S,
 default 2 s) after its last release; a background waiter older than `age_s` ignores both.
 
+One request may spread its work over several threads under a single acquisition: its thread
+holds the lock in `sharing()`, and the threads it starts from inside (with the context copied,
+`contextvars.copy_context().run`) are the lock's *guests*: their acquisitions pass through while
+the host holds it (the attack lab's update attacks each model on its own thread, see
+backend.service.engine.Engine.per_model). Nobody else runs on the device meanwhile.
+
 `SingleFlight` computes identical concurrent requests (same cache key) once: the first caller
 computes, the others wait for its result; a follower whose leader was cancelled computes itself.
 """
@@ -74,6 +80,9 @@ class Scope:
 
 _DEFAULT = Scope()
 _current: contextvars.ContextVar[Scope] = contextvars.ContextVar("robustlens_scope", default=_DEFAULT)
+# (lock, mark of the host's sharing block): set by FairLock.sharing in the host's context, so threads
+# started from a copy of it are guests of that lock while the host holds it in that block
+_guest: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("robustlens_lock_guest", default=None)
 
 
 def current() -> Scope:
@@ -147,6 +156,7 @@ class FairLock:
         self._grace_until = 0.0  # time.monotonic(): background waiters hold back until then
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
+        self._sharing: object | None = None  # the mark of the owner's sharing() block, while in one
         self._depth = 0
         self._waiters: list[_Waiter] = []
         self._served: dict[str, int] = {}  # session -> the grant number it last got (round robin)
@@ -185,11 +195,18 @@ class FairLock:
             for s, _ in sorted(self._served.items(), key=lambda kv: kv[1])[:2048]:
                 del self._served[s]
 
+    def _is_guest(self, me: int) -> bool:
+        """True when thread `me` runs work of the thread that holds this lock in sharing() (call with _cond held)."""
+        g = _guest.get()
+        return g is not None and g[0] is self and self._sharing is g[1] and self._owner != me
+
     def acquire(self, _rejoin: bool = False) -> None:
         me, sc = threading.get_ident(), current()
         with self._cond:
             if self._owner == me:
                 self._depth += 1
+                return
+            if self._is_guest(me):  # the host holds it for this thread's work: pass through
                 return
             if not _rejoin:
                 sc.check()
@@ -219,6 +236,8 @@ class FairLock:
 
     def release(self) -> None:
         with self._cond:
+            if self._is_guest(threading.get_ident()):
+                return
             if self._owner != threading.get_ident():
                 raise RuntimeError("release of a FairLock this thread does not hold")
             self._depth -= 1
@@ -274,6 +293,30 @@ class FairLock:
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiters)
+
+    def busy(self) -> bool:
+        """True when another thread holds the lock or anyone waits for it (a snapshot)."""
+        with self._cond:
+            return bool(self._waiters) or (self._owner is not None and self._owner != threading.get_ident())
+
+    @contextmanager
+    def sharing(self):
+        """Hold the lock (acquire; reentrant) for the body, which may run parts of this request on other
+        threads started with a copy of this thread's context (contextvars.copy_context().run): their
+        acquisitions of this lock pass through while this thread holds it, and so does their scope
+        (cancellation, deadline, priority). The body must wait for those threads before it ends: a
+        guest that acquires after the host released waits like anyone else."""
+        with self:
+            mark, outer = object(), self._sharing  # this acquisition's mark: a later one of the host is not it
+            with self._cond:
+                self._sharing = mark
+            token = _guest.set((self, mark))
+            try:
+                yield self
+            finally:
+                _guest.reset(token)
+                with self._cond:
+                    self._sharing = outer
 
 
 class _Call:

@@ -58,17 +58,27 @@ class ImageAnalyses:
             saliency_lib.check_method(saliency)
         tgt = self.engine.target(target, ids + ([source_model] if source_model else []))
         self.images.get(image_id)
-        results = {m: self._attack_one(m, image_id, s, mode, source_model, saliency, tgt) for m in ids}
+        def one(m: str) -> dict:
+            return self._attack_one(m, image_id, s, mode, source_model, saliency, tgt)
+
+        if mode == "whitebox":  # each model attacks itself: side by side on the CPU (Engine.per_model)
+            results = self.engine.per_model(ids, one, pending=lambda m: self.results.get(
+                self._attack_key(m, image_id, s, m, saliency, tgt)) is None)
+        else:  # one crafted image for all: the models wait for the source's attack, so one after another
+            results = {m: one(m) for m in ids}
         return {"image_id": image_id, "spec": s.to_dict(), "mode": mode, "source_model": source_model,
                 "results": results}
 
     def _attack_one(self, mid, image_id, s, mode, source_model, sal_method, target) -> dict:
         crafted_on = source_model if mode == "transfer" else mid
-        key = ("attack", self.models.weights_key(mid), image_id, cache_key(s.to_dict()),
-               self.models.weights_key(crafted_on), sal_method, target)
+        key = self._attack_key(mid, image_id, s, crafted_on, sal_method, target)
         flight.check()  # between models: an attack over many models stops when its client leaves
         return self.engine.cached(self.results, key, lambda: self._attack_compute(
             mid, image_id, s, crafted_on, sal_method, target))
+
+    def _attack_key(self, mid, image_id, s, crafted_on, sal_method, target) -> tuple:
+        return ("attack", self.models.weights_key(mid), image_id, cache_key(s.to_dict()),
+                self.models.weights_key(crafted_on), sal_method, target)
 
     def _attack_compute(self, mid, image_id, s, crafted_on, sal_method, target) -> dict:
         adv = self.engine.adversarial(crafted_on, image_id, s, target)
@@ -152,10 +162,16 @@ class ImageAnalyses:
         if spec is not None:
             self.engine.spec(spec)
         self.images.get(image_id)
-        pairs = {}
-        for m in ids:
+        def pair(m: str) -> tuple:
             adv = None if spec is None else self.explain(image_id, m, method, None, spec, None)  # first: both
-            pairs[m] = (self.explain(image_id, m, method, None, None, None), adv)
+            return self.explain(image_id, m, method, None, None, None), adv
+
+        def pending(m: str) -> bool:  # a map (or the attack under it) to compute: worth a thread
+            sp, s = _saliency_params(None), None if spec is None else self.engine.spec(spec)
+            return any(self.results.get(self._explain_key(image_id, m, method, None, k, sp)) is None
+                       for k in ([None] if s is None else [None, s]))
+
+        pairs = self.engine.per_model(ids, pair, pending)
         tops = {m: saliency_lib.display_map(np.stack([e["attribution"] for e in pair if e is not None]), method)[1]
                 for m, pair in pairs.items()}
         shared = max((float(t.max()) for t in tops.values()), default=0.0) if scale == "shared" else None
