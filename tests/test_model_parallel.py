@@ -212,3 +212,13 @@ def test_a_cached_attack_is_not_recomputed_on_threads(svc, monkeypatch):
     monkeypatch.setattr(svc.engine, "side_by_side", lambda n: took.append(n) or real(n))
     svc.attack("samples:2", PGD, None)
     assert took == [0]  # nothing pending: no threads started
+
+
+def test_the_feature_lens_side_by_side_equals_one_after_another(svc, monkeypatch):
+    side = _fresh(svc).feature_lens("samples:4", 2, None, None, 8, "l2")
+    monkeypatch.setenv("ROBUSTLENS_MODEL_PARALLEL", "0")
+    seq = _fresh(svc).feature_lens("samples:4", 2, None, None, 8, "l2")
+    assert list(side) == list(seq)
+    for m, r in seq.items():
+        assert np.array_equal(side[m]["pixels"], r["pixels"]) and np.array_equal(side[m]["path"], r["path"])
+        assert side[m]["target_prob"] == r["target_prob"]

@@ -294,13 +294,16 @@ class BatchAnalyses:
             raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}]{scale} for norm {norm}, got {short(eps)}")
         check_int("steps", steps, *lens.LENS_LIMITS["steps"])
         self.images.get(image_id)
-        out = {}
-        for mid in ids:
+        def key(mid: str) -> tuple:
+            return "lens", self.models.weights_key(mid), image_id, target_class, norm, float(eps), steps
+
+        def one(mid: str) -> dict:
             flight.check()  # between models: stop when the client has left
-            key = ("lens", self.models.weights_key(mid), image_id, target_class, norm, float(eps), steps)
-            out[mid] = self.engine.cached(self.results, key, lambda: self._lens_one(
+            return self.engine.cached(self.results, key(mid), lambda: self._lens_one(
                 mid, self.engine.model_input(mid, image_id)[0], target_class, eps, steps, norm))
-        return out
+
+        # one image per model: side by side on the CPU (Engine.per_model)
+        return self.engine.per_model(ids, one, pending=lambda m: self.results.get(key(m)) is None)
 
     def _lens_one(self, mid, x, target_class, eps, steps, norm) -> dict:
         model = self.models.model(mid)
