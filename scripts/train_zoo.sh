@@ -24,7 +24,8 @@
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
 #      evaluation, and prints one status line per model. docs/GPU_RUN.md has the plan and its estimates.
 # Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), for cpu: THREADS, RECIPE, EPOCHS, STATE,
-#   RESUME; for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
+#   RESUME; for eval: THREADS (2, per process), AA_WORKERS (1; N: N processes share the reference AutoAttack's
+#   chunks, the extra N-1 with --no-write), WATCH, INSTALL; for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
 #   DEVICE (cuda), N_PGD (2000), N_AA (1000; 0 = no AutoAttack), STATE (OUTDIR/runs), EXTRA (more
 #   backend.train flags).
 #   `PRESET=smoke DEVICE=cpu ... gpu OUT synthetic` is the CPU dry run the test suite makes of this script.
@@ -98,7 +99,12 @@ if [ "$mode" = eval ]; then
     ev=("$py" -m backend.eval.evaluate --checkpoint "$out/$m" "${data_arg[@]}" --seed 0 "${threads[@]}")
     has "$m" pgd20 || "${ev[@]}" --n-pgd "${N_PGD:-2000}"
     if [ "$n_aa" -gt 0 ] && ! has "$m" autoattack; then
-      "${ev[@]}" --autoattack --only-autoattack --n-aa "$n_aa" --aa-state "$state/aa"
+      aa=("${ev[@]}" --autoattack --only-autoattack --n-aa "$n_aa" --aa-state "$state/aa")
+      helpers=()  # AA_WORKERS=N: N-1 more processes share the chunks (backend.eval.evaluate --aa-state)
+      for _ in $(seq 2 "${AA_WORKERS:-1}"); do "${aa[@]}" --no-write & helpers+=($!); done
+      rc=0; "${aa[@]}" || rc=$?
+      for h in "${helpers[@]}"; do wait "$h" || true; done
+      [ "$rc" = 0 ] || exit "$rc"
     fi
     has "$m" mca || "${ev[@]}" --skip-standard --corruptions --ood --n-corrupt "${N_CORRUPT:-1000}" --n-ood "${N_OOD:-1000}"
     [ -f "$out/$m/reference_embedding.safetensors" ] || \

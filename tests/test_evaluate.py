@@ -206,6 +206,107 @@ def test_chunked_reference_autoattack_resumes_and_matches_its_chunks(tmp_path, m
         evaluate_model(model, split, n_aa=4, aa_impl="torchattacks", aa_state=fresh)
 
 
+def _fake_reference(calls, barrier=None):
+    """A stand-in for the reference AutoAttack: 'robust' = even labels; records (thread, first label) per
+    call; with a barrier, each thread's first call waits until every thread is measuring a chunk."""
+    import threading
+
+    import numpy as np
+
+    first: set = set()
+
+    def fake(model, xs, ys, *a):
+        me = threading.get_ident()
+        calls.append((me, tuple(ys.tolist())))
+        if barrier is not None and me not in first:
+            first.add(me)
+            barrier.wait(timeout=20)
+        return (ys.numpy() % 2 == 0).astype(np.bool_)
+
+    return fake
+
+
+def test_autoattack_workers_sharing_a_state_measure_each_chunk_once(tmp_path, monkeypatch):
+    """Two workers with the same --aa-state split the chunks between them (each claims one before
+    measuring it), wait for each other's, and both return every chunk's results in order."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    import backend.eval.evaluate as ev
+
+    monkeypatch.setattr(ev, "CLAIM_POLL_S", 0.01)
+    calls: list = []
+    monkeypatch.setattr(ev, "_reference_autoattack", _fake_reference(calls, threading.Barrier(2)))
+    x, y = torch.rand(10, 3, 8, 8), torch.arange(10) % 10
+    state, out, errors = tmp_path / "aa", {}, []
+
+    def worker(k):
+        try:
+            out[k] = ev._chunked_reference_autoattack(None, x, y, 8 / 255, 0, 8, "cpu", state, 2, lambda: False)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    expected = (y.numpy() % 2 == 0)
+    assert np.array_equal(out[0], expected) and np.array_equal(out[1], expected)
+    measured = sorted(c[1] for c in calls)
+    assert measured == [tuple(y[i:i + 2].tolist()) for i in range(0, 10, 2)]  # each chunk once
+    assert len({c[0] for c in calls}) == 2  # both workers measured
+    assert sorted(p.name for p in state.iterdir()) == [f"chunk-{i:04d}.json" for i in range(5)]  # no claims left
+
+
+def test_autoattack_chunks_claimed_by_a_live_worker_are_waited_for_and_stale_claims_taken_over(tmp_path,
+                                                                                            monkeypatch):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import numpy as np
+    import torch
+
+    import backend.eval.evaluate as ev
+
+    monkeypatch.setattr(ev, "CLAIM_POLL_S", 0.01)
+    calls: list = []
+    monkeypatch.setattr(ev, "_reference_autoattack", _fake_reference(calls))
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    state = tmp_path / "aa"
+    state.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    (state / "chunk-0000.claim").write_text(json.dumps({"pid": gone.pid, "host": host}))  # its process is gone
+    (state / "chunk-0001.claim").write_text(json.dumps({"pid": os.getpid(), "host": host}))  # a live worker's
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=ev._chunked_reference_autoattack(
+        None, x, y, 8 / 255, 0, 8, "cpu", state, 2, lambda: False)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while len(calls) < 2:  # chunks 0 (taken over) and 2 measured; chunk 1 waited for
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert t.is_alive() and sorted(c[1] for c in calls) == [(0, 1), (4, 5)]
+    # the live worker finishes chunk 1 with its own numbers: the waiting one takes them as they are
+    (state / "c1.tmp").write_text(json.dumps({"labels": [2, 3], "robust": [True, True]}))
+    os.replace(state / "c1.tmp", state / "chunk-0001.json")  # as a worker writes it: atomically
+    (state / "chunk-0001.claim").unlink()
+    t.join(20)
+    assert not t.is_alive() and len(calls) == 2
+    assert np.array_equal(result["r"], [True, False, True, True, True, False])
+    assert not list(state.glob("*.claim"))
+
+
 def test_evaluate_checkpoint_keeps_autoattack_chunks_per_weights(tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path, "m")
     evaluate_checkpoint(ckpt, split=tiny_split(), only_autoattack=True, n_aa=4, batch_size=8,

@@ -75,8 +75,9 @@ def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
 
 
 def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
-    """scripts/train_zoo.sh eval: clean / PGD-20, the reference AutoAttack in resumable chunks, mCA / mAUROC and the
-    reference embedding for each trained model; a second run finds everything done and measures nothing again;
+    """scripts/train_zoo.sh eval: clean / PGD-20, the reference AutoAttack in resumable chunks (AA_WORKERS=2: two
+    processes share them), mCA / mAUROC and the reference embedding for each trained model; a second run finds
+    everything done and measures nothing again;
     INSTALL=1 copies the evaluated models into the checkpoints folder of the script's tree."""
     import shutil
 
@@ -100,13 +101,14 @@ def test_cpu_zoo_eval_measures_every_number_once_and_installs(tmp_path):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
     small = {**env, "N_PGD": "8", "N_AA": "4", "N_CORRUPT": "2", "N_OOD": "8", "N_REF": "20", "THREADS": "1",
-             "INSTALL": "1", "ROBUSTLENS_CACHE": str(tmp_path / "cache")}
+             "INSTALL": "1", "ROBUSTLENS_CACHE": str(tmp_path / "cache"), "AA_WORKERS": "2"}
     r = subprocess.run(["bash", str(tree / "scripts/train_zoo.sh"), "eval", str(out), str(data)], cwd=REPO,
                        env=small, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m = json.loads((out / "ce" / "card.json").read_text())["metrics"]
     assert (m["n_pgd20"], m["n_autoattack"], m["n_mca"]) == (8, 4, 2) and m["mauroc"] is not None
-    assert len(list((out / "runs" / "aa").iterdir())) == 1  # the AutoAttack chunks, kept per weights
+    (chunks,) = (out / "runs" / "aa").iterdir()  # the AutoAttack chunks, kept per weights
+    assert [p.name for p in chunks.iterdir()] == ["chunk-0000.json"]  # measured once by two workers, no claim left
     assert (out / "ce" / "reference_embedding.safetensors").exists()
     assert sorted(p.name for p in (tree / "checkpoints" / "ce").iterdir()) == [
         "card.json", "model.safetensors", "reference_embedding.safetensors"]

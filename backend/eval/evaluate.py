@@ -15,7 +15,9 @@ from torchattacks' components run by backend.attacks with the reference's 100 it
 go into the card's metrics (atomically); the same command and seed give the same numbers. The
 AutoAttack package is imported only when AutoAttack is requested. --aa-state DIR runs the reference
 in chunks of --aa-chunk images (each chunk one run with the seed) and keeps every finished chunk in
-DIR, so an hours-long evaluation on a CPU can be stopped and started again with the same command.
+DIR, so an hours-long evaluation on a CPU can be stopped and started again with the same command;
+several processes given the same --aa-state share its chunks (each claims one before measuring it),
+so N cores can run N of them: N-1 with --no-write beside the one that writes the card.
 
 --source samples measures on the checkpoint's data set's offline sample images instead of its
 test split (backend.core.data.sample_images: for ImageNet-1k the 20 validation images the foolbox
@@ -39,7 +41,9 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -87,35 +91,117 @@ def _reference_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, s
     return (y_adv == y).cpu().numpy()
 
 
+CLAIM_POLL_S = 5.0  # how often a worker with nothing left to claim looks at the chunks others measure
+
+
+def _claim_alive(claim: Path) -> bool:
+    """Whether the process that wrote this claim may still be measuring its chunk: its pid runs on this
+    host (a pid reused by another process after a crash keeps a claim alive: delete the file by hand).
+    A claim from another host counts as alive; one that cannot be read is alive for its first minute
+    (it may be being written) and stale after."""
+    try:
+        rec = json.loads(claim.read_text())
+        pid, host = int(rec["pid"]), str(rec["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return time.time() - claim.stat().st_mtime < 60
+        except OSError:
+            return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(claim: Path) -> bool:
+    """Claim a chunk for this process: True when this call created `claim` (or replaced the claim of a
+    process that is gone); False while another live worker holds it. One of two concurrent takers wins."""
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _claim_alive(claim):
+                return False
+            log.warning("%s was left by a process that is gone; measuring its chunk here", claim)
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+        return True
+    return False
+
+
 def _chunked_reference_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
                                   batch_size: int, device, state: Path, chunk: int,
                                   should_stop: Callable[[], bool]) -> np.ndarray:
     """`_reference_autoattack` on consecutive chunks of `chunk` images, each chunk its own run (same
     seed), so a long evaluation can stop and go on: every finished chunk's per-image results are
     written to `state` (a folder for this model, subset and settings; see evaluate_checkpoint), and a
-    run finds the chunks already there. should_stop() is polled between chunks (errors.Cancelled)."""
+    run finds the chunks already there. should_stop() is polled between chunks (errors.Cancelled).
+
+    Several workers (processes, or threads of one) given the same state share the chunks: each claims
+    a chunk (`chunk-NNNN.claim`, naming its process) before measuring it and skips those claimed by
+    others; when none is left to claim it waits for the others' chunks (taking over any whose process
+    is gone). Every chunk is one seeded run whoever measures it, so the numbers do not depend on how
+    many workers ran or which measured what."""
     state.mkdir(parents=True, exist_ok=True)
-    hits = []
-    for i, start in enumerate(range(0, len(y), chunk)):
-        xs, ys = x[start:start + chunk], y[start:start + chunk]
+    starts = list(range(0, len(y), chunk))
+    hits: dict[int, np.ndarray] = {}
+    waiting_logged = False
+
+    def finished(i: int, ys: torch.Tensor) -> np.ndarray | None:
         f = state / f"chunk-{i:04d}.json"
-        if f.exists():
-            rec = json.loads(f.read_text())
-            if rec.get("labels") == ys.tolist():
-                hits.append(np.asarray(rec["robust"], dtype=bool))
+        if not f.exists():
+            return None
+        rec = json.loads(f.read_text())
+        if rec.get("labels") == ys.tolist():
+            return np.asarray(rec["robust"], dtype=bool)
+        log.warning("%s holds another subset's results; measuring it again", f)
+        f.unlink(missing_ok=True)
+        return None
+
+    while len(hits) < len(starts):
+        progressed = False
+        for i, start in enumerate(starts):
+            if i in hits:
                 continue
-            log.warning("%s holds another subset's results; measuring it again", f)
-        if should_stop():
-            raise Cancelled("evaluation cancelled")
-        t = time.time()
-        h = _reference_autoattack(model, xs, ys, eps, seed, batch_size, device)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"labels": ys.tolist(), "robust": h.astype(bool).tolist(),
-                                   "time_s": round(time.time() - t, 1)}))
-        os.replace(tmp, f)
-        log.info("AutoAttack chunk %d (%d images): %d robust, %.0f s", i, len(ys), int(h.sum()), time.time() - t)
-        hits.append(h.astype(bool))
-    return np.concatenate(hits)
+            xs, ys = x[start:start + chunk], y[start:start + chunk]
+            done = finished(i, ys)
+            if done is None:
+                if should_stop():
+                    raise Cancelled("evaluation cancelled")
+                claim = state / f"chunk-{i:04d}.claim"
+                if not _claim(claim):
+                    continue  # another worker measures it
+                try:
+                    done = finished(i, ys)  # finished by another worker just before our claim
+                    if done is None:
+                        t = time.time()
+                        done = _reference_autoattack(model, xs, ys, eps, seed, batch_size, device).astype(bool)
+                        f = state / f"chunk-{i:04d}.json"
+                        tmp = f.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+                        tmp.write_text(json.dumps({"labels": ys.tolist(), "robust": done.tolist(),
+                                                   "time_s": round(time.time() - t, 1)}))
+                        os.replace(tmp, f)
+                        log.info("AutoAttack chunk %d (%d images): %d robust, %.0f s", i, len(ys), int(done.sum()),
+                                 time.time() - t)
+                finally:
+                    claim.unlink(missing_ok=True)
+                progressed = True
+            hits[i] = done
+        if len(hits) < len(starts) and not progressed:
+            if not waiting_logged:
+                log.info("AutoAttack: waiting for %d chunks other workers are measuring", len(starts) - len(hits))
+                waiting_logged = True
+            if should_stop():
+                raise Cancelled("evaluation cancelled")
+            time.sleep(CLAIM_POLL_S)
+    return np.concatenate([hits[i] for i in range(len(starts))])
 
 
 def reference_autoattack_version() -> str:
@@ -416,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="reference: pyautoattack (what cards report); torchattacks: backend.attacks")
     ap.add_argument("--aa-state", type=Path, default=None, metavar="DIR",
                     help="reference AutoAttack in chunks of --aa-chunk images, each finished chunk kept in DIR: "
-                         "run the same command again to go on after an interruption")
+                         "run the same command again to go on after an interruption; several processes with "
+                         "the same DIR share the chunks (helpers with --no-write)")
     ap.add_argument("--aa-chunk", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
