@@ -1,11 +1,13 @@
 """Process set-up shared by every entry point (the app, the server, the trainer, the evaluation CLIs,
-the benchmarks): how many cores this process may use and how torch's OpenMP threads behave.
+the benchmarks): how many cores this process may use, how torch's OpenMP threads behave, and whether
+another process (a training job, an AutoAttack worker) still runs.
 
 Torch-free, and meant to be imported before torch: `quiet_openmp()` only works before torch loads.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def usable_cores() -> int:
@@ -33,3 +35,24 @@ def torch_threads(requested: int | None = None, *, env: str | None = None, share
     if env and os.environ.get(env):
         return int(os.environ[env])
     return max(1, usable_cores() // max(1, share))
+
+
+def pid_alive(pid: int, job_id: str | None = None) -> bool:
+    """Is `pid` a live (non-zombie) process on this host, and, when job_id is given, still the process whose
+    command line names it (pids get reused)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    try:
+        stat = (proc / "stat").read_text()
+        if stat[stat.rindex(")") + 2:].startswith("Z"):
+            return False
+        if job_id is not None:
+            return job_id.encode() in (proc / "cmdline").read_bytes()
+    except (OSError, ValueError):
+        pass  # no /proc (not Linux): trust kill(0)
+    return True

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from backend.core.runtime import quiet_openmp, torch_threads
+from backend.core.runtime import pid_alive, quiet_openmp, torch_threads
 
 quiet_openmp()  # before torch loads (python -m backend.eval.evaluate): passive OpenMP waits
 
@@ -107,15 +107,7 @@ def _claim_alive(claim: Path) -> bool:
             return time.time() - claim.stat().st_mtime < 60
         except OSError:
             return False
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return host != socket.gethostname() or pid_alive(pid)
 
 
 def _claim(claim: Path) -> bool:

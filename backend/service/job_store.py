@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backend.core.errors import NotFoundError, short
+from backend.core.runtime import pid_alive  # noqa: F401 (re-exported: backend.service.jobs, tests)
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 _JOB_ID_RE = re.compile(r"^[0-9a-f]{12}$")
@@ -99,23 +100,3 @@ def tail_lines(path: Path, n: int) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-n:])
-
-
-def pid_alive(pid: int, job_id: str | None = None) -> bool:
-    """Is `pid` a live (non-zombie) process, and, when job_id is given, still our trainer (pids get reused)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    try:
-        stat = (proc / "stat").read_text()
-        if stat[stat.rindex(")") + 2:].startswith("Z"):
-            return False
-        if job_id is not None:
-            return job_id.encode() in (proc / "cmdline").read_bytes()
-    except (OSError, ValueError):
-        pass  # no /proc (not Linux): trust kill(0)
-    return True
