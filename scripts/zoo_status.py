@@ -73,9 +73,11 @@ def _steps_per_epoch(st: dict) -> int:
     return max(1, round((g - steps) / done))
 
 
-def aa_progress(state: Path, method: str, weights: Path) -> tuple[int, int] | None:
-    """(images attacked, robust among them) in the newest AutoAttack chunk folder of `method` written after its
-    weights (evaluate.py keeps one folder per weights, subset and settings); None when there is none."""
+def aa_progress(state: Path, method: str, weights: Path) -> tuple[int, int, float | None, int] | None:
+    """(images attacked, robust among them, mean seconds per chunk or None, chunks being measured now) in the
+    newest AutoAttack chunk folder of `method` written after its weights (evaluate.py keeps one folder per
+    weights, subset and settings; a worker measuring a chunk holds its `chunk-NNNN.claim`); None when there is
+    none."""
     if not weights.exists():
         return None
     since = weights.stat().st_mtime
@@ -85,8 +87,11 @@ def aa_progress(state: Path, method: str, weights: Path) -> tuple[int, int] | No
     if not chunks:
         return None
     newest = max(chunks, key=lambda d: max(c.stat().st_mtime for c in chunks[d]))
-    robust = [r for c in chunks[newest] if (rec := _read(c)) for r in rec.get("robust", [])]
-    return len(robust), sum(bool(r) for r in robust)
+    recs = [rec for c in chunks[newest] if (rec := _read(c))]
+    robust = [r for rec in recs for r in rec.get("robust", [])]
+    times = [float(rec["time_s"]) for rec in recs if rec.get("time_s") is not None]
+    return (len(robust), sum(bool(r) for r in robust), sum(times) / len(times) if times else None,
+            len(list(newest.glob("chunk-*.claim"))))
 
 
 def evaluation(out: Path, state: Path, method: str, n_aa: int) -> tuple[str, bool]:
@@ -101,8 +106,10 @@ def evaluation(out: Path, state: Path, method: str, n_aa: int) -> tuple[str, boo
     else:
         prog = aa_progress(state, method, out / method / "model.safetensors")
         if prog:
-            n, r = prog
-            parts[2] += f" ({n} of {n_aa} images attacked, {100 * r / n:.1f}% robust so far)"
+            n, r, chunk_s, busy = prog
+            pace = "" if chunk_s is None else f"; {chunk_s / 60:.0f} min per chunk"
+            now = f"; {busy} chunk{'s' if busy != 1 else ''} being measured" if busy else ""
+            parts[2] += f" ({n} of {n_aa} images attacked, {100 * r / n:.1f}% robust so far{pace}{now})"
     ref = (out / method / REFERENCE).exists()
     parts.append(f"reference map {'yes' if ref else 'no'}")
     return ", ".join(parts), ref and all(m.get(k) is not None for k, _ in METRICS)

@@ -187,9 +187,10 @@ def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
     for name, robust, when in (("pgd_at-new", [True] * 7 + [False] * 13, None), ("pgd_at-old", [True] * 20, 1_000)):
         (state / "aa" / name).mkdir(parents=True)
         chunk = state / "aa" / name / "chunk-0000.json"
-        chunk.write_text(json.dumps({"labels": list(range(20)), "robust": robust}))
+        chunk.write_text(json.dumps({"labels": list(range(20)), "robust": robust, "time_s": 1500.0}))
         if when:
             os.utime(chunk, (when, when))
+    (state / "aa" / "pgd_at-new" / "chunk-0001.claim").write_text("{}")  # a worker measures the next chunk
     (state / "trades").mkdir(parents=True)
     (state / "trades" / "state.json").write_text(json.dumps({
         "epoch": 3, "step_in_epoch": 50, "global_step": 350, "cpu_s": 3600.0, "phase": "train",
@@ -202,7 +203,8 @@ def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
     assert zs.main([str(out), "--methods", "pgd_at", "trades", "supcon", "rsupcon", "--n-aa", "100"]) == 3
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == ("pgd_at   trained (15 epochs, 2.00 core-h); clean 73.1, PGD-20 38.5, AA - (20 of 100 images "
-                        "attacked, 35.0% robust so far), mCA -, mAUROC -, reference map no")
+                        "attacked, 35.0% robust so far; 25 min per chunk; 1 chunk being measured), mCA -, mAUROC -, "
+                        "reference map no")
     # 3 epochs of 100 steps and 50 more steps took 1 core-hour: 11.5 epochs to go take about 3.3 more
     assert lines[1] == ("trades   training: epoch 3 of 15 done (+50 steps); last val 58.0 / 24.5; 1.00 core-h so far, "
                         "about 3.3 more at this pace")
