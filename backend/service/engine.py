@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from backend.explain import saliency as saliency_lib
 from backend.service import flight
 from backend.service.batching import Batcher, batch_window_s
 from backend.service.stores import DEFAULT_DATASET, LRU, CheckpointStore, ImageStore, cache_key, copy_result
+
+T = TypeVar("T")
 
 
 class Caches:
@@ -102,8 +104,8 @@ class Engine:
             return 0
         return min(n, threads)
 
-    def per_model(self, model_ids: Iterable[str], fn: Callable[[str], dict],
-                  pending: Callable[[str], bool] | None = None) -> dict:
+    def per_model(self, model_ids: Iterable[str], fn: Callable[[str], T],
+                  pending: Callable[[str], bool] | None = None) -> dict[str, T]:
         """{m: fn(m)} for every model id. On the CPU (see side_by_side) the models still to compute
         (pending(m) true; all without pending) run side by side: one thread per model with one intra-op
         thread each, under one acquisition of the device lock that their own acquisitions pass through
@@ -116,12 +118,12 @@ class Engine:
         if not workers:
             return {m: fn(m) for m in ids}
 
-        def one(m: str) -> dict:
+        def one(m: str) -> T:
             torch.set_num_threads(1)
             return fn(m)
 
         threads = torch.get_num_threads()
-        done: dict = {}
+        done: dict[str, T] = {}
         with self.lock.sharing():
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="robustlens-model")
             try:
