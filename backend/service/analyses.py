@@ -294,6 +294,7 @@ class BatchAnalyses:
             raise ValueError(f"eps must be in [{lo:.4f}, {hi:.4f}]{scale} for norm {norm}, got {short(eps)}")
         check_int("steps", steps, *lens.LENS_LIMITS["steps"])
         self.images.get(image_id)
+
         def key(mid: str) -> tuple:
             return "lens", self.models.weights_key(mid), image_id, target_class, norm, float(eps), steps
 

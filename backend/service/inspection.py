@@ -58,6 +58,7 @@ class ImageAnalyses:
             saliency_lib.check_method(saliency)
         tgt = self.engine.target(target, ids + ([source_model] if source_model else []))
         self.images.get(image_id)
+
         def one(m: str) -> dict:
             return self._attack_one(m, image_id, s, mode, source_model, saliency, tgt)
 
@@ -162,14 +163,15 @@ class ImageAnalyses:
         if spec is not None:
             self.engine.spec(spec)
         self.images.get(image_id)
+
         def pair(m: str) -> tuple:
             adv = None if spec is None else self.explain(image_id, m, method, None, spec, None)  # first: both
             return self.explain(image_id, m, method, None, None, None), adv
 
+        sp, specs = _saliency_params(None), [None] if spec is None else [None, self.engine.spec(spec)]
+
         def pending(m: str) -> bool:  # a map (or the attack under it) to compute: worth a thread
-            sp, s = _saliency_params(None), None if spec is None else self.engine.spec(spec)
-            return any(self.results.get(self._explain_key(image_id, m, method, None, k, sp)) is None
-                       for k in ([None] if s is None else [None, s]))
+            return any(self.results.get(self._explain_key(image_id, m, method, None, k, sp)) is None for k in specs)
 
         pairs = self.engine.per_model(ids, pair, pending)
         tops = {m: saliency_lib.display_map(np.stack([e["attribution"] for e in pair if e is not None]), method)[1]
