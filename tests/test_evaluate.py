@@ -280,30 +280,33 @@ def test_autoattack_chunks_claimed_by_a_live_worker_are_waited_for_and_stale_cla
     monkeypatch.setattr(ev, "CLAIM_POLL_S", 0.01)
     calls: list = []
     monkeypatch.setattr(ev, "_reference_autoattack", _fake_reference(calls))
-    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
     state = tmp_path / "aa"
     state.mkdir()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     host = socket.gethostname()
     (state / "chunk-0000.claim").write_text(json.dumps({"pid": gone.pid, "host": host}))  # its process is gone
-    (state / "chunk-0001.claim").write_text(json.dumps({"pid": os.getpid(), "host": host}))  # a live worker's
+    (state / "chunk-0001.claim").write_text(json.dumps({"pid": os.getpid(), "host": host,
+                                                          "since": time.time()}))  # a live worker's
+    # a live pid that started after the claim was written: the claimer died and its pid was reused
+    (state / "chunk-0002.claim").write_text(json.dumps({"pid": os.getpid(), "host": host, "since": 1e9}))
     result = {}
     t = threading.Thread(target=lambda: result.update(r=ev._chunked_reference_autoattack(
         None, x, y, 8 / 255, 0, 8, "cpu", state, 2, lambda: False)))
     t.start()
     deadline = time.monotonic() + 20
-    while len(calls) < 2:  # chunks 0 (taken over) and 2 measured; chunk 1 waited for
+    while len(calls) < 3:  # chunks 0 and 2 (taken over) and 3 measured; chunk 1 waited for
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert t.is_alive() and sorted(c[1] for c in calls) == [(0, 1), (4, 5)]
+    assert t.is_alive() and sorted(c[1] for c in calls) == [(0, 1), (4, 5), (6, 7)]
     # the live worker finishes chunk 1 with its own numbers: the waiting one takes them as they are
     (state / "c1.tmp").write_text(json.dumps({"labels": [2, 3], "robust": [True, True]}))
     os.replace(state / "c1.tmp", state / "chunk-0001.json")  # as a worker writes it: atomically
     (state / "chunk-0001.claim").unlink()
     t.join(20)
-    assert not t.is_alive() and len(calls) == 2
-    assert np.array_equal(result["r"], [True, False, True, True, True, False])
+    assert not t.is_alive() and len(calls) == 3
+    assert np.array_equal(result["r"], [True, False, True, True, True, False, True, False])
     assert not list(state.glob("*.claim"))
 
 

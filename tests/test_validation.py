@@ -60,3 +60,18 @@ def test_runtime_and_validation_are_torch_free_and_quiet_openmp_keeps_a_setting(
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # a deployment's own choice wins
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["ACTIVE", "False"], out.stderr
+
+
+def test_pid_alive_tells_a_reused_pid_from_the_process_that_held_it():
+    import time
+
+    from backend.core.runtime import pid_alive, process_start_time
+
+    me = os.getpid()
+    started = process_start_time(me)
+    assert started is not None and started <= time.time() + 2  # this process began in the past
+    assert pid_alive(me) and pid_alive(me, since=time.time())  # already running now
+    assert not pid_alive(me, since=started - 3600)  # "the process that ran an hour before this one started"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert not pid_alive(gone.pid) and process_start_time(gone.pid) is None

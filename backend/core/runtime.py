@@ -37,9 +37,23 @@ def torch_threads(requested: int | None = None, *, env: str | None = None, share
     return max(1, usable_cores() // max(1, share))
 
 
-def pid_alive(pid: int, job_id: str | None = None) -> bool:
-    """Is `pid` a live (non-zombie) process on this host, and, when job_id is given, still the process whose
-    command line names it (pids get reused)?"""
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, to a clock tick), from /proc; None where it
+    cannot be read (no such process, not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime, in ticks since boot
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def pid_alive(pid: int, job_id: str | None = None, *, since: float | None = None) -> bool:
+    """Is `pid` a live (non-zombie) process on this host, and still the same process: when job_id is
+    given, one whose command line names it; when `since` (seconds since the epoch) is given, one that
+    was already running then (a process that started later got the pid by reuse)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,8 +65,10 @@ def pid_alive(pid: int, job_id: str | None = None) -> bool:
         stat = (proc / "stat").read_text()
         if stat[stat.rindex(")") + 2:].startswith("Z"):
             return False
-        if job_id is not None:
-            return job_id.encode() in (proc / "cmdline").read_bytes()
+        if job_id is not None and job_id.encode() not in (proc / "cmdline").read_bytes():
+            return False
     except (OSError, ValueError):
-        pass  # no /proc (not Linux): trust kill(0)
-    return True
+        return True  # no /proc (not Linux): trust kill(0)
+    started = process_start_time(pid) if since is not None else None
+    # btime is whole seconds and drifts from the wall clock on a long uptime: allow 10 s of slack
+    return started is None or since is None or started <= since + 10.0

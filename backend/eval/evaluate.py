@@ -96,18 +96,19 @@ CLAIM_POLL_S = 5.0  # how often a worker with nothing left to claim looks at the
 
 def _claim_alive(claim: Path) -> bool:
     """Whether the process that wrote this claim may still be measuring its chunk: its pid runs on this
-    host (a pid reused by another process after a crash keeps a claim alive: delete the file by hand).
-    A claim from another host counts as alive; one that cannot be read is alive for its first minute
-    (it may be being written) and stale after."""
+    host and that process already ran when the claim was written (one started later got the pid by
+    reuse, after the claimer died). A claim from another host counts as alive; one that cannot be read
+    is alive for its first minute (it may be being written) and stale after."""
     try:
         rec = json.loads(claim.read_text())
         pid, host = int(rec["pid"]), str(rec["host"])
+        since = float(rec["since"]) if rec.get("since") is not None else None
     except (OSError, ValueError, KeyError, TypeError):
         try:
             return time.time() - claim.stat().st_mtime < 60
         except OSError:
             return False
-    return host != socket.gethostname() or pid_alive(pid)
+    return host != socket.gethostname() or pid_alive(pid, since=since)
 
 
 def _claim(claim: Path) -> bool:
