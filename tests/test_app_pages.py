@@ -538,6 +538,35 @@ def test_feature_lens_and_class_visualisation(env):
     assert at.query_params["run"] == "1" and at.query_params["lens_l2"] == "4"
 
 
+def test_feature_lens_quotes_the_lens_measured_on_its_models(tmp_path):
+    """The captions' numbers come from the cards (scripts/lens_budget.py --card), for the budget shown."""
+    from backend.core.checkpoints import read_card, write_card
+
+    write_tiny_models(tmp_path / "ckpt")
+    for mid, p_end, path in (("tiny-pgd", 0.9, [0.0, 0.2, 0.6, 0.9]), ("tiny-ce", 1.0, [0.0, 1.0, 1.0, 1.0])):
+        card = read_card(tmp_path / "ckpt" / mid)
+        card["lens_measured"] = {"images": ["samples:0"], "steps": 3, "budgets": [
+            {"norm": "l2", "eps": e, "n": 1, "p_start": 0.0, "p_end": p_end, "path": path} for e in (6.0, 4.0)]}
+        write_card(tmp_path / "ckpt" / mid, card)
+    with app_environment(tmp_path / "ckpt", tmp_path / "no_data"):
+        at = ok(open_page("views/feature_lens.py", query={"models": "tiny-pgd,tiny-ce", "lens_l2": "4",
+                                                          "lens_steps": "2", "lens_vis_steps": "2"}))
+        intro = ("At the default L2 eps 6: Measured on 2 of the 3 models (1 sample image, each pushed toward "
+                 "its next class, 3 steps; scripts/lens_budget.py): the adversarially trained one reaches a mean "
+                 "target probability of 0.90, passing 0.5 after 2 steps; the standard one reaches 1.00, passing "
+                 "0.5 after 1 step.")
+        assert intro in texts(at)
+        at.form_submit_button[0].click().run()
+        run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")
+        paths_caption = next(c.value for c in at.caption if c.value.startswith("How each model's probability"))
+        assert "Measured (1 sample image" in paths_caption and "0.90" in paths_caption  # L2 4, both models
+        at.slider(key="w_lens_l2").set_value(5.0)
+        at.form_submit_button[0].click().run()
+        run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")
+        paths_caption = next(c.value for c in at.caption if c.value.startswith("How each model's probability"))
+        assert "Measured" not in paths_caption  # nobody measured L2 5
+
+
 def test_feature_lens_l_inf_keeps_its_budget(env):
     at = ok(open_page("views/feature_lens.py", query={"models": "tiny-ce", "lens_norm": "linf", "lens_eps": "8",
                                                       "lens_steps": "3", "lens_vis_steps": "2"}))
@@ -884,7 +913,7 @@ def test_per_class_legend_tells_clean_from_robust():
 LESSON_STEPS = {  # step -> (a text each step's page shows, pictures in the main area beyond the sidebar's)
     "fool": ("before,", 2), "hold": ("adversarially trained model(s)", 3), "change": (", L2 ", 3),
     "looks": ("scaled to its own brightest pixel", 3), "embedding": ("Changed predictions of 20 images", 0),
-    "draws": ("steps. The shipped models are small CPU previews", 6)}
+    "draws": ("steps.", 6)}
 
 
 @pytest.mark.parametrize("step", list(LESSON_STEPS))

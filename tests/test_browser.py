@@ -505,7 +505,7 @@ def test_a_teachers_link_shows_results_in_a_second_browser(app_url, browser, pat
 # Each Lesson step -> a text its view shows once computed (tests/test_app_pages.py checks the same per step)
 LESSON = [("fool", "before,"), ("hold", "adversarially trained model(s)"), ("change", ", L2 "),
           ("looks", "scaled to its own brightest pixel"), ("embedding", "Changed predictions of 20 images"),
-          ("draws", "steps. The shipped models are small CPU previews")]
+          ("draws", " steps.")]
 
 
 def test_lesson_walk_end_to_end(app_url, page):

@@ -21,3 +21,33 @@ def test_preview_text_when_previews_differ_or_are_absent():
     assert honesty.preview_text([_card(id="a"), _card(id="b", epochs=5)]) == "small networks, a few epochs each"
     assert honesty.preview_text([_card(status="shipped")]) == ""
     assert honesty.preview_text([]) == ""
+
+
+def _lens(p_end, path, steps=60, images=("samples:0", "samples:3")):
+    return {"images": list(images), "steps": steps, "budgets": [
+        {"norm": "l2", "eps": 6.0, "n": len(images), "p_start": path[0], "p_end": p_end, "path": path},
+        {"norm": "linf", "eps": 16 / 255, "n": len(images), "p_start": path[0], "p_end": 0.3, "path": [0.0, 0.3]}]}
+
+
+def test_lens_measured_text_quotes_the_cards_measurement_per_group():
+    robust_of = {"pgd_at": True, "trades": True, "ce": False}
+    cards = [_card(id="pgd_at", method="pgd_at", lens_measured=_lens(0.99, [0.0, 0.2, 0.6, 0.99])),
+             _card(id="trades", method="trades", lens_measured=_lens(0.87, [0.0, 0.1, 0.3, 0.55, 0.87])),
+             _card(id="ce", method="ce", lens_measured=_lens(1.0, [0.0, 1.0]))]
+    text = honesty.lens_measured_text(cards, robust_of, "l2", 6.0)
+    assert text == ("Measured (2 sample images, each pushed toward its next class, 60 steps; scripts/lens_budget.py): "
+                    "the 2 adversarially trained models reach a mean target probability of 0.87-0.99, passing 0.5 "
+                    "after 2-3 steps; the standard one reaches 1.00, passing 0.5 after 1 step.")
+    assert "staying below 0.5" in honesty.lens_measured_text(cards[:1], robust_of, "linf", 16 / 255)
+    # a budget nobody measured, or cards without a measurement: nothing to say
+    assert honesty.lens_measured_text(cards, robust_of, "l2", 4.0) == ""
+    assert honesty.lens_measured_text([_card(id="x")], robust_of, "l2", 6.0) == ""
+    # an imported model is its own group; unmeasured models shown beside measured ones are counted
+    imported = _card(id="rb", method="imported", lens_measured=_lens(0.5, [0.0, 0.5]))
+    text = honesty.lens_measured_text([cards[0], imported, _card(id="y")], robust_of, "l2", 6.0)
+    assert text.startswith("Measured on 2 of the 3 models (")
+    assert "the adversarially trained one reaches a mean target probability of 0.99" in text
+    assert "the other one reaches 0.50, passing 0.5 after 1 step" in text
+    # measurements on other images or step counts are not mixed into one sentence
+    other = _card(id="ce", method="ce", lens_measured=_lens(1.0, [0.0, 1.0], steps=30))
+    assert "standard" not in honesty.lens_measured_text([cards[0], other], robust_of, "l2", 6.0)

@@ -69,3 +69,22 @@ def test_service_lens_l2_budget_and_path(client):  # noqa: F811
 def test_service_lens_validates_norm_and_eps(client, kwargs, match):  # noqa: F811
     with pytest.raises(ValueError, match=match):
         client.feature_lens("samples:0", 5, ["tiny-ce"], steps=2, **kwargs)
+
+
+def test_measure_budgets_summarises_the_lens_per_budget(model):
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand((2, 3, 32, 32), generator=g)
+    images: list = []
+    recs = lens.measure_budgets(model, x, [3, 5], [("l2", 6.0), ("linf", 16 / 255)], 8, collect=images)
+    assert [(r["norm"], r["eps"], r["n"]) for r in recs] == [("l2", 6.0, 2), ("linf", 16 / 255, 2)]
+    for r, xa in zip(recs, images):
+        assert xa.shape == x.shape and len(r["path"]) == 9 and 0 <= r["hit"] <= 2
+        assert r["p_start"] == r["path"][0] and r["p_end"] == r["path"][-1] and r["p_end"] > r["p_start"]
+        # the path is the mean over images of targeted_lens's own path, one image at a time as the app runs it
+        _, p3 = lens.targeted_lens(model, x[:1], 3, r["eps"], 8, r["norm"])
+        _, p5 = lens.targeted_lens(model, x[1:], 5, r["eps"], 8, r["norm"])
+        assert np.allclose(r["path"], [(a[0] + b[0]) / 2 for a, b in zip(p3, p5)], atol=1e-4)
+        size = (xa - x).flatten(1).norm(dim=1).mean().item()
+        assert r["l2"] == pytest.approx(size, abs=1e-3)
+    with pytest.raises(ValueError, match="one target per image"):
+        lens.measure_budgets(model, x, [3], [("l2", 6.0)], 2)

@@ -217,3 +217,24 @@ def test_zoo_status_reads_the_runs_and_changes_nothing(tmp_path, capsys):
     (d / "reference_embedding.safetensors").write_bytes(b"")
     assert zs.main([str(out), "--methods", "pgd_at"]) == 0  # trained and fully evaluated
     assert "AA 35.0 (N 1000)" in capsys.readouterr().out
+
+
+def test_lens_budget_records_its_measurement_in_the_cards(fresh_checkpoint_root, capsys):  # noqa: F811
+    lb = _load("lens_budget")
+    with pytest.raises(SystemExit):
+        lb.main(["--budgets", "l1:3"])
+    before = {d.name: (d / CARD).read_text() for d in fresh_checkpoint_root.iterdir() if (d / CARD).is_file()}
+    lb.main(["--checkpoints", str(fresh_checkpoint_root), "--models", "tiny-ce", "tiny-pgd", "--images", "0", "3",
+             "--steps", "3", "--budgets", "l2:6", "linf:16", "--card"])
+    out = capsys.readouterr().out
+    assert "recorded in the cards of tiny-ce, tiny-pgd" in out
+    for mid in ("tiny-ce", "tiny-pgd"):
+        rec = json.loads((fresh_checkpoint_root / mid / CARD).read_text())["lens_measured"]
+        assert rec["images"] == ["samples:0", "samples:3"] and rec["steps"] == 3
+        assert [(b["norm"], round(b["eps"] * 255) if b["norm"] == "linf" else b["eps"]) for b in rec["budgets"]] == \
+            [("l2", 6.0), ("linf", 16)]
+        assert all(len(b["path"]) == 4 and b["n"] == 2 for b in rec["budgets"])
+        assert rec["command"].endswith("--images 0 3 --steps 3 --budgets l2:6 linf:16")
+    # the models not measured keep their cards as they were
+    after = {d.name: (d / CARD).read_text() for d in fresh_checkpoint_root.iterdir() if (d / CARD).is_file()}
+    assert {m for m in before if before[m] != after[m]} == {"tiny-ce", "tiny-pgd"}

@@ -74,3 +74,55 @@ def preview_text(cards: list[dict], short_names: dict[str, str] | None = None) -
     arch, width, epochs = kinds.pop()
     name = (short_names or {}).get(str(arch)) or str(arch)
     return f"{name}{f' w{width}' if width else ''}" + (f", {epochs} epochs" if epochs else "")
+
+
+def _lens_record(card: dict, norm: str, eps: float) -> tuple[dict, dict] | None:
+    """(the card's lens measurement, its entry for this budget) or None (scripts/lens_budget.py --card)."""
+    rec = card.get("lens_measured") or {}
+    for b in rec.get("budgets") or []:
+        if b.get("norm") == norm and abs(float(b.get("eps", -1)) - float(eps)) <= 1e-6 and b.get("path"):
+            return rec, b
+    return None
+
+
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def lens_measured_text(cards: list[dict], robust_of: dict, norm: str, eps: float) -> str:
+    """What the Feature lens did to these models at this budget, as measured by scripts/lens_budget.py
+    and recorded in their cards: 'Measured (4 sample images, each pushed toward its next class, 60
+    steps): the 3 adversarially trained models reach a mean target probability of 0.87-0.99, passing
+    0.5 after 14-20 steps; the 2 standard ones 1.00, within 2 steps.' '' when no card has this budget.
+    robust_of: training method -> adversarially trained (limits()["jobs"]["method_robust"])."""
+    found = [(c, *r) for c in cards if (r := _lens_record(c, norm, eps))]
+    if not found:
+        return ""
+    first = found[0][1]
+    same = [(c, b) for c, rec, b in found if (rec.get("images"), rec.get("steps")) ==
+            (first.get("images"), first.get("steps"))]
+    groups = {True: ("adversarially trained", []), False: ("standard", []), None: ("other", [])}
+    for c, b in same:
+        groups[robust_of.get(str(c.get("method")))][1].append(b)  # None: not a training method here
+    parts = []
+    for label, entries in groups.values():
+        if not entries:
+            continue
+        who = f"the {label} one" if len(entries) == 1 else f"the {len(entries)} {label} models"
+        reach = _span([float(b["p_end"]) for b in entries], ".2f")
+        passed = [next((i for i, p in enumerate(b["path"]) if p >= 0.5), None) for b in entries]
+        if all(s is not None for s in passed):
+            span = _span([float(s) for s in passed if s is not None], ".0f")
+            when = f"passing 0.5 after {span} step{'' if span == '1' else 's'}"
+        elif any(s is not None for s in passed):
+            when = "some passing 0.5, some not"
+        else:
+            when = "staying below 0.5"
+        verb = "reaches" if len(entries) == 1 else "reach"
+        parts.append(f"{who} {verb} " + (f"a mean target probability of {reach}, {when}" if not parts
+                                         else f"{reach}, {when}"))
+    n, steps = len(first.get("images") or []), first.get("steps")
+    scope = "" if len(same) == len(cards) else f" on {len(same)} of the {len(cards)} models"
+    return (f"Measured{scope} ({n} sample image{'s' if n != 1 else ''}, each pushed toward its next class, "
+            f"{steps} steps; scripts/lens_budget.py): " + "; ".join(parts) + ".")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.session import state, tasks
+from app.session import honesty, state, tasks
 from app.session.client import backend, classes
 from app.widgets import charts
-from app.widgets.components import model_header, model_picker, page_setup, show_image
+from app.widgets.components import model_header, model_picker, page_setup, preview_text, show_image
 from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption
 from app.widgets.links import linked_open
 
@@ -18,27 +18,30 @@ PAGE = "feature_lens"
 NORMS = {"l2": "L2 (large budget: features)", "linf": "L-inf (every pixel by at most eps)"}
 
 st.title("Feature lens")
-st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
-           "budget the change takes on shapes of the target class (Santurkar et al. 2019, with robust networks "
-           "trained for many GPU-hours). The shipped models are small CPU previews (width 16, 5 epochs): at the "
-           "default L2 6 the robust ones reach a target probability of 0.78-0.87 on average over four sample "
-           "images (one image can stay lower), with visible strokes and blobs that are sometimes class-like (dark "
-           "legs toward deer, a dark body toward automobile) and rarely a recognisable object; the standard CE "
-           "model reaches p 1.00 within a few steps and spends the rest of the budget on a fine speckle over the "
-           "whole image.")
-
 img, cards, names = page_setup(with_image=True)
 by_id = {c["id"]: c for c in cards}
 class_names = classes()
 # before anything writes the URL: does the link name results (run=1), and can they be run here?
 linked = linked_open(PAGE, list(by_id), button="Run the lens")
 
-ids = model_picker(cards)
 # the service's bounds and measured defaults (backend.explain.lens through capabilities()): the page needs them
-lens_lim = (backend().capabilities() or {}).get("lens") or {}
+lim = backend().capabilities() or {}
+lens_lim = lim.get("lens") or {}
 defaults = lens_lim.get("defaults")
 if not defaults:
     st.stop()  # the backend could not be asked: backend() has shown why
+robust_of = (lim.get("jobs") or {}).get("method_robust") or {}
+previews = preview_text(cards)
+default_budget = (f"L2 eps {float(defaults['eps']['l2']):g}" if defaults["norm"] == "l2"
+                  else f"L-inf eps {round(defaults['eps']['linf'] * 255)}/255")
+measured = honesty.lens_measured_text(cards, robust_of, defaults["norm"], defaults["eps"][defaults["norm"]])
+st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
+           "budget the change takes on shapes of the target class (Santurkar et al. 2019, with robust networks "
+           "trained for many GPU-hours); a standard model reaches the class within a few steps and spends the rest "
+           "of the budget on a fine speckle over the whole image."
+           + (f" The shipped models are CPU previews ({previews})." if previews else "")
+           + (f" At the default {default_budget}: {measured}" if measured else ""))
+ids = model_picker(cards)
 eps_lo, eps_hi = (round(v * 255) for v in lens_lim.get("eps", (1 / 255, 32 / 255)))
 l2_lo, l2_hi = (float(v) for v in lens_lim.get("eps_l2", (0.1, 20.0)))
 steps_lo, steps_hi = lens_lim.get("steps", (1, 200))
@@ -148,16 +151,18 @@ for i in range(0, max(1, len(shown)), max(1, k)):
 st.caption(f"Top: the image after a targeted attack toward the class ({saved['eps_text'] if saved else eps_text}; "
            "its probability and the prediction after it). Middle: what changed, magnified. Bottom: an image grown from "
            "grey noise to maximise the class logit (with jitter and blur so it cannot be pure noise).")
-paths = {names.get(m, m): lens_res[m]["path"] for m in shown if m in lens_res and lens_res[m].get("path") is not None}
-if paths:
+paths_ids = [m for m in shown if m in lens_res and lens_res[m].get("path") is not None]
+paths = {names.get(m, m): lens_res[m]["path"] for m in paths_ids}
+if paths and saved:
     st.plotly_chart(charts.lens_paths(paths, tgt_name, title=f"p({tgt_name}) step by step"), width="stretch",
                     key="lens_paths")
-    st.caption("How each model's probability of the target class grows over the attack's steps. On the shipped "
-               "models and the sample images the standard CE model reaches 1.00 within about 10 steps; the robust "
-               "ones climb for 30-40 steps and level off (0.78-0.87 on average at L2 6): the budget they need is "
-               "what makes their change large enough to look at. Grad-CAM (Saliency studio) is no help here: it "
-               "weighs the last, 4x4 convolutional stage, so its maps are coarse blobs for every model, and a "
-               "plausible blob says where a model looks, not whether it is robust.")
+    # what scripts/lens_budget.py measured on these models at the budget just run (from their cards)
+    measured = honesty.lens_measured_text([by_id[m] for m in paths_ids], robust_of, saved["key"][3], saved["key"][4])
+    st.caption("How each model's probability of the target class grows over the attack's steps: the budget a model "
+               "needs is what makes its change large enough to look at. " + (f"{measured} " if measured else "")
+               + "Grad-CAM (Saliency studio) is no help here: it weighs the last convolutional stage, so its maps are "
+                 "coarse blobs for every model, and a plausible blob says where a model looks, not whether it is "
+                 "robust.")
 if lens_res or vis:
     grid = []
     if lens_res:

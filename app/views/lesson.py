@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.session import lesson, state
+from app.session import honesty, lesson, state
 from app.session.client import backend, classes, current_dataset
 from app.widgets import charts
 from app.widgets.components import badge, model_header, page_setup, prob_bars, show_image
@@ -138,8 +138,8 @@ else:  # draws
         st.stop()
     tgt = class_names[req["target"]]
     budget = f"L2 eps {kw['eps']:g}" if kw["norm"] == "l2" else f"L-inf eps {round(kw['eps'] * 255)}/255"
-    st.caption(f"Toward **{tgt}**, {budget}, {kw['steps']} steps. The shipped models are small CPU previews: "
-               "expect colour and edge changes, rarely a recognisable object (the Feature lens page says why).")
+    measured = honesty.lens_measured_text([by_id[m] for m in ids], robust_of, kw["norm"], kw["eps"])
+    st.caption(f"Toward **{tgt}**, {budget}, {kw['steps']} steps." + (f" {measured}" if measured else ""))
 
     def _toward(m: str) -> None:
         show_image(out[m]["pixels"], caption=f"p({tgt})={out[m]['target_prob']:.2f}")

@@ -56,6 +56,36 @@ def targeted_lens(model: torch.nn.Module, x: torch.Tensor, target_class: int, ep
     return xa, path
 
 
+def measure_budgets(model: torch.nn.Module, x: torch.Tensor, targets: list[int],
+                    budgets: list[tuple[str, float]], steps: int, collect: list | None = None) -> list[dict]:
+    """How far `targeted_lens` moves each image x[k] (N,3,H,W) toward targets[k] under each budget
+    (norm, eps), one image at a time as the app runs it: per budget {"norm", "eps", "n", "p_start" and
+    "p_end" (mean target probability before and after), "hit" (images then predicted as their target),
+    "l2" (mean L2 size of the change), "path" (mean target probability after each step, 0..steps)}.
+    What scripts/lens_budget.py records in a card ("lens_measured") for the Feature lens's captions.
+    collect, when given, gets each budget's attacked images (N,3,H,W) appended (to look at)."""
+    if len(targets) != x.shape[0]:
+        raise ValueError(f"one target per image: {x.shape[0]} images, {len(targets)} targets")
+    out = []
+    for norm, eps in budgets:
+        paths, hits, sizes, images = [], 0, [], []
+        for k, t in enumerate(targets):
+            with torch.enable_grad():
+                xa, path = targeted_lens(model, x[k:k + 1], int(t), float(eps), steps, norm)
+            with torch.no_grad():
+                hits += int(int(model(xa).argmax()) == int(t))
+            paths.append([p[0] for p in path])
+            sizes.append(float((xa - x[k:k + 1]).flatten().norm()))
+            images.append(xa.detach())
+        if collect is not None:
+            collect.append(torch.cat(images))
+        mean_path = torch.tensor(paths).mean(0).tolist()
+        out.append({"norm": norm, "eps": float(eps), "n": len(targets), "p_start": round(mean_path[0], 4),
+                    "p_end": round(mean_path[-1], 4), "hit": hits, "l2": round(sum(sizes) / len(sizes), 3),
+                    "path": [round(v, 4) for v in mean_path]})
+    return out
+
+
 def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
     """3x3 depthwise Gaussian blur with replicate padding, (N,3,H,W) -> (N,3,H,W)."""
     k = torch.exp(-torch.tensor([1.0, 0.0, 1.0], device=x.device) / (2 * sigma**2))
