@@ -551,7 +551,7 @@ def test_feature_lens_quotes_the_lens_measured_on_its_models(tmp_path):
     with app_environment(tmp_path / "ckpt", tmp_path / "no_data"):
         at = ok(open_page("views/feature_lens.py", query={"models": "tiny-pgd,tiny-ce", "lens_l2": "4",
                                                           "lens_steps": "2", "lens_vis_steps": "2"}))
-        intro = ("At the default L2 eps 6: Measured on 2 of the 3 models (1 sample image, each pushed toward "
+        intro = ("Measured on 2 of the 3 models at the default L2 eps 6 (1 sample image, each pushed toward "
                  "its next class, 3 steps; scripts/lens_budget.py): the adversarially trained one reaches a mean "
                  "target probability of 0.90, passing 0.5 after 2 steps; the standard one reaches 1.00, passing "
                  "0.5 after 1 step.")
@@ -559,7 +559,7 @@ def test_feature_lens_quotes_the_lens_measured_on_its_models(tmp_path):
         at.form_submit_button[0].click().run()
         run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")
         paths_caption = next(c.value for c in at.caption if c.value.startswith("How each model's probability"))
-        assert "Measured (1 sample image" in paths_caption and "0.90" in paths_caption  # L2 4, both models
+        assert "Measured at L2 eps 4 (1 sample image" in paths_caption and "0.90" in paths_caption  # both models
         at.slider(key="w_lens_l2").set_value(5.0)
         at.form_submit_button[0].click().run()
         run_until(at, lambda a: a.session_state["classvis_queue"]["state"] != "running", "the class visualisation")

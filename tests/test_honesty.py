@@ -34,8 +34,9 @@ def test_lens_measured_text_quotes_the_cards_measurement_per_group():
     cards = [_card(id="pgd_at", method="pgd_at", lens_measured=_lens(0.99, [0.0, 0.2, 0.6, 0.99])),
              _card(id="trades", method="trades", lens_measured=_lens(0.87, [0.0, 0.1, 0.3, 0.55, 0.87])),
              _card(id="ce", method="ce", lens_measured=_lens(1.0, [0.0, 1.0]))]
-    text = honesty.lens_measured_text(cards, robust_of, "l2", 6.0)
-    assert text == ("Measured (2 sample images, each pushed toward its next class, 60 steps; scripts/lens_budget.py): "
+    text = honesty.lens_measured_text(cards, robust_of, "l2", 6.0, where="at L2 eps 6")
+    assert text == ("Measured at L2 eps 6 (2 sample images, each pushed toward its next class, 60 steps; "
+                    "scripts/lens_budget.py): "
                     "the 2 adversarially trained models reach a mean target probability of 0.87-0.99, passing 0.5 "
                     "after 2-3 steps; the standard one reaches 1.00, passing 0.5 after 1 step.")
     assert "staying below 0.5" in honesty.lens_measured_text(cards[:1], robust_of, "linf", 16 / 255)

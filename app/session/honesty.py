@@ -90,12 +90,13 @@ def _span(values: list[float], fmt: str) -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
-def lens_measured_text(cards: list[dict], robust_of: dict, norm: str, eps: float) -> str:
+def lens_measured_text(cards: list[dict], robust_of: dict, norm: str, eps: float, where: str = "") -> str:
     """What the Feature lens did to these models at this budget, as measured by scripts/lens_budget.py
-    and recorded in their cards: 'Measured (4 sample images, each pushed toward its next class, 60
-    steps): the 3 adversarially trained models reach a mean target probability of 0.87-0.99, passing
-    0.5 after 14-20 steps; the 2 standard ones 1.00, within 2 steps.' '' when no card has this budget.
-    robust_of: training method -> adversarially trained (limits()["jobs"]["method_robust"])."""
+    and recorded in their cards: 'Measured at L2 eps 6 (4 sample images, each pushed toward its next
+    class, 60 steps; ...): the 3 adversarially trained models reach a mean target probability of
+    0.87-0.99, passing 0.5 after 14-20 steps; the 2 standard models reach 1.00, passing 0.5 after 2
+    steps.' ('at L2 eps 6' is `where`); '' when no card has this budget. robust_of: training method ->
+    adversarially trained (capabilities()["jobs"]["method_robust"])."""
     found = [(c, *r) for c in cards if (r := _lens_record(c, norm, eps))]
     if not found:
         return ""
@@ -124,5 +125,6 @@ def lens_measured_text(cards: list[dict], robust_of: dict, norm: str, eps: float
                                          else f"{reach}, {when}"))
     n, steps = len(first.get("images") or []), first.get("steps")
     scope = "" if len(same) == len(cards) else f" on {len(same)} of the {len(cards)} models"
-    return (f"Measured{scope} ({n} sample image{'s' if n != 1 else ''}, each pushed toward its next class, "
+    at = f" {where}" if where else ""
+    return (f"Measured{scope}{at} ({n} sample image{'s' if n != 1 else ''}, each pushed toward its next class, "
             f"{steps} steps; scripts/lens_budget.py): " + "; ".join(parts) + ".")

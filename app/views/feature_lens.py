@@ -34,13 +34,14 @@ robust_of = (lim.get("jobs") or {}).get("method_robust") or {}
 previews = preview_text(cards)
 default_budget = (f"L2 eps {float(defaults['eps']['l2']):g}" if defaults["norm"] == "l2"
                   else f"L-inf eps {round(defaults['eps']['linf'] * 255)}/255")
-measured = honesty.lens_measured_text(cards, robust_of, defaults["norm"], defaults["eps"][defaults["norm"]])
+measured = honesty.lens_measured_text(cards, robust_of, defaults["norm"], defaults["eps"][defaults["norm"]],
+                                      where=f"at the default {default_budget}")
 st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
            "budget the change takes on shapes of the target class (Santurkar et al. 2019, with robust networks "
            "trained for many GPU-hours); a standard model reaches the class within a few steps and spends the rest "
            "of the budget on a fine speckle over the whole image."
            + (f" The shipped models are CPU previews ({previews})." if previews else "")
-           + (f" At the default {default_budget}: {measured}" if measured else ""))
+           + (f" {measured}" if measured else ""))
 ids = model_picker(cards)
 eps_lo, eps_hi = (round(v * 255) for v in lens_lim.get("eps", (1 / 255, 32 / 255)))
 l2_lo, l2_hi = (float(v) for v in lens_lim.get("eps_l2", (0.1, 20.0)))
@@ -157,7 +158,8 @@ if paths and saved:
     st.plotly_chart(charts.lens_paths(paths, tgt_name, title=f"p({tgt_name}) step by step"), width="stretch",
                     key="lens_paths")
     # what scripts/lens_budget.py measured on these models at the budget just run (from their cards)
-    measured = honesty.lens_measured_text([by_id[m] for m in paths_ids], robust_of, saved["key"][3], saved["key"][4])
+    measured = honesty.lens_measured_text([by_id[m] for m in paths_ids], robust_of, saved["key"][3], saved["key"][4],
+                                          where=f"at {saved['eps_text']}")
     st.caption("How each model's probability of the target class grows over the attack's steps: the budget a model "
                "needs is what makes its change large enough to look at. " + (f"{measured} " if measured else "")
                + "Grad-CAM (Saliency studio) is no help here: it weighs the last convolutional stage, so its maps are "
