@@ -238,3 +238,18 @@ def test_lens_budget_records_its_measurement_in_the_cards(fresh_checkpoint_root,
     # the models not measured keep their cards as they were
     after = {d.name: (d / CARD).read_text() for d in fresh_checkpoint_root.iterdir() if (d / CARD).is_file()}
     assert {m for m in before if before[m] != after[m]} == {"tiny-ce", "tiny-pgd"}
+
+
+def test_the_readme_results_table_is_what_the_shipped_cards_say():
+    """README "Results" quotes scripts/results_table.py on checkpoints/: replacing the zoo without re-pasting
+    the table (or editing a number by hand) fails here."""
+    rt = _load("results_table")
+    table = rt.rows(SCRIPTS.parent / "checkpoints")
+    readme = (SCRIPTS.parent / "README.md").read_text().splitlines()
+    assert table[0] in readme, "README lacks the results table's header"
+    start = readme.index(table[0])
+    assert readme[start:start + len(table)] == table
+    assert not readme[start + len(table)].startswith("|"), "README's table has rows no shipped card has"
+    total = rt.total(SCRIPTS.parent / "checkpoints")
+    if "core-hours measured" in total:  # cards that measured their training CPU time: README states the sum
+        assert total in " ".join(readme), total
