@@ -8,7 +8,8 @@ for the models it was measured on (so their captions follow the installed models
 Optionally writes a PNG grid (rows: model x budget, columns: images) to look at. No data-set pixels
 are written unless --png is given (the PNG is for looking at, never for committing).
 
-    python3 scripts/lens_budget.py --images 0 3 7 11 --steps 60 --card
+    python3 scripts/lens_budget.py --images 0 1 2 3 --steps 60 --budgets linf:16 l2:2 l2:4 l2:6 l2:10 --card
+    python3 scripts/lens_budget.py --table     # the cards' measurements as README's table
     python3 scripts/lens_budget.py --models pgd_at --png test-artifacts/lens_budget.png
 """
 from __future__ import annotations
@@ -23,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from backend.core.checkpoints import read_card, write_card  # noqa: E402
+from backend.core.checkpoints import list_checkpoints, read_card, write_card  # noqa: E402
 from backend.explain.lens import LENS_NORMS, measure_budgets  # noqa: E402
 from backend.service.facade import Service  # noqa: E402
+from backend.train.registry import METHOD_INFO, METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,27 @@ def parse_budget(text: str) -> tuple[str, float]:
     return norm, eps / 255 if norm == "linf" else eps
 
 
+def _budget_label(b: dict) -> str:
+    return f"L-inf {round(b['eps'] * 255)}/255" if b["norm"] == "linf" else f"L2 {b['eps']:g}"
+
+
+def table(root: Path) -> list[str]:
+    """README "Feature lens budgets": the cards' recorded measurements (--card) as a markdown table, one row
+    per measured model (registry order), the first measured card's budgets as columns: 'p_end (hit/n)'."""
+    cards = [c for c in list_checkpoints(root, METHODS) if (c.get("lens_measured") or {}).get("budgets")]
+    if not cards:
+        return []
+    cols = [(b["norm"], b["eps"]) for b in cards[0]["lens_measured"]["budgets"]]
+    out = ["| model | " + " | ".join(_budget_label({"norm": n, "eps": e}) for n, e in cols) + " |",
+           "|---" * (len(cols) + 1) + "|"]
+    for c in cards:
+        got = {(b["norm"], b["eps"]): b for b in c["lens_measured"]["budgets"]}
+        label = METHOD_INFO[c["method"]].label if c.get("method") in METHOD_INFO else c.get("display_name", c["id"])
+        cells = [f"{got[k]['p_end']:.2f} ({got[k]['hit']}/{got[k]['n']})" if k in got else "-" for k in cols]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
@@ -53,7 +76,12 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--card", action="store_true", help="record the measurement in each model's card")
     ap.add_argument("--png", default=None, help="write the images here (to look at; do not commit)")
+    ap.add_argument("--table", action="store_true",
+                    help="measure nothing: print the cards' recorded measurements as the README's table")
     a = ap.parse_args(argv)
+    if a.table:
+        print("\n".join(table(a.checkpoints)))
+        return
     torch.manual_seed(0)
     svc = Service(checkpoint_root=a.checkpoints, device="cpu")
     ids = a.models or [c["id"] for c in svc.list_models()]

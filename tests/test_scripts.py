@@ -235,6 +235,13 @@ def test_lens_budget_records_its_measurement_in_the_cards(fresh_checkpoint_root,
             [("l2", 6.0), ("linf", 16)]
         assert all(len(b["path"]) == 4 and b["n"] == 2 for b in rec["budgets"])
         assert rec["command"].endswith("--images 0 3 --steps 3 --budgets l2:6 linf:16")
+    lb.main(["--checkpoints", str(fresh_checkpoint_root), "--table"])  # measures nothing: prints the cards
+    table = capsys.readouterr().out.splitlines()
+    assert table[:2] == ["| model | L2 6 | L-inf 16/255 |", "|---|---|---|"] and len(table) == 4
+    rec = json.loads((fresh_checkpoint_root / "tiny-pgd" / CARD).read_text())["lens_measured"]["budgets"]
+    cells = [f"{b['p_end']:.2f} ({b['hit']}/2)" for b in rec]
+    assert table[2] == f"| PGD-AT | {cells[0]} | {cells[1]} |"
+    assert table[3].startswith("| CE | ")  # registry order, measured models only
     # the models not measured keep their cards as they were
     after = {d.name: (d / CARD).read_text() for d in fresh_checkpoint_root.iterdir() if (d / CARD).is_file()}
     assert {m for m in before if before[m] != after[m]} == {"tiny-ce", "tiny-pgd"}
@@ -253,3 +260,15 @@ def test_the_readme_results_table_is_what_the_shipped_cards_say():
     total = rt.total(SCRIPTS.parent / "checkpoints")
     if "core-hours measured" in total:  # cards that measured their training CPU time: README states the sum
         assert total in " ".join(readme), total
+
+
+def test_the_readme_lens_table_is_what_the_shipped_cards_recorded():
+    """README "Feature lens budgets" quotes `scripts/lens_budget.py --table` (the cards' --card measurements)."""
+    table = _load("lens_budget").table(SCRIPTS.parent / "checkpoints")
+    readme = (SCRIPTS.parent / "README.md").read_text().splitlines()
+    if not table:  # a zoo nobody measured: README must not show a lens table
+        assert not any(line.startswith("| model | L-inf") or line.startswith("| model | L2") for line in readme)
+        return
+    assert table[0] in readme, "README lacks the lens table"
+    start = readme.index(table[0])
+    assert readme[start:start + len(table)] == table and not readme[start + len(table)].startswith("|")
