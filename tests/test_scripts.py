@@ -272,3 +272,12 @@ def test_the_readme_lens_table_is_what_the_shipped_cards_recorded():
     assert table[0] in readme, "README lacks the lens table"
     start = readme.index(table[0])
     assert readme[start:start + len(table)] == table and not readme[start + len(table)].startswith("|")
+
+
+def test_the_readme_first_view_counts_are_what_the_shipped_models_get(capsys):
+    """README "The first view" quotes scripts/sample_accuracy.py's summary for checkpoints/."""
+    sa = _load("sample_accuracy")
+    assert sa.main(["--checkpoints", str(SCRIPTS.parent / "checkpoints")]) == 0
+    out = capsys.readouterr().out.split("\n\n")[0].splitlines()  # the summary: a header and a line per model
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    assert "\n".join("    " + line.rstrip() for line in out) in readme
