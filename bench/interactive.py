@@ -140,9 +140,11 @@ def main(argv=None) -> None:
                                                           svc.clear_caches))),
         ]
     svc.feature_lens(img(0), 3, None, None, 60, "l2")  # warm-up
-    views = [(f"attack lab grid: PGD-10 + preds + {sal} maps", True,
-              lambda i, sal=sal: svc.attack(img(i), PGD10, None, saliency=sal))
-             for sal in ("gradcam", "integrated_gradients")]
+    default_sal = (svc.limits().get("saliency") or {}).get("default")  # what the attack lab opens with
+    sals = list(dict.fromkeys(s for s in (default_sal, "gradcam", "integrated_gradients") if s))
+    views = [(f"attack lab grid: PGD-10 + preds + {sal} maps" + (" (the page's default)" if sal == default_sal else ""),
+              True, lambda i, sal=sal: svc.attack(img(i), PGD10, None, saliency=sal))
+             for sal in sals]
     views.append(("feature lens: L2 6, 60 steps toward a class", False,
                   lambda i: svc.feature_lens(img(i), 3, None, None, 60, "l2")))
     for name, target, view in views:
