@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend.core.runtime import quiet_openmp
+from backend.core.runtime import quiet_openmp, wait_for_url
 
 quiet_openmp()  # before torch loads
 REPO = Path(__file__).resolve().parent.parent
@@ -34,17 +34,8 @@ def free_port() -> int:
 def wait_healthy(url: str, proc: subprocess.Popen, deadline: float, what: str) -> None:
     """Poll `url` until it answers 200; SystemExit naming `what` when `proc` exits or time.monotonic()
     passes `deadline` first."""
-    import httpx
-
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not come up")
-        time.sleep(0.3)
+    if not wait_for_url(url, proc, deadline):
+        raise SystemExit(f"{what} did not come up")
 
 
 @contextlib.contextmanager

@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from backend.core.runtime import wait_for_url  # noqa: E402  (torch-free)
+
 NGINX = "nginx"
 
 
@@ -112,18 +115,8 @@ def gpu_count() -> int:
 
 
 def _wait_up(url: str, proc: subprocess.Popen, what: str, log: Path, timeout_s: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not start (see {log}):\n{log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.5)
+    if not wait_for_url(url, proc, time.monotonic() + timeout_s, poll_s=0.5):
+        raise SystemExit(f"{what} did not start (see {log}):\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def _share_host(host: str) -> str:

@@ -75,3 +75,26 @@ def test_pid_alive_tells_a_reused_pid_from_the_process_that_held_it():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert not pid_alive(gone.pid) and process_start_time(gone.pid) is None
+
+
+def test_wait_for_url_answers_true_once_up_false_when_the_server_dies_or_time_runs_out(tmp_path):
+    import socket
+    import time
+
+    from backend.core.runtime import wait_for_url
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert wait_for_url(url, dead, time.monotonic() + 60) is False  # at once: its server is gone
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_url(url + "missing", server, time.monotonic() + 1.0) is False  # 404 until the deadline
+        assert wait_for_url(url, server, time.monotonic() + 60) is True
+    finally:
+        server.kill()
+        server.wait()

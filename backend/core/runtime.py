@@ -72,3 +72,21 @@ def pid_alive(pid: int, job_id: str | None = None, *, since: float | None = None
     started = process_start_time(pid) if since is not None else None
     # btime is whole seconds and drifts from the wall clock on a long uptime: allow 10 s of slack
     return started is None or since is None or started <= since + 10.0
+
+
+def wait_for_url(url: str, proc, deadline: float, poll_s: float = 0.3) -> bool:
+    """Poll `url` until it answers 200 (True); False as soon as the server process `proc` (a Popen) has
+    exited or time.monotonic() passes `deadline`. For the scripts that start a server and wait for it."""
+    import time
+
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
