@@ -17,7 +17,7 @@ replica i sees GPU i mod #GPUs) behind nginx (Debian's package), which keys each
 X-RobustLens-Session header with a consistent hash, so one student's requests, uploads and tasks
 stay on one replica (see nginx_config). --backend-url uses a backend already running elsewhere (a
 GPU machine started with `python -m backend.transport.server --host ... --token ...`) instead.
-Ctrl-C stops everything this started.
+Ctrl-C, SIGTERM or SIGHUP stops everything this started.
 """
 from __future__ import annotations
 
@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         procs.append(p)
         return p
 
+    def _stop(signum, frame):  # `kill`, a closed terminal, a service manager: stop the class as Ctrl-C does
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         gpus = gpu_count()
         if a.backend_url:
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.host in ("127.0.0.1", "localhost"):
             print("(bound to this machine only: pass --host <this machine's address on the class network> "
                   "to reach the students' machines)")
-        print("Ctrl-C stops the class.", flush=True)
+        print("Ctrl-C (or SIGTERM) stops the class.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         dead = [p.args[0] if isinstance(p.args, list) else p.args for p in procs if p.poll() is not None]

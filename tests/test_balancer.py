@@ -205,3 +205,55 @@ def test_the_task_of_a_session_that_left_is_cancelled_on_its_replica(replicas, b
         assert all("session=student-x " in line and '" 200 ' in line for line in lines), lines
     finally:
         shared.close()
+
+
+def test_the_classroom_script_stops_what_it_started_on_sigterm(tiny_checkpoint_root, tmp_path):  # noqa: F811
+    """`kill` (SIGTERM) on scripts/classroom.py stops its backend and app too (they run in their own sessions, so
+    nothing else would), and frees their ports for the next class."""
+    import os
+    import signal
+    import sys
+    import time
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    children: list[int] = []
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "classroom.py"), "--port", str(ports[0]),
+                             "--backend-port", str(ports[1]), "--checkpoints", str(tiny_checkpoint_root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "ROBUSTLENS_THREADS": "1"})
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while not any("stops the class" in ln for ln in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            lines.append(proc.stdout.readline())
+        run = next(ln for ln in lines if "logs in " in ln).rsplit("logs in ", 1)[1].strip()
+        children = [int(p) for p in subprocess.run(["pgrep", "-f", "--", f"--port {ports[1]}|--server.port {ports[0]}"],
+                                                   capture_output=True, text=True).stdout.split()]
+        assert len(children) == 2, children  # the backend and the app
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in children):
+            assert time.monotonic() < deadline, "the backend or the app outlived the classroom script"
+            time.sleep(0.2)
+        for port in ports:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))  # free again
+        assert Path(run).is_dir()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children:  # a failed run must not leave servers behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    from backend.core.runtime import pid_alive
+
+    return pid_alive(pid)
