@@ -65,6 +65,11 @@ def table(root: Path) -> list[str]:
     return out
 
 
+def budget_arg(norm: str, eps: float) -> str:
+    """parse_budget's inverse: ('linf', 16/255) -> 'linf:16'; ('l2', 6.0) -> 'l2:6'."""
+    return f"{norm}:{round(eps * 255) if norm == 'linf' else eps:g}"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
@@ -88,7 +93,7 @@ def main(argv=None) -> None:
     ids_img = [f"samples:{i}" for i in a.images]
     command = "python3 scripts/lens_budget.py " + shlex.join(
         ["--images", *map(str, a.images), "--steps", str(a.steps), "--budgets",
-         *(f"{n}:{round(e * 255) if n == 'linf' else e:g}" for n, e in a.budgets)])
+         *(budget_arg(n, e) for n, e in a.budgets)])
     rows, labels = [], []
     print(f"{'model':8} {'budget':9} {'p0':>5} {'p_end':>6} {'hit':>5} {'L2':>5}  path (mean p every steps/6)")
     for mid in ids:
@@ -98,7 +103,7 @@ def main(argv=None) -> None:
         images: list[torch.Tensor] = []
         records = measure_budgets(model, xs, tgt, a.budgets, a.steps, collect=images if a.png else None)
         for r in records:
-            b = f"{r['norm']}:{round(r['eps'] * 255) if r['norm'] == 'linf' else r['eps']:g}"
+            b = budget_arg(r["norm"], r["eps"])
             marks = " ".join(f"{v:.2f}" for v in r["path"][:: max(1, a.steps // 6)])
             print(f"{mid:8} {b:9} {r['p_start']:5.2f} {r['p_end']:6.2f} {r['hit']:2d}/{r['n']:<2d} {r['l2']:5.2f}  "
                   f"{marks}", flush=True)
