@@ -141,3 +141,69 @@ def test_zoo_eval_watch_waits_for_untrained_models_and_stops_on_a_failure(tmp_pa
     bad = subprocess.run(["timeout", "60", "bash", str(REPO / "scripts/train_zoo.sh"), "eval", str(out)], cwd=REPO,
                          env=env, capture_output=True, text=True)
     assert bad.returncode not in (0, 3, 124) and "again in" not in bad.stdout
+
+
+def test_zoo_keep_carries_a_zoo_in_progress_to_a_new_machine(tmp_path):
+    """scripts/zoo_keep.py: `save` copies trained models, training logs, the AutoAttack's finished chunks and the
+    resume state of unfinished trainings into KEEP (no claims, no temporary files, no state of a trained
+    method); `restore` lays them out again on a machine that has nothing, and keeps a machine's own files."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import zoo_keep
+
+    out, state, keep = tmp_path / "out", tmp_path / "out" / "runs", tmp_path / "keep"
+
+    def put(p: Path, text: str) -> Path:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    for f in ("card.json", "model.safetensors"):  # ce trained; its leftover resume state is not carried
+        put(out / "ce" / f, f"ce {f}")
+    put(state / "ce" / "state.json", "ce done")
+    put(out / "ce.events.jsonl", "ce log")
+    for f in ("state.json", "tensors-3.safetensors", "rng-rank0-3.safetensors"):  # rsupcon still training
+        put(state / "rsupcon" / f, f"rsupcon {f}")
+    put(state / "rsupcon" / "tensors-4.safetensors.tmp", "half written")
+    put(out / "rsupcon.events.jsonl", "rsupcon log")
+    aa = state / "aa" / "ce-0123abcd"
+    put(aa / "chunk-0000.json", '{"robust": []}')
+    put(aa / "chunk-0001.claim", "12345")
+    put(state / "aa" / "trades-99" / "chunk-0000.json", "{}")  # a method not asked for
+
+    assert zoo_keep.main(["save", str(out), str(keep), "--methods", "ce", "rsupcon"]) == 0
+    got = sorted(str(p.relative_to(keep)) for p in keep.rglob("*") if p.is_file())
+    assert got == ["ce.events.jsonl", "ce/card.json", "ce/model.safetensors", "rsupcon.events.jsonl",
+                   "runs/aa/ce-0123abcd/chunk-0000.json", "runs/rsupcon/rng-rank0-3.safetensors",
+                   "runs/rsupcon/state.json", "runs/rsupcon/tensors-3.safetensors"]
+
+    # the run goes on: a newer state supersedes the kept one, then rsupcon is trained and its state leaves KEEP
+    (state / "rsupcon" / "tensors-3.safetensors").rename(state / "rsupcon" / "tensors-5.safetensors")
+    zoo_keep.save(out, keep, state, ["ce", "rsupcon"])
+    assert sorted(p.name for p in (keep / "runs" / "rsupcon").iterdir()) == [
+        "rng-rank0-3.safetensors", "state.json", "tensors-5.safetensors"]
+    put(out / "rsupcon" / "card.json", "rsupcon card")
+    put(out / "rsupcon" / "model.safetensors", "rsupcon weights")
+    res = zoo_keep.save(out, keep, state, ["ce", "rsupcon"])
+    assert res["removed"] == 3 and not (keep / "runs" / "rsupcon").exists()
+    assert (keep / "rsupcon" / "model.safetensors").read_text() == "rsupcon weights"
+
+    # a new machine: everything comes back where train_zoo.sh looks for it
+    out2 = tmp_path / "new"
+    assert zoo_keep.main(["restore", str(keep), str(out2)]) == 0
+    assert (out2 / "ce" / "model.safetensors").read_text() == "ce model.safetensors"
+    assert (out2 / "runs" / "aa" / "ce-0123abcd" / "chunk-0000.json").exists()
+    assert (out2 / "rsupcon.events.jsonl").read_text() == "rsupcon log"
+    # a machine that was handed back keeps its own files and its own run's state
+    out3 = tmp_path / "kept"
+    put(out3 / "ce" / "card.json", "newer card")
+    zoo_keep.save(out, keep, state, ["ce", "rsupcon"])
+    put(keep / "runs" / "trades" / "state.json", "kept trades")  # as an earlier save of a run in progress left it
+    put(keep / "runs" / "trades" / "tensors-2.safetensors", "kept trades weights")
+    put(out3 / "runs" / "trades" / "state.json", "own trades")
+    res = zoo_keep.restore(keep, out3, out3 / "runs")
+    assert (out3 / "ce" / "card.json").read_text() == "newer card"
+    assert sorted(p.name for p in (out3 / "runs" / "trades").iterdir()) == ["state.json"]
+    assert (out3 / "runs" / "trades" / "state.json").read_text() == "own trades"
+    assert res["kept"] == 3 and (out3 / "ce" / "model.safetensors").exists()
+    with pytest.raises(SystemExit):
+        zoo_keep.main(["restore", str(tmp_path / "nothing"), str(out3)])
