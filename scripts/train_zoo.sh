@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train and evaluate the shipped model zoo with the project's own code.
-#   scripts/train_zoo.sh cpu  OUTDIR [DATA]   # the CPU zoo (RECIPE=fast: FastNet w64, bf16, 15 epochs x 49k images;
+#   scripts/train_zoo.sh cpu  OUTDIR [DATA]   # the CPU zoo (RECIPE=fast: FastNet w32, fp32, 15 epochs x 49k images;
 #                                             # RECIPE=previous: the earlier ResNet-18 w16 previews), one model after
 #                                             # another, each resumable (RESUME=1) from STATE (default OUTDIR/runs)
 #   scripts/train_zoo.sh gpu  OUTDIR [DATA]   # one GPU, one chunk of at most CHUNK_S seconds (default 510):
@@ -23,7 +23,8 @@
 # gpu: always resumes; invoke it again until it exits 0 (exit 3: more chunks needed). A chunk stops the
 #      trainings with SIGTERM before its deadline (state saved within a step), leaves EVAL_S seconds for
 #      evaluation, and prints one status line per model. docs/GPU_RUN.md has the plan and its estimates.
-# Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), for cpu: THREADS, RECIPE, EPOCHS, STATE,
+# Environment: PYTHON (python3), METHODS (default: backend.train.registry.ZOO), for cpu: THREADS, RECIPE, WIDTH, EPOCHS,
+#   CPU_BF16, STATE,
 #   RESUME; for eval: THREADS (2, per process), AA_WORKERS (1; N: N processes share the reference AutoAttack's
 #   chunks, the extra N-1 with --no-write), WATCH, INSTALL; for gpu: CHUNK_S, EVAL_S (150), PRESET (gpu12),
 #   DEVICE (cuda), N_PGD (2000), N_AA (1000; 0 = no AutoAttack), STATE (OUTDIR/runs), EXTRA (more
@@ -43,10 +44,13 @@ PY
 }
 
 if [ "$mode" = cpu ]; then
-  # RECIPE=fast (default; README "Training recipe", chosen with bench/cpu_recipe.py): FastNet width 64, bf16 on the
-  #   CPU, cosine lr after a half-epoch warm-up, PGD-2 (step 5/255) for the attacked methods; EPOCHS (default 15,
-  #   the epochs of Wong et al.'s fast AT) x all 49,000 images for every method; runs resume from STATE. (Label smoothing, EMA and the one-cycle schedule
-  #   did not help at the bench's budget: EXTRA_FAST adds such flags to every method, e.g. "--ema 0.999".)
+  # RECIPE=fast (default; README "Training recipe", chosen with bench/cpu_recipe.py and bench/train_throughput.py):
+  #   FastNet width WIDTH (32), fp32, cosine lr after a half-epoch warm-up, PGD-2 (step 5/255) for the attacked
+  #   methods; EPOCHS (default 15, the epochs of Wong et al.'s fast AT) x all 49,000 images for every method; runs
+  #   resume from STATE. CPU_BF16=1 trains in bf16: 2x faster on a CPU with native bf16 (AVX512-BF16), 16x slower
+  #   on one without (AVX2); one zoo keeps one precision (a resumed run refuses another). (Label smoothing, EMA and
+  #   the one-cycle schedule did not help at the bench's budget: EXTRA_FAST adds such flags to every method, e.g.
+  #   "--ema 0.999".)
   # RECIPE=previous: what trained the ResNet-18 width-16 previews shipped until issue 24 (5 epochs, PGD-3).
   recipe=${RECIPE:-fast}; state=${STATE:-$out/runs}
   resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)
@@ -54,8 +58,9 @@ if [ "$mode" = cpu ]; then
     case $recipe in
       fast)
         # shellcheck disable=SC2206  # EXTRA_FAST is a list of flags
-        common=(--arch fastnet --width 64 --epochs "${EPOCHS:-15}" --batch-size 128 --lr 0.1 --schedule cosine
-                --warmup-epochs 0.5 --cpu-bf16 ${EXTRA_FAST:-})
+        bf16=(); [ "${CPU_BF16:-0}" = 1 ] && bf16=(--cpu-bf16)
+        common=(--arch fastnet --width "${WIDTH:-32}" --epochs "${EPOCHS:-15}" --batch-size 128 --lr 0.1
+                --schedule cosine --warmup-epochs 0.5 "${bf16[@]}" ${EXTRA_FAST:-})
         attack=(--attack-steps 2 --step-size 5/255)
         ce_opts=() ;;
       previous)

@@ -58,8 +58,8 @@ def test_gpu_zoo_script_rejects_an_unknown_mode(tmp_path):
 
 
 def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
-    """scripts/train_zoo.sh cpu with the default recipe (FastNet w64, bf16, cosine) plus an EXTRA_FAST option, one
-    epoch of ce on the synthetic task: the card says what the recipe is."""
+    """scripts/train_zoo.sh cpu with the default recipe (FastNet w32, fp32, cosine) plus an EXTRA_FAST option, one
+    epoch of ce on the synthetic task: the card says what the recipe is; CPU_BF16=1 and WIDTH change it."""
     e = dict(os.environ, PYTHON=sys.executable, METHODS="ce", EPOCHS="1", OMP_NUM_THREADS="1", EXTRA_FAST="--ema 0.9")
     r = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "zoo"), "synthetic"],
                        cwd=REPO, env=e, capture_output=True, text=True, timeout=600)
@@ -67,8 +67,14 @@ def test_cpu_zoo_script_trains_the_fast_recipe(tmp_path):
     card = json.loads((tmp_path / "zoo" / "ce" / "card.json").read_text())
     tc = card["train_config"]
     assert (card["arch"], card["width"], tc["epochs"], tc["schedule"], tc["cpu_bf16"], tc["ema"],
-            tc["label_smoothing"]) == ("fastnet", 64, 1, "cosine", True, 0.9, 0.0)
+            tc["label_smoothing"]) == ("fastnet", 32, 1, "cosine", False, 0.9, 0.0)
     assert (tmp_path / "zoo" / "runs" / "ce" / "state.json").exists()
+    r = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "z16"), "synthetic"],
+                       cwd=REPO, env={**e, "CPU_BF16": "1", "WIDTH": "16", "EXTRA_FAST": ""}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    card = json.loads((tmp_path / "z16" / "ce" / "card.json").read_text())
+    assert (card["width"], card["train_config"]["cpu_bf16"], card["train_config"]["ema"]) == (16, True, 0.0)
     bad = subprocess.run(["bash", str(REPO / "scripts/train_zoo.sh"), "cpu", str(tmp_path / "z2"), "synthetic"],
                          cwd=REPO, env={**e, "RECIPE": "huge"}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "RECIPE must be fast or previous" in bad.stderr

@@ -53,16 +53,23 @@ def _threads(n: int) -> str:
 
 
 def hardware(device: torch.device, world: int = 1) -> str:
-    """'NVIDIA H100 80GB HBM3 x2' or 'Intel(R) Xeon(R) ... (2 cores)'."""
+    """'NVIDIA H100 80GB HBM3 x2' or 'AMD EPYC, AVX2 (2 cores, 1 thread)': a CPU's name, the vector instructions
+    torch uses on it (its speed differs several-fold between AVX2 and AVX-512) and '+bf16' where the CPU has native
+    bfloat16 arithmetic (AVX512-BF16 or AMX), without which bf16 training is many times slower than fp32."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} x{world}"
-    name = platform.processor() or platform.machine()
+    info: dict[str, str] = {}  # the first processor's "model name" and "flags"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = torch.backends.cpu.get_cpu_capability()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        isa += "+bf16"
     cores = usable_cores()
-    return f"{name} ({cores} cores, {_threads(torch.get_num_threads())}{f', {world} processes' if world > 1 else ''})"
+    return (f"{name}, {isa} ({cores} cores, {_threads(torch.get_num_threads())}"
+            f"{f', {world} processes' if world > 1 else ''})")
