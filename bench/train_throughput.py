@@ -126,7 +126,13 @@ def main(argv=None) -> None:
         rel = f"{best[m] / ref:.2f}x" if ref else "-"
         print(f"{m:<10}{best[m]:>12.3f}{statistics.median(times[m]):>10.3f}{args.batch / best[m]:>10.1f}{rel:>11}")
     if ref and "rsupcon" in best:
-        print(f"rsupcon step / pgd_at step = {best['rsupcon'] / ref:.2f} (expected about 2)")
+        # passes per image, a forward-only pass counted as a third of a forward-and-backward one: pgd_at k attack
+        # steps + 1 training pass; rsupcon the clean views' forward (3 views), k steps on 2 attacked views, and a
+        # training pass on 3 views (RSUPCON.md)
+        k = args.attack_steps
+        expected = (1 + 2 * k + 3) / (k + 1)
+        print(f"rsupcon step / pgd_at step = {best['rsupcon'] / ref:.2f} (expected about {expected:.2f} from the "
+              f"passes per image: {1 + 2 * k + 3} for rsupcon, {k + 1} for pgd_at)")
     if args.compare_fp32 and args.cpu_bf16 and device.type == "cpu":
         # the same steps in fp32 (no autocast, contiguous), timed in the same rounds' manner: bf16's speed-up
         fp32 = {m: make_step(make_config("full", method=m, arch=args.arch, width=args.width, batch_size=args.batch,
