@@ -159,3 +159,23 @@ def test_large_default_is_checked_against_the_range():
     alim = {"large_input_px": 128}
     assert [param_default(q, alim, side) for side in (None, 32, 127, 128, 224)] == [10, 10, 10, 5, 5]
     assert param_default({**q, "large_default": None}, alim, 224) == 10
+
+
+def test_saliency_studio_starts_imagenet_size_models_without_the_many_pass_methods():
+    """The registry's methods as limits() lists them: at 32 px the studio starts with every default_on method; from
+    the attacks' large_input_px up, Integrated Gradients and SmoothGrad (32 and more passes per map) start
+    unselected (a 224-px ResNet-50 took over 100 s for the four default methods in a browser test)."""
+    from app.session.home import default_saliency_methods
+    from backend.attacks import registry as attack_registry
+    from backend.explain.saliency import SaliencyParams
+    from backend.explain.saliency_registry import describe
+
+    slim = describe(SaliencyParams().__dict__)
+    alim = {"large_input_px": attack_registry.LARGE_INPUT_PX}
+    small = default_saliency_methods(slim, alim, 32)
+    assert small == [m for m in slim["methods"] if slim["info"][m]["default_on"]]
+    assert {"gradient", "integrated_gradients", "smoothgrad", "gradcam"} <= set(small)
+    assert default_saliency_methods(slim, alim, attack_registry.LARGE_INPUT_PX - 1) == small
+    large = default_saliency_methods(slim, alim, 224)
+    assert large == [m for m in small if m not in ("integrated_gradients", "smoothgrad")] and "gradient" in large
+    assert default_saliency_methods(slim, {}, 224) == small  # a backend that names no large size: the plain defaults

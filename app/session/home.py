@@ -61,6 +61,15 @@ def param_default(q: dict, alim: dict, input_size: int | None = None):
     return q["large_default"] if large and q.get("large_default") is not None else q["default"]
 
 
+def default_saliency_methods(slim: dict, alim: dict, input_size: int | None = None) -> list[str]:
+    """The saliency methods that views showing several start with: each method's default_on, or its
+    large_default_on for models whose input side is at least alim["large_input_px"] (param_default's rule: at
+    224 px, Integrated Gradients' 32 passes per map take seconds each on a CPU). slim: limits()["saliency"]."""
+    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
+    info = slim.get("info") or {}
+    return [m for m in slim.get("methods") or [] if info[m].get("large_default_on" if large else "default_on")]
+
+
 def default_spec(alim: dict, input_size: int | None = None) -> dict:
     """The attack spec that the attack controls (app.widgets.attack_ui.controls) build with every widget
     at its first value: the registry's default attack in its first norm, each shown param of that norm

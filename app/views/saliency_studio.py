@@ -10,6 +10,7 @@ import streamlit as st
 
 from app.session import state
 from app.session.client import backend, classes
+from app.session.home import default_saliency_methods
 from app.widgets import attack_ui, charts
 from app.widgets.components import colour_bar, input_side, model_header, model_picker, page_setup, show_image
 from app.widgets.imaging import compose_grid_png, heat_rgb, upscale
@@ -34,7 +35,6 @@ sal_lim = lim.get("saliency") or {"methods": [], "info": {}}
 # every saliency method of the backend's registry, slow ones marked
 METHODS = {m: sal_lim["info"][m]["label"] + (" (slow)" if sal_lim["info"][m]["slow"] else "")
            for m in sal_lim["methods"]}
-DEFAULT_METHODS = [m for m in METHODS if sal_lim["info"][m]["default_on"]]
 
 
 def _fmt(v) -> str:
@@ -45,13 +45,17 @@ def _fmt(v) -> str:
 def studio() -> None:
     ids = model_picker(cards)  # full width: every model's chip visible at once
     c1, c2 = st.columns([1.4, 1])
-    meths = state.widget(c1.multiselect, "Methods", "sal_methods", DEFAULT_METHODS, options=list(METHODS),
-                         format_func=METHODS.get)
+    side = input_side(cards, ids)
+    meths = state.widget(c1.multiselect, "Methods", "sal_methods",
+                         default_saliency_methods(sal_lim, lim.get("attack") or {}, side), options=list(METHODS),
+                         format_func=METHODS.get,
+                         help="With ImageNet-size models, Integrated Gradients and SmoothGrad start unselected: "
+                              "dozens of passes per map, seconds each on a CPU.")
     scale = state.widget(c2.radio, "Colour scale", "sal_scale", "map", options=list(SCALES), format_func=SCALES.get,
                          horizontal=True, help="Per map: each map's brightest pixel is 1 (where, within a map). "
                                                "Shared: one scale per method for every model, clean and adversarial "
                                                "(how strongly, across models).")
-    spec, desc = attack_ui.controls(classes(), alim=lim.get("attack") or {}, input_size=input_side(cards, ids))
+    spec, desc = attack_ui.controls(classes(), alim=lim.get("attack") or {}, input_size=side)
     state.sync_url({"image": img["image_id"], "models": ids, "sal_methods": meths,
                     "sal_scale": scale if scale != "map" else None,
                     **attack_ui.url_params(alim=lim.get("attack") or {})})

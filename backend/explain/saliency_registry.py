@@ -45,7 +45,9 @@ class SaliencyMethod:
     """One registered saliency method. params: the SaliencyParams fields it reads; baseline: it reads
     params.baseline; gradients: it needs input gradients (False: the input is not made to require
     them); slow: seconds per map on a CPU (menus of quick views leave it out); default_on: selected by
-    default in views that show several methods; order: menu position."""
+    default in views that show several methods; large_default_on: the same for ImageNet-size models (input
+    side from the attacks' large_input_px up), None: as default_on (a method of many passes per map takes
+    seconds per map there on a CPU); order: menu position."""
     name: str
     label: str
     info: str
@@ -56,12 +58,15 @@ class SaliencyMethod:
     gradients: bool = True
     slow: bool = False
     default_on: bool = False
+    large_default_on: bool | None = None
     order: int = 100
 
     def describe(self) -> dict:
         return {"name": self.name, "label": self.label, "info": self.info, "display": self.display,
                 "params": list(self.params), "baseline": self.baseline, "gradients": self.gradients,
-                "slow": self.slow, "default_on": self.default_on, "order": self.order}
+                "slow": self.slow, "default_on": self.default_on,
+                "large_default_on": self.default_on if self.large_default_on is None else self.large_default_on,
+                "order": self.order}
 
 
 def _check(method: SaliencyMethod) -> None:

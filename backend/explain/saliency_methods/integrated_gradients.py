@@ -16,7 +16,7 @@ def compute(model, inp, tgt, params):
 
 
 METHOD = register(SaliencyMethod(
-    "integrated_gradients", "Integrated Gradients", order=20, default_on=True, compute=compute,
+    "integrated_gradients", "Integrated Gradients", order=20, default_on=True, large_default_on=False, compute=compute,
     params=("ig_steps", "baseline"), baseline=True,
     info="Gradients averaged along a straight path from a baseline image to the input, "
          "times the difference; the attributions add up to the score change."))

@@ -35,7 +35,7 @@ def compute(model, inp, tgt, params):
 
 
 METHOD = register(SaliencyMethod(
-    "smoothgrad", "SmoothGrad", order=30, default_on=True, compute=compute,
+    "smoothgrad", "SmoothGrad", order=30, default_on=True, large_default_on=False, compute=compute,
     params=("smoothgrad_samples", "smoothgrad_stdev", "seed"),
     info="The gradient averaged over noisy copies of the image, which removes speckle "
          "that is not about the object."))
