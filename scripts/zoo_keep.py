@@ -49,8 +49,7 @@ def _copy(src: Path, dst: Path, replace: bool) -> bool:
 
 def _state_files(folder: Path) -> list[Path]:
     """The files of one resume-state or AutoAttack folder worth carrying (no claims, no half-written files)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix not in (".claim", ".tmp") and ".tmp" not in p.name)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".claim" and ".tmp" not in p.name)
 
 
 def plan_save(out: Path, state: Path, methods: list[str], resume_state: bool) -> list[tuple[Path, str]]:
@@ -79,10 +78,11 @@ def save(out: Path, keep: Path, state: Path, methods: list[str], resume_state: b
     wanted = {rel for _, rel in todo}
     copied = sum(_copy(src, keep / rel, replace=True) for src, rel in todo)
     removed = 0
-    # a resume state that is no longer wanted (its method is trained, or its files were superseded) goes
+    # a resume state that is no longer wanted (its method is trained, or its files were superseded) goes; with
+    # resume_state False KEEP's states of unfinished trainings stay (they are the last ones carried)
     for m in methods:
         folder = keep / RUNS / m
-        if folder.is_dir():
+        if folder.is_dir() and (resume_state or (out / m / "card.json").exists()):
             for p in folder.iterdir():
                 if f"{RUNS}/{m}/{p.name}" not in wanted:
                     p.unlink()

@@ -186,6 +186,8 @@ def test_zoo_keep_carries_a_zoo_in_progress_to_a_new_machine(tmp_path):
 
     # the run goes on: a newer state supersedes the kept one, then rsupcon is trained and its state leaves KEEP
     (state / "rsupcon" / "tensors-3.safetensors").rename(state / "rsupcon" / "tensors-5.safetensors")
+    zoo_keep.save(out, keep, state, ["ce", "rsupcon"], resume_state=False)  # a mid-session save keeps the last state
+    assert (keep / "runs" / "rsupcon" / "tensors-3.safetensors").exists()
     zoo_keep.save(out, keep, state, ["ce", "rsupcon"])
     assert sorted(p.name for p in (keep / "runs" / "rsupcon").iterdir()) == [
         "rng-rank0-3.safetensors", "state.json", "tensors-5.safetensors"]
