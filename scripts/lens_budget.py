@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from app.session.honesty import budget_label  # noqa: E402
 from backend.core.checkpoints import list_checkpoints, read_card, write_card  # noqa: E402
 from backend.explain.lens import LENS_NORMS, measure_budgets  # noqa: E402
 from backend.service.facade import Service  # noqa: E402
@@ -44,10 +45,6 @@ def parse_budget(text: str) -> tuple[str, float]:
     return norm, eps / 255 if norm == "linf" else eps
 
 
-def _budget_label(b: dict) -> str:
-    return f"L-inf {round(b['eps'] * 255)}/255" if b["norm"] == "linf" else f"L2 {b['eps']:g}"
-
-
 def table(root: Path) -> list[str]:
     """README "Feature lens budgets": the cards' recorded measurements (--card) as a markdown table, one row
     per measured model (registry order), the first measured card's budgets as columns: 'p_end (hit/n)'."""
@@ -55,7 +52,7 @@ def table(root: Path) -> list[str]:
     if not cards:
         return []
     cols = [(b["norm"], b["eps"]) for b in cards[0]["lens_measured"]["budgets"]]
-    out = ["| model | " + " | ".join(_budget_label({"norm": n, "eps": e}) for n, e in cols) + " |",
+    out = ["| model | " + " | ".join(budget_label(n, e, word="") for n, e in cols) + " |",
            "|---" * (len(cols) + 1) + "|"]
     for c in cards:
         got = {(b["norm"], b["eps"]): b for b in c["lens_measured"]["budgets"]}

@@ -13,8 +13,8 @@ go on rather than start over:
   - the reference AutoAttack's finished chunks, STATE/aa/<model folder>/chunk-NNNN.json (labels and per-image
     results; claims and temporary files are not copied);
   - unless --no-resume-state, the resume state of each training not finished yet (STATE/<method>/: fp32
-    weights, optimizer momentum, RNG states; some 16 MB for FastNet w64). A method's resume state is dropped
-    from KEEP once the method is trained, so KEEP holds at most the unfinished ones.
+    weights, optimizer momentum, RNG states; about 6 MB for FastNet w32, 16 MB for w64). A method's resume state
+    is dropped from KEEP once the method is trained, so KEEP holds at most the unfinished ones.
 `restore` copies KEEP back into OUT and STATE, never replacing a file that is already there (a machine that
 was handed back keeps its own, newer files); then `RESUME=1 scripts/train_zoo.sh cpu` and `train_zoo.sh eval`
 go on where `save` left them. Neither command trains or measures anything, and neither reads image data.

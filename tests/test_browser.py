@@ -411,12 +411,47 @@ def five_model_app(tmp_path_factory):
         yield url
 
 
-@pytest.mark.parametrize("width", LAYOUT_WIDTHS)
-def test_layout_with_five_models(five_model_app, browser, width):
-    """Every page with the five shipped models at `width` px: no element past the viewport's edge, no
-    two pictures overlapping, no request to a host other than the app's (the app works offline),
-    every model's measured accuracy and status beside its name; a full-page screenshot per page."""
-    ctx = browser.new_context(viewport={"width": width, "height": 1000})
+def _check_layout(pg, name: str, width: int) -> None:
+    """The page as laid out at `width` px: as tall as its content (so the screenshot shows all of it and
+    everything is laid out for the checks), nothing past the viewport's edge, no two pictures overlapping,
+    every model chip visible, the Feature lens's rows level, every model's status and AutoAttack number."""
+    pg.set_viewport_size({"width": width, "height": 1000})
+    settle(pg)
+    tall = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    pg.set_viewport_size({"width": width, "height": max(1000, min(int(tall) + 40, 8000))})
+    settle(pg)
+    pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
+                         ".every(i => i.complete && i.naturalWidth > 0)")
+    pg.wait_for_timeout(500)  # plots laid out again
+    shot(pg, f"layout-{width}-{name}")
+    lay = pg.evaluate(LAYOUT_JS)
+    assert lay["scroll"] <= lay["vw"] + 1, (name, width, "page scrolls sideways", lay)
+    assert not lay["nbad"], (name, width, lay["bad"])
+    assert not lay["overlaps"], (name, width, lay["overlaps"])
+    chips = pg.evaluate("""() => { const ms = document.querySelector('[data-testid="stMultiSelect"]');
+        if (!ms) return null; const box = ms.getBoundingClientRect();
+        const labels = [...ms.querySelectorAll('span')].filter(e => !e.children.length && e.textContent.includes(' · '));
+        return labels.map(t => { const r = t.getBoundingClientRect();
+          return r.top >= box.top - 1 && r.bottom <= box.bottom + 1; }); }""")
+    if chips is not None and name != "train":
+        assert len(chips) >= 5 and all(chips), (name, width, "a model chip is hidden", chips)
+    if name == "feature_lens":  # issue 20, finding 10: each row of pictures starts at one height
+        rows = pg.evaluate(LENS_ROWS_JS)
+        assert set(rows) == {"toward", "change", "from noise"}, rows
+        for kind, tops in rows.items():
+            assert len(tops) == 5 and max(tops) - min(tops) <= 1, (width, kind, tops)
+    if name in ("attack_lab", "saliency_studio", "feature_lens"):
+        main_text = pg.locator('[data-testid="stMain"]').inner_text()
+        assert main_text.count("cpu-preview") >= 5 and main_text.count("AutoAttack") >= 5, name
+
+
+def test_layout_with_five_models(five_model_app, browser):
+    """Every page with the five shipped models, laid out at each of LAYOUT_WIDTHS px (each page's work is
+    done once; the window is then resized, which lays the page out again without a rerun): no element past
+    the viewport's edge, no two pictures overlapping, no request to a host other than the app's (the app
+    works offline), every model's measured accuracy and status beside its name; a full-page screenshot
+    per page and width."""
+    ctx = browser.new_context(viewport={"width": LAYOUT_WIDTHS[0], "height": 1000})
     pg = ctx.new_page()
     pg.set_default_timeout(RENDER_S * 1000)
     outside = []
@@ -425,6 +460,7 @@ def test_layout_with_five_models(five_model_app, browser, width):
         else None)
     try:
         for name, (path, title, button, done) in LAYOUT_PAGES.items():
+            pg.set_viewport_size({"width": LAYOUT_WIDTHS[0], "height": 1000})
             pg.goto(f"{five_model_app}/{path}")
             pg.get_by_role("heading", name=title, level=1).wait_for()
             settle(pg)
@@ -433,35 +469,9 @@ def test_layout_with_five_models(five_model_app, browser, width):
             pg.locator('[data-testid="stMain"]').get_by_text(done, exact=False).first.wait_for()
             settle(pg)
             no_exception(pg)
-            # the main area scrolls inside the page: make the viewport as tall as the content, so the
-            # screenshot shows all of it (and everything is laid out for the checks)
-            tall = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-            pg.set_viewport_size({"width": width, "height": max(1000, min(int(tall) + 40, 8000))})
-            settle(pg)
-            pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
-                                 ".every(i => i.complete && i.naturalWidth > 0)")
-            pg.wait_for_timeout(500)  # plots laid out again
-            shot(pg, f"layout-{width}-{name}")
-            lay = pg.evaluate(LAYOUT_JS)
-            pg.set_viewport_size({"width": width, "height": 1000})
-            assert lay["scroll"] <= lay["vw"] + 1, (name, width, "page scrolls sideways", lay)
-            assert not lay["nbad"], (name, width, lay["bad"])
-            assert not lay["overlaps"], (name, width, lay["overlaps"])
-            chips = pg.evaluate("""() => { const ms = document.querySelector('[data-testid="stMultiSelect"]');
-                if (!ms) return null; const box = ms.getBoundingClientRect();
-                const labels = [...ms.querySelectorAll('span')].filter(e => !e.children.length && e.textContent.includes(' · '));
-                return labels.map(t => { const r = t.getBoundingClientRect();
-                  return r.top >= box.top - 1 && r.bottom <= box.bottom + 1; }); }""")
-            if chips is not None and name != "train":
-                assert len(chips) >= 5 and all(chips), (name, width, "a model chip is hidden", chips)
-            if name == "feature_lens":  # issue 20, finding 10: each row of pictures starts at one height
-                rows = pg.evaluate(LENS_ROWS_JS)
-                assert set(rows) == {"toward", "change", "from noise"}, rows
-                for kind, tops in rows.items():
-                    assert len(tops) == 5 and max(tops) - min(tops) <= 1, (width, kind, tops)
-            if name in ("attack_lab", "saliency_studio", "feature_lens"):
-                main_text = pg.locator('[data-testid="stMain"]').inner_text()
-                assert main_text.count("cpu-preview") >= 5 and main_text.count("AutoAttack") >= 5, name
+            for width in LAYOUT_WIDTHS:
+                _check_layout(pg, name, width)
+            no_exception(pg)
         assert not outside, outside[:10]
     finally:
         ctx.close()

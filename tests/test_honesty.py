@@ -52,3 +52,11 @@ def test_lens_measured_text_quotes_the_cards_measurement_per_group():
     # measurements on other images or step counts are not mixed into one sentence
     other = _card(id="ce", method="ce", lens_measured=_lens(1.0, [0.0, 1.0], steps=30))
     assert "standard" not in honesty.lens_measured_text([cards[0], other], robust_of, "l2", 6.0)
+
+
+def test_budget_label_writes_l_inf_in_k_over_255_and_l2_in_pixel_units():
+    assert honesty.budget_label("l2", 6.0) == "L2 eps 6"
+    assert honesty.budget_label("l2", 0.5) == "L2 eps 0.5"
+    assert honesty.budget_label("linf", 16 / 255) == "L-inf eps 16/255"
+    assert honesty.budget_label("linf", 8 / 255, word="") == "L-inf 8/255"
+    assert honesty.budget_label("l2", 2, word="") == "L2 2"

@@ -76,6 +76,12 @@ def preview_text(cards: list[dict], short_names: dict[str, str] | None = None) -
     return f"{name}{f' w{width}' if width else ''}" + (f", {epochs} epochs" if epochs else "")
 
 
+def budget_label(norm: str, eps: float, word: str = "eps ") -> str:
+    """A lens or attack budget as captions and tables write it: ('l2', 6.0) -> 'L2 eps 6', ('linf', 16/255) ->
+    'L-inf eps 16/255' (L-inf in k/255, L2 in pixel units); word='' gives the table's 'L2 6', 'L-inf 16/255'."""
+    return f"L2 {word}{float(eps):g}" if norm == "l2" else f"L-inf {word}{round(float(eps) * 255)}/255"
+
+
 def _lens_record(card: dict, norm: str, eps: float) -> tuple[dict, dict] | None:
     """(the card's lens measurement, its entry for this budget) or None (scripts/lens_budget.py --card)."""
     rec = card.get("lens_measured") or {}

@@ -32,8 +32,7 @@ if not defaults:
     st.stop()  # the backend could not be asked: backend() has shown why
 robust_of = (lim.get("jobs") or {}).get("method_robust") or {}
 previews = preview_text(cards)
-default_budget = (f"L2 eps {float(defaults['eps']['l2']):g}" if defaults["norm"] == "l2"
-                  else f"L-inf eps {round(defaults['eps']['linf'] * 255)}/255")
+default_budget = honesty.budget_label(defaults["norm"], defaults["eps"][defaults["norm"]])
 measured = honesty.lens_measured_text(cards, robust_of, defaults["norm"], defaults["eps"][defaults["norm"]],
                                       where=f"at the default {default_budget}")
 st.caption("Push an image hard toward another class and look at what changes. On robust models under a large L2 "
@@ -76,7 +75,7 @@ with st.form("lens_settings"):
     go = st.form_submit_button("Run the lens", type="primary", icon=":material/play_arrow:")
 
 eps = float(eps_l2) if norm == "l2" else int(eps_k) / 255.0
-eps_text = f"L2 eps {float(eps_l2):g}" if norm == "l2" else f"L-inf eps {int(eps_k)}/255"
+eps_text = honesty.budget_label(norm, eps)
 lens_key = (img["image_id"], tuple(ids), int(target), norm, round(eps, 6), int(steps))
 vis_key = (tuple(ids), int(target), int(vis_steps))
 saved = st.session_state.get("lens")

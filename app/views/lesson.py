@@ -137,7 +137,7 @@ else:  # draws
     if out is None:
         st.stop()
     tgt = class_names[req["target"]]
-    budget = f"L2 eps {kw['eps']:g}" if kw["norm"] == "l2" else f"L-inf eps {round(kw['eps'] * 255)}/255"
+    budget = honesty.budget_label(kw["norm"], kw["eps"])
     measured = honesty.lens_measured_text([by_id[m] for m in ids], robust_of, kw["norm"], kw["eps"])
     st.caption(f"Toward **{tgt}**, {budget}, {kw['steps']} steps." + (f" {measured}" if measured else ""))
 
