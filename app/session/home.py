@@ -52,22 +52,27 @@ def default_sample(image_ids: list[str], labels: list[int | None], probs: dict[s
     return best
 
 
+def large_input(alim: dict, input_size: int | None) -> bool:
+    """Whether models of this input side get the large defaults: side at least alim["large_input_px"]
+    (limits()["attack"]; ImageNet-size models). The one place this rule is written; param_default and
+    default_saliency_methods use it."""
+    return input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
+
+
 def param_default(q: dict, alim: dict, input_size: int | None = None):
     """The first value of the attack control for param `q` (one of limits()["attack"]'s params):
-    its large_default for models whose input side is at least alim["large_input_px"] (ImageNet-size
-    models get fewer steps), else its default. The one place this rule is written; the attack
-    controls and default_spec use it."""
-    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
-    return q["large_default"] if large and q.get("large_default") is not None else q["default"]
+    its large_default for models of large input (large_input: ImageNet-size models get fewer steps), else
+    its default. The attack controls and default_spec use it."""
+    return q["large_default"] if large_input(alim, input_size) and q.get("large_default") is not None else q["default"]
 
 
 def default_saliency_methods(slim: dict, alim: dict, input_size: int | None = None) -> list[str]:
     """The saliency methods that views showing several start with: each method's default_on, or its
     large_default_on for models whose input side is at least alim["large_input_px"] (param_default's rule: at
     224 px, Integrated Gradients' 32 passes per map take seconds each on a CPU). slim: limits()["saliency"]."""
-    large = input_size is not None and input_size >= alim.get("large_input_px", 1 << 30)
     info = slim.get("info") or {}
-    return [m for m in slim.get("methods") or [] if info[m].get("large_default_on" if large else "default_on")]
+    key = "large_default_on" if large_input(alim, input_size) else "default_on"
+    return [m for m in slim.get("methods") or [] if info[m].get(key)]
 
 
 def default_spec(alim: dict, input_size: int | None = None) -> dict:
