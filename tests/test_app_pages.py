@@ -223,9 +223,13 @@ def test_sessions_do_not_share_state(env):
 
 def test_zero_models_and_backend_down(env, tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_CHECKPOINTS", str(tmp_path / "empty"))
-    for page in (None, "views/zoo.py", "views/embeddings.py", "views/robustness.py", "views/corruptions.py"):
+    image_pages = (None, "views/corruptions.py", "views/saliency_studio.py", "views/feature_lens.py",
+                   "views/lesson.py")
+    for page in image_pages + ("views/zoo.py", "views/embeddings.py", "views/robustness.py"):
         at = ok(open_page(page))
         assert any("No models are installed" in w.value for w in at.warning)
+        if page in image_pages:  # the picked image is still shown (the app browses images without models)
+            assert at.get("image"), page
     monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
     at = open_page()
     assert not at.exception

@@ -11,22 +11,21 @@ import json
 import streamlit as st
 
 from app.session import state
-from app.session.client import backend, classes, models
+from app.session.client import backend, classes
 from app.widgets import attack_ui
 from app.widgets.components import (
     NO_SALIENCY,
     badge,
     colour_bar,
-    image_picker,
     input_side,
     model_header,
     model_picker,
-    no_models_notice,
+    page_setup,
     prob_bars,
     quick_saliency,
     show_image,
 )
-from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption, heat_rgb, to_uint8
+from app.widgets.imaging import amplify_delta, compose_grid_png, delta_caption, heat_rgb
 
 MODES = {"whitebox": "White-box: attack each model itself", "transfer": "Transfer: craft on one, test on all"}
 SCALES = {"map": "per map", "shared": "shared across models"}
@@ -35,12 +34,9 @@ st.title("Attack lab")
 st.caption("Pick an image in the sidebar, then an attack: every model is attacked (or, in transfer mode, "
            "shown the same adversarial image) and the columns compare what each one sees.")
 
-img = image_picker()
-cards = models()
+img, cards, names = page_setup(with_image=True)
 lim = backend(quiet=True).limits() or {}
-sal_lim = lim.get("saliency") or {}
-SALIENCY = quick_saliency(sal_lim)
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
+SALIENCY, SAL_DEFAULT = quick_saliency(lim.get("saliency") or {})
 by_id = {c["id"]: c for c in cards}
 
 
@@ -195,8 +191,7 @@ def lab() -> None:
     if mode == "transfer":
         source = state.widget(top[0].selectbox, "Crafted on", "source", ids_all[0], options=ids_all,
                               format_func=lambda m: names.get(m, m))
-    sal_default = sal_lim.get("default") if sal_lim.get("default") in SALIENCY else NO_SALIENCY
-    sal = state.widget(top[1].selectbox, "Saliency", "sal", sal_default, options=list(SALIENCY),
+    sal = state.widget(top[1].selectbox, "Saliency", "sal", SAL_DEFAULT, options=list(SALIENCY),
                        format_func=SALIENCY.get, help="Which attribution method to show under each column.")
     scale = state.widget(top[2].radio, "Saliency scale", "sal_scale", "map", options=list(SCALES),
                          format_func=SCALES.get, horizontal=True,
@@ -247,10 +242,4 @@ def lab() -> None:
                        "application/json", on_click="ignore", icon=":material/data_object:")
 
 
-if img is None:
-    st.stop()
-if not cards:
-    no_models_notice()
-    show_image(to_uint8(img["pixels"]), caption=img["image_id"])
-    st.stop()
 lab()

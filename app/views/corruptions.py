@@ -12,16 +12,15 @@ import streamlit as st
 from PIL import Image
 
 from app.session import state
-from app.session.client import backend, classes, models
+from app.session.client import backend, classes
 from app.widgets import charts
 from app.widgets.components import (
     NO_SALIENCY,
     badge,
     colour_bar,
-    image_picker,
     model_header,
     model_picker,
-    no_models_notice,
+    page_setup,
     prob_bars,
     quick_saliency,
     show_image,
@@ -32,15 +31,12 @@ st.title("Corruptions")
 st.caption("The same image under common corruptions (CIFAR-10-C's 15 types at 5 severities): a person still "
            "sees the same object through fog, noise or blur. Does each model still see it, and where does it look?")
 
-img = image_picker()
-cards = models()
+img, cards, names = page_setup(with_image=True)
 lim = backend(quiet=True).limits() or {}
 clim = lim.get("corruptions") or {}
-sal_lim = lim.get("saliency") or {}
-SALIENCY = quick_saliency(sal_lim)
+SALIENCY, SAL_DEFAULT = quick_saliency(lim.get("saliency") or {})
 NAMES = list(clim.get("names") or [])
 LABELS = dict(clim.get("labels") or {})
-names = {c["id"]: c.get("display_name") or c["id"] for c in cards}
 by_id = {c["id"]: c for c in cards}
 
 
@@ -107,8 +103,7 @@ def lab() -> None:
     top = st.columns([1.4, 1.2, 0.8])
     name = state.widget(top[0].selectbox, "Corruption in detail", "corr", "fog" if "fog" in NAMES else NAMES[0],
                         options=NAMES, format_func=lambda c: LABELS.get(c, c))
-    sal_default = sal_lim.get("default") if sal_lim.get("default") in SALIENCY else NO_SALIENCY
-    sal = state.widget(top[1].selectbox, "Saliency", "csal", sal_default, options=list(SALIENCY),
+    sal = state.widget(top[1].selectbox, "Saliency", "csal", SAL_DEFAULT, options=list(SALIENCY),
                        format_func=SALIENCY.get, help="Which attribution method to show for each model.")
     seed = state.widget(top[2].number_input, "Seed", "cseed", 0, lo=0, hi=10_000, min_value=0, max_value=10_000,
                         help="The random draws of the noise, blur angles, frost crops ...: the same seed, "
@@ -155,12 +150,6 @@ def lab() -> None:
                        icon=":material/data_object:")
 
 
-if img is None:
-    st.stop()
-if not cards:
-    no_models_notice()
-    show_image(to_uint8(img["pixels"]), caption=img["image_id"])
-    st.stop()
 if not NAMES:
     st.error("The backend lists no corruptions (limits()['corruptions']).")
     st.stop()

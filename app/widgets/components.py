@@ -23,7 +23,7 @@ from app.session.client import (
     models,
     zoo_datasets,
 )
-from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, display_png
+from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, display_png, to_uint8
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
@@ -34,12 +34,14 @@ _SOURCE_NOUNS = {"test": "test", "samples": "sample", "train": "training"}
 NO_SALIENCY = "none"  # the saliency menus' "off" entry
 
 
-def quick_saliency(sal_lim: dict) -> dict[str, str]:
-    """{method: label} of the backend's quick saliency methods (limits()["saliency"]; the slow ones are on the
-    Saliency studio page), then NO_SALIENCY: the menu of the pages that draw a map per model and image."""
+def quick_saliency(sal_lim: dict) -> tuple[dict[str, str], str]:
+    """({method: label}, default method) for the pages that draw a map per model and image: the backend's
+    quick saliency methods (limits()["saliency"]; the slow ones are on the Saliency studio page), then
+    NO_SALIENCY; the default is the backend's own default if it is quick, else NO_SALIENCY."""
     out = {m: sal_lim["info"][m]["label"] for m in sal_lim.get("methods", []) if not sal_lim["info"][m]["slow"]}
     out[NO_SALIENCY] = "off (faster)"
-    return out
+    default = sal_lim.get("default")
+    return out, default if default in out else NO_SALIENCY
 
 
 def source_noun(source: str) -> str:
@@ -125,7 +127,7 @@ def no_models_notice() -> None:
 def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[str, str]]:
     """(picked image or None, model cards, {model id: display name}) for a page. with_image shows the
     sidebar image picker first and stops the page until an image is picked; with no model installed
-    the page shows the notice and stops."""
+    the page shows the notice (and the picked image, which the app still browses) and stops."""
     if not with_image:
         dataset_picker()
     img = image_picker() if with_image else None
@@ -135,6 +137,8 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
         st.stop()
     if not cards:
         no_models_notice()
+        if img is not None:
+            show_image(to_uint8(img["pixels"]), caption=img["image_id"])
         st.stop()
     return img, cards, names
 
