@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from backend.core.checkpoints import new_card, save_checkpoint
+from backend.core.data import Split
 from backend.core.datasets import CIFAR10
 from backend.core.models import build_model
+from backend.train.inputs import synthetic_task
 
 CIFAR10_CLASSES = list(CIFAR10.classes)  # the dataset registry's names (backend.core.datasets)
 
@@ -43,6 +45,13 @@ def write_tiny_checkpoint(root: str | Path, model_id: str, method: str = "ce", w
                     train_config={"init": "random", "seed": seed}, metrics={},
                     training={"time_s": 0.0, "hardware": "none", "epochs": 0}, status="test")
     return save_checkpoint(model, card, Path(root) / model_id, dtype=dtype)
+
+
+def tiny_split(n: int = 40) -> Split:
+    """A CIFAR-10-shaped test split of n synthetic images (seeded): evaluation tests without the data set."""
+    x, y = synthetic_task(n, seed=5)
+    return Split(x.permute(0, 2, 3, 1).contiguous(), y, tuple(CIFAR10_CLASSES), "cifar10", "test",
+                 "synthetic-test", "test")
 
 
 def write_tiny_models(root: str | Path, models=TINY_MODELS, width: int = 16) -> list[str]:

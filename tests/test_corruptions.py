@@ -23,7 +23,7 @@ from backend.eval.evaluate import evaluate_checkpoint, format_extra, main
 from backend.eval.mca import corruption_accuracy
 from backend.eval.ood import SYNTHETIC, detection_metrics, ood_detection, outlier_sets, synthetic_set
 from backend.train.inputs import synthetic_task
-from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
+from tests.helpers import CIFAR10_CLASSES, tiny_split, write_tiny_checkpoint
 
 
 def _images(n=4, side=32) -> torch.Tensor:
@@ -146,17 +146,11 @@ def test_mca_from_an_official_tree_is_the_mean_of_the_cells(tmp_path):
     assert r["corruptions"]["variant"].startswith("official") and r["corruptions"]["clean"] is None
 
 
-def _tiny_split(n=40):
-    x, y = synthetic_task(n, seed=5)
-    return Split(x.permute(0, 2, 3, 1).contiguous(), y, tuple(CIFAR10_CLASSES), "cifar10", "test",
-                 "synthetic-test", "test")
-
-
 def test_mca_regenerated_on_a_tiny_model_is_reproducible_and_cancellable(tmp_path):
     from backend.core.errors import Cancelled
 
     model = load_checkpoint(write_tiny_checkpoint(tmp_path, "m")).model
-    split = _tiny_split()
+    split = tiny_split()
     kw = dict(n=20, corruptions=("gaussian_noise", "fog"), severities=(1, 5))
     r = corruption_accuracy(model, split, batch_size=7, **kw)
     assert r == corruption_accuracy(model, split, batch_size=16, **kw)  # batching, seed
@@ -228,7 +222,7 @@ def test_evaluate_writes_mca_and_mauroc_into_the_card(tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path, "m")
     root = _official_tree(tmp_path / "CIFAR-10-C", n=10)
     before = read_card(ckpt)["metrics"]
-    r = evaluate_checkpoint(ckpt, split=_tiny_split(), corruptions=str(root), ood=[], n_corrupt=10, n_ood=8,
+    r = evaluate_checkpoint(ckpt, split=tiny_split(), corruptions=str(root), ood=[], n_corrupt=10, n_ood=8,
                             standard=False, batch_size=8)
     card = read_card(ckpt)
     assert card["metrics"]["mca"] == r["mca"] and card["metrics"]["n_mca"] == 10
@@ -239,9 +233,9 @@ def test_evaluate_writes_mca_and_mauroc_into_the_card(tmp_path):
     text = format_extra(r)
     assert "mCA" in text and "jpeg_compression" in text and "mAUROC (MSP)" in text and "blobs" in text
     with pytest.raises(ValueError, match="does not exist"):
-        evaluate_checkpoint(ckpt, split=_tiny_split(), corruptions=str(tmp_path / "nowhere"), standard=False)
+        evaluate_checkpoint(ckpt, split=tiny_split(), corruptions=str(tmp_path / "nowhere"), standard=False)
     with pytest.raises(ValueError, match="needs corruptions or ood"):
-        evaluate_checkpoint(ckpt, split=_tiny_split(), standard=False)
+        evaluate_checkpoint(ckpt, split=tiny_split(), standard=False)
     assert read_card(ckpt) == card  # a refused run changes nothing
 
 

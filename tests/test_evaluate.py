@@ -5,17 +5,10 @@ import pytest
 from PIL import Image
 
 from backend.core.checkpoints import load_checkpoint, read_card
-from backend.core.data import Split
 from backend.core.errors import Cancelled
 from backend.eval.evaluate import evaluate_checkpoint, evaluate_model, main
 from backend.train.inputs import synthetic_task
-from tests.helpers import CIFAR10_CLASSES, write_tiny_checkpoint
-
-
-def tiny_split(n=40):
-    x, y = synthetic_task(n, seed=5)
-    return Split(x.permute(0, 2, 3, 1).contiguous(), y, tuple(CIFAR10_CLASSES), "cifar10", "test",
-                 "synthetic-test", "test")
+from tests.helpers import CIFAR10_CLASSES, tiny_split, write_tiny_checkpoint
 
 
 def test_evaluate_model_numbers_and_invariants(tmp_path):
