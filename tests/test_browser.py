@@ -165,6 +165,15 @@ def no_exception(pg) -> None:
     assert exc.count() == 0, exc.first.inner_text()
 
 
+def open_ready(pg, url: str, ready: str):
+    """Go to url, wait for the text `ready` and the script run's end, check for exceptions; the main area."""
+    pg.goto(url)
+    pg.get_by_text(ready, exact=False).first.wait_for()
+    settle(pg)
+    no_exception(pg)
+    return pg.locator('[data-testid="stMain"]')
+
+
 def shot(pg, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -185,11 +194,7 @@ def test_every_page_renders(app_url, page):
 
 def test_attack_lab_grid_and_controls(app_url, page):
     transport, base = app_url
-    page.goto(f"{base}/?image=samples:3&models=tiny-rsupcon,tiny-ce&eps=6")
-    page.get_by_text("PGD, L-inf, eps 6/255", exact=False).first.wait_for()
-    settle(page)
-    no_exception(page)
-    main = page.locator('[data-testid="stMain"]')
+    main = open_ready(page, f"{base}/?image=samples:3&models=tiny-rsupcon,tiny-ce&eps=6", "PGD, L-inf, eps 6/255")
     # 2 models x (clean, adversarial, perturbation, saliency clean, saliency adv)
     main.get_by_text("L-inf 6.0/255", exact=False).nth(1).wait_for()
     main.locator(".rl-prob").nth(2 * 2 * 5 - 1).wait_for()  # two top-5 blocks per model
@@ -218,11 +223,8 @@ def test_corruptions_view(app_url, page):
     """The chosen image under one corruption's five severities, each model's prediction and saliency;
     another corruption picked in the select box redraws the grid and the URL follows."""
     transport, base = app_url
-    page.goto(f"{base}/corruptions?image=samples:3&models=tiny-rsupcon,tiny-ce&corr=fog&csal=gradcam")
-    page.get_by_text("Clean prediction kept", exact=False).first.wait_for()
-    settle(page)
-    no_exception(page)
-    main = page.locator('[data-testid="stMain"]')
+    main = open_ready(page, f"{base}/corruptions?image=samples:3&models=tiny-rsupcon,tiny-ce&corr=fog&csal=gradcam",
+                      "Clean prediction kept")
     # the images (and their captions) can arrive after the text on a loaded machine: wait for them first
     main.locator("img").nth(1 + 5 + 5 * 2).wait_for()  # clean, 5 corrupted, 10 maps, the overview
     main.get_by_text("saliency, severity 5", exact=True).nth(1).wait_for()
