@@ -23,7 +23,7 @@ from app.session.client import (
     models,
     zoo_datasets,
 )
-from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, display_png, to_uint8
+from app.widgets.imaging import DISPLAY_PX, INFERNO_CSS, THUMB_PX, class_colour, display_png
 
 SOURCE_LABELS = {"samples": "Sample images", "test": "{label} test set", "train": "{label} train set",
                  "upload": "Upload an image"}
@@ -138,7 +138,7 @@ def page_setup(with_image: bool = False) -> tuple[dict | None, list[dict], dict[
     if not cards:
         no_models_notice()
         if img is not None:
-            show_image(to_uint8(img["pixels"]), caption=img["image_id"])
+            show_image(img["pixels"], caption=img["image_id"])
         st.stop()
     return img, cards, names
 
